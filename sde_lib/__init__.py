@@ -1,0 +1,40 @@
+"""sde_lib: the mathematics of DDPM and the score SDE, as pure JAX functions.
+
+No Flax and no I/O here; everything takes arrays and, where a model enters, a
+``score_fn(x, t) -> (B, *D)``.
+"""
+
+from sde_lib.ddpm import (
+    DDPMChain,
+    discretized_gaussian_log_likelihood,
+    gaussian_kl,
+    gaussian_log_likelihood,
+)
+from sde_lib.gmm import (
+    GaussianMixture,
+    asymmetric_mixture_2d,
+    gaussian_pair,
+    grid_of_gaussians,
+    ring_of_gaussians,
+)
+from sde_lib.parameterization import (
+    PARAMETERIZATIONS,
+    Parameterization,
+    convert,
+    get_parameterization,
+    posterior_moments,
+    tweedie_covariance,
+    tweedie_mean,
+)
+from sde_lib.sde import AbstractSDE, LinearSDE, ReverseSDE
+from sde_lib.ve import BrownianMotionSDE, VESDE
+from sde_lib.vp import CosineVPSDE, OrnsteinUhlenbeckSDE, VPSDE, subVPSDE
+
+__all__ = [
+    "AbstractSDE", "BrownianMotionSDE", "CosineVPSDE", "DDPMChain", "GaussianMixture",
+    "LinearSDE", "OrnsteinUhlenbeckSDE", "PARAMETERIZATIONS", "Parameterization", "ReverseSDE",
+    "VESDE", "VPSDE", "asymmetric_mixture_2d", "convert", "discretized_gaussian_log_likelihood",
+    "gaussian_kl", "gaussian_log_likelihood", "gaussian_pair", "get_parameterization",
+    "grid_of_gaussians", "posterior_moments", "ring_of_gaussians", "subVPSDE",
+    "tweedie_covariance", "tweedie_mean",
+]
