@@ -27,8 +27,8 @@ from sde_lib.parameterization import (
     tweedie_mean,
 )
 from sde_lib.sde import AbstractSDE, LinearSDE, ReverseSDE
-from sde_lib.ve import BrownianMotionSDE, VESDE
-from sde_lib.vp import CosineVPSDE, OrnsteinUhlenbeckSDE, VPSDE, subVPSDE
+from sde_lib.ve import VESDE, BrownianMotionSDE
+from sde_lib.vp import VPSDE, CosineVPSDE, OrnsteinUhlenbeckSDE, subVPSDE
 
 __all__ = [
     "AbstractSDE", "BrownianMotionSDE", "CosineVPSDE", "DDPMChain", "GaussianMixture",

@@ -99,7 +99,7 @@ PARAMETERIZATIONS: dict[str, Parameterization] = {
 
 
 def get_parameterization(name: str) -> Parameterization:
-    """The ``Parameterization`` called ``name``; one of ``"eps"``, ``"score"``, ``"x0"``, ``"v"``."""
+    """The ``Parameterization`` called ``name``: ``"eps"``, ``"score"``, ``"x0"`` or ``"v"``."""
     try:
         return PARAMETERIZATIONS[name]
     except (KeyError, TypeError):
@@ -109,7 +109,7 @@ def get_parameterization(name: str) -> Parameterization:
 
 def convert(output: ArrayLike, x_t: ArrayLike, alpha: ArrayLike, sigma: ArrayLike,
             source: str, target: str) -> jax.Array:
-    """Converts a prediction of kind ``source`` into the equivalent prediction of kind ``target``."""
+    """Converts a prediction of kind ``source`` into the equivalent one of kind ``target``."""
     src, dst = get_parameterization(source), get_parameterization(target)
     return dst.from_eps(src.to_eps(output, x_t, alpha, sigma), x_t, alpha, sigma)
 

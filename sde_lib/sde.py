@@ -80,7 +80,7 @@ class AbstractSDE(abc.ABC):
         return drift * dt, diffusion * math.sqrt(dt)
 
     def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> ReverseSDE:
-        """The reverse-time SDE (Anderson 1982) or the probability-flow ODE driven by ``score_fn``."""
+        """Reverse-time SDE (Anderson 1982) or probability-flow ODE driven by ``score_fn``."""
         return ReverseSDE(self, score_fn, probability_flow)
 
 

@@ -14,9 +14,10 @@ from sde_lib.sde import LinearSDE
 
 
 class VESDE(LinearSDE):
-    r"""VE SDE (Song et al. 2021, Eq. 9) with ``sigma(t) = sigma_min (sigma_max / sigma_min)^{t/T}``:
+    r"""VE SDE (Song et al. 2021, Eq. 9), ``sigma(t) = sigma_min (sigma_max / sigma_min)^{t/T}``:
 
-    .. math:: dx = \sqrt{d\sigma^2(t)/dt}\,dW = \sigma(t)\sqrt{2 \log(\sigma_{max}/\sigma_{min}) / T}\,dW.
+    .. math:: dx = \sqrt{d\sigma^2(t)/dt}\,dW
+              = \sigma(t)\sqrt{2 \log(\sigma_{max}/\sigma_{min}) / T}\,dW.
 
     The exact transition from ``x_0`` at ``t = 0`` has variance ``sigma(t)^2 - sigma_min^2``
     (score_sde instead reports ``sigma(t)``, i.e. data already perturbed by ``sigma_min``).
