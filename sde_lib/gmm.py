@@ -148,7 +148,7 @@ class GaussianMixture:
         alpha, sigma = sde.marginal_coeffs(jnp.asarray(t))
         eye = jnp.eye(self.dim, dtype=self.covs.dtype)
         return GaussianMixture._unchecked(self.weights, alpha * self.means,
-                                          alpha**2 * self.covs + sigma**2 * eye)
+                                          alpha**2 * self.covs + sigma**2 * eye[None])
 
     def log_prob_fn(self, sde):
         """Exact ``log p_t(x)`` as a function ``(x (B, d), t (B,)) -> (B,)``."""
@@ -187,9 +187,9 @@ class GaussianMixture:
         """
         A, y = jnp.asarray(A), jnp.asarray(y)
         Sigma, mu = self.covs, self.means
-        S = A @ Sigma @ A.T + sigma_y**2 * jnp.eye(A.shape[0], dtype=Sigma.dtype)  # (K, m, m)
+        S = A @ Sigma @ A.T + sigma_y**2 * jnp.eye(A.shape[0], dtype=Sigma.dtype)[None]  # (K,m,m)
         L = jnp.linalg.cholesky(S)
-        r = y - mu @ A.T  # (K, m)
+        r = y[None] - mu @ A.T  # (K, m)
         SigAT = Sigma @ A.T  # (K, d, m)
         # G_k = Sigma_k A^T S_k^{-1}; computed as (S_k^{-1} A Sigma_k)^T with two triangular solves
         solve = jax.vmap(lambda Lk, B: jax.scipy.linalg.cho_solve((Lk, True), B))

@@ -144,7 +144,7 @@ def tweedie_covariance(score_jacobian: ArrayLike, alpha: ArrayLike,
     H = jnp.asarray(score_jacobian)
     s2 = jnp.asarray(sigma) ** 2
     eye = jnp.eye(H.shape[-1], dtype=H.dtype)
-    return (s2 / jnp.asarray(alpha) ** 2)[:, None, None] * (eye + s2[:, None, None] * H)
+    return (s2 / jnp.asarray(alpha) ** 2)[:, None, None] * (eye[None] + s2[:, None, None] * H)
 
 
 def posterior_moments(score_fn, sde, x_t: ArrayLike,

@@ -1,0 +1,71 @@
+"""Bad input raises ValueError at construction, naming the argument."""
+
+import numpy as np
+import pytest
+
+import sde_lib
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: sde_lib.VPSDE(beta_min=0.0), "beta_min must be a positive"),
+    (lambda: sde_lib.VPSDE(beta_min=-0.1), "beta_min must be a positive"),
+    (lambda: sde_lib.VPSDE(beta_max=float("nan")), "beta_max must be a positive"),
+    (lambda: sde_lib.VPSDE(beta_min=5.0, beta_max=1.0), "beta_min must be <= beta_max"),
+    (lambda: sde_lib.subVPSDE(beta_min=5.0, beta_max=1.0), "beta_min must be <= beta_max"),
+    (lambda: sde_lib.VPSDE(N=0), "N must be an integer >= 1"),
+    (lambda: sde_lib.VPSDE(N=10.5), "N must be an integer >= 1"),
+    (lambda: sde_lib.VPSDE(T=0.0), "T must be a positive"),
+    (lambda: sde_lib.CosineVPSDE(s=-0.1), "s must be a positive"),
+    (lambda: sde_lib.CosineVPSDE(max_discrete_beta=1.0), "max_discrete_beta must be in"),
+    (lambda: sde_lib.VESDE(sigma_min=0.0), "sigma_min must be a positive"),
+    (lambda: sde_lib.VESDE(sigma_min=2.0, sigma_max=1.0), "sigma_min must be smaller than"),
+    (lambda: sde_lib.VESDE(N=-3), "N must be an integer >= 1"),
+    (lambda: sde_lib.OrnsteinUhlenbeckSDE(beta=0.0), "beta must be a positive"),
+    (lambda: sde_lib.OrnsteinUhlenbeckSDE(sigma=-1.0), "sigma must be a positive"),
+    (lambda: sde_lib.BrownianMotionSDE(sigma=0.0), "sigma must be a positive"),
+    (lambda: sde_lib.DDPMChain([0.1, 1.0]), r"betas must lie in the open interval \(0, 1\)"),
+    (lambda: sde_lib.DDPMChain([0.0, 0.1]), r"betas must lie in the open interval \(0, 1\)"),
+    (lambda: sde_lib.DDPMChain(np.full((2, 2), 0.1)), "betas must be a 1-D array"),
+    (lambda: sde_lib.DDPMChain([]), "betas must be a 1-D array"),
+    (lambda: sde_lib.DDPMChain.from_sde(sde_lib.VPSDE(N=10)), "betas must lie in"),
+])
+def test_bad_sde_and_chain_arguments(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+_W, _M, _C = np.array([0.5, 0.5]), np.zeros((2, 2)), np.stack([np.eye(2)] * 2)
+
+
+@pytest.mark.parametrize("weights,means,covs,match", [
+    (np.array([0.5, 0.6]), _M, _C, "weights must be non-negative and sum to one"),
+    (np.array([1.5, -0.5]), _M, _C, "weights must be non-negative and sum to one"),
+    (np.array([[0.5, 0.5]]), _M, _C, r"weights must have shape \(K,\)"),
+    (_W, np.zeros((3, 2)), _C, r"means must have shape \(K, d\)"),
+    (_W, _M, np.stack([np.eye(3)] * 2), r"covs must have shape \(K, d, d\)"),
+    (_W, _M, np.stack([np.eye(2), -np.eye(2)]), "covs must be positive definite"),
+    (_W, _M, np.stack([np.eye(2), [[1.0, 2.0], [2.0, 1.0]]]), "covs must be positive definite"),
+    (_W, _M, np.stack([np.eye(2), [[1.0, 0.5], [0.0, 1.0]]]), "covs must be symmetric"),
+    (_W, np.full((2, 2), np.inf), _C, "means must be finite"),
+])
+def test_bad_mixture_arguments(weights, means, covs, match):
+    with pytest.raises(ValueError, match=match):
+        sde_lib.GaussianMixture(weights, means, covs)
+
+
+def test_public_api_names():
+    """The names ../shared/API.md promises exist with their documented signatures."""
+    vp = sde_lib.VPSDE(beta_min=0.1, beta_max=20.0, N=1000)
+    sde_lib.subVPSDE(beta_min=0.1, beta_max=20.0, N=1000)
+    sde_lib.VESDE(sigma_min=0.01, sigma_max=50.0, N=1000)
+    for attr in ("T", "N", "sde", "marginal_prob", "prior_sampling", "prior_logp", "discretize",
+                 "reverse", "discrete_betas"):
+        assert hasattr(vp, attr), attr
+    chain = sde_lib.DDPMChain.from_sde(vp)
+    for attr in ("betas", "alphas", "alphas_cumprod", "q_sample", "q_posterior"):
+        assert hasattr(chain, attr), attr
+    gmm = sde_lib.asymmetric_mixture_2d()
+    for attr in ("sample", "log_prob", "marginal", "score_fn"):
+        assert hasattr(gmm, attr), attr
+    rsde = vp.reverse(lambda x, t: -x, probability_flow=False)
+    assert hasattr(rsde, "sde") and hasattr(rsde, "discretize")
