@@ -15,11 +15,11 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m ruff check sde_lib models experiments tests benchmarks
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)
-	$(PY) -m ruff check sde_lib models experiments tests benchmarks
+	$(PY) -m ruff check .
 
 clean:
 	rm -rf $(VENV) build *.egg-info
