@@ -17,6 +17,7 @@ from sde_lib.gmm import (
     grid_of_gaussians,
     ring_of_gaussians,
 )
+from sde_lib.losses import LossConfig, get_loss_fn
 from sde_lib.parameterization import (
     PARAMETERIZATIONS,
     Parameterization,
@@ -38,3 +39,4 @@ __all__ = [
     "grid_of_gaussians", "posterior_moments", "ring_of_gaussians", "subVPSDE",
     "tweedie_covariance", "tweedie_mean",
 ]
+__all__ += ["LossConfig", "get_loss_fn", "losses"]

@@ -148,6 +148,11 @@ class subVPSDE(VPSDE):  # noqa: N801 -- the name score_sde users know (API.md)
 
     discretize = AbstractSDE.discretize
 
+    @property
+    def discrete_betas(self):
+        """sub-VP has no DDPM chain: ``hasattr(subvp, "discrete_betas")`` is False."""
+        raise AttributeError("subVPSDE has no discrete DDPM chain (discrete_betas)")
+
     def diffusion_coeff(self, t: ArrayLike) -> jax.Array:
         return jnp.sqrt(self.beta(t) * -jnp.expm1(-2.0 * self.integrated_beta(t)))
 

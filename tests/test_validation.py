@@ -69,3 +69,10 @@ def test_public_api_names():
         assert hasattr(gmm, attr), attr
     rsde = vp.reverse(lambda x, t: -x, probability_flow=False)
     assert hasattr(rsde, "sde") and hasattr(rsde, "discretize")
+
+
+def test_subvp_has_no_ddpm_chain():
+    """Samplers and losses that need the chain test hasattr(sde, "discrete_betas")."""
+    assert not hasattr(sde_lib.subVPSDE(), "discrete_betas")
+    assert hasattr(sde_lib.VPSDE(), "discrete_betas")
+    assert hasattr(sde_lib.CosineVPSDE(), "discrete_betas")
