@@ -1,0 +1,57 @@
+r"""From a network and its parameters to ``model_fn(x, t)`` (what the losses take) and to
+``score_fn(x, t)`` (what samplers and likelihoods take).
+
+The score uses exactly the conversion of the losses (``sde_lib.losses.get_model_score_fn``):
+``score = Parameterization.to_score(model(x, t), x, alpha_t, sigma_t)`` with
+``(alpha_t, sigma_t) = sde.marginal_coeffs(t)``, e.g. ``-eps / sigma_t`` for an eps network and
+``-(x - alpha_t x0) / sigma_t^2`` for an x0 network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+
+from sde_lib.losses import get_model_score_fn
+from sde_lib.parameterization import Parameterization, get_parameterization
+
+ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def get_model_fn(model: nn.Module, params, train: bool = False,
+                 rng: jax.Array | None = None) -> ModelFn:
+    """``model_fn(x (B, *D), t (B,)) -> (B, *D)``, the raw network output.
+
+    Args:
+      model: a Flax module called as ``model.apply({"params": params}, x, t, train=train)``.
+      params: the ``"params"`` collection.
+      train: enables dropout; then ``rng`` is the dropout key.
+      rng: a ``jax.random`` key, required when ``train`` is true.
+    """
+    if not isinstance(train, bool):
+        raise ValueError(f"train must be a bool, got {train!r}")
+    if train and rng is None:
+        raise ValueError("rng (the dropout key) is required when train=True")
+    rngs = {"dropout": rng} if train else None
+
+    def model_fn(x, t):
+        return model.apply({"params": params}, x, t, train=train, rngs=rngs)
+
+    return model_fn
+
+
+def get_score_fn(sde, model: nn.Module, params, parameterization: str | Parameterization = "eps",
+                 train: bool = False, rng: jax.Array | None = None) -> ModelFn:
+    """``score_fn(x, t) -> (B, *D)``, the score ``grad_x log p_t(x)`` the network implies.
+
+    Args:
+      sde: a linear SDE of sde_lib (``sde.marginal_coeffs(t)`` gives ``alpha_t, sigma_t``).
+      model, params, train, rng: as in ``get_model_fn``.
+      parameterization: what the network predicts: ``"eps"``, ``"x0"``, ``"v"``, ``"score"``
+        (or a ``Parameterization``).
+    """
+    if not isinstance(parameterization, Parameterization):
+        parameterization = get_parameterization(parameterization)
+    return get_model_score_fn(get_model_fn(model, params, train, rng), sde, parameterization)

@@ -1,0 +1,322 @@
+"""Networks: time embeddings against numpy formulas, shapes, parameter counts from architecture
+formulas written here, the registry's errors, and get_score_fn against the parameterization
+conversions and the Gaussian-mixture oracle."""
+
+import math
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import models
+import sde_lib
+
+KEY = jax.random.PRNGKey(0)
+
+
+def num_params(tree):
+    return sum(math.prod(a.shape) for a in jax.tree.leaves(tree))
+
+
+def init(model, x, t):
+    return model.init(KEY, x, t)["params"]
+
+
+# ----- time embeddings -----------------------------------------------------------------------
+
+def test_sinusoidal_embedding_matches_ddpm_formula():
+    # Ho et al. 2020 (diffusion_utils get_timestep_embedding), written out in numpy.
+    t = np.array([0.0, 1.0, 17.5, 999.0])
+    dim = 10
+    half = dim // 2
+    freqs = np.exp(-np.log(10_000.0) * np.arange(half) / (half - 1))
+    ref = np.concatenate([np.sin(t[:, None] * freqs), np.cos(t[:, None] * freqs)], axis=1)
+    chex.assert_trees_all_close(jax.jit(models.sinusoidal_embedding, static_argnums=1)(t, dim),
+                                ref, rtol=1e-12, atol=1e-12)
+    odd = models.sinusoidal_embedding(t, dim + 1)
+    chex.assert_shape(odd, (4, dim + 1))
+    np.testing.assert_array_equal(odd[:, -1], 0.0)
+
+
+def test_time_embedding_scales_and_fourier_frequencies_are_fixed():
+    t = jnp.array([0.1, 0.7])
+    cfg = models.TimeEmbeddingConfig()  # sinusoidal, time_scale 999 (score_sde, continuous VP)
+    chex.assert_trees_all_close(cfg.embed(t, 8), models.sinusoidal_embedding(999.0 * t, 8))
+    four = models.TimeEmbeddingConfig(kind="fourier", fourier_scale=16.0, seed=3)
+    w = np.asarray(models.fourier_frequencies(8, 16.0, 3), np.float64)
+    arg = 2 * np.pi * np.asarray(t)[:, None] * w[None, :]
+    chex.assert_trees_all_close(four.embed(t, 8), np.concatenate([np.sin(arg), np.cos(arg)], 1),
+                                rtol=1e-6, atol=1e-6)
+    # The frequencies are a function of the seed only: not parameters of any network.
+    np.testing.assert_array_equal(models.fourier_frequencies(8, 16.0, 3), w.astype(np.float32))
+    assert not np.allclose(models.fourier_frequencies(8, 16.0, 4), w)
+    m = models.get_model("mlp", hidden=8, num_blocks=1, time_embedding="fourier")
+    params = init(m, jnp.ones((2, 3)), t)
+    assert set(params["time"]) == {"Dense_0", "Dense_1"}
+
+
+def test_time_embedding_rejects_bad_values():
+    with pytest.raises(ValueError, match="kind must be one of"):
+        models.TimeEmbeddingConfig(kind="learned")
+    with pytest.raises(ValueError, match="time_scale"):
+        models.TimeEmbeddingConfig(time_scale=-1.0)
+    with pytest.raises(ValueError, match="unknown time_embedding keys"):
+        models.MLPConfig(time_embedding={"kind": "fourier", "scale": 3})
+
+
+# ----- residual MLP --------------------------------------------------------------------------
+
+def mlp_param_count(d, H, L):
+    time = 2 * (H * H + H)                       # Dense(H) o silu o Dense(H) on embed(t, H)
+    inp = d * H + H
+    block = 2 * H + (H * H + H) + H * H + (H * H + H)   # LayerNorm, dense0, time (no bias), dense1
+    out = 2 * H + H * d + d
+    return time + inp + L * block + out
+
+
+@pytest.mark.parametrize("shape,H,L", [((5, 3), 16, 2), ((4, 2, 3), 8, 0), ((3, 7), 32, 3)])
+def test_mlp_shape_and_parameter_count(shape, H, L):
+    model = models.get_model("mlp", hidden=H, num_blocks=L)
+    x, t = jnp.ones(shape), jnp.full(shape[:1], 0.5)
+    params = init(model, x, t)
+    assert num_params(params) == mlp_param_count(math.prod(shape[1:]), H, L)
+    chex.assert_shape(model.apply({"params": params}, x, t), shape)
+
+
+# ----- Transformer ---------------------------------------------------------------------------
+
+def transformer_param_count(num_tokens, token_size, E, L, r):
+    time = 2 * (E * E + E)
+    embed = token_size * E + E + num_tokens * E            # token projection + positions
+    block = (E * 6 * E + 6 * E                             # adaLN modulation
+             + 4 * (E * E + E)                             # q, k, v, out projections
+             + E * r * E + r * E + r * E * E + E)          # MLP
+    final = E * 2 * E + 2 * E + E * token_size + token_size
+    return time + embed + L * block + final
+
+
+@pytest.mark.parametrize("shape,patch,tokens,token_size", [
+    ((3, 6), 2, 6, 1),               # coordinates as tokens
+    ((2, 4, 6, 3), 2, 6, 12),        # 2x2 patches of a non-square RGB image
+])
+def test_transformer_shape_and_parameter_count(shape, patch, tokens, token_size):
+    E, L, r = 16, 2, 2
+    model = models.get_model("transformer", dim=E, depth=L, num_heads=4, mlp_ratio=r,
+                             patch_size=patch)
+    x = jax.random.normal(KEY, shape)
+    t = jnp.linspace(0.1, 0.9, shape[0])
+    params = init(model, x, t)
+    assert num_params(params) == transformer_param_count(tokens, token_size, E, L, r)
+    apply = jax.jit(model.apply)
+    out = apply({"params": params}, x, t)
+    chex.assert_shape(out, shape)
+    # adaLN-Zero: every modulation starts at zero, so the initial output ignores t ...
+    chex.assert_trees_all_close(apply({"params": params}, x, 1.0 - t), out, atol=1e-12)
+    # ... and depends on t as soon as the modulations move.
+    moved = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(KEY, p.shape, p.dtype), params)
+    diff = apply({"params": moved}, x, 1.0 - t) - apply({"params": moved}, x, t)
+    assert float(jnp.max(jnp.abs(diff))) > 1e-3
+
+
+def test_transformer_patches_round_trip():
+    # Token 1 of an image of width 6 with 2x2 patches is the patch at rows 0:2, columns 2:4.
+    model = models.TransformerDenoiser(models.TransformerConfig(patch_size=2))
+    x = jax.random.normal(KEY, (2, 4, 6, 3))
+    tokens = model._tokenize(x)
+    chex.assert_shape(tokens, (2, 6, 12))
+    np.testing.assert_array_equal(tokens[0, 1], np.asarray(x[0, 0:2, 2:4, :]).reshape(-1))
+    np.testing.assert_array_equal(model._untokenize(tokens, x.shape), x)
+
+
+# ----- U-Net ---------------------------------------------------------------------------------
+
+def unet_counts(cfg, C, res):
+    """(parameters, conv kernels) of the DDPM U-Net from its description in Ho et al. 2020."""
+    ch = cfg.ch
+    conv = lambda i, o, k: k * k * i * o + o
+    dense = lambda i, o: i * o + o
+    gn = lambda c: 2 * c
+    n, kernels = dense(ch, 4 * ch) + dense(4 * ch, 4 * ch), 0
+
+    def resblock(i, o):
+        nonlocal n, kernels
+        n += gn(i) + conv(i, o, 3) + dense(4 * ch, o) + gn(o) + conv(o, o, 3)
+        kernels += 2
+        if i != o:
+            n += conv(i, o, 1)
+            kernels += 1
+
+    def attn(c, r):
+        nonlocal n
+        if r in cfg.attn_resolutions:
+            n += gn(c) + 4 * dense(c, c)
+
+    n += conv(C, ch, 3)
+    kernels += 1
+    skips, c, r = [ch], ch, res
+    for lvl, m in enumerate(cfg.ch_mult):
+        for _ in range(cfg.num_res_blocks):
+            resblock(c, m * ch)
+            c = m * ch
+            attn(c, r)
+            skips.append(c)
+        if lvl < len(cfg.ch_mult) - 1:
+            n += conv(c, c, 3)
+            kernels += 1
+            r //= 2
+            skips.append(c)
+    resblock(c, c)
+    n += gn(c) + 4 * dense(c, c)
+    resblock(c, c)
+    for lvl in reversed(range(len(cfg.ch_mult))):
+        for _ in range(cfg.num_res_blocks + 1):
+            resblock(c + skips.pop(), cfg.ch_mult[lvl] * ch)
+            c = cfg.ch_mult[lvl] * ch
+            attn(c, r)
+        if lvl > 0:
+            n += conv(c, c, 3)
+            kernels += 1
+            r *= 2
+    n += gn(c) + conv(c, C, 3)
+    kernels += 1
+    assert not skips
+    return n, kernels
+
+
+def count_kernels(params):
+    return sum(1 for a in jax.tree.leaves(params) if a.ndim == 4)
+
+
+@pytest.mark.parametrize("name,overrides,shape", [
+    ("unet_digits", dict(ch=8), (2, 8, 8, 1)),
+    ("unet_mnist", dict(ch=8), (1, 28, 28, 1)),
+])
+def test_unet_shape_and_counts(name, overrides, shape):
+    model = models.get_model(name, **overrides)
+    x = jax.random.normal(KEY, shape)
+    t = jnp.full(shape[:1], 0.3)
+    params = init(model, x, t)
+    n, kernels = unet_counts(model.config, shape[-1], shape[1])
+    assert num_params(params) == n
+    assert count_kernels(params) == kernels
+    chex.assert_shape(model.apply({"params": params}, x, t), shape)
+
+
+def test_unet_cifar10_config_has_ddpm_parameter_count():
+    # Ho et al. 2020, Appendix B: "Our CIFAR10 model has 35.7 million parameters".
+    model = models.get_model("unet_cifar10")
+    shapes = jax.eval_shape(lambda: model.init(KEY, jnp.ones((1, 32, 32, 3)), jnp.ones(1)))
+    n = num_params(shapes["params"])
+    assert (n, count_kernels(shapes["params"])) == unet_counts(model.config, 3, 32)
+    assert round(n / 1e5) == 357
+
+
+def test_unet_dropout_only_in_training():
+    model = models.get_model("unet_digits", ch=8, dropout=0.5)
+    x, t = jax.random.normal(KEY, (2, 8, 8, 1)), jnp.array([0.2, 0.8])
+    params = init(model, x, t)
+    f_eval = models.get_model_fn(model, params)
+    chex.assert_trees_all_close(f_eval(x, t), f_eval(x, t))
+    f_train = lambda rng: models.get_model_fn(model, params, train=True, rng=rng)(x, t)
+    a, b = f_train(jax.random.PRNGKey(1)), f_train(jax.random.PRNGKey(2))
+    assert float(jnp.max(jnp.abs(a - b))) > 1e-4
+    with pytest.raises(ValueError, match="rng"):
+        models.get_model_fn(model, params, train=True)
+
+
+def test_unet_rejects_indivisible_image_size():
+    model = models.get_model("unet_digits", ch=8, ch_mult=(1, 2, 2))
+    with pytest.raises(ValueError, match="divisible by"):
+        model.init(KEY, jnp.ones((1, 6, 6, 1)), jnp.ones(1))
+
+
+# ----- registry ------------------------------------------------------------------------------
+
+def test_registry_errors_list_valid_choices():
+    with pytest.raises(ValueError, match=r"model name must be one of \['mlp'"):
+        models.get_model("resnet")
+    with pytest.raises(ValueError, match="unknown fields \\['width'\\].*valid fields"):
+        models.get_model("mlp", width=3)
+    with pytest.raises(ValueError, match="dropout"):
+        models.get_model("unet", dropout=1.5)
+    with pytest.raises(ValueError, match="divisible by num_heads"):
+        models.get_model("transformer", dim=10, num_heads=4)
+    with pytest.raises(ValueError, match="t must have shape"):
+        m = models.get_model("mlp", hidden=8)
+        m.init(KEY, jnp.ones((3, 2)), jnp.ones((2,)))
+
+
+def test_registry_accepts_config_objects():
+    cfg = models.get_model_config("unet_digits", ch=16)
+    assert isinstance(cfg, models.UNetConfig) and cfg.ch == 16 and cfg.ch_mult == (1, 2)
+    assert models.get_model(cfg) == models.UNet(cfg)
+    with pytest.raises(ValueError, match="overrides must be empty"):
+        models.get_model(cfg, ch=8)
+
+
+# ----- get_score_fn --------------------------------------------------------------------------
+
+def reference_score(out, x, alpha, sigma, kind):
+    """Score implied by a network output, written out per parameterization (numpy)."""
+    a, s = alpha[:, None], sigma[:, None]
+    if kind == "eps":
+        return -out / s
+    if kind == "score":
+        return out
+    if kind == "x0":
+        return -(x - a * out) / s**2
+    eps = (s * x + a * out) / (a**2 + s**2)   # v = alpha eps - sigma x0 (Salimans & Ho 2022)
+    return -eps / s
+
+
+@pytest.mark.parametrize("kind", ["eps", "x0", "v", "score"])
+@pytest.mark.parametrize("sde", [sde_lib.VPSDE(), sde_lib.VESDE(), sde_lib.subVPSDE()],
+                         ids=["vp", "ve", "subvp"])
+def test_score_fn_matches_parameterization_formulas(kind, sde):
+    model = models.get_model("mlp", hidden=16, num_blocks=1)
+    x = jax.random.normal(KEY, (6, 3))
+    t = jnp.linspace(0.05, 0.95, 6)
+    params = init(model, x, t)
+    out = np.asarray(model.apply({"params": params}, x, t))
+    mean, std = sde.marginal_prob(jnp.ones_like(x), t)   # mean = alpha_t * 1
+    alpha = np.asarray(mean[:, 0])
+    score = jax.jit(models.get_score_fn(sde, model, params, kind))(x, t)
+    chex.assert_trees_all_close(score, reference_score(out, np.asarray(x), alpha,
+                                                       np.asarray(std), kind),
+                                rtol=1e-10, atol=1e-10)
+
+
+class OracleNet(nn.Module):
+    """The exact optimal network of each parameterization for a Gaussian mixture."""
+
+    gmm: sde_lib.GaussianMixture
+    sde: object
+    kind: str
+
+    @nn.compact
+    def __call__(self, x, t, train=False):
+        alpha, sigma = self.sde.marginal_coeffs(t)
+        score = self.gmm.score_fn(self.sde)(x, t)
+        a, s = alpha[:, None], sigma[:, None]
+        eps = -s * score
+        x0 = (x + s**2 * score) / a                         # Tweedie
+        return {"eps": eps, "score": score, "x0": x0, "v": a * eps - s * x0}[self.kind]
+
+
+@pytest.mark.parametrize("kind", ["eps", "x0", "v", "score"])
+def test_score_fn_of_oracle_networks_is_the_exact_score(kind):
+    gmm = sde_lib.asymmetric_mixture_2d()
+    sde = sde_lib.VPSDE()
+    net = OracleNet(gmm, sde, kind)
+    x = jax.random.normal(KEY, (5, 2)) * 2.0
+    t = jnp.array([0.01, 0.1, 0.3, 0.6, 1.0])
+    score = models.get_score_fn(sde, net, {}, kind)(x, t)
+    chex.assert_trees_all_close(score, gmm.score_fn(sde)(x, t), rtol=1e-9, atol=1e-9)
+
+
+def test_score_fn_rejects_unknown_parameterization():
+    with pytest.raises(ValueError, match="parameterization must be one of"):
+        models.get_score_fn(sde_lib.VPSDE(), models.get_model("mlp"), {}, "noise")
