@@ -40,3 +40,13 @@ __all__ = [
     "tweedie_covariance", "tweedie_mean",
 ]
 __all__ += ["LossConfig", "get_loss_fn", "losses"]
+from sde_lib.likelihood import (  # noqa: E402
+    NegativeELBO,
+    bits_per_dim,
+    ddpm_negative_elbo,
+    log_likelihood,
+    uniform_dequantize,
+)
+
+__all__ += ["NegativeELBO", "bits_per_dim", "ddpm_negative_elbo", "log_likelihood",
+            "uniform_dequantize"]
