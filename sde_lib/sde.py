@@ -18,6 +18,7 @@ and the probability-flow ODE with the same marginals (Song et al. 2021, Eq. 13) 
 from __future__ import annotations
 
 import abc
+import copy
 import math
 from collections.abc import Callable, Sequence
 
@@ -78,6 +79,12 @@ class AbstractSDE(abc.ABC):
         dt = self.T / self.N
         drift, diffusion = self.sde(x, t)
         return drift * dt, diffusion * math.sqrt(dt)
+
+    def with_num_steps(self, N: int) -> AbstractSDE:
+        """A copy of this SDE with ``N`` discretization steps (the same continuous process)."""
+        new = copy.copy(self)
+        new._N = check_num_steps("N", N)
+        return new
 
     def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> ReverseSDE:
         """Reverse-time SDE (Anderson 1982) or probability-flow ODE driven by ``score_fn``."""

@@ -1,0 +1,297 @@
+r"""``sample``: every sampler is one ``lax.scan`` over a time grid with one small step function.
+
+The driver draws ``x_T`` from the prior, scans ``step(key_k, x, c_k)`` over the ``K`` grid
+points (``grid.py``) and returns the noiseless mean of the last step and the number of score
+evaluations. ``pf_ode_adaptive`` replaces the scan by a diffrax solve from ``T`` to ``eps``
+followed by the same last Euler step to ``t = 0`` as ``pf_ode_euler``.
+
+The one place where a method name becomes a step is ``SAMPLERS``; options are checked against
+each method's list before anything is traced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import numbers
+from collections.abc import Callable, Sequence
+
+import diffrax
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from sde_lib._checks import check_num_steps
+from sde_lib.ddpm import VARIANCES
+from sde_lib.sampling import grid, steps
+
+ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
+PREDICTORS = ("reverse_diffusion", "euler_maruyama", "none")
+ODE_SOLVERS = {"tsit5": (diffrax.Tsit5, 6), "dopri5": (diffrax.Dopri5, 6),
+               "bosh3": (diffrax.Bosh3, 3), "heun": (diffrax.Heun, 2)}
+# new evaluations of the vector field per step (FSAL pairs reuse the last stage; Heun does not).
+
+
+def _check_choice(name, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def _check_nonneg(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
+        raise ValueError(f"{name} must be a real number >= 0, got {value!r}")
+    return float(value)
+
+
+def _check_pos(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0 \
+            or not math.isfinite(value):
+        raise ValueError(f"{name} must be a positive real number, got {value!r}")
+    return float(value)
+
+
+def _check_chain(name, value):
+    if value not in (None, True, False):
+        raise ValueError(f"{name} must be None, True or False, got {value!r}")
+    return value
+
+
+def _check_grid(name, value):
+    if isinstance(value, str):
+        return _check_choice(name, value, grid.TIME_GRIDS)
+    return tuple(float(v) for v in value)  # checked against num_steps in evaluation_times
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """A sampler: its options ``{name: (default, check)}`` and how to build its scan."""
+
+    build: Callable
+    options: dict
+
+
+def _continuous(sde, num_steps, eps, time_grid):
+    return grid.continuous_grid(sde, grid.evaluation_times(time_grid, num_steps, sde.T, eps))
+
+
+def _build_sde_step(step):
+    def build(sde, score_fn, num_steps, eps, o):
+        coeffs = _continuous(sde, num_steps, eps, o["time_grid"])
+        return functools.partial(step, sde=sde, score_fn=score_fn), coeffs, num_steps
+    return build
+
+
+def _discretized(sde, num_steps):
+    sde_k = sde.with_num_steps(num_steps)
+    if grid.has_chain(sde_k) and not float(jnp.max(sde_k.discrete_betas)) < 1.0:
+        raise ValueError(f"num_steps={num_steps} is too few for reverse_diffusion on this SDE: "
+                         f"its {num_steps}-step DDPM chain has a beta >= 1")
+    return sde_k, grid.discretization_grid(sde_k, num_steps)
+
+
+def _build_reverse_diffusion(sde, score_fn, num_steps, eps, o):
+    sde_k, coeffs = _discretized(sde, num_steps)
+    return functools.partial(steps.reverse_diffusion, sde=sde_k, score_fn=score_fn), coeffs, \
+        num_steps
+
+
+def _chain_or_continuous(sde, num_steps, eps, o):
+    use_chain = grid.has_chain(sde) if o["chain"] is None else o["chain"]
+    if use_chain and not grid.has_chain(sde):
+        raise ValueError(f"chain=True needs an SDE with a DDPM chain (VPSDE, CosineVPSDE), got "
+                         f"{type(sde).__name__}")
+    if use_chain:
+        times = grid.evaluation_times(o["time_grid"], num_steps, sde.T, sde.T / sde.N)
+        return grid.chain_grid(sde, times)
+    return _continuous(sde, num_steps, eps, o["time_grid"])
+
+
+def _build_ancestral(sde, score_fn, num_steps, eps, o):
+    coeffs = _chain_or_continuous(sde, num_steps, eps, o)
+    noise = (lambda v, b2: v) if o["variance"] == "beta_tilde" else (lambda v, b2: b2)
+    step = functools.partial(steps.generalized_ddim, score_fn=score_fn, eps_scale="posterior",
+                             noise_scale=noise)
+    return step, coeffs, num_steps
+
+
+def _build_ddim(sde, score_fn, num_steps, eps, o):
+    coeffs = _chain_or_continuous(sde, num_steps, eps, o)
+    eta2 = o["eta"] ** 2
+    step = functools.partial(steps.generalized_ddim, score_fn=score_fn, eps_scale="marginal",
+                             noise_scale=lambda v, b2: eta2 * v)
+    return step, coeffs, num_steps
+
+
+def _build_heun(sde, score_fn, num_steps, eps, o):
+    step, coeffs, _ = _build_sde_step(steps.pf_ode_heun)(sde, score_fn, num_steps, eps, o)
+    return step, coeffs, 2 * num_steps - 1
+
+
+def _build_pc(sde, score_fn, num_steps, eps, o):
+    predictor = o["predictor"]
+    if predictor == "reverse_diffusion":
+        if o["time_grid"] != "uniform":
+            raise ValueError("time_grid must be 'uniform' for pc with the reverse_diffusion "
+                             "predictor (it runs on the SDE's own discretization grid)")
+        sde_k, coeffs = _discretized(sde, num_steps)
+        predict = functools.partial(steps.reverse_diffusion, sde=sde_k, score_fn=score_fn)
+    else:
+        coeffs = _continuous(sde, num_steps, eps, o["time_grid"])
+        predict = (None if predictor == "none" else
+                   functools.partial(steps.euler_maruyama, sde=sde, score_fn=score_fn))
+    correct = functools.partial(steps.langevin_corrector, score_fn=score_fn, snr=o["snr"],
+                                num_steps=o["corrector_steps"])
+    step = functools.partial(steps.predictor_corrector, corrector=correct, predictor=predict)
+    nfe = num_steps * (o["corrector_steps"] + (predict is not None))
+    return step, coeffs, nfe
+
+
+_GRID = ("uniform", _check_grid)
+_CHAIN = (None, _check_chain)
+SAMPLERS: dict[str, Method] = {
+    "euler_maruyama": Method(_build_sde_step(steps.euler_maruyama), {"time_grid": _GRID}),
+    "reverse_diffusion": Method(_build_reverse_diffusion, {}),
+    "ddpm_ancestral": Method(_build_ancestral, {
+        "variance": ("beta", functools.partial(_check_choice, choices=VARIANCES)),
+        "chain": _CHAIN, "time_grid": _GRID}),
+    "ddim": Method(_build_ddim, {"eta": (0.0, _check_nonneg), "chain": _CHAIN,
+                                 "time_grid": _GRID}),
+    "pf_ode_euler": Method(_build_sde_step(steps.pf_ode_euler), {"time_grid": _GRID}),
+    "pf_ode_heun": Method(_build_heun, {"time_grid": _GRID}),
+    "pf_ode_adaptive": Method(None, {
+        "rtol": (1e-5, _check_pos), "atol": (1e-5, _check_pos),
+        "solver": ("tsit5", functools.partial(_check_choice, choices=tuple(ODE_SOLVERS))),
+        "max_steps": (4096, check_num_steps)}),
+    "pc": Method(_build_pc, {
+        "snr": (0.16, _check_pos), "corrector_steps": (1, check_num_steps),
+        "predictor": ("reverse_diffusion", functools.partial(_check_choice, choices=PREDICTORS)),
+        "time_grid": _GRID}),
+}
+
+
+def _check_options(method: str, options: dict) -> dict:
+    spec = SAMPLERS[method].options
+    unknown = sorted(set(options) - set(spec))
+    if unknown:
+        raise ValueError(f"unknown options {unknown} for method {method!r}; it takes "
+                         f"{sorted(spec) or 'no options'}")
+    out = {}
+    for name, (default, check) in spec.items():
+        out[name] = check(name, options[name]) if name in options else default
+    return out
+
+
+def _check_shape(shape) -> tuple[int, ...]:
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        shape = None
+    if (not shape or len(shape) < 2 or
+            not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1
+                    for n in shape)):
+        raise ValueError(f"shape must be (B, *D) with positive integers and at least one data "
+                         f"axis, got {shape!r}")
+    return tuple(int(n) for n in shape)
+
+
+def sample(rng: jax.Array, sde, score_fn: ScoreFn, shape: Sequence[int],
+           method: str = "euler_maruyama", num_steps: int = 1000, eps: float = 1e-3,
+           **options) -> tuple[jax.Array, jax.Array | int]:
+    r"""Draws samples of the model ``score_fn`` by running its reverse process from the prior.
+
+    Methods (options in brackets, defaults first):
+
+    * ``euler_maruyama`` [time_grid]: the reverse SDE (Anderson 1982; Song et al. 2021, Eq. 6).
+    * ``reverse_diffusion``: Song et al. 2021, Eq. 46, on the SDE's ``num_steps``-step
+      discretization ``sde.with_num_steps(num_steps)`` and its grid ``t_i = (i + 1) T / K``.
+    * ``ddpm_ancestral`` [variance: "beta" | "beta_tilde", chain, time_grid]: Ho et al. 2020,
+      Algorithm 2, on a strided sub-sequence of the SDE's DDPM chain (VP, cosine VP) or, without a
+      chain or with ``chain=False``, on the exact marginals at the time grid (SMLD's ancestral
+      sampler for VE).
+    * ``ddim`` [eta=0.0, chain, time_grid]: Song, Meng & Ermon 2021, Eq. 12; ``eta = 1`` is
+      ancestral sampling with ``beta_tilde``.
+    * ``pf_ode_euler``, ``pf_ode_heun`` [time_grid]: the probability-flow ODE (Eq. 13) with
+      Euler (order 1) or Heun (order 2) steps.
+    * ``pf_ode_adaptive`` [rtol=1e-5, atol=1e-5, solver="tsit5" | "dopri5" | "bosh3" | "heun",
+      max_steps=4096]: an adaptive diffrax solve from ``T`` to ``eps``, then one Euler step to 0;
+      ``num_steps`` is not used.
+    * ``pc`` [snr=0.16, corrector_steps=1, predictor="reverse_diffusion" | "euler_maruyama" |
+      "none", time_grid]: predictor-corrector with the Langevin corrector (Song et al. 2021,
+      Algorithms 1 and 5).
+
+    The chain-based methods end at the chain's first time ``T / N`` (``eps`` is not used);
+    ``reverse_diffusion`` ends at ``T / num_steps``. The last step goes to ``t = 0`` and returns
+    its noiseless mean. ``rng`` is split into the prior draw and one key per step, so the same key
+    gives the same samples; under ``jax.pmap`` pass a per-device key. Wrap the call in
+    ``jax.jit`` to compile it once for repeated use.
+
+    Args:
+      rng: a ``jax.random`` key.
+      sde: a ``LinearSDE`` (VP, cosine VP, sub-VP, VE, OU, Brownian motion).
+      score_fn: ``score_fn(x (B, *D), t (B,)) -> (B, *D)``.
+      shape: ``(B, *D)``.
+      method: one of ``SAMPLERS``.
+      num_steps: number of steps ``K >= 1``.
+      eps: the last evaluation time of the continuous grids, in ``(0, T)``.
+      **options: the method's options above.
+
+    Returns:
+      ``x`` ``(B, *D)`` and ``nfe``, the number of calls of ``score_fn`` (an int, a scalar array
+      for ``pf_ode_adaptive``).
+
+    Raises:
+      ValueError: an unknown method (the valid ones are listed) or option, ``num_steps < 1``,
+        ``eps`` outside ``(0, T)``, a bad shape or option value; before anything is traced.
+    """
+    method = _check_choice("method", method, tuple(SAMPLERS))
+    num_steps = check_num_steps("num_steps", num_steps)
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < sde.T:
+        raise ValueError(f"eps must be a real number in (0, T={sde.T}), got {eps!r}")
+    shape = _check_shape(shape)
+    opts = _check_options(method, options)
+    if method != "pf_ode_adaptive":
+        with jax.ensure_compile_time_eval():  # the grid is a constant, also under a caller's jit
+            step, coeffs, nfe = SAMPLERS[method].build(sde, score_fn, num_steps, float(eps), opts)
+    rng_prior, rng_steps = jax.random.split(rng)
+    x_T = sde.prior_sampling(rng_prior, shape)
+    if method == "pf_ode_adaptive":
+        return _adaptive(x_T, sde, score_fn, float(eps), **opts)
+    coeffs = jax.tree.map(lambda a: a.astype(x_T.dtype), coeffs)
+    return scan_steps(step, rng_steps, x_T, coeffs), nfe
+
+
+def scan_steps(step, rng: jax.Array, x: jax.Array, coeffs: dict) -> jax.Array:
+    """The driver: ``lax.scan`` of ``step(key_k, x, c_k)`` over the grid; the last step's mean."""
+    keys = jax.random.split(rng, coeffs["t"].shape[0])
+
+    def body(carry, inputs):
+        key, c = inputs
+        return step(key, carry[0], c), None
+
+    (_, x_mean), _ = lax.scan(body, (x, x), (keys, coeffs))
+    return x_mean
+
+
+def _adaptive(x_T, sde, score_fn, eps, *, rtol, atol, solver, max_steps):
+    """Probability-flow ODE from ``T`` to ``eps`` with diffrax (PID step-size control), then an
+    Euler step to 0. NFE: the solver's new stages per step times its steps (accepted and
+    rejected), plus the first step's first stage and the final Euler step."""
+    flow = sde.reverse(score_fn, probability_flow=True)
+    B = x_T.shape[0]
+
+    def vector_field(t, x, args):
+        return flow.sde(x, jnp.full((B,), t, x.dtype))[0].astype(x.dtype)
+
+    solver_cls, stages = ODE_SOLVERS[solver]
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(vector_field), solver_cls(), t0=jnp.asarray(sde.T, x_T.dtype),
+        t1=jnp.asarray(eps, x_T.dtype), dt0=-0.01 * (sde.T - eps), y0=x_T,
+        saveat=diffrax.SaveAt(t1=True),
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=max_steps)
+    x_eps = sol.ys[-1]
+    last = {"t": jnp.asarray(eps, x_T.dtype), "t_next": jnp.zeros((), x_T.dtype)}
+    x0, _ = steps.pf_ode_euler(None, x_eps, last, sde=sde, score_fn=score_fn)
+    first_stage = 0 if solver == "heun" else 1
+    return x0, stages * sol.stats["num_steps"] + first_stage + 1

@@ -1,0 +1,320 @@
+"""Samplers against the exact mixture score: moments, weights, a two-sample test, convergence
+orders on Gaussian data (exact solutions), identities between methods, NFE, jit/pmap, errors."""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import spatial, stats
+
+import sde_lib
+from sde_lib.sampling import grid, steps
+from tests._sde_cases import SDES, Z
+
+ALL = tuple(sde_lib.SAMPLERS)
+MIXTURE = sde_lib.asymmetric_mixture_2d()
+
+
+def _sample(sde, method, n, num_steps, seed=0, score_fn=None, **options):
+    score_fn = score_fn or MIXTURE.score_fn(sde)
+    run = jax.jit(lambda key: sde_lib.sample(key, sde, score_fn, (n, 2), method=method,
+                                             num_steps=num_steps, **options))
+    x, nfe = run(jax.random.key(seed))
+    return np.asarray(x), int(nfe)
+
+
+def _component(x):
+    """Most responsible mixture component of each row (scipy densities, independent of gmm)."""
+    logp = np.stack([np.log(w) + stats.multivariate_normal(m, c).logpdf(x) for w, m, c in
+                     zip(np.asarray(MIXTURE.weights), np.asarray(MIXTURE.means),
+                         np.asarray(MIXTURE.covs), strict=True)], axis=1)
+    return np.argmax(logp, axis=1)
+
+
+def _mmd(x, y, bandwidths=(0.2, 0.5, 1.0)):
+    """Squared MMD (Gretton et al. 2012, biased V-statistic) with a sum of Gaussian kernels at
+    the scales of the mixture's components and of its spread."""
+    d = functools.partial(spatial.distance.cdist, metric="sqeuclidean")
+    dxx, dyy, dxy = d(x, x), d(y, y), d(x, y)
+    k = lambda d2, h: np.exp(-d2 / (2 * h * h)).mean()  # noqa: E731
+    return sum(k(dxx, h) + k(dyy, h) - 2 * k(dxy, h) for h in bandwidths)
+
+
+@functools.cache
+def _exact_reference(n):
+    """Exact samples and the null law of the MMD between two independent exact sets of size n:
+    its maximum over 50 replicates (about the 98% quantile)."""
+    exact = np.asarray(MIXTURE.sample(jax.random.key(100), n))
+    null = [_mmd(np.asarray(MIXTURE.sample(jax.random.key(200 + 2 * r), n)),
+                 np.asarray(MIXTURE.sample(jax.random.key(201 + 2 * r), n)))
+            for r in range(50)]
+    return exact, max(null)
+
+
+CASES = [("vp", m) for m in ALL] + [("ve", m) for m in ALL] + [
+    ("subvp", "euler_maruyama"), ("subvp", "ddim"), ("subvp", "ddpm_ancestral"),
+    ("cosine_vp", "ddpm_ancestral"), ("cosine_vp", "pf_ode_adaptive"),
+    ("ou", "euler_maruyama"), ("ou", "pf_ode_heun"), ("ou", "reverse_diffusion")]
+# (Brownian motion is left out: its prior N(0, sigma^2 T I) is not p_T, which keeps the data.)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sde_name,method", CASES)
+def test_sampler_reproduces_mixture(sde_name, method):
+    """Mean, covariance and component weights within Z standard errors of the oracle's, and the
+    MMD to exact samples below the maximum of 50 null replicates."""
+    n = 2000
+    sde = SDES[sde_name]()
+    x, _ = _sample(sde, method, n, num_steps=500)
+    assert np.all(np.isfinite(x))
+    exact, null_max = _exact_reference(n)
+    mean, cov = np.asarray(MIXTURE.mean()), np.asarray(MIXTURE.covariance())
+    # mean: se = sqrt(C_jj / n); covariance entries: se from the exact fourth moments
+    np.testing.assert_array_less(np.abs(x.mean(0) - mean), Z * np.sqrt(np.diag(cov) / n))
+    c = exact - exact.mean(0)
+    prod = c[:, :, None] * c[:, None, :]
+    se_cov = prod.std(0) / math.sqrt(n)
+    np.testing.assert_array_less(np.abs(np.cov(x.T) - cov), Z * se_cov * math.sqrt(2))
+    # component weights: two-sample difference of proportions
+    p_x = np.bincount(_component(x), minlength=3) / n
+    p_e = np.bincount(_component(exact), minlength=3) / n
+    se = np.sqrt(p_e * (1 - p_e) * 2 / n)
+    np.testing.assert_array_less(np.abs(p_x - p_e), Z * se)
+    stat = _mmd(x, exact)
+    assert stat < null_max, f"{method}: MMD {stat:.5f} > null max {null_max:.5f}"
+
+
+def test_two_sample_check_detects_a_wrong_sampler():
+    """The MMD check has power: extra noise of std 0.45 (component variances 0.2-0.8 grow by
+    0.2) fails it."""
+    n = 2000
+    exact, null_max = _exact_reference(n)
+    wrong = np.asarray(MIXTURE.sample(jax.random.key(5), n))
+    wrong = wrong + 0.45 * np.asarray(jax.random.normal(jax.random.key(6), (n, 2)))
+    assert _mmd(wrong, exact) > 2 * null_max
+
+
+# ----- Gaussian data: exact solutions and convergence orders ------------------------------------
+
+MU, S = 0.7, 0.5  # data N(MU, S^2 I)
+
+
+def _gaussian(dim):
+    return sde_lib.GaussianMixture(np.ones(1), np.full((1, dim), MU),
+                                   (S**2 * np.eye(dim))[None])
+
+
+def _exact_flow_then_euler(sde, x_T, eps):
+    """The exact probability-flow map T -> eps for Gaussian data (x_t = alpha_t MU + std_t z
+    with a fixed z), then the sampler's last Euler step eps -> 0, written out in numpy."""
+    a = lambda t: float(sde.marginal_coeffs(jnp.asarray(t))[0])  # noqa: E731
+    s = lambda t: float(sde.marginal_coeffs(jnp.asarray(t))[1])  # noqa: E731
+    std = lambda t: math.sqrt(a(t) ** 2 * S**2 + s(t) ** 2)  # noqa: E731
+    y = a(eps) * MU + std(eps) / std(sde.T) * (x_T - a(sde.T) * MU)
+    f = float(sde.drift_coeff(jnp.asarray(eps)))
+    g2 = float(sde.diffusion_coeff(jnp.asarray(eps))) ** 2
+    score = -(y - a(eps) * MU) / std(eps) ** 2
+    return y - eps * (f * y - 0.5 * g2 * score)
+
+
+def _slope(ks, errors):
+    return -np.polyfit(np.log(ks), np.log(errors), 1)[0]
+
+
+@pytest.mark.parametrize("method,order", [("pf_ode_euler", 1.0), ("pf_ode_heun", 2.0),
+                                          ("ddim", 1.0)])
+def test_ode_convergence_order(method, order):
+    """Error against the exact flow at K = 16..128 steps; fitted slope within 0.25 of the order
+    (DDIM with eta = 0 on the exact marginals is a first-order integrator of the same ODE)."""
+    sde, eps = sde_lib.VPSDE(), 1e-3
+    score_fn = _gaussian(3).score_fn(sde)
+    key = jax.random.key(3)
+    x_T = np.asarray(sde.prior_sampling(jax.random.split(key)[0], (64, 3)))
+    exact = _exact_flow_then_euler(sde, x_T, eps)
+    ks = np.array([16, 32, 64, 128])
+    options = {"chain": False} if method == "ddim" else {}
+    errors = []
+    for k in ks:
+        x, _ = sde_lib.sample(key, sde, score_fn, (64, 3), method=method, num_steps=int(k),
+                              eps=eps, **options)
+        errors.append(np.abs(np.asarray(x) - exact).max())
+    slope = _slope(ks, errors)
+    print(f"{method}: errors {np.array(errors)}, fitted order {slope:.2f}")
+    assert abs(slope - order) < 0.25, (errors, slope)
+    assert np.all(np.diff(errors) < 0), errors
+
+
+@pytest.mark.slow
+def test_euler_maruyama_weak_order_one():
+    """Weak error |Var(x) - S^2| of Euler-Maruyama on Gaussian data at K = 64, 128, 256 (below
+    K ~ 50, beta_max h is not small and the error is pre-asymptotic); 2M draws per K (standard
+    error of the variance S^2 sqrt(2 / n) = 1.8e-4, below 1/5 of the smallest error); the
+    fitted slope is within 0.2 of 1."""
+    sde = sde_lib.VPSDE()
+    score_fn = _gaussian(8).score_fn(sde)
+    n = 250_000
+    ks = np.array([64, 128, 256])
+    errors = []
+    for k in ks:
+        x, _ = sde_lib.sample(jax.random.key(4), sde, score_fn, (n, 8), method="euler_maruyama",
+                              num_steps=int(k))
+        errors.append(abs(float(jnp.var(x)) - S**2))
+    slope = _slope(ks, errors)
+    print(f"euler_maruyama: weak errors {np.array(errors)}, fitted order {slope:.2f}")
+    assert min(errors) > 5 * S**2 * math.sqrt(2 / (8 * n))
+    assert abs(slope - 1.0) < 0.2, (errors, slope)
+
+
+def test_ancestral_and_reverse_diffusion_agree_to_first_order():
+    """With the same key, Ho's ancestral step and the reverse of the DDPM step differ by
+    O(beta_i^2) per step; over N steps the paths differ by O(1/N): slope 1 in N. Gaussian data,
+    so that a small difference cannot switch a path between modes."""
+    ns = np.array([250, 500, 1000, 2000])
+    diffs = []
+    for n in ns:
+        sde = sde_lib.VPSDE(N=int(n))
+        score_fn = _gaussian(2).score_fn(sde)
+        xa, _ = _sample(sde, "ddpm_ancestral", 256, int(n), score_fn=score_fn)
+        xr, _ = _sample(sde, "reverse_diffusion", 256, int(n), score_fn=score_fn)
+        diffs.append(np.abs(xa - xr).max())
+    slope = _slope(ns, diffs)
+    print(f"ancestral vs reverse diffusion: {np.array(diffs)}, slope {slope:.2f}")
+    assert abs(slope - 1.0) < 0.25 and diffs[-1] < 0.01, (diffs, slope)
+
+
+@pytest.mark.parametrize("variance", ["beta", "beta_tilde"])
+def test_ancestral_step_is_hos_algorithm_2(variance):
+    """One chain step of the generalized step equals DDPMChain.ancestral_step (Ho et al. 2020,
+    Algorithm 2, written separately in ddpm.py) with the same key."""
+    sde = sde_lib.VPSDE()
+    chain = sde_lib.DDPMChain.from_sde(sde)
+    score_fn = MIXTURE.score_fn(sde)
+    times = grid.evaluation_times("uniform", 50, sde.T, sde.T / sde.N)
+    coeffs = grid.chain_grid(sde, times)
+    k = 20
+    c = jax.tree.map(lambda a: a[k], coeffs)
+    i = int(round(float(c["t"]) * sde.N)) - 1
+    x = MIXTURE.marginal(sde, float(c["t"])).sample(jax.random.key(1), 16)
+    key = jax.random.key(2)
+    eps_hat = -float(c["sigma"]) * score_fn(x, jnp.full((16,), c["t"]))
+    # the sub-chain step from index i to the next grid index uses the sub-chain's betas
+    j = int(round(float(c["t_next"]) * sde.N)) - 1
+    sub = sde_lib.DDPMChain(1.0 - chain.alphas_cumprod[jnp.array([j, i])]
+                            / jnp.concatenate([jnp.ones(1), chain.alphas_cumprod[jnp.array([j])]]))
+    noise = {"beta": lambda v, b2: b2, "beta_tilde": lambda v, b2: v}[variance]
+    got, _ = steps.generalized_ddim(key, x, c, score_fn=score_fn, eps_scale="posterior",
+                                    noise_scale=noise)
+    want = sub.ancestral_step(key, x, jnp.ones((16,), jnp.int32), eps_hat, variance)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-10, atol=1e-10)
+
+
+def test_ddim_eta_one_is_ancestral_beta_tilde():
+    sde = SDES["ve"]()
+    a, _ = _sample(sde, "ddim", 64, 40, eta=1.0)
+    b, _ = _sample(sde, "ddpm_ancestral", 64, 40, variance="beta_tilde")
+    np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+
+
+# ----- NFE, shapes, jit and pmap ----------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ALL)
+def test_nfe_counts_score_calls(method):
+    sde = sde_lib.VPSDE()
+    exact = MIXTURE.score_fn(sde)
+    calls = []
+
+    def score_fn(x, t):
+        jax.debug.callback(lambda t: calls.append(1), t)
+        return exact(x, t)
+
+    options = {"corrector_steps": 2} if method == "pc" else {}
+    x, nfe = sde_lib.sample(jax.random.key(0), sde, score_fn, (8, 2), method=method,
+                            num_steps=40, **options)
+    jax.block_until_ready(x)
+    jax.effects_barrier()
+    assert int(nfe) == len(calls) > 0, (method, int(nfe), len(calls))
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_any_batch_shape_jit_and_pmap(method):
+    """Images (B, 2, 3): eager equals jit; under pmap each device's samples equal an eager call
+    with that device's key."""
+    sde = sde_lib.VESDE(sigma_max=5.0)
+    gauss = _gaussian(6)
+    flat = gauss.score_fn(sde)
+
+    def score_fn(x, t):
+        return flat(x.reshape(x.shape[0], -1), t).reshape(x.shape)
+
+    kw = dict(sde=sde, score_fn=score_fn, method=method, num_steps=30)
+    key = jax.random.key(7)
+    x, _ = sde_lib.sample(key, shape=(5, 2, 3), **kw)
+    x_jit, _ = jax.jit(lambda k: sde_lib.sample(k, shape=(5, 2, 3), **kw))(key)
+    assert x.shape == (5, 2, 3) and np.all(np.isfinite(np.asarray(x)))
+    np.testing.assert_allclose(np.asarray(x_jit), np.asarray(x), rtol=1e-6, atol=1e-6)
+    n_dev = jax.local_device_count()
+    keys = jax.random.split(key, n_dev)
+    x_pmap = jax.pmap(lambda k: sde_lib.sample(k, shape=(3, 2, 3), **kw)[0])(keys)
+    assert x_pmap.shape == (n_dev, 3, 2, 3)
+    x1, _ = sde_lib.sample(keys[1], shape=(3, 2, 3), **kw)
+    np.testing.assert_allclose(np.asarray(x_pmap[1]), np.asarray(x1), rtol=1e-6, atol=1e-6)
+
+
+def test_time_grids():
+    t = grid.evaluation_times("uniform", 5, 1.0, 0.2)
+    np.testing.assert_allclose(t, [1.0, 0.8, 0.6, 0.4, 0.2])
+    t = grid.evaluation_times("quadratic", 3, 1.0, 0.0)
+    np.testing.assert_allclose(t, [1.0, 0.25, 0.0])
+    sde = sde_lib.VPSDE()
+    explicit = tuple(grid.evaluation_times("uniform", 12, 1.0, 1e-3))
+    a, _ = _sample(sde, "euler_maruyama", 32, 12)
+    b, _ = _sample(sde, "euler_maruyama", 32, 12, time_grid=explicit)
+    np.testing.assert_allclose(a, b, rtol=1e-12)
+    c, _ = _sample(sde, "euler_maruyama", 32, 12, time_grid="quadratic")
+    assert np.abs(c - a).max() > 1e-3
+    # chain grids: uniform strides of the N-chain from index N - 1 down to 0
+    coeffs = grid.chain_grid(sde, grid.evaluation_times("uniform", 4, 1.0, 1e-3))
+    np.testing.assert_allclose(np.asarray(coeffs["t"]), [1.0, 0.667, 0.334, 0.001])
+    alpha_bar = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
+    np.testing.assert_allclose(np.asarray(coeffs["alpha"]) ** 2, alpha_bar[[999, 666, 333, 0]],
+                               rtol=1e-10)
+
+
+# ----- bad input ----------------------------------------------------------------------------------
+
+def _never_called(x, t):
+    raise AssertionError("score_fn was traced: validation must come first")
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"method": "heun"}, r"method must be one of \('euler_maruyama'"),
+    ({"num_steps": 0}, "num_steps must be an integer >= 1"),
+    ({"num_steps": 2.5}, "num_steps must be an integer >= 1"),
+    ({"eps": 0.0}, r"eps must be a real number in \(0, T=1.0\)"),
+    ({"eps": 1.0}, r"eps must be a real number in \(0, T=1.0\)"),
+    ({"shape": (4,)}, r"shape must be \(B, \*D\)"),
+    ({"method": "ddim", "snr": 0.1}, r"unknown options \['snr'\] for method 'ddim'"),
+    ({"method": "ddim", "eta": -1.0}, "eta must be a real number >= 0"),
+    ({"method": "ddpm_ancestral", "variance": "large"}, r"variance must be one of \('beta'"),
+    ({"method": "pc", "snr": 0.0}, "snr must be a positive real number"),
+    ({"method": "pc", "predictor": "ddim"}, r"predictor must be one of"),
+    ({"method": "pc", "time_grid": "quadratic"}, "time_grid must be 'uniform' for pc"),
+    ({"method": "pf_ode_adaptive", "solver": "rk4"}, r"solver must be one of"),
+    ({"method": "euler_maruyama", "time_grid": "cosine"}, r"time_grid must be one of"),
+    ({"method": "euler_maruyama", "time_grid": (1.0, 0.5)}, "strictly decreasing sequence"),
+    ({"method": "reverse_diffusion", "num_steps": 10}, "too few for reverse_diffusion"),
+    ({"method": "ddpm_ancestral", "num_steps": 1001}, "distinct steps of the sde's DDPM chain"),
+])
+def test_bad_input_raises_before_tracing(kwargs, match):
+    args = {"shape": (4, 2), "method": "euler_maruyama", "num_steps": 10, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        sde_lib.sample(jax.random.key(0), sde_lib.VPSDE(), _never_called, **args)
+
+
+def test_chain_option_needs_a_chain():
+    with pytest.raises(ValueError, match="chain=True needs an SDE with a DDPM chain"):
+        sde_lib.sample(jax.random.key(0), sde_lib.VESDE(), _never_called, (4, 2),
+                       method="ddim", num_steps=10, chain=True)
