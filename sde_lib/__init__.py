@@ -54,3 +54,7 @@ from sde_lib import sampling  # noqa: E402
 from sde_lib.sampling import SAMPLERS, sample  # noqa: E402
 
 __all__ += ["SAMPLERS", "sample", "sampling"]
+from sde_lib import inverse  # noqa: E402
+from sde_lib.inverse import GUIDANCE, conditional_sample, guided_score_fn  # noqa: E402
+
+__all__ += ["GUIDANCE", "conditional_sample", "guided_score_fn", "inverse"]

@@ -245,25 +245,50 @@ def sample(rng: jax.Array, sde, score_fn: ScoreFn, shape: Sequence[int],
       ValueError: an unknown method (the valid ones are listed) or option, ``num_steps < 1``,
         ``eps`` outside ``(0, T)``, a bad shape or option value; before anything is traced.
     """
-    method = _check_choice("method", method, tuple(SAMPLERS))
-    num_steps = check_num_steps("num_steps", num_steps)
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < sde.T:
-        raise ValueError(f"eps must be a real number in (0, T={sde.T}), got {eps!r}")
     shape = _check_shape(shape)
-    opts = _check_options(method, options)
-    if method != "pf_ode_adaptive":
-        with jax.ensure_compile_time_eval():  # the grid is a constant, also under a caller's jit
-            step, coeffs, nfe = SAMPLERS[method].build(sde, score_fn, num_steps, float(eps), opts)
+    if method == "pf_ode_adaptive":
+        _check_common(sde, method, num_steps, eps)
+        opts = _check_options(method, options)
+    else:
+        step, coeffs, nfe = build_sampler(sde, score_fn, method, num_steps, eps, **options)
     rng_prior, rng_steps = jax.random.split(rng)
     x_T = sde.prior_sampling(rng_prior, shape)
     if method == "pf_ode_adaptive":
         return _adaptive(x_T, sde, score_fn, float(eps), **opts)
-    coeffs = jax.tree.map(lambda a: a.astype(x_T.dtype), coeffs)
     return scan_steps(step, rng_steps, x_T, coeffs), nfe
+
+
+def _check_common(sde, method, num_steps, eps):
+    _check_choice("method", method, tuple(SAMPLERS))
+    check_num_steps("num_steps", num_steps)
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < sde.T:
+        raise ValueError(f"eps must be a real number in (0, T={sde.T}), got {eps!r}")
+
+
+def build_sampler(sde, score_fn: ScoreFn, method: str, num_steps: int, eps: float = 1e-3,
+                  **options) -> tuple[Callable, dict, int]:
+    """The pieces ``sample`` scans, for the fixed-step methods (not ``pf_ode_adaptive``).
+
+    Returns:
+      ``step(key, x, c) -> (x_next, x_mean)``, the grid coefficients ``c`` (a dict of ``(K,)``
+      arrays, ``grid.py``) and the NFE. ``scan_steps(step, rng, x_T, coeffs)`` runs them;
+      ``inverse.py`` wraps ``step`` with a projection.
+
+    Raises:
+      ValueError: as ``sample``.
+    """
+    _check_common(sde, method, num_steps, eps)
+    if method == "pf_ode_adaptive":
+        raise ValueError("build_sampler takes a fixed-step method, not 'pf_ode_adaptive'")
+    opts = _check_options(method, options)
+    with jax.ensure_compile_time_eval():  # the grid is a constant, also under a caller's jit
+        step, coeffs, nfe = SAMPLERS[method].build(sde, score_fn, num_steps, float(eps), opts)
+    return step, coeffs, nfe
 
 
 def scan_steps(step, rng: jax.Array, x: jax.Array, coeffs: dict) -> jax.Array:
     """The driver: ``lax.scan`` of ``step(key_k, x, c_k)`` over the grid; the last step's mean."""
+    coeffs = jax.tree.map(lambda a: a.astype(x.dtype), coeffs)
     keys = jax.random.split(rng, coeffs["t"].shape[0])
 
     def body(carry, inputs):

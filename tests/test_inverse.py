@@ -1,0 +1,130 @@
+"""Linear inverse problems against the oracle's exact posterior p(x0 | y) (gmm.condition).
+
+TMPD is exact for Gaussian data, so its guided score and its samples are checked against the
+exact posterior; DPS is checked in the limit where its approximation becomes exact (t -> 0), and
+projection where it is exact (observed coordinates independent of the rest) and for A x = y.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import sde_lib
+from tests._sde_cases import SDES, Z
+
+COV = np.array([[1.0, 0.6, 0.2], [0.6, 0.8, -0.3], [0.2, -0.3, 0.5]])
+MEAN = np.array([0.5, -0.2, 0.3])
+GAUSS = sde_lib.GaussianMixture(np.ones(1), MEAN[None], COV[None])
+A2 = np.array([[1.0, 0.0, 0.0], [0.3, 0.0, 1.0]])
+Y2 = np.array([1.0, -0.5])
+
+
+@pytest.mark.parametrize("sde_name", ["vp", "ve", "subvp"])
+@pytest.mark.parametrize("sigma_y", [0.3, 0.0])
+def test_tmpd_score_is_the_exact_conditional_score_for_gaussian_data(sde_name, sigma_y):
+    sde = SDES[sde_name]()
+    A, y = (A2, Y2) if sigma_y else (A2[:1], Y2[:1])
+    exact = GAUSS.condition(A, y, sigma_y).score_fn(sde)
+    guided = sde_lib.guided_score_fn(GAUSS.score_fn(sde), sde, A, y, sigma_y, "tmpd")
+    x = 2.0 * jax.random.normal(jax.random.key(0), (6, 3))
+    for t in (0.01, 0.3, 0.8):
+        t = jnp.full((6,), t * sde.T)
+        np.testing.assert_allclose(np.asarray(guided(x, t)), np.asarray(exact(x, t)),
+                                   rtol=1e-8, atol=1e-8)
+
+
+def _check_moments(x, post):
+    """Mean within Z se, covariance entries within Z se (Gaussian fourth moments)."""
+    n = x.shape[0]
+    mean, cov = np.asarray(post.mean()), np.asarray(post.covariance())
+    free = np.diag(cov) > 1e-8  # observed coordinates of a noiseless problem are exactly y
+    se_mean = np.sqrt(np.diag(cov) / n)
+    np.testing.assert_array_less(np.abs(x.mean(0) - mean)[free], Z * se_mean[free])
+    se_cov = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov**2) / (n - 1))
+    sub = np.ix_(free, free)
+    np.testing.assert_array_less(np.abs(np.cov(x.T) - cov)[sub], Z * se_cov[sub])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,num_steps", [("euler_maruyama", 500), ("pf_ode_heun", 100),
+                                              ("ddpm_ancestral", 500)])
+def test_tmpd_samples_match_the_exact_posterior(method, num_steps):
+    sde = sde_lib.VPSDE()
+    x, nfe = jax.jit(lambda k: sde_lib.conditional_sample(
+        k, sde, GAUSS.score_fn(sde), (4000, 3), A2, Y2, 0.3, guidance="tmpd", method=method,
+        num_steps=num_steps))(jax.random.key(1))
+    assert int(nfe) == (2 * num_steps - 1 if method == "pf_ode_heun" else num_steps)
+    _check_moments(np.asarray(x), GAUSS.condition(A2, Y2, 0.3))
+
+
+def test_dps_score_tends_to_the_exact_one_as_t_goes_to_zero():
+    """DPS drops A C_t A^T from the likelihood's covariance, C_t = Cov[x0 | x_t] = O(sigma_t^2):
+    its error in the conditional score is proportional to sigma_t^2 (fitted slope 1 +- 0.1)."""
+    sde = sde_lib.VPSDE()
+    exact = GAUSS.condition(A2, Y2, 0.3).score_fn(sde)
+    dps = sde_lib.guided_score_fn(GAUSS.score_fn(sde), sde, A2, Y2, 0.3, "dps")
+    x = jax.random.normal(jax.random.key(2), (6, 3))
+    ts = np.array([0.02, 0.01, 0.005, 0.0025])
+    errors, s2 = [], []
+    for t in ts:
+        tb = jnp.full((6,), t)
+        errors.append(float(jnp.abs(dps(x, tb) - exact(x, tb)).max()))
+        s2.append(float(sde.marginal_coeffs(jnp.asarray(t))[1]) ** 2)
+    slope = np.polyfit(np.log(s2), np.log(errors), 1)[0]
+    assert abs(slope - 1.0) < 0.1, (errors, slope)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["euler_maruyama", "ddpm_ancestral", "pc"])
+def test_projection_is_exact_when_the_observation_is_independent(method):
+    """Inpainting x_0 = y of block-diagonal Gaussian data: the samples have x_0 = y exactly and
+    the other block keeps its prior law, which is then the exact posterior."""
+    cov = COV.copy()
+    cov[0, 1:] = cov[1:, 0] = 0.0
+    data = sde_lib.GaussianMixture(np.ones(1), MEAN[None], cov[None])
+    sde = sde_lib.VPSDE()
+    A, y = np.array([[1.0, 0.0, 0.0]]), np.array([1.3])
+    x, _ = jax.jit(lambda k: sde_lib.conditional_sample(
+        k, sde, data.score_fn(sde), (4000, 3), A, y, guidance="projection", method=method,
+        num_steps=500))(jax.random.key(3))
+    x = np.asarray(x)
+    np.testing.assert_allclose(x[:, 0], 1.3, rtol=0, atol=1e-12)
+    _check_moments(x, data.condition(A, y, 0.0))
+
+
+def test_projection_on_images_with_a_mask():
+    """(B, 2, 2) images, A selects two pixels: A x = y in every sample, any batch shape."""
+    sde = sde_lib.VESDE(sigma_max=5.0)
+    flat = sde_lib.GaussianMixture(np.ones(1), np.zeros((1, 4)), np.eye(4)[None]).score_fn(sde)
+
+    def score_fn(x, t):
+        return flat(x.reshape(x.shape[0], -1), t).reshape(x.shape)
+
+    A = np.eye(4)[[0, 3]]
+    y = np.array([[0.5, -0.5], [1.0, 2.0], [0.0, 0.1]])  # one observation per example
+    x, _ = sde_lib.conditional_sample(jax.random.key(0), sde, score_fn, (3, 2, 2), A, y,
+                                      method="ddim", num_steps=50)
+    np.testing.assert_allclose(np.asarray(x).reshape(3, 4)[:, [0, 3]], y, atol=1e-12)
+
+
+def _never_called(x, t):
+    raise AssertionError("score_fn was traced: validation must come first")
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"A": np.ones((2, 4))}, r"A must have shape \(m, d=3\)"),
+    ({"y": np.ones(3)}, r"y must have shape \(m,\) or \(B, m\) with m=2"),
+    ({"y": np.ones((5, 2))}, r"y of shape \(B, m\) must have B = shape\[0\] = 4"),
+    ({"sigma_y": -1.0}, "sigma_y must be a real number >= 0"),
+    ({"guidance": "pigdm"}, r"guidance must be one of \('projection', 'dps', 'tmpd'\)"),
+    ({"guidance": "dps", "sigma_y": 0.0}, "sigma_y must be > 0 for guidance='dps'"),
+    ({"guidance": "dps", "sigma_y": 0.1, "scale": 0.0}, "scale must be a positive real"),
+    ({"method": "pf_ode_adaptive"}, "projection' needs a fixed-step method"),
+    ({"method": "ddim", "num_steps": 0}, "num_steps must be an integer >= 1"),
+])
+def test_bad_input(kwargs, match):
+    args = {"A": A2, "y": Y2, "sigma_y": 0.0, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        sde_lib.conditional_sample(jax.random.key(0), sde_lib.VPSDE(), _never_called, (4, 3),
+                                   **args)
