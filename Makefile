@@ -1,10 +1,13 @@
-# One command each: `make test` (creates .venv, installs the package pinned, runs the suite).
+# One command each: `make run` (the main job: sampler comparison) and `make test` (the suite);
+# both create .venv and install the package with its pinned dependencies first.
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint install clean
+.PHONY: run test lint install clean
+
+WORKDIR ?= runs/compare_samplers
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,6 +16,9 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m experiments.compare_samplers --workdir $(WORKDIR)
 
 test: $(STAMP)
 	$(PY) -m ruff check .

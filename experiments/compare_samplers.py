@@ -1,0 +1,352 @@
+r"""The main job: reverse-SDE vs DDPM sampling (and every other sampler) on Gaussian-mixture data.
+
+For each dimension ``d`` (default 2 and 16), the seeds' mixture of two identical Gaussians with
+random shifts is the data. A score model is trained on it (``experiments/train.py``), then every
+sampler runs at every NFE target both with the trained model and with the oracle's exact score,
+so sampler error (exact rows) and model error (the difference) are separated. Each run is
+measured against the exact mixture:
+
+* ``sw2``: sliced 2-Wasserstein distance to as many exact samples (``sample_quality.py``);
+* ``nll``: mean true negative log-density of the samples, nats/dim (exact samples: the entropy);
+* ``mode_err``: largest error of the mode weights (fraction per component minus its weight);
+* ``wall_s``: wall time of the compiled sampler (compile time separately, ``compile_s``).
+
+and once per score, the probability-flow NLL of held-out data in bits/dim (exact divergence).
+Writes ``results.csv``, ``results.md``, ``likelihood.md``, ``quality_vs_nfe.png`` and
+``samples_2d.png`` into the workdir and prints the table and the paths.
+
+Run: ``python -m experiments.compare_samplers --workdir runs/compare_samplers``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm import tqdm
+
+import models
+import sde_lib
+from experiments import sample_quality
+
+METHODS = ("ddpm_ancestral", "euler_maruyama", "reverse_diffusion", "pf_ode_euler",
+           "pf_ode_heun", "pf_ode_adaptive", "ddim", "pc")
+NFES = (10, 20, 50, 100, 250, 1000)
+# adaptive solves take tolerances, not steps: one tolerance per NFE column, the NFE is measured
+ADAPTIVE_TOLERANCES = (3e-1, 1e-1, 3e-2, 1e-2, 1e-3, 1e-4)
+
+
+@dataclasses.dataclass(frozen=True)
+class ComparisonConfig:
+    """What the comparison runs (the defaults are the README's main job).
+
+    Attributes:
+      dims: data dimensions.
+      methods: sampler names (``sde_lib.SAMPLERS``).
+      nfes: NFE targets; Heun takes ``(nfe + 1) // 2`` steps, pc ``nfe // 2`` (one corrector).
+      num_samples: samples per run (and exact samples to compare with).
+      num_heldout: held-out points for the probability-flow NLL.
+      train_steps, batch_size, learning_rate, hidden, num_blocks: the score model's training.
+      seed: data, training and sampling seed.
+    """
+
+    dims: tuple[int, ...] = (2, 16)
+    methods: tuple[str, ...] = METHODS
+    nfes: tuple[int, ...] = NFES
+    num_samples: int = 2000
+    num_heldout: int = 200
+    train_steps: int = 4000
+    batch_size: int = 512
+    learning_rate: float = 2e-3
+    hidden: int = 128
+    num_blocks: int = 3
+    seed: int = 0
+
+    def __post_init__(self):
+        unknown = sorted(set(self.methods) - set(sde_lib.SAMPLERS))
+        if unknown:
+            raise ValueError(f"methods {unknown} are not samplers; valid: "
+                             f"{sorted(sde_lib.SAMPLERS)}")
+        if not self.nfes or min(self.nfes) < 2:
+            raise ValueError(f"nfes must be integers >= 2, got {self.nfes!r}")
+        if len(self.nfes) > len(ADAPTIVE_TOLERANCES):
+            raise ValueError(f"at most {len(ADAPTIVE_TOLERANCES)} NFE targets, got {self.nfes}")
+        for name in ("num_samples", "num_heldout", "train_steps", "batch_size", "hidden"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+
+
+def sampler_settings(method: str, nfe: int, column: int) -> tuple[int, dict]:
+    """``(num_steps, options)`` that spend about ``nfe`` score evaluations."""
+    if method == "pf_ode_heun":
+        return (nfe + 1) // 2, {}
+    if method == "pc":
+        return max(nfe // 2, 1), {}
+    if method == "pf_ode_adaptive":
+        tol = ADAPTIVE_TOLERANCES[column]
+        return 1, {"rtol": tol, "atol": tol}
+    return nfe, {}
+
+
+def run_sampler(rng, sde, score_fn, shape, method, num_steps, options):
+    """Compile, then time one run. Returns ``(x, nfe, compile_s, wall_s)`` or ``None`` when the
+    method rejects the setting (e.g. reverse diffusion with a beta_i >= 1)."""
+    try:
+        fn = jax.jit(lambda k: sde_lib.sample(k, sde, score_fn, shape, method=method,
+                                              num_steps=num_steps, **options))
+        start = time.perf_counter()
+        compiled = fn.lower(rng).compile()
+    except ValueError:
+        return None
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    x, nfe = jax.block_until_ready(compiled(rng))
+    return np.asarray(x), int(nfe), compile_s, time.perf_counter() - start
+
+
+def evaluate_runs(rng, sde, gmm, score_fns, config, progress, dim):
+    """One row per (score, method, NFE target) for data ``gmm`` in dimension ``dim``."""
+    n = config.num_samples
+    rng_exact, rng_sw, rng_sample = jax.random.split(rng, 3)
+    exact = np.asarray(gmm.sample(rng_exact, n))
+    weights = np.asarray(gmm.weights)
+    rows, samples = [], {}
+    for score_name, score_fn in score_fns.items():
+        for method in config.methods:
+            for column, nfe_target in enumerate(config.nfes):
+                num_steps, options = sampler_settings(method, nfe_target, column)
+                out = run_sampler(rng_sample, sde, score_fn, (n, dim), method, num_steps, options)
+                progress.update(1)
+                row = {"dim": dim, "score": score_name, "sampler": method,
+                       "nfe_target": nfe_target}
+                if out is None:
+                    rows.append({**row, "nfe": "", "sw2": "", "nll": "", "mode_err": "",
+                                 "compile_s": "", "wall_s": ""})
+                    continue
+                x, nfe, compile_s, wall_s = out
+                finite = bool(np.all(np.isfinite(x)))
+                rows.append({**row, "nfe": nfe,
+                             "sw2": sample_quality.sliced_wasserstein(x, exact, rng_sw)
+                             if finite else math.inf,
+                             "nll": sample_quality.mean_nll(gmm, x) if finite else math.inf,
+                             "mode_err": float(np.max(np.abs(
+                                 sample_quality.mode_weights(gmm, x) - weights)))
+                             if finite else math.inf,
+                             "compile_s": compile_s, "wall_s": wall_s})
+                samples[(score_name, method, nfe_target)] = x
+    reference = {"dim": dim, "score": "exact samples", "sampler": "-", "nfe_target": 0, "nfe": 0,
+                 "sw2": sample_quality.sliced_wasserstein(
+                     np.asarray(gmm.sample(jax.random.fold_in(rng_exact, 1), n)), exact, rng_sw),
+                 "nll": sample_quality.mean_nll(gmm, exact), "mode_err": float(np.max(np.abs(
+                     sample_quality.mode_weights(gmm, exact) - weights))),
+                 "compile_s": 0.0, "wall_s": 0.0}
+    return [reference] + rows, samples
+
+
+def heldout_nll(rng, sde, gmm, score_fns, num, dim):
+    """Probability-flow NLL of held-out data in bits/dim for each score, and the true NLL."""
+    x = gmm.sample(jax.random.fold_in(rng, 7), num)
+    out = {"true": float(-jnp.mean(gmm.log_prob(x)) / (dim * math.log(2)))}
+    for name, score_fn in score_fns.items():
+        logp, nfe = sde_lib.log_likelihood(rng, sde, score_fn, x, divergence="exact")
+        out[name] = float(-jnp.mean(logp) / (dim * math.log(2)))
+        out[f"{name}_nfe"] = int(nfe)
+    return out
+
+
+# ----- reporting ---------------------------------------------------------------------------------
+
+COLUMNS = ("dim", "score", "sampler", "nfe_target", "nfe", "sw2", "nll", "mode_err",
+           "compile_s", "wall_s")
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return "inf" if math.isinf(v) else f"{v:.4g}"
+    return "n/a" if v == "" else str(v)
+
+
+def write_results(workdir, rows, likelihood):
+    """``results.csv`` and ``results.md`` (one row per run) and ``likelihood.md``; each file is
+    written to a temporary name and renamed, so it is whole or absent."""
+    os.makedirs(workdir, exist_ok=True)
+    paths = {name: os.path.join(workdir, name)
+             for name in ("results.csv", "results.md", "likelihood.md")}
+
+    def atomic(path, text):
+        with open(path + ".tmp", "w", newline="") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic(paths["results.csv"], buf.getvalue())
+    md = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    md += ["| " + " | ".join(_fmt(r[c]) for c in COLUMNS) + " |" for r in rows]
+    atomic(paths["results.md"], "\n".join(md) + "\n")
+    lk = ["| dim | true NLL | " + " | ".join(f"{k} PF-ODE NLL (NFE)" for k in likelihood[0]
+                                              if k not in ("dim", "true") and
+                                              not k.endswith("_nfe")) + " |"]
+    lk.append("|" + "---|" * (lk[0].count("|") - 1))
+    for d in likelihood:
+        names = [k for k in d if k not in ("dim", "true") and not k.endswith("_nfe")]
+        lk.append(f"| {d['dim']} | {d['true']:.4f} | " + " | ".join(
+            f"{d[k]:.4f} ({d[k + '_nfe']})" for k in names) + " |")
+    atomic(paths["likelihood.md"], "bits/dim of held-out data\n\n" + "\n".join(lk) + "\n")
+    return paths
+
+
+def write_figures(workdir, rows, samples, gmm_2d, config):
+    """``quality_vs_nfe.png`` (SW2 against NFE, one panel per dimension and score) and
+    ``samples_2d.png`` (model samples at the middle NFE over the true density's contours)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = {}
+    scores = [s for s in dict.fromkeys(r["score"] for r in rows) if s != "exact samples"]
+    fig, axes = plt.subplots(len(config.dims), len(scores), squeeze=False,
+                             figsize=(5 * len(scores), 3.6 * len(config.dims)))
+    for i, dim in enumerate(config.dims):
+        floor = [r["sw2"] for r in rows if r["dim"] == dim and r["score"] == "exact samples"][0]
+        for j, score in enumerate(scores):
+            ax = axes[i, j]
+            for method in config.methods:
+                pts = [(r["nfe"], r["sw2"]) for r in rows if r["dim"] == dim and
+                       r["score"] == score and r["sampler"] == method and r["nfe"] != ""
+                       and math.isfinite(r["sw2"])]
+                if pts:
+                    ax.loglog(*zip(*sorted(pts), strict=True), marker="o", ms=3, label=method)
+            ax.axhline(floor, color="k", ls=":", lw=1, label="exact vs exact")
+            ax.set(title=f"d = {dim}, {score} score", xlabel="NFE", ylabel="sliced W2")
+    axes[0, -1].legend(fontsize=7)
+    fig.tight_layout()
+    paths["quality_vs_nfe.png"] = os.path.join(workdir, "quality_vs_nfe.png")
+    fig.savefig(paths["quality_vs_nfe.png"] + ".tmp.png", dpi=110)
+    os.replace(paths["quality_vs_nfe.png"] + ".tmp.png", paths["quality_vs_nfe.png"])
+    plt.close(fig)
+    if gmm_2d is not None:
+        nfe = config.nfes[len(config.nfes) // 2]
+        score = scores[0]
+        fig, axes = plt.subplots(2, math.ceil(len(config.methods) / 2), squeeze=False,
+                                 figsize=(3.2 * math.ceil(len(config.methods) / 2), 6.4))
+        lim = 1.2 * float(np.abs(np.asarray(gmm_2d.means)).max()) + 3.5
+        g = np.linspace(-lim, lim, 120)
+        xx, yy = np.meshgrid(g, g)
+        dens = np.exp(np.asarray(gmm_2d.log_prob(jnp.asarray(np.stack([xx.ravel(), yy.ravel()],
+                                                                          1)))).reshape(xx.shape))
+        for ax, method in zip(axes.ravel(), config.methods, strict=False):
+            ax.contour(xx, yy, dens, levels=6, colors="k", linewidths=0.6)
+            x = samples.get((score, method, nfe))
+            if x is not None:
+                ax.scatter(x[:1000, 0], x[:1000, 1], s=1, alpha=0.4)
+            ax.set(title=f"{method}", xlim=(-lim, lim), ylim=(-lim, lim))
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.suptitle(f"d = 2, {score} score, NFE target {nfe}")
+        fig.tight_layout()
+        paths["samples_2d.png"] = os.path.join(workdir, "samples_2d.png")
+        fig.savefig(paths["samples_2d.png"] + ".tmp.png", dpi=110)
+        os.replace(paths["samples_2d.png"] + ".tmp.png", paths["samples_2d.png"])
+        plt.close(fig)
+    return paths
+
+
+# ----- the job ----------------------------------------------------------------------------------
+
+def train_score_model(rng, sde, gmm, config: ComparisonConfig, dim: int):
+    """Trains the residual MLP with the eps loss (``sde_lib.get_loss_fn``, ``"eps"``) on fresh
+    mixture samples every step (Adam with linear warmup, EMA 0.999, one compiled ``lax.scan``);
+    returns the EMA model's ``score_fn``."""
+    model = models.get_model("mlp", hidden=config.hidden, num_blocks=config.num_blocks)
+    loss_fn = sde_lib.get_loss_fn(sde, sde_lib.LossConfig(name="eps"))
+    key_init, key_steps = jax.random.split(rng)
+    params = model.init(key_init, jnp.zeros((1, dim)), jnp.zeros((1,)))["params"]
+    schedule = optax.linear_schedule(0.0, config.learning_rate, max(config.train_steps // 20, 1))
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
+
+    def step(carry, key):
+        params, ema, opt_state = carry
+        key_x, key_loss = jax.random.split(key)
+        x0 = gmm.sample(key_x, config.batch_size).astype(jnp.float32)
+
+        def loss(p):
+            return jnp.mean(loss_fn(key_loss, models.get_model_fn(model, p), x0))
+
+        value, grads = jax.value_and_grad(loss)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        ema = jax.tree.map(lambda e, p: 0.999 * e + 0.001 * p, ema, params)
+        return (params, ema, opt_state), value
+
+    run = jax.jit(lambda c, keys: jax.lax.scan(step, c, keys))
+    (_, ema, _), _ = run((params, params, tx.init(params)),
+                         jax.random.split(key_steps, config.train_steps))
+    return models.get_score_fn(sde, model, ema, "eps")
+
+
+def compare_samplers(config: ComparisonConfig, workdir: str) -> dict[str, str]:
+    """Runs the comparison; returns the paths of the files written."""
+    sde = sde_lib.VPSDE()
+    rng = jax.random.key(config.seed)
+    total = 2 * len(config.dims) * len(config.methods) * len(config.nfes)
+    rows, likelihood, samples_2d, gmm_2d = [], [], {}, None
+    with tqdm(total=total, desc="sampler runs", unit="run") as progress:
+        for dim in config.dims:
+            key_data, key_train, key_eval = jax.random.split(jax.random.fold_in(rng, dim), 3)
+            gmm = sde_lib.gaussian_pair(key_data, dim)
+            progress.set_postfix_str(f"training d={dim}")
+            score_fns = {"model": train_score_model(key_train, sde, gmm, config, dim),
+                         "exact": gmm.score_fn(sde)}
+            progress.set_postfix_str(f"sampling d={dim}")
+            dim_rows, samples = evaluate_runs(key_eval, sde, gmm, score_fns, config, progress,
+                                              dim)
+            rows += dim_rows
+            likelihood.append({"dim": dim, **heldout_nll(key_eval, sde, gmm, score_fns,
+                                                         config.num_heldout, dim)})
+            if dim == 2:
+                samples_2d, gmm_2d = samples, gmm
+    paths = write_results(workdir, rows, likelihood)
+    paths.update(write_figures(workdir, rows, samples_2d, gmm_2d, config))
+    return paths
+
+
+def main(argv=None):
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", default="runs/compare_samplers")
+    parser.add_argument("--dims", type=int, nargs="+", default=list(ComparisonConfig.dims))
+    parser.add_argument("--nfes", type=int, nargs="+", default=list(ComparisonConfig.nfes))
+    parser.add_argument("--methods", nargs="+", default=list(ComparisonConfig.methods))
+    parser.add_argument("--num-samples", type=int, default=ComparisonConfig.num_samples)
+    parser.add_argument("--train-steps", type=int, default=ComparisonConfig.train_steps)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    config = ComparisonConfig(dims=tuple(args.dims), nfes=tuple(args.nfes),
+                              methods=tuple(args.methods), num_samples=args.num_samples,
+                              train_steps=args.train_steps, seed=args.seed)
+    start = time.perf_counter()
+    paths = compare_samplers(config, args.workdir)
+    with open(paths["results.md"]) as f:
+        print(f.read())
+    with open(paths["likelihood.md"]) as f:
+        print(f.read())
+    print(f"done in {time.perf_counter() - start:.0f} s; wrote:")
+    for path in paths.values():
+        print(f"  {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""The main job on a tiny setting, and its sample-quality measures against closed forms."""
+
+import csv
+import math
+
+import jax
+import numpy as np
+import pytest
+
+import sde_lib
+from experiments import compare_samplers, sample_quality
+from tests._sde_cases import Z
+
+
+def test_sliced_wasserstein_of_a_shift():
+    """SW_2(x, x + m) = sqrt(E_theta (theta^T m)^2) = |m| / sqrt(d) for theta uniform on the
+    sphere; with P projections the estimate of E (theta^T m)^2 has standard error
+    sqrt(Var / P), Var = |m|^4 (E cos^4 - (E cos^2)^2) = |m|^4 (3/(d(d+2)) - 1/d^2)."""
+    d, P = 3, 4096
+    m = np.array([1.0, -2.0, 0.5])
+    x = np.asarray(jax.random.normal(jax.random.key(0), (500, d)))
+    sw = sample_quality.sliced_wasserstein(x, x + m, jax.random.key(1), num_projections=P)
+    m2 = m @ m
+    se = math.sqrt(m2**2 * (3 / (d * (d + 2)) - 1 / d**2) / P)
+    assert abs(sw**2 - m2 / d) < Z * se
+    assert sample_quality.sliced_wasserstein(x, x, jax.random.key(1)) == 0.0
+    with pytest.raises(ValueError, match="same shape"):
+        sample_quality.sliced_wasserstein(x, x[:10], jax.random.key(1))
+
+
+def test_mode_weights_and_nll_against_the_oracle():
+    gmm = sde_lib.asymmetric_mixture_2d()
+    x = np.asarray(gmm.sample(jax.random.key(2), 20000))
+    np.testing.assert_allclose(sample_quality.mean_nll(gmm, x),
+                               -float(np.mean(np.asarray(gmm.log_prob(x)))) / 2, rtol=1e-10)
+    # components 20 standard deviations apart: misassignment has probability ~1e-88
+    far = sde_lib.GaussianMixture(np.array([0.2, 0.8]), np.array([[-10.0, 0.0], [10.0, 0.0]]),
+                                  np.stack([np.eye(2)] * 2))
+    y = np.asarray(far.sample(jax.random.key(3), 20000))
+    w = sample_quality.mode_weights(far, y)
+    se = np.sqrt(0.2 * 0.8 / 20000)
+    np.testing.assert_array_less(np.abs(w - [0.2, 0.8]), Z * se)
+
+
+def test_main_job_tiny(tmp_path):
+    """All samplers at two NFE targets with a briefly trained model and the exact score: one
+    row per (score, sampler, NFE), files written, and with the exact score the errors shrink
+    with NFE (averaged over the samplers that ran at both)."""
+    config = compare_samplers.ComparisonConfig(dims=(2,), nfes=(10, 200), num_samples=1000,
+                                               num_heldout=20, train_steps=100, batch_size=128,
+                                               hidden=32, num_blocks=1)
+    paths = compare_samplers.compare_samplers(config, str(tmp_path))
+    for name in ("results.csv", "results.md", "likelihood.md", "quality_vs_nfe.png",
+                 "samples_2d.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+        assert paths[name] == str(tmp_path / name)
+    rows = list(csv.DictReader(open(paths["results.csv"])))
+    runs = [(r["score"], r["sampler"], r["nfe_target"]) for r in rows if r["sampler"] != "-"]
+    assert sorted(runs) == sorted((s, m, str(n)) for s in ("model", "exact")
+                                  for m in compare_samplers.METHODS for n in (10, 200))
+    exact = {(r["sampler"], int(r["nfe_target"])): float(r["sw2"]) for r in rows
+             if r["score"] == "exact" and r["sw2"]}
+    both = [m for m in compare_samplers.METHODS if (m, 10) in exact and (m, 200) in exact]
+    assert len(both) >= 6
+    coarse = np.mean([exact[(m, 10)] for m in both])
+    fine = np.mean([exact[(m, 200)] for m in both])
+    assert fine < coarse, (coarse, fine)
+    assert "n/a" in open(paths["results.md"]).read()  # reverse diffusion at 10 steps on VP
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match="are not samplers"):
+        compare_samplers.ComparisonConfig(methods=("heun",))
+    with pytest.raises(ValueError, match="nfes must be integers >= 2"):
+        compare_samplers.ComparisonConfig(nfes=(1, 10))
