@@ -12,7 +12,7 @@ measured against the exact mixture:
 * ``wall_s``: wall time of the compiled sampler (compile time separately, ``compile_s``).
 
 and once per score, the probability-flow NLL of held-out data in bits/dim (exact divergence).
-Writes ``results.csv``, ``results.md``, ``likelihood.md``, ``quality_vs_nfe.png`` and
+Writes ``results.csv``, ``results.md``, ``likelihood.csv/md``, ``quality_vs_nfe.png`` and
 ``samples_2d.png`` into the workdir and prints the table and the paths.
 
 Run: ``python -m experiments.compare_samplers --workdir runs/compare_samplers``.
@@ -20,22 +20,18 @@ Run: ``python -m experiments.compare_samplers --workdir runs/compare_samplers``.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
-import os
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from tqdm import tqdm
 
 import models
 import sde_lib
-from experiments import sample_quality
+from experiments import fit, reporting, sample_quality
 
 METHODS = ("ddpm_ancestral", "euler_maruyama", "reverse_diffusion", "pf_ode_euler",
            "pf_ode_heun", "pf_ode_adaptive", "ddim", "pc")
@@ -128,8 +124,7 @@ def evaluate_runs(rng, sde, gmm, score_fns, config, progress, dim):
                 row = {"dim": dim, "score": score_name, "sampler": method,
                        "nfe_target": nfe_target}
                 if out is None:
-                    rows.append({**row, "nfe": "", "sw2": "", "nll": "", "mode_err": "",
-                                 "compile_s": "", "wall_s": ""})
+                    rows.append(row)  # the method rejects this setting: n/a
                     continue
                 x, nfe, compile_s, wall_s = out
                 finite = bool(np.all(np.isfinite(x)))
@@ -168,52 +163,21 @@ COLUMNS = ("dim", "score", "sampler", "nfe_target", "nfe", "sw2", "nll", "mode_e
            "compile_s", "wall_s")
 
 
-def _fmt(v):
-    if isinstance(v, float):
-        return "inf" if math.isinf(v) else f"{v:.4g}"
-    return "n/a" if v == "" else str(v)
-
-
 def write_results(workdir, rows, likelihood):
-    """``results.csv`` and ``results.md`` (one row per run) and ``likelihood.md``; each file is
-    written to a temporary name and renamed, so it is whole or absent."""
-    os.makedirs(workdir, exist_ok=True)
-    paths = {name: os.path.join(workdir, name)
-             for name in ("results.csv", "results.md", "likelihood.md")}
-
-    def atomic(path, text):
-        with open(path + ".tmp", "w", newline="") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic(paths["results.csv"], buf.getvalue())
-    md = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    md += ["| " + " | ".join(_fmt(r[c]) for c in COLUMNS) + " |" for r in rows]
-    atomic(paths["results.md"], "\n".join(md) + "\n")
-    lk = ["| dim | true NLL | " + " | ".join(f"{k} PF-ODE NLL (NFE)" for k in likelihood[0]
-                                              if k not in ("dim", "true") and
-                                              not k.endswith("_nfe")) + " |"]
-    lk.append("|" + "---|" * (lk[0].count("|") - 1))
-    for d in likelihood:
-        names = [k for k in d if k not in ("dim", "true") and not k.endswith("_nfe")]
-        lk.append(f"| {d['dim']} | {d['true']:.4f} | " + " | ".join(
-            f"{d[k]:.4f} ({d[k + '_nfe']})" for k in names) + " |")
-    atomic(paths["likelihood.md"], "bits/dim of held-out data\n\n" + "\n".join(lk) + "\n")
+    """``results.csv`` and ``results.md`` (one row per run) and ``likelihood.csv/md``."""
+    paths = reporting.write_table(workdir, "results", rows, COLUMNS)
+    scores = [k for k in likelihood[0] if k not in ("dim", "true") and not k.endswith("_nfe")]
+    lk_rows = [{"dim": d["dim"], "true NLL (bits/dim)": d["true"],
+                **{f"{k} PF-ODE NLL": d[k] for k in scores},
+                **{f"{k} NFE": d[f"{k}_nfe"] for k in scores}} for d in likelihood]
+    paths.update(reporting.write_table(workdir, "likelihood", lk_rows, list(lk_rows[0])))
     return paths
 
 
 def write_figures(workdir, rows, samples, gmm_2d, config):
     """``quality_vs_nfe.png`` (SW2 against NFE, one panel per dimension and score) and
     ``samples_2d.png`` (model samples at the middle NFE over the true density's contours)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = reporting.pyplot()
     paths = {}
     scores = [s for s in dict.fromkeys(r["score"] for r in rows) if s != "exact samples"]
     fig, axes = plt.subplots(len(config.dims), len(scores), squeeze=False,
@@ -224,7 +188,7 @@ def write_figures(workdir, rows, samples, gmm_2d, config):
             ax = axes[i, j]
             for method in config.methods:
                 pts = [(r["nfe"], r["sw2"]) for r in rows if r["dim"] == dim and
-                       r["score"] == score and r["sampler"] == method and r["nfe"] != ""
+                       r["score"] == score and r["sampler"] == method and "nfe" in r
                        and math.isfinite(r["sw2"])]
                 if pts:
                     ax.loglog(*zip(*sorted(pts), strict=True), marker="o", ms=3, label=method)
@@ -232,10 +196,7 @@ def write_figures(workdir, rows, samples, gmm_2d, config):
             ax.set(title=f"d = {dim}, {score} score", xlabel="NFE", ylabel="sliced W2")
     axes[0, -1].legend(fontsize=7)
     fig.tight_layout()
-    paths["quality_vs_nfe.png"] = os.path.join(workdir, "quality_vs_nfe.png")
-    fig.savefig(paths["quality_vs_nfe.png"] + ".tmp.png", dpi=110)
-    os.replace(paths["quality_vs_nfe.png"] + ".tmp.png", paths["quality_vs_nfe.png"])
-    plt.close(fig)
+    paths.update(reporting.save_figure(fig, workdir, "quality_vs_nfe.png"))
     if gmm_2d is not None:
         nfe = config.nfes[len(config.nfes) // 2]
         score = scores[0]
@@ -256,44 +217,20 @@ def write_figures(workdir, rows, samples, gmm_2d, config):
             ax.set_yticks([])
         fig.suptitle(f"d = 2, {score} score, NFE target {nfe}")
         fig.tight_layout()
-        paths["samples_2d.png"] = os.path.join(workdir, "samples_2d.png")
-        fig.savefig(paths["samples_2d.png"] + ".tmp.png", dpi=110)
-        os.replace(paths["samples_2d.png"] + ".tmp.png", paths["samples_2d.png"])
-        plt.close(fig)
+        paths.update(reporting.save_figure(fig, workdir, "samples_2d.png"))
     return paths
 
 
 # ----- the job ----------------------------------------------------------------------------------
 
 def train_score_model(rng, sde, gmm, config: ComparisonConfig, dim: int):
-    """Trains the residual MLP with the eps loss (``sde_lib.get_loss_fn``, ``"eps"``) on fresh
-    mixture samples every step (Adam with linear warmup, EMA 0.999, one compiled ``lax.scan``);
+    """The residual MLP trained with the eps loss on fresh mixture samples (``fit.py``);
     returns the EMA model's ``score_fn``."""
     model = models.get_model("mlp", hidden=config.hidden, num_blocks=config.num_blocks)
-    loss_fn = sde_lib.get_loss_fn(sde, sde_lib.LossConfig(name="eps"))
-    key_init, key_steps = jax.random.split(rng)
-    params = model.init(key_init, jnp.zeros((1, dim)), jnp.zeros((1,)))["params"]
-    schedule = optax.linear_schedule(0.0, config.learning_rate, max(config.train_steps // 20, 1))
-    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
-
-    def step(carry, key):
-        params, ema, opt_state = carry
-        key_x, key_loss = jax.random.split(key)
-        x0 = gmm.sample(key_x, config.batch_size).astype(jnp.float32)
-
-        def loss(p):
-            return jnp.mean(loss_fn(key_loss, models.get_model_fn(model, p), x0))
-
-        value, grads = jax.value_and_grad(loss)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        ema = jax.tree.map(lambda e, p: 0.999 * e + 0.001 * p, ema, params)
-        return (params, ema, opt_state), value
-
-    run = jax.jit(lambda c, keys: jax.lax.scan(step, c, keys))
-    (_, ema, _), _ = run((params, params, tx.init(params)),
-                         jax.random.split(key_steps, config.train_steps))
-    return models.get_score_fn(sde, model, ema, "eps")
+    result = fit.fit(rng, sde, model, gmm.sample, sde_lib.LossConfig(name="eps"), (dim,),
+                     num_steps=config.train_steps, batch_size=config.batch_size,
+                     learning_rate=config.learning_rate)
+    return models.get_score_fn(sde, model, result.params, "eps")
 
 
 def compare_samplers(config: ComparisonConfig, workdir: str) -> dict[str, str]:
