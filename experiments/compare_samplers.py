@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 import models
 import sde_lib
-from experiments import fit, reporting, sample_quality
+from experiments import cli, fit, reporting, sample_quality
 
 METHODS = ("ddpm_ancestral", "euler_maruyama", "reverse_diffusion", "pf_ode_euler",
            "pf_ode_heun", "pf_ode_adaptive", "ddim", "pc")
@@ -260,29 +260,7 @@ def compare_samplers(config: ComparisonConfig, workdir: str) -> dict[str, str]:
 
 
 def main(argv=None):
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", default="runs/compare_samplers")
-    parser.add_argument("--dims", type=int, nargs="+", default=list(ComparisonConfig.dims))
-    parser.add_argument("--nfes", type=int, nargs="+", default=list(ComparisonConfig.nfes))
-    parser.add_argument("--methods", nargs="+", default=list(ComparisonConfig.methods))
-    parser.add_argument("--num-samples", type=int, default=ComparisonConfig.num_samples)
-    parser.add_argument("--train-steps", type=int, default=ComparisonConfig.train_steps)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    config = ComparisonConfig(dims=tuple(args.dims), nfes=tuple(args.nfes),
-                              methods=tuple(args.methods), num_samples=args.num_samples,
-                              train_steps=args.train_steps, seed=args.seed)
-    start = time.perf_counter()
-    paths = compare_samplers(config, args.workdir)
-    with open(paths["results.md"]) as f:
-        print(f.read())
-    with open(paths["likelihood.md"]) as f:
-        print(f.read())
-    print(f"done in {time.perf_counter() - start:.0f} s; wrote:")
-    for path in paths.values():
-        print(f"  {path}")
+    return cli.run_main(ComparisonConfig, compare_samplers, argv, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":
