@@ -5,7 +5,7 @@ import csv
 
 import numpy as np
 
-from experiments import ddpm_to_sde, ou_process
+from experiments import ddpm_to_sde, ou_process, tweedie
 from tests._sde_cases import Z
 
 
@@ -37,3 +37,18 @@ def test_ddpm_to_sde(tmp_path):
     for method in ("ddpm_ancestral", "euler_maruyama"):
         errors = [float(r[f"{method}_var_err"]) for r in rows[:-1]]
         assert errors[-1] < errors[0], (method, errors)
+
+
+def test_tweedie(tmp_path):
+    """With the exact score Tweedie's moments equal the oracle's posterior (float32 rounding);
+    a briefly trained model gives finite errors, written per noise level."""
+    config = tweedie.TweedieConfig(times=(0.05, 0.3), num_points=200, train_steps=200,
+                                   batch_size=128, hidden=32, num_blocks=1)
+    paths = tweedie.run(config, str(tmp_path))
+    assert (tmp_path / "tweedie.png").stat().st_size > 0
+    rows = _rows(paths["tweedie.csv"])
+    assert len(rows) == 2
+    for r in rows:
+        assert float(r["exact_mean_rmse"]) < 1e-4 * float(r["post_sd"]) + 1e-5
+        assert float(r["exact_cov_err"]) < 1e-3
+        assert np.isfinite(float(r["model_mean_rmse"]))
