@@ -29,7 +29,6 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-import models
 import sde_lib
 from experiments import cli, fit, reporting, sample_quality
 
@@ -223,14 +222,12 @@ def write_figures(workdir, rows, samples, gmm_2d, config):
 
 # ----- the job ----------------------------------------------------------------------------------
 
-def train_score_model(rng, sde, gmm, config: ComparisonConfig, dim: int):
-    """The residual MLP trained with the eps loss on fresh mixture samples (``fit.py``);
-    returns the EMA model's ``score_fn``."""
-    model = models.get_model("mlp", hidden=config.hidden, num_blocks=config.num_blocks)
-    result = fit.fit(rng, sde, model, gmm.sample, sde_lib.LossConfig(name="eps"), (dim,),
-                     num_steps=config.train_steps, batch_size=config.batch_size,
-                     learning_rate=config.learning_rate)
-    return models.get_score_fn(sde, model, result.params, "eps")
+def train_score_model(rng, sde, gmm, config: ComparisonConfig):
+    """The residual MLP trained with the eps loss on fresh mixture samples (``fit.py``)."""
+    score_fn, _ = fit.fit_mixture_score(
+        rng, sde, gmm, train_steps=config.train_steps, batch_size=config.batch_size,
+        learning_rate=config.learning_rate, hidden=config.hidden, num_blocks=config.num_blocks)
+    return score_fn
 
 
 def compare_samplers(config: ComparisonConfig, workdir: str) -> dict[str, str]:
@@ -244,7 +241,7 @@ def compare_samplers(config: ComparisonConfig, workdir: str) -> dict[str, str]:
             key_data, key_train, key_eval = jax.random.split(jax.random.fold_in(rng, dim), 3)
             gmm = sde_lib.gaussian_pair(key_data, dim)
             progress.set_postfix_str(f"training d={dim}")
-            score_fns = {"model": train_score_model(key_train, sde, gmm, config, dim),
+            score_fns = {"model": train_score_model(key_train, sde, gmm, config),
                          "exact": gmm.score_fn(sde)}
             progress.set_postfix_str(f"sampling d={dim}")
             dim_rows, samples = evaluate_runs(key_eval, sde, gmm, score_fns, config, progress,

@@ -93,3 +93,15 @@ def array_sampler(x: np.ndarray) -> Callable[[jax.Array, int], jax.Array]:
     """``data_fn`` drawing rows of ``x`` uniformly with replacement."""
     x = jnp.asarray(x, jnp.float32)
     return lambda key, n: x[jax.random.randint(key, (n,), 0, x.shape[0])]
+
+
+def fit_mixture_score(rng: jax.Array, sde, gmm: sde_lib.GaussianMixture, *, train_steps: int,
+                      batch_size: int, learning_rate: float, hidden: int, num_blocks: int,
+                      loss_config: sde_lib.LossConfig | None = None):
+    """The residual MLP trained on fresh samples of ``gmm`` (eps loss unless ``loss_config``);
+    returns its EMA ``score_fn`` and the ``FitResult``."""
+    loss_config = loss_config or sde_lib.LossConfig(name="eps")
+    model = models.get_model("mlp", hidden=hidden, num_blocks=num_blocks)
+    result = fit(rng, sde, model, gmm.sample, loss_config, (gmm.dim,), num_steps=train_steps,
+                 batch_size=batch_size, learning_rate=learning_rate)
+    return models.get_score_fn(sde, model, result.params, loss_config.parameterization), result

@@ -22,7 +22,6 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-import models
 import sde_lib
 from experiments import cli, fit, reporting
 
@@ -53,12 +52,10 @@ def run(config: TweedieConfig, workdir: str) -> dict[str, str]:
     gmm = sde_lib.asymmetric_mixture_2d()
     rng = jax.random.key(config.seed)
     key_fit, key_x = jax.random.split(rng)
-    model = models.get_model("mlp", hidden=config.hidden, num_blocks=config.num_blocks)
-    result = fit.fit(key_fit, sde, model, gmm.sample, sde_lib.LossConfig(name="eps"), (2,),
-                     num_steps=config.train_steps, batch_size=config.batch_size,
-                     learning_rate=config.learning_rate)
-    scores = {"model": models.get_score_fn(sde, model, result.params, "eps"),
-              "exact": gmm.score_fn(sde)}
+    model_score, _ = fit.fit_mixture_score(
+        key_fit, sde, gmm, train_steps=config.train_steps, batch_size=config.batch_size,
+        learning_rate=config.learning_rate, hidden=config.hidden, num_blocks=config.num_blocks)
+    scores = {"model": model_score, "exact": gmm.score_fn(sde)}
     rows = []
     for i, t in enumerate(config.times):
         x_t = gmm.marginal(sde, t).sample(jax.random.fold_in(key_x, i), config.num_points)
