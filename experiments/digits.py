@@ -139,7 +139,7 @@ def run(config: DigitsConfig, workdir: str) -> dict[str, str]:
     A = np.eye(D)[mask.ravel()]
     y = truth.reshape(n, D) @ A.T
     restored, inpaint_rows = [], []
-    for guidance, sigma_y in (("projection", 0.0), ("dps", 0.05)):
+    for guidance, sigma_y in (("projection", 0.0), ("dps", 0.1)):
         x, _ = jax.jit(lambda k, g=guidance, s=sigma_y: sde_lib.conditional_sample(
             k, sde, score_fn, (n, *v_test.shape[1:]), A, y, s, guidance=g,
             num_steps=config.num_steps))(k_inpaint)

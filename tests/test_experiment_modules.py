@@ -6,7 +6,14 @@ import csv
 import numpy as np
 import pytest
 
-from experiments import ddpm_to_sde, digits, inverse_problems, ou_process, tweedie
+from experiments import (
+    compare_losses,
+    ddpm_to_sde,
+    digits,
+    inverse_problems,
+    ou_process,
+    tweedie,
+)
 from tests._sde_cases import Z
 
 
@@ -84,3 +91,19 @@ def test_digits(tmp_path):
         assert (tmp_path / "run" / name).stat().st_size > 0
     with pytest.raises(ValueError, match="num_steps must be > 20"):
         digits.DigitsConfig(num_steps=20)
+
+
+def test_compare_losses(tmp_path):
+    """Two losses and the exact score at a tiny budget: one row each; the exact score has the
+    lowest held-out DSM loss (it minimizes it in expectation; 2000 held-out points)."""
+    config = compare_losses.LossComparisonConfig(
+        losses=("eps prediction (eps loss)", "sliced score matching"), train_steps=30,
+        batch_size=64, hidden=16, num_blocks=1, num_heldout=2000, num_nll=10, num_samples=200)
+    paths = compare_losses.run(config, str(tmp_path))
+    assert (tmp_path / "losses.png").stat().st_size > 0
+    rows = _rows(paths["losses.csv"])
+    assert [r["loss"] for r in rows] == ["exact score", *config.losses]
+    dsm = [float(r["heldout_dsm"]) for r in rows]
+    assert dsm[0] < min(dsm[1:])
+    with pytest.raises(ValueError, match="are unknown"):
+        compare_losses.LossComparisonConfig(losses=("hinge",))
