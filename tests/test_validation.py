@@ -1,5 +1,7 @@
 """Bad input raises ValueError at construction, naming the argument."""
 
+import inspect
+
 import numpy as np
 import pytest
 
@@ -69,6 +71,15 @@ def test_public_api_names():
         assert hasattr(gmm, attr), attr
     rsde = vp.reverse(lambda x, t: -x, probability_flow=False)
     assert hasattr(rsde, "sde") and hasattr(rsde, "discretize")
+    params = inspect.signature(sde_lib.sample).parameters
+    assert list(params)[:8] == ["rng", "sde", "score_fn", "shape", "method", "num_steps", "eps",
+                                "options"]
+    assert params["method"].default == "euler_maruyama" and params["eps"].default == 1e-3
+    assert set(sde_lib.SAMPLERS) == {"euler_maruyama", "reverse_diffusion", "ddpm_ancestral",
+                                     "ddim", "pf_ode_euler", "pf_ode_heun", "pf_ode_adaptive",
+                                     "pc"}
+    assert list(inspect.signature(sde_lib.log_likelihood).parameters)[:4] == [
+        "rng", "sde", "score_fn", "x"]
 
 
 def test_subvp_has_no_ddpm_chain():
