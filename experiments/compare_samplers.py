@@ -12,7 +12,8 @@ measured against the exact mixture:
 * ``wall_s``: wall time of the compiled sampler (compile time separately, ``compile_s``).
 
 and once per score, the probability-flow NLL of held-out data in bits/dim (exact divergence).
-Writes ``results.csv``, ``results.md``, ``likelihood.csv/md``, ``quality_vs_nfe.png`` and
+Writes ``results.csv``, ``results.md``, ``summary.md`` (sliced W2 by sampler and NFE),
+``likelihood.csv/md``, ``quality_vs_nfe.png`` and
 ``samples_2d.png`` into the workdir and prints the table and the paths.
 
 Run: ``python -m experiments.compare_samplers --workdir runs/compare_samplers``.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 
 import jax
@@ -173,6 +175,25 @@ def write_results(workdir, rows, likelihood):
     return paths
 
 
+def write_summary(workdir, rows, config):
+    """``summary.md``: sliced W2 per sampler (rows) and NFE target (columns), one table per
+    dimension and score, with the exact-vs-exact value of the same sample size as the floor."""
+    parts = []
+    for dim in config.dims:
+        floor = [r["sw2"] for r in rows if r["dim"] == dim and r["score"] == "exact samples"][0]
+        for score in ("model", "exact"):
+            table = []
+            for method in config.methods:
+                cells = {r["nfe_target"]: r.get("sw2") for r in rows if r["dim"] == dim and
+                         r["score"] == score and r["sampler"] == method}
+                table.append({"sampler": method, **{str(n): cells.get(n) for n in config.nfes}})
+            parts.append(f"### d = {dim}, {score} score: sliced W2 by NFE target (exact vs "
+                         f"exact: {floor:.3f})\n\n"
+                         + reporting.markdown_table(table, ["sampler", *map(str, config.nfes)]))
+    return {"summary.md": reporting.write_atomic(os.path.join(workdir, "summary.md"),
+                                                 "\n".join(parts))}
+
+
 def write_figures(workdir, rows, samples, gmm_2d, config):
     """``quality_vs_nfe.png`` (SW2 against NFE, one panel per dimension and score) and
     ``samples_2d.png`` (model samples at the middle NFE over the true density's contours)."""
@@ -252,6 +273,7 @@ def compare_samplers(config: ComparisonConfig, workdir: str) -> dict[str, str]:
             if dim == 2:
                 samples_2d, gmm_2d = samples, gmm
     paths = write_results(workdir, rows, likelihood)
+    paths.update(write_summary(workdir, rows, config))
     paths.update(write_figures(workdir, rows, samples_2d, gmm_2d, config))
     return paths
 

@@ -50,7 +50,7 @@ def test_main_job_tiny(tmp_path):
                                                num_heldout=20, train_steps=100, batch_size=128,
                                                hidden=32, num_blocks=1)
     paths = compare_samplers.compare_samplers(config, str(tmp_path))
-    for name in ("results.csv", "results.md", "likelihood.md", "likelihood.csv",
+    for name in ("results.csv", "results.md", "summary.md", "likelihood.md", "likelihood.csv",
                  "quality_vs_nfe.png", "samples_2d.png"):
         assert (tmp_path / name).stat().st_size > 0, name
         assert paths[name] == str(tmp_path / name)
