@@ -1,0 +1,118 @@
+"""Training-step overhead: the full ``jax.pmap``'d train step against a bare forward+backward.
+
+For each case (the residual MLP on the 16-D Gaussian pair, the tiny U-Net on the 8x8 digits)
+with the config the experiments use:
+
+* ``t_step``: one call of ``experiments.train.make_train_step`` compiled with ``jax.pmap`` over
+  the local devices, as ``train_and_evaluate`` runs it (noise and times drawn per example, the
+  loss of ``sde_lib.get_loss_fn``, gradients averaged with ``lax.pmean``, global-norm clipping,
+  Adam, the EMA);
+* ``t_bare``: ``jax.jit(jax.value_and_grad(...))`` of the mean squared error of the same network
+  on the same batch and times, nothing else;
+* ``ratio = t_step / t_bare`` (goal <= 1.15) and the training throughput ``batch / t_step``.
+
+Both are timed interleaved, ``--repeats`` rounds of ``--calls`` calls each, and the median of
+the per-round means is kept (machines here are shared and noisy). Run:
+``python -m benchmarks.train_step [--cases mlp unet] [--batch-mlp 4096] [--batch-unet 128]``
+and, on an accelerator, ``--cases cifar10`` for the DDPM CIFAR-10 U-Net throughput; results go
+in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import jax_utils
+
+import models
+import sde_lib
+from experiments import train
+from experiments.configs import cifar10, digits_unet, gmm_mlp
+
+CASES = {
+    "mlp": (gmm_mlp, (16,)),
+    "unet": (digits_unet, (8, 8, 1)),
+    "cifar10": (cifar10, (32, 32, 3)),
+}
+
+
+def _round(fn, args, calls):
+    start = time.perf_counter()
+    for _ in range(calls):
+        out = fn(*args)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / calls
+
+
+def bench(case, batch, calls, repeats):
+    module, shape = CASES[case]
+    config = module.get_config()
+    config.training.batch_size = batch
+    cfg = train.validate_config(config)
+    sde = cfg.sde.build()
+    model = models.get_model(cfg.model)
+    loss_fn = sde_lib.get_loss_fn(sde, cfg.loss)
+    optimizer, schedule = train.create_optimizer(cfg.optim)
+    state = train.create_train_state(jax.random.PRNGKey(0), model, shape, optimizer)
+    devices = jax.local_devices()
+    D = len(devices)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1.0, 1.0, (batch, *shape)).astype(np.float32)
+
+    step = jax.pmap(train.make_train_step(model, loss_fn, optimizer, schedule,
+                                          cfg.optim.ema_rate), train.AXIS, devices=devices)
+    p_state = jax_utils.replicate(state, devices, axis_name=train.AXIS)
+    p_batch = jax.pmap(lambda b: b, devices=devices)(  # already on the devices
+        {"x": x.reshape(D, batch // D, *shape), "index": np.arange(batch).reshape(D, -1)})
+
+    def train_call(s, b):
+        return step(s, b)[0]
+
+    t = jnp.asarray(rng.uniform(1e-3, 1.0, (batch,)).astype(np.float32))
+    target = jnp.asarray(rng.normal(size=(batch, *shape)).astype(np.float32))
+    xj = jnp.asarray(x)
+    dropout_key = jax.random.PRNGKey(1)
+
+    @jax.jit
+    def bare(params):
+        def mse(p):
+            model_fn = models.get_model_fn(model, p, True, dropout_key)
+            return jnp.mean((model_fn(xj, t) - target) ** 2)
+        return jax.value_and_grad(mse)(params)
+
+    params = state.params
+    jax.block_until_ready(train_call(p_state, p_batch))  # compile both
+    jax.block_until_ready(bare(params))
+    steps, bares = [], []
+    for _ in range(repeats):
+        steps.append(_round(train_call, (p_state, p_batch), calls))
+        bares.append(_round(bare, (params,), calls))
+    t_step, t_bare = float(np.median(steps)), float(np.median(bares))
+    n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+    return (f"| {case} ({config.model.name}, {n_params:,} params) | {shape} | {batch} | "
+            f"{1e3 * t_step:.2f} | {1e3 * t_bare:.2f} | {t_step / t_bare:.3f} | "
+            f"{batch / t_step:,.0f} |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cases", nargs="+", default=["mlp", "unet"], choices=sorted(CASES))
+    parser.add_argument("--batch-mlp", type=int, default=4096)
+    parser.add_argument("--batch-unet", type=int, default=128)
+    parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    print(f"devices: {jax.local_device_count()} x {jax.devices()[0].device_kind}")
+    print("| case | data | batch | train step (ms) | bare fwd+bwd (ms) | ratio | examples/s |")
+    print("|---|---|---|---|---|---|---|")
+    for case in args.cases:
+        batch = args.batch_mlp if case == "mlp" else args.batch_unet
+        print(bench(case, batch, args.calls, args.repeats), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""The 8x8 scikit-learn digits (prepared offline) with the tiny U-Net, DDPM's eps loss."""
+
+from experiments.configs import base
+
+
+def get_config(arg: str | None = None):
+    config = base.get_base_config()
+    config.data.name = "digits"
+    config.model.name = "unet_digits"
+    config.loss.name = "ddpm_eps"
+    config.optim.lr = 2e-4
+    config.optim.warmup_steps = 500
+    config.training.batch_size = 128
+    config.training.num_train_steps = 20_000
+    config.sampling.method = "ddpm_ancestral"
+    config.sampling.num_steps = 1000
+    config.eval.batch_size = 128
+    config.eval.num_batches = 2
+    config.eval.likelihood_examples = 32
+    config.eval.num_samples = 64
+    return base.apply_shortcuts(config, arg)

@@ -1,0 +1,41 @@
+"""Launcher: ``python -m experiments.main --config experiments/configs/gmm_mlp.py --workdir DIR``.
+
+``--mode train`` (default) trains, resuming from the latest checkpoint in ``DIR/checkpoints``, and
+evaluates at the end; ``--mode eval`` evaluates and ``--mode sample`` samples the EMA parameters
+of the latest checkpoint. Config fields are overridden as ``--config.training.num_train_steps=100``
+or, for the shortcuts of ``experiments/configs/base.py``, as
+``--config experiments/configs/gmm_mlp.py:sde=ve,sampler=pf_ode_heun``. Across hosts, run the same
+command on every process with ``--config.distributed.coordinator_address=HOST:PORT``,
+``--config.distributed.num_processes=P`` and ``--config.distributed.process_id=p`` (or the
+``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID`` environment variables).
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from experiments import train
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events, samples.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to run.")
+config_flags.DEFINE_config_file("config", None, "Training configuration file.",
+                                lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+MODES = {"train": train.train_and_evaluate, "eval": train.evaluate, "sample": train.sample}
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+    logging.info("mode %s, workdir %s, config:\n%s", FLAGS.mode, FLAGS.workdir, FLAGS.config)
+    result = MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
+    if FLAGS.mode == "train":
+        result = result["eval"]
+    elif FLAGS.mode == "sample":
+        result = {"samples": result.shape}
+    print(result, flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,369 @@
+r"""Training: a ``jax.pmap``'d step over local devices (and across processes), orbax checkpoints
+that resume exactly, TensorBoard metrics, sample grids and a final evaluation.
+
+``train_and_evaluate(config, workdir)`` is what ``experiments.main`` runs. One step minimizes the
+mean over the global batch of the per-example loss of ``sde_lib.get_loss_fn`` (the score SDE's
+denoising score matching, Song et al. 2021 Eq. 7, or DDPM's ``L_simple``, Ho et al. 2020 Eq. 14,
+...) with Adam, a linear warmup and global-norm clipping, and keeps an EMA of the parameters
+(Ho et al. 2020, Appendix B). The randomness of example ``j`` of the global batch at step ``s``
+comes from ``fold_in(fold_in(rng, s), j)`` only, so the loss and the gradient do not depend on
+how the batch is split over devices and processes (up to float summation order).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import jax_utils
+from jax import lax
+
+import models
+import sde_lib
+from experiments import checkpointing
+from experiments.config_types import (
+    SDES,
+    ExperimentConfig,
+    OptimConfig,
+    check_devices,
+    distributed_config,
+    parse_config,
+)
+from experiments.data import DataState, create_iterators
+from experiments.metrics import MetricWriter, save_samples_png
+
+__all__ = ["SDES", "TrainState", "create_optimizer", "create_train_state", "evaluate",
+           "make_train_step", "parse_config", "sample", "train_and_evaluate", "validate_config"]
+AXIS = "batch"
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a checkpoint holds besides the data position."""
+
+    step: jax.Array
+    params: dict
+    opt_state: optax.OptState
+    ema_params: dict
+    rng: jax.Array
+
+
+def validate_config(config) -> ExperimentConfig:
+    """``parse_config`` and ``check_devices``: every check, before anything is compiled."""
+    cfg = parse_config(config)
+    check_devices(cfg)
+    return cfg
+
+
+def create_optimizer(optim: OptimConfig) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """Adam with ``lr`` reached linearly over ``warmup_steps``, after global-norm clipping."""
+    schedule = (optax.linear_schedule(0.0, optim.lr, optim.warmup_steps) if optim.warmup_steps
+                else optax.constant_schedule(optim.lr))
+    adam = optax.adam(schedule, b1=optim.b1, b2=optim.b2, eps=optim.adam_eps)
+    if optim.grad_clip is None:
+        return adam, schedule
+    return optax.chain(optax.clip_by_global_norm(optim.grad_clip), adam), schedule
+
+
+def create_train_state(rng: jax.Array, model, data_shape: tuple[int, ...],
+                       optimizer: optax.GradientTransformation) -> TrainState:
+    """Initial state: ``model.init`` on a dummy batch ``(1, *data_shape)``; EMA = params."""
+    init_rng, state_rng = jax.random.split(rng)
+    x = jnp.zeros((1, *data_shape), jnp.float32)
+    params = model.init({"params": init_rng}, x, jnp.ones((1,), jnp.float32))["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=optimizer.init(params), ema_params=params, rng=state_rng)
+
+
+def example_losses(params, model, loss_fn, step_key, x, index, train=True):
+    """Per-example losses ``(b,)`` of ``x (b, *D)``; example ``index[j]`` of the global batch
+    draws its loss noise and dropout from ``fold_in(step_key, index[j])``."""
+    def one(j, xj):
+        k_loss, k_dropout = jax.random.split(jax.random.fold_in(step_key, j))
+        model_fn = models.get_model_fn(model, params, train, k_dropout if train else None)
+        return loss_fn(k_loss, model_fn, xj[None])[0]
+
+    return jax.vmap(one)(index, x)
+
+
+def make_train_step(model, loss_fn, optimizer, schedule, ema_rate: float,
+                    steps_per_call: int = 1, axis_name: str | None = AXIS) -> Callable:
+    """``train_step(state, batch) -> (state, metrics)``, pure, to be ``jax.pmap``'d.
+
+    ``batch`` is ``{"x": (b, *D), "index": (b,)}`` (with a leading ``(K,)`` axis for
+    ``steps_per_call = K > 1``, scanned with ``lax.scan``); the loss and gradients are averaged
+    over ``axis_name`` with ``lax.pmean``. The EMA is ``ema <- r ema + (1 - r) params``.
+    """
+    def pmean(x):
+        return x if axis_name is None else lax.pmean(x, axis_name)
+
+    def step(state: TrainState, batch):
+        step_key = jax.random.fold_in(state.rng, state.step)
+
+        def mean_loss(params):
+            return example_losses(params, model, loss_fn, step_key, batch["x"],
+                                  batch["index"]).mean()
+
+        loss, grads = jax.value_and_grad(mean_loss)(state.params)
+        loss, grads = pmean(loss), pmean(grads)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ema = jax.tree.map(lambda e, p: ema_rate * e + (1.0 - ema_rate) * p, state.ema_params,
+                           params)
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
+                   "lr": schedule(state.step)}
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                             ema_params=ema), metrics
+
+    if steps_per_call == 1:
+        return step
+    return lambda state, batches: lax.scan(step, state, batches)
+
+
+def make_eval_step(model, loss_fn, axis_name: str | None = AXIS) -> Callable:
+    """``eval_step(params, key, batch) -> mean loss`` over the global batch (no dropout)."""
+    def eval_step(params, key, batch):
+        loss = example_losses(params, model, loss_fn, key, batch["x"], batch["index"],
+                              train=False).mean()
+        return loss if axis_name is None else lax.pmean(loss, axis_name)
+
+    return eval_step
+
+
+def initialize_distributed(config) -> None:
+    """``jax.distributed.initialize`` when a coordinator is configured (the ``distributed``
+    section of ``config``, or the environment).
+
+    Runs first, before the config is checked (checking builds the SDE, which touches the
+    backend, and ``jax.distributed.initialize`` must come before any backend use); on CPU,
+    collectives across processes use gloo.
+    """
+    dist = distributed_config(config).resolved()
+    if dist.coordinator_address is None or jax.distributed.is_initialized():
+        return
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(dist.coordinator_address, dist.num_processes, dist.process_id)
+
+
+class _Run:
+    """The objects of one run, built from a checked config (devices, data, model, steps)."""
+
+    def __init__(self, cfg: ExperimentConfig, workdir: str):
+        self.cfg, self.workdir = cfg, os.fspath(workdir)
+        self.num_devices = check_devices(cfg)
+        self.devices = jax.local_devices()[:self.num_devices]
+        # pmap spans the first num_devices devices of every process (the same list everywhere)
+        self.pmap_devices = [d for p in range(jax.process_count())
+                             for d in sorted((d for d in jax.devices() if d.process_index == p),
+                                             key=lambda d: d.id)[:self.num_devices]]
+        self.sde = cfg.sde.build()
+        self.model = models.get_model(cfg.model)
+        self.loss_fn = sde_lib.get_loss_fn(self.sde, cfg.loss)
+        self.optimizer, self.schedule = create_optimizer(cfg.optim)
+        self.train_it, self.eval_it = create_iterators(
+            cfg.data, cfg.training.batch_size, cfg.eval.batch_size, num_devices=self.num_devices)
+        self.data_shape = self.train_it.dataset.data_shape
+        self.state = create_train_state(jax.random.PRNGKey(cfg.training.seed), self.model,
+                                        self.data_shape, self.optimizer)
+        self.manager = checkpointing.create_manager(self.workdir, cfg.training.keep_checkpoints)
+        self.is_main = jax.process_index() == 0
+
+    def restore(self, required: bool = False) -> bool:
+        state, data_state = checkpointing.restore_checkpoint(self.manager, self.state)
+        if state is None:
+            if required:
+                raise FileNotFoundError(
+                    f"no checkpoint in {checkpointing.checkpoint_dir(self.workdir)}")
+            return False
+        self.state = jax.tree.map(jnp.asarray, state)
+        self.train_it.restore(data_state)
+        return True
+
+    def index(self, it) -> np.ndarray:
+        """Global positions ``(D, b)`` of this process's examples in a batch of ``it``."""
+        share = it.global_batch_size // it.process_count
+        start = it.process_index * share
+        return np.arange(start, start + share).reshape(self.num_devices, -1)
+
+    def next_batch(self) -> dict:
+        K = self.cfg.training.steps_per_call
+        index = self.index(self.train_it)
+        batches = [{"x": next(self.train_it)["x"], "index": index} for _ in range(K)]
+        if K == 1:
+            return batches[0]
+        return jax.tree.map(lambda *a: np.stack(a, axis=1), *batches)
+
+
+def unreplicate(tree):
+    """Device 0's copy of each leaf of a ``pmap`` output (``flax.jax_utils.unreplicate`` keeps
+    the device axis when one device is used out of several)."""
+    return jax.tree.map(lambda x: x.addressable_shards[0].data[0], tree)
+
+
+def _crossed(old: int, new: int, every: int) -> bool:
+    return new // every > old // every
+
+
+def evaluate_params(run: _Run, params, step: int) -> dict[str, float]:
+    """Test loss, probability-flow bits/dim and a sample grid for ``params`` (the EMA)."""
+    cfg, ev, sp = run.cfg, run.cfg.eval, run.cfg.sampling
+    key = jax.random.fold_in(jax.random.PRNGKey(cfg.training.seed), 2**31 - 1)
+    k_loss, k_ll, k_deq, k_sample = jax.random.split(key, 4)
+    p_eval = jax.pmap(make_eval_step(run.model, run.loss_fn), AXIS,
+                      devices=run.pmap_devices)
+    p_params = jax_utils.replicate(params, run.devices, axis_name=AXIS)
+    p_keys = jax_utils.replicate(k_loss, run.devices, axis_name=AXIS)
+    losses = []
+    n_batches = min(ev.num_batches, run.eval_it.batches_per_epoch)
+    for k in range(n_batches):
+        x = run.eval_it.batch_at(DataState(0, k))["x"]
+        index = run.index(run.eval_it) + k * run.eval_it.global_batch_size
+        losses.append(float(p_eval(p_params, p_keys, {"x": x, "index": index})[0]))
+    out = {"test_loss": float(np.mean(losses))}
+    score_fn = models.get_score_fn(run.sde, run.model, params, cfg.loss.parameterization)
+    D = math.prod(run.data_shape)
+    if ev.likelihood:
+        x = run.eval_it.batch_at(DataState(0, 0))["x"].reshape(-1, *run.data_shape)
+        x = jnp.asarray(x[:ev.likelihood_examples])
+        L = run.eval_it.dataset.num_levels
+        if L is not None and not cfg.data.dequantize:  # levels 2 v / (L - 1) - 1 -> v + u
+            v = jnp.round((x + 1.0) * (L - 1) / 2.0)
+            x = sde_lib.uniform_dequantize(k_deq, v, (-1.0, 1.0), L).astype(jnp.float32)
+        logp, _ = sde_lib.log_likelihood(k_ll, run.sde, score_fn, x, ev.likelihood_eps,
+                                         ev.divergence, ev.rtol, ev.atol)
+        if L is not None:
+            out["bits_per_dim"] = float(sde_lib.bits_per_dim(logp, D, (-1.0, 1.0), L).mean())
+        else:  # continuous data: negative log-density in bits per dimension
+            out["nll_bits_per_dim"] = float(-logp.mean() / (D * math.log(2.0)))
+            gmm = run.eval_it.dataset.gmm
+            if gmm is not None:
+                out["true_nll_bits_per_dim"] = float(-gmm.log_prob(x).mean() / (D * math.log(2)))
+    x, nfe = draw_samples(run, params, k_sample)
+    out["sample_nfe"] = float(nfe)
+    if run.is_main:
+        path = os.path.join(run.workdir, "samples", f"samples_{step}.png")
+        save_samples_png(x, path, f"{sp.method}, step {step}")
+        np.save(os.path.join(run.workdir, "samples", f"samples_{step}.npy"), x)
+    return out
+
+
+def draw_samples(run: _Run, params, rng) -> tuple[np.ndarray, int]:
+    """``eval.num_samples`` samples of ``sde_lib.sample`` with ``params``: ``(n, *D)``, NFE."""
+    sp = run.cfg.sampling
+
+    @jax.jit
+    def draw(params, rng):
+        score_fn = models.get_score_fn(run.sde, run.model, params,
+                                       run.cfg.loss.parameterization)
+        return sde_lib.sample(rng, run.sde, score_fn, (run.cfg.eval.num_samples,
+                                                       *run.data_shape),
+                              sp.method, sp.num_steps, sp.eps, **sp.options)
+
+    x, nfe = draw(params, rng)
+    return np.asarray(x), int(nfe)
+
+
+def _write_eval(run: _Run, writer: MetricWriter, step: int, metrics: dict) -> None:
+    writer.write_scalars(step, metrics, prefix="eval/")
+    if run.is_main:
+        with open(os.path.join(run.workdir, f"eval_{step}.json"), "w") as f:
+            json.dump({"step": step, **metrics}, f, indent=1)
+
+
+def train_and_evaluate(config, workdir: str, on_checkpoint: Callable[[int], None] | None = None
+                       ) -> dict:
+    """Trains ``config`` in ``workdir``, resuming from its latest checkpoint, then evaluates.
+
+    Args:
+      config: a ConfigDict of ``experiments/configs`` (or a mapping of its sections).
+      workdir: checkpoints in ``workdir/checkpoints``, TensorBoard events in
+        ``workdir/tensorboard``, sample grids in ``workdir/samples``, ``eval_<step>.json``.
+      on_checkpoint: called with the step after each checkpoint is on disk.
+
+    Returns:
+      ``{"state": the final TrainState, "train_loss": (steps run here,) losses, "eval": dict}``.
+
+    Raises:
+      ValueError: a bad config (see ``parse_config`` and ``check_devices``), before compiling.
+    """
+    from tqdm import tqdm
+
+    initialize_distributed(config)
+    cfg = parse_config(config)
+    run = _Run(cfg, workdir)
+    run.restore()
+    t = cfg.training
+    p_step = jax.pmap(make_train_step(run.model, run.loss_fn, run.optimizer, run.schedule,
+                                      cfg.optim.ema_rate, t.steps_per_call),
+                      AXIS, devices=run.pmap_devices, donate_argnums=(0,))
+    p_state = jax_utils.replicate(run.state, run.devices, axis_name=AXIS)
+    writer = MetricWriter(os.path.join(run.workdir, "tensorboard"), run.is_main)
+    step, losses = int(run.state.step), []
+    with tqdm(total=t.num_train_steps, initial=step, disable=not run.is_main,
+              desc="train") as bar:
+        while step < t.num_train_steps:
+            p_state, metrics = p_step(p_state, run.next_batch())
+            new = step + t.steps_per_call
+            losses.append(metrics["loss"][0])
+            if _crossed(step, new, t.log_every) or new == t.num_train_steps:
+                last = {k: float(np.ravel(v[0])[-1]) for k, v in metrics.items()}
+                writer.write_scalars(new, last, prefix="train/")
+                bar.set_postfix(loss=f"{last['loss']:.4g}")
+            unrep = None
+            if _crossed(step, new, t.checkpoint_every) or new == t.num_train_steps:
+                unrep = unreplicate(p_state)
+                checkpointing.save_checkpoint(run.manager, unrep, run.train_it.state)
+                if on_checkpoint is not None:
+                    on_checkpoint(new)
+            if new < t.num_train_steps and (_crossed(step, new, t.eval_every)
+                                            or _crossed(step, new, t.sample_every)):
+                if unrep is None:
+                    unrep = unreplicate(p_state)
+                _write_eval(run, writer, new, evaluate_params(run, unrep.ema_params, new))
+            bar.update(new - step)
+            step = new
+    run.state = unreplicate(p_state)
+    metrics = evaluate_params(run, run.state.ema_params, step)
+    _write_eval(run, writer, step, metrics)
+    writer.close()
+    train_loss = np.concatenate([np.ravel(np.asarray(v)) for v in losses]) if losses else \
+        np.zeros((0,))
+    return {"state": run.state, "train_loss": train_loss, "eval": metrics}
+
+
+def evaluate(config, workdir: str) -> dict[str, float]:
+    """Evaluates the EMA parameters of the latest checkpoint in ``workdir`` (``--mode eval``)."""
+    initialize_distributed(config)
+    cfg = parse_config(config)
+    run = _Run(cfg, workdir)
+    run.restore(required=True)
+    step = int(run.state.step)
+    metrics = evaluate_params(run, run.state.ema_params, step)
+    writer = MetricWriter(os.path.join(run.workdir, "tensorboard"), run.is_main)
+    _write_eval(run, writer, step, metrics)
+    writer.close()
+    return metrics
+
+
+def sample(config, workdir: str) -> np.ndarray:
+    """Samples from the EMA parameters of the latest checkpoint (``--mode sample``); writes
+    ``workdir/samples/sample_mode_<step>.{png,npy}`` and returns ``(n, *D)``."""
+    initialize_distributed(config)
+    cfg = parse_config(config)
+    run = _Run(cfg, workdir)
+    run.restore(required=True)
+    step = int(run.state.step)
+    key = jax.random.fold_in(jax.random.PRNGKey(cfg.training.seed), 2**31 - 2)
+    x, _ = draw_samples(run, run.state.ema_params, key)
+    if run.is_main:
+        path = os.path.join(run.workdir, "samples", f"sample_mode_{step}.png")
+        save_samples_png(x, path, f"{cfg.sampling.method}, step {step}")
+        np.save(path[:-4] + ".npy", x)
+    return x

@@ -1,0 +1,284 @@
+"""Training: each config family end to end, pmap over 8 devices against 1, two processes with
+``jax.distributed`` against one, and runs killed (after a checkpoint, during a save) that resume
+to exactly the parameters of an uninterrupted run.
+
+The multi-process tests run ``tests/_train_worker.py`` in subprocesses (their own device counts,
+float32 as in real runs); the others run in this process.
+"""
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import checkpointing, data, train
+from experiments.configs import base, cifar10, digits_unet, gmm_mlp, gmm_transformer, mnist
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(ROOT, "tests", "_train_worker.py")
+
+# the tiny run the subprocess tests share: 12 steps, checkpoints at 4, 8, 12
+TINY = {
+    "config": "gmm_mlp", "data.dim": 4, "data.num_train": 512, "data.num_test": 128,
+    "model.hidden": 32, "model.num_blocks": 1, "training.batch_size": 32,
+    "training.num_train_steps": 12, "training.checkpoint_every": 4, "training.log_every": 1,
+    "training.eval_every": 1000, "training.sample_every": 1000, "optim.warmup_steps": 2,
+    "eval.batch_size": 32, "eval.num_batches": 1, "eval.likelihood": False,
+    "eval.num_samples": 16, "sampling.num_steps": 10,
+}
+
+
+def tiny(config, **fields):
+    """``config`` shrunk for a test: few steps, small batches, a cheap evaluation."""
+    values = {"training.num_train_steps": 4, "training.batch_size": 16, "training.log_every": 1,
+              "training.checkpoint_every": 2, "training.eval_every": 1000,
+              "training.sample_every": 1000, "optim.warmup_steps": 1, "eval.batch_size": 16,
+              "eval.num_batches": 1, "eval.likelihood_examples": 4, "eval.num_samples": 4,
+              "eval.rtol": 1e-3, "eval.atol": 1e-3, "sampling.num_steps": 5, **fields}
+    for path, value in values.items():
+        *parents, leaf = path.split(".")
+        section = config
+        for name in parents:
+            section = section[name]
+        section[leaf] = value
+    return config
+
+
+def fake_images(shape, n=64, seed=0):
+    """A stand-in for a prepared tfds image dataset: random 8-bit images of ``shape``."""
+    v = np.random.default_rng(seed).integers(0, 256, (n, *shape)).astype(np.float32)
+    return data.Dataset(data.ArraySource(v), tuple(shape), 256, None)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("tfds")
+
+
+def check_run_outputs(workdir, step, metrics):
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints")))[-1] == str(step)
+    with open(os.path.join(workdir, f"eval_{step}.json")) as f:
+        assert json.load(f)["step"] == step
+    assert os.path.exists(os.path.join(workdir, "samples", f"samples_{step}.png"))
+    assert any(f.startswith("events.out.tfevents")
+               for f in os.listdir(os.path.join(workdir, "tensorboard")))
+    for name, value in metrics.items():
+        assert math.isfinite(value), (name, value)
+
+
+@pytest.mark.parametrize("module,fields,shape", [
+    (gmm_mlp, {"data.dim": 4, "model.hidden": 16, "model.num_blocks": 1}, (4,)),
+    (gmm_transformer, {"model.dim": 16, "model.depth": 1, "model.num_heads": 2}, (2,)),
+    (digits_unet, {"model.ch": 8, "eval.likelihood": False}, (8, 8, 1)),
+    (mnist, {"model.ch": 8, "eval.likelihood": False}, (28, 28, 1)),
+    (cifar10, {"model.ch": 8, "model.ch_mult": (1, 2), "model.num_res_blocks": 1,
+               "model.attn_resolutions": (16,), "eval.likelihood": False}, (32, 32, 3)),
+], ids=["gmm_mlp", "gmm_transformer", "digits_unet", "mnist", "cifar10"])
+def test_each_config_family_trains_checkpoints_and_evaluates(module, fields, shape, tmp_path,
+                                                             monkeypatch, data_dir):
+    config = tiny(module.get_config(), **fields)
+    if config.data.name in ("mnist", "cifar10"):  # not prepared here: random 8-bit images
+        monkeypatch.setattr(train, "create_iterators", lambda cfg, *a, **k: _fake_iterators(
+            shape, *a, **k))
+    if config.data.name == "digits":
+        config.data.data_dir = str(data_dir)
+    workdir = str(tmp_path / "run")
+    out = train.train_and_evaluate(config, workdir)
+    assert out["train_loss"].shape == (4,) and np.all(np.isfinite(out["train_loss"]))
+    check_run_outputs(workdir, 4, out["eval"])
+    if len(shape) == 1:
+        assert out["eval"]["nll_bits_per_dim"] > 0.0
+    # --mode eval and --mode sample restore the last checkpoint's EMA parameters
+    assert train.evaluate(config, workdir).keys() == out["eval"].keys()
+    x = train.sample(config, workdir)
+    assert x.shape == (4, *shape) and np.all(np.isfinite(x))
+    ema = jax.tree.leaves(out["state"].ema_params)
+    restored, _ = checkpointing.restore_checkpoint(
+        checkpointing.create_manager(workdir), out["state"])
+    for a, b in zip(ema, jax.tree.leaves(restored.ema_params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), b)
+
+
+def _fake_iterators(shape, global_batch_size, eval_batch_size=None, **kwargs):
+    state = kwargs.pop("state", data.DataState())
+    return (data.BatchIterator(fake_images(shape, seed=1), global_batch_size, shuffle=True,
+                               state=state, **kwargs),
+            data.BatchIterator(fake_images(shape, seed=2), eval_batch_size or global_batch_size,
+                               shuffle=False, **kwargs))
+
+
+def test_pmap_over_8_devices_matches_1_device(tmp_path):
+    assert jax.local_device_count() == 8
+    out = {}
+    for n in (8, 1):
+        config = tiny(gmm_mlp.get_config(), **{
+            "data.dim": 4, "model.hidden": 32, "model.num_blocks": 1, "training.batch_size": 64,
+            "training.num_train_steps": 8, "training.checkpoint_every": 8,
+            "training.num_devices": n, "eval.likelihood": False})
+        out[n] = train.train_and_evaluate(config, str(tmp_path / f"d{n}"))
+    assert out[8]["train_loss"].shape == (8,)
+    np.testing.assert_allclose(out[8]["train_loss"], out[1]["train_loss"], rtol=1e-5, atol=1e-5)
+    init = jax.tree.leaves(train.create_train_state(
+        jax.random.PRNGKey(0), train.models.get_model("mlp", hidden=32, num_blocks=1), (4,),
+        train.create_optimizer(train.parse_config(config).optim)[0]).params)
+    for a, b, p0 in zip(jax.tree.leaves(out[8]["state"].params),
+                        jax.tree.leaves(out[1]["state"].params), init, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+        assert not np.array_equal(np.asarray(a), np.asarray(p0))  # 8 Adam steps moved them
+
+
+def test_steps_per_call_scan_matches_one_step_per_call(tmp_path):
+    out = {}
+    for k in (1, 4):
+        config = tiny(gmm_mlp.get_config(), **{
+            "data.dim": 4, "model.hidden": 16, "model.num_blocks": 1,
+            "training.num_train_steps": 8, "training.checkpoint_every": 4,
+            "training.steps_per_call": k, "eval.likelihood": False})
+        out[k] = train.train_and_evaluate(config, str(tmp_path / f"k{k}"))
+    np.testing.assert_allclose(out[4]["train_loss"], out[1]["train_loss"], rtol=1e-5,
+                               atol=1e-6)
+    for a, b in zip(jax.tree.leaves(out[4]["state"].params),
+                    jax.tree.leaves(out[1]["state"].params), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"model.name": "resnet"}, "model name must be one of"),
+    ({"loss.name": "nce"}, r"loss.name must be one of \[.*'dsm'"),
+    ({"sampling.num_steps": 0}, "bad sampling config: num_steps"),
+    ({"training.batch_size": 12}, "divisible by the number of devices"),
+    ({"optim.lr": 0.0}, "optim.lr must be a number > 0"),
+    ({"sampling.method": "rk4"}, "sampling.method must be one of"),
+    ({"training.num_train_steps": 10, "training.steps_per_call": 4}, "multiple of"),
+])
+def test_bad_config_is_rejected_before_anything_runs(change, message, tmp_path):
+    config = tiny(gmm_mlp.get_config(), **change)
+    workdir = tmp_path / "run"
+    with pytest.raises(ValueError, match=message):
+        train.train_and_evaluate(config, str(workdir))
+    assert not workdir.exists()
+
+
+def test_config_shortcuts_and_unknown_keys():
+    config = gmm_mlp.get_config("sde=ve,sampler=pf_ode_heun,steps=10,lr=0.01")
+    assert (config.sde.name, config.sampling.method, config.training.num_train_steps,
+            config.optim.lr) == ("ve", "pf_ode_heun", 10, 0.01)
+    with pytest.raises(ValueError, match="unknown config field"):
+        base.get_config("learning_rate=1")
+    config = base.get_config()
+    config.optim.momentum = 0.9
+    with pytest.raises(ValueError, match=r"unknown optim config keys \['momentum'\]"):
+        train.parse_config(config)
+
+
+# --------------------------------------------------------------------------------------------
+# subprocesses: kill and resume, two processes
+
+
+def _command(out, workdir, devices, spec, *dist):
+    return [sys.executable, WORKER, str(out), str(workdir), str(devices), json.dumps(spec),
+            *map(str, dist)]
+
+
+def _env():
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    env["PYTHONPATH"] = ROOT
+    return env
+
+
+def _run(out, workdir, devices=4, spec=TINY, *dist):
+    subprocess.run(_command(out, workdir, devices, spec, *dist), check=True, env=_env(),
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    return dict(np.load(out))
+
+
+def _kill_at(line, workdir, spec, log):
+    """Starts a run and SIGKILLs it as soon as it prints ``line``."""
+    with open(log, "w") as err:
+        proc = subprocess.Popen(_command(workdir / "unused.npz", workdir, 4, spec),
+                                env=_env(), stdout=subprocess.PIPE, stderr=err, text=True)
+        try:
+            for text in proc.stdout:
+                if text.strip() == line:
+                    proc.send_signal(signal.SIGKILL)
+                    break
+            proc.wait(timeout=300)
+        finally:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, open(log).read()[-3000:]
+
+
+def _leaves(result):
+    return [result[f"arr_{i}"] for i in range(sum(k.startswith("arr_") for k in result))]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    path = tmp_path_factory.mktemp("uninterrupted")
+    return _run(path / "out.npz", path / "run")
+
+
+@pytest.mark.slow
+def test_killed_after_a_checkpoint_resumes_exactly(uninterrupted, tmp_path):
+    workdir = tmp_path / "run"
+    _kill_at("CHECKPOINT 4", workdir, {**TINY, "sleep_after_checkpoint": 600},
+             tmp_path / "log")
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["4"]
+    resumed = _run(tmp_path / "out.npz", workdir)
+    assert resumed["train_loss"].shape == (8,)  # steps 5..12 only
+    np.testing.assert_array_equal(resumed["train_loss"], uninterrupted["train_loss"][4:])
+    for a, b in zip(_leaves(resumed), _leaves(uninterrupted), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_killed_during_a_save_leaves_the_previous_checkpoint(uninterrupted, tmp_path):
+    workdir = tmp_path / "run"
+    _kill_at("SAVING 8", workdir, {**TINY, "hang_in_save_at": 8}, tmp_path / "log")
+    entries = sorted(os.listdir(workdir / "checkpoints"))
+    assert "4" in entries and "8" not in entries
+    assert any("tmp" in e for e in entries), entries  # the half-written save is still there
+    manager = checkpointing.create_manager(str(workdir))
+    assert manager.latest_step() == 4
+    resumed = _run(tmp_path / "out.npz", workdir)
+    np.testing.assert_array_equal(resumed["train_loss"], uninterrupted["train_loss"][4:])
+    for a, b in zip(_leaves(resumed), _leaves(uninterrupted), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["12", "4", "8"]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_same_steps_as_one(uninterrupted, tmp_path):
+    coord = f"127.0.0.1:{_free_port()}"
+    procs, logs = [], []
+    for pid in range(2):
+        logs.append(open(tmp_path / f"log{pid}", "w"))
+        procs.append(subprocess.Popen(
+            _command(tmp_path / f"out{pid}.npz", tmp_path / "run", 2, TINY, coord, 2, pid),
+            env=_env(), stdout=subprocess.DEVNULL, stderr=logs[-1]))
+    try:
+        for pid, proc in enumerate(procs):
+            assert proc.wait(timeout=300) == 0, open(tmp_path / f"log{pid}").read()[-3000:]
+    finally:
+        for proc, log in zip(procs, logs, strict=True):
+            proc.kill()
+            log.close()
+    result = dict(np.load(tmp_path / "out0.npz"))  # process 0 writes the state
+    assert int(result["process_count"]) == 2
+    np.testing.assert_allclose(result["train_loss"], uninterrupted["train_loss"], rtol=1e-5)
+    for a, b in zip(_leaves(result), _leaves(uninterrupted), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
