@@ -40,12 +40,13 @@ CASES = {
 }
 
 
-def _round(fn, args, calls):
+def _round(fn, carry, args, calls):
+    """Mean time of ``calls`` calls ``carry = fn(carry, *args)`` and the last carry."""
     start = time.perf_counter()
     for _ in range(calls):
-        out = fn(*args)
-    jax.block_until_ready(out)
-    return (time.perf_counter() - start) / calls
+        carry = fn(carry, *args)
+    jax.block_until_ready(carry)
+    return (time.perf_counter() - start) / calls, carry
 
 
 def bench(case, batch, calls, repeats):
@@ -64,7 +65,9 @@ def bench(case, batch, calls, repeats):
     x = rng.uniform(-1.0, 1.0, (batch, *shape)).astype(np.float32)
 
     step = jax.pmap(train.make_train_step(model, loss_fn, optimizer, schedule,
-                                          cfg.optim.ema_rate), train.AXIS, devices=devices)
+                                          cfg.optim.ema_rate,
+                                          block_size=cfg.training.rng_block_size),
+                    train.AXIS, devices=devices, donate_argnums=(0,))
     p_state = jax_utils.replicate(state, devices, axis_name=train.AXIS)
     p_batch = jax.pmap(lambda b: b, devices=devices)(  # already on the devices
         {"x": x.reshape(D, batch // D, *shape), "index": np.arange(batch).reshape(D, -1)})
@@ -85,12 +88,13 @@ def bench(case, batch, calls, repeats):
         return jax.value_and_grad(mse)(params)
 
     params = state.params
-    jax.block_until_ready(train_call(p_state, p_batch))  # compile both
+    p_state = jax.block_until_ready(train_call(p_state, p_batch))  # compile both
     jax.block_until_ready(bare(params))
     steps, bares = [], []
-    for _ in range(repeats):
-        steps.append(_round(train_call, (p_state, p_batch), calls))
-        bares.append(_round(bare, (params,), calls))
+    for _ in range(repeats):  # the state is donated to the step, as in train_and_evaluate
+        t_round, p_state = _round(train_call, p_state, (p_batch,), calls)
+        steps.append(t_round)
+        bares.append(_round(lambda c, p: bare(p), None, (params,), calls)[0])
     t_step, t_bare = float(np.median(steps)), float(np.median(bares))
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
     return (f"| {case} ({config.model.name}, {n_params:,} params) | {shape} | {batch} | "

@@ -64,7 +64,10 @@ class OptimConfig:
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
     """Global ``batch_size``; ``steps_per_call`` steps per compiled call (``lax.scan``);
-    ``num_devices`` local devices (``None``: all); the ``*_every`` intervals in steps."""
+    ``num_devices`` local devices (``None``: all); the ``*_every`` intervals in steps;
+    ``rng_block_size``: each block of that many consecutive examples of the global batch draws
+    its randomness from one key (``experiments.train.example_losses``), so every device's share
+    must be a multiple of it."""
 
     batch_size: int = 256
     num_train_steps: int = 1000
@@ -76,6 +79,7 @@ class TrainingConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     seed: int = 0
+    rng_block_size: int = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,7 +207,7 @@ def parse_config(config) -> ExperimentConfig:
     _check("optim.b2", o.b2, numbers.Real, 0, 1)
     _check("optim.adam_eps", o.adam_eps, numbers.Real, 0, low_open=True)
     for name in ("batch_size", "num_train_steps", "steps_per_call", "log_every", "eval_every",
-                 "sample_every", "checkpoint_every", "keep_checkpoints"):
+                 "sample_every", "checkpoint_every", "keep_checkpoints", "rng_block_size"):
         _check(f"training.{name}", getattr(t, name), numbers.Integral, 1)
     _check("training.num_devices", t.num_devices, numbers.Integral, 1, optional=True)
     _check("training.seed", t.seed, numbers.Integral, 0)
@@ -229,16 +233,19 @@ def check_devices(cfg: ExperimentConfig) -> int:
 
     Raises:
       ValueError: ``training.num_devices`` above the local device count, or a batch size not
-        divisible by the total device count.
+        divisible by the total device count times ``training.rng_block_size``.
     """
     local = jax.local_device_count()
     n = cfg.training.num_devices or local
     if n > local:
         raise ValueError(f"training.num_devices must be <= {local} (local devices), got {n}")
     total = n * jax.process_count()
+    c = cfg.training.rng_block_size
     for name, size in (("training.batch_size", cfg.training.batch_size),
                        ("eval.batch_size", cfg.eval.batch_size)):
-        if size % total:
+        if size % (total * c):
             raise ValueError(f"{name} ({size}) must be divisible by the number of devices "
-                             f"({total} = {jax.process_count()} processes x {n})")
+                             f"({total} = {jax.process_count()} processes x {n}) times "
+                             f"training.rng_block_size ({c}): each device's share is a multiple "
+                             f"of the block")
     return n

@@ -41,7 +41,8 @@ def tiny(config, **fields):
               "training.checkpoint_every": 2, "training.eval_every": 1000,
               "training.sample_every": 1000, "optim.warmup_steps": 1, "eval.batch_size": 16,
               "eval.num_batches": 1, "eval.likelihood_examples": 4, "eval.num_samples": 4,
-              "eval.rtol": 1e-3, "eval.atol": 1e-3, "sampling.num_steps": 5, **fields}
+              "eval.rtol": 1e-3, "eval.atol": 1e-3, "sampling.num_steps": 5,
+              "training.rng_block_size": 2, **fields}
     for path, value in values.items():
         *parents, leaf = path.split(".")
         section = config
@@ -83,7 +84,8 @@ def test_main_launcher_trains_resumes_evaluates_and_samples(tmp_path, capsys, mo
     flat = {"training.num_train_steps": 4, "training.batch_size": 16, "training.log_every": 1,
             "training.checkpoint_every": 2, "optim.warmup_steps": 1, "eval.batch_size": 16,
             "eval.num_batches": 1, "eval.likelihood_examples": 4, "eval.num_samples": 4,
-            "eval.rtol": 1e-3, "eval.atol": 1e-3, "sampling.num_steps": 5, **TINY_MODEL}
+            "eval.rtol": 1e-3, "eval.atol": 1e-3, "sampling.num_steps": 5,
+            "training.rng_block_size": 2, **TINY_MODEL}
     base_argv = ["main", f"--config={os.path.join(ROOT, 'experiments/configs/gmm_mlp.py')}",
                  f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in flat.items()]
 
@@ -153,6 +155,7 @@ def test_pmap_over_8_devices_matches_1_device(tmp_path):
     for n in (8, 1):
         config = tiny(gmm_mlp.get_config(), **{
             "data.dim": 4, "model.hidden": 32, "model.num_blocks": 1, "training.batch_size": 64,
+            "training.rng_block_size": 8, "eval.batch_size": 64,
             "training.num_train_steps": 8, "training.checkpoint_every": 8,
             "training.num_devices": n, "eval.likelihood": False})
         out[n] = train.train_and_evaluate(config, str(tmp_path / f"d{n}"))
@@ -187,6 +190,9 @@ def test_steps_per_call_scan_matches_one_step_per_call(tmp_path):
     ({"loss.name": "nce"}, r"loss.name must be one of \[.*'dsm'"),
     ({"sampling.num_steps": 0}, "bad sampling config: num_steps"),
     ({"training.batch_size": 12}, "divisible by the number of devices"),
+    ({"training.batch_size": 64, "training.rng_block_size": 16},
+     r"divisible by the number of devices \(8 = 1 processes x 8\) times "
+     r"training.rng_block_size \(16\)"),
     ({"optim.lr": 0.0}, "optim.lr must be a number > 0"),
     ({"sampling.method": "rk4"}, "sampling.method must be one of"),
     ({"training.num_train_steps": 10, "training.steps_per_call": 4}, "multiple of"),

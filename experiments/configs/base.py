@@ -122,6 +122,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     training.checkpoint_every = 1_000
     training.keep_checkpoints = 3
     training.seed = 0
+    training.rng_block_size = 8  # examples per key of the loss noise (see experiments.train)
 
     config.sampling = sampling = ml_collections.ConfigDict()
     sampling.method = "euler_maruyama"
