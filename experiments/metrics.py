@@ -10,6 +10,8 @@ import os
 
 import numpy as np
 
+from experiments.reporting import pyplot, save_figure
+
 
 class MetricWriter:
     """Scalars to TensorBoard event files in ``logdir`` and to the console (process 0 only).
@@ -41,13 +43,9 @@ class MetricWriter:
 
 
 def save_samples_png(x: np.ndarray, path: str, title: str = "") -> str:
-    """Writes samples as a PNG: a scatter plot of the first two coordinates for vector data
-    ``(B, d)``, an image grid for images ``(B, H, W, C)`` in ``[-1, 1]``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Writes samples as a PNG, atomically: a scatter plot of the first two coordinates for
+    vector data ``(B, d)``, an image grid for images ``(B, H, W, C)`` in ``[-1, 1]``."""
+    plt = pyplot()
     x = np.asarray(x, np.float32)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if x.ndim == 2:
@@ -74,6 +72,5 @@ def save_samples_png(x: np.ndarray, path: str, title: str = "") -> str:
                          f"{x.shape}")
     if title:
         ax.set_title(title)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, os.path.dirname(os.path.abspath(path)), os.path.basename(path))
     return path

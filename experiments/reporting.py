@@ -12,6 +12,8 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 
 def write_atomic(path: str, text: str) -> str:
     """Writes ``text`` to ``path`` through a temporary file; returns ``path``."""
@@ -19,6 +21,15 @@ def write_atomic(path: str, text: str) -> str:
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", newline="") as f:
         f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def save_npy(path: str, array) -> str:
+    """Saves ``array`` as ``path`` (``.npy``) through a temporary file; returns ``path``."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}.npy"
+    np.save(tmp, np.asarray(array))
     os.replace(tmp, path)
     return path
 

@@ -39,6 +39,7 @@ from experiments.config_types import (
 )
 from experiments.data import DataState, create_iterators
 from experiments.metrics import MetricWriter, save_samples_png
+from experiments.reporting import save_npy, write_atomic
 
 __all__ = ["SDES", "TrainState", "create_optimizer", "create_train_state", "evaluate",
            "make_train_step", "parse_config", "sample", "train_and_evaluate", "validate_config"]
@@ -268,7 +269,7 @@ def evaluate_params(run: _Run, params, step: int) -> dict[str, float]:
     if run.is_main:
         path = os.path.join(run.workdir, "samples", f"samples_{step}.png")
         save_samples_png(x, path, f"{sp.method}, step {step}")
-        np.save(os.path.join(run.workdir, "samples", f"samples_{step}.npy"), x)
+        save_npy(os.path.join(run.workdir, "samples", f"samples_{step}.npy"), x)
     return out
 
 
@@ -291,8 +292,8 @@ def draw_samples(run: _Run, params, rng) -> tuple[np.ndarray, int]:
 def _write_eval(run: _Run, writer: MetricWriter, step: int, metrics: dict) -> None:
     writer.write_scalars(step, metrics, prefix="eval/")
     if run.is_main:
-        with open(os.path.join(run.workdir, f"eval_{step}.json"), "w") as f:
-            json.dump({"step": step, **metrics}, f, indent=1)
+        write_atomic(os.path.join(run.workdir, f"eval_{step}.json"),
+                     json.dumps({"step": step, **metrics}, indent=1))
 
 
 def train_and_evaluate(config, workdir: str, on_checkpoint: Callable[[int], None] | None = None
@@ -384,5 +385,5 @@ def sample(config, workdir: str) -> np.ndarray:
     if run.is_main:
         path = os.path.join(run.workdir, "samples", f"sample_mode_{step}.png")
         save_samples_png(x, path, f"{cfg.sampling.method}, step {step}")
-        np.save(path[:-4] + ".npy", x)
+        save_npy(path[:-4] + ".npy", x)
     return x
