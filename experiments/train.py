@@ -13,6 +13,7 @@ over devices and processes (up to float summation order).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -176,11 +177,11 @@ class _Run:
     def __init__(self, cfg: ExperimentConfig, workdir: str):
         self.cfg, self.workdir = cfg, os.fspath(workdir)
         self.num_devices = check_devices(cfg)
-        self.devices = jax.local_devices()[:self.num_devices]
         # pmap spans the first num_devices devices of every process (the same list everywhere)
         self.pmap_devices = [d for p in range(jax.process_count())
                              for d in sorted((d for d in jax.devices() if d.process_index == p),
                                              key=lambda d: d.id)[:self.num_devices]]
+        self.devices = [d for d in self.pmap_devices if d.process_index == jax.process_index()]
         self.sde = cfg.sde.build()
         self.model = models.get_model(cfg.model)
         self.loss_fn = sde_lib.get_loss_fn(self.sde, cfg.loss)
@@ -192,6 +193,32 @@ class _Run:
                                         self.data_shape, self.optimizer)
         self.manager = checkpointing.create_manager(self.workdir, cfg.training.keep_checkpoints)
         self.is_main = jax.process_index() == 0
+
+    # the evaluation's compiled functions, built once per run (params are arguments)
+    @functools.cached_property
+    def eval_step(self):
+        return jax.pmap(make_eval_step(self.model, self.loss_fn,
+                                       block_size=self.cfg.training.rng_block_size), AXIS,
+                        devices=self.pmap_devices)
+
+    def score_fn(self, params):
+        return models.get_score_fn(self.sde, self.model, params, self.cfg.loss.parameterization)
+
+    @functools.cached_property
+    def log_likelihood(self):
+        ev = self.cfg.eval
+        return jax.jit(lambda params, rng, x: sde_lib.log_likelihood(
+            rng, self.sde, self.score_fn(params), x, ev.likelihood_eps, ev.divergence, ev.rtol,
+            ev.atol))
+
+    @functools.cached_property
+    def draw(self):
+        """``draw(params, rng) -> (x, nfe)``: ``eval.num_samples`` samples of the config's
+        sampler."""
+        sp, shape = self.cfg.sampling, (self.cfg.eval.num_samples, *self.data_shape)
+        return jax.jit(lambda params, rng: sde_lib.sample(
+            rng, self.sde, self.score_fn(params), shape, sp.method, sp.num_steps, sp.eps,
+            **sp.options))
 
     def restore(self, required: bool = False) -> bool:
         state, data_state = checkpointing.restore_checkpoint(self.manager, self.state)
@@ -234,9 +261,6 @@ def evaluate_params(run: _Run, params, step: int) -> dict[str, float]:
     cfg, ev, sp = run.cfg, run.cfg.eval, run.cfg.sampling
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.training.seed), 2**31 - 1)
     k_loss, k_ll, k_deq, k_sample = jax.random.split(key, 4)
-    p_eval = jax.pmap(make_eval_step(run.model, run.loss_fn,
-                                     block_size=cfg.training.rng_block_size), AXIS,
-                      devices=run.pmap_devices)
     p_params = jax_utils.replicate(params, run.devices, axis_name=AXIS)
     p_keys = jax_utils.replicate(k_loss, run.devices, axis_name=AXIS)
     losses = []
@@ -244,9 +268,8 @@ def evaluate_params(run: _Run, params, step: int) -> dict[str, float]:
     for k in range(n_batches):
         x = run.eval_it.batch_at(DataState(0, k))["x"]
         index = run.index(run.eval_it) + k * run.eval_it.global_batch_size
-        losses.append(float(p_eval(p_params, p_keys, {"x": x, "index": index})[0]))
+        losses.append(float(run.eval_step(p_params, p_keys, {"x": x, "index": index})[0]))
     out = {"test_loss": float(np.mean(losses))}
-    score_fn = models.get_score_fn(run.sde, run.model, params, cfg.loss.parameterization)
     D = math.prod(run.data_shape)
     if ev.likelihood:
         x = run.eval_it.batch_at(DataState(0, 0))["x"].reshape(-1, *run.data_shape)
@@ -255,8 +278,7 @@ def evaluate_params(run: _Run, params, step: int) -> dict[str, float]:
         if L is not None and not cfg.data.dequantize:  # levels 2 v / (L - 1) - 1 -> v + u
             v = jnp.round((x + 1.0) * (L - 1) / 2.0)
             x = sde_lib.uniform_dequantize(k_deq, v, (-1.0, 1.0), L).astype(jnp.float32)
-        logp, _ = sde_lib.log_likelihood(k_ll, run.sde, score_fn, x, ev.likelihood_eps,
-                                         ev.divergence, ev.rtol, ev.atol)
+        logp, _ = run.log_likelihood(params, k_ll, x)
         if L is not None:
             out["bits_per_dim"] = float(sde_lib.bits_per_dim(logp, D, (-1.0, 1.0), L).mean())
         else:  # continuous data: negative log-density in bits per dimension
@@ -275,17 +297,7 @@ def evaluate_params(run: _Run, params, step: int) -> dict[str, float]:
 
 def draw_samples(run: _Run, params, rng) -> tuple[np.ndarray, int]:
     """``eval.num_samples`` samples of ``sde_lib.sample`` with ``params``: ``(n, *D)``, NFE."""
-    sp = run.cfg.sampling
-
-    @jax.jit
-    def draw(params, rng):
-        score_fn = models.get_score_fn(run.sde, run.model, params,
-                                       run.cfg.loss.parameterization)
-        return sde_lib.sample(rng, run.sde, score_fn, (run.cfg.eval.num_samples,
-                                                       *run.data_shape),
-                              sp.method, sp.num_steps, sp.eps, **sp.options)
-
-    x, nfe = draw(params, rng)
+    x, nfe = run.draw(params, rng)
     return np.asarray(x), int(nfe)
 
 
