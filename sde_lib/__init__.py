@@ -29,10 +29,10 @@ from sde_lib.parameterization import (
 )
 from sde_lib.sde import AbstractSDE, LinearSDE, ReverseSDE
 from sde_lib.ve import VESDE, BrownianMotionSDE
-from sde_lib.vp import VPSDE, CosineVPSDE, OrnsteinUhlenbeckSDE, subVPSDE
+from sde_lib.vp import VPSDE, CosineVPSDE, DiscreteVPSDE, OrnsteinUhlenbeckSDE, subVPSDE
 
 __all__ = [
-    "AbstractSDE", "BrownianMotionSDE", "CosineVPSDE", "DDPMChain", "GaussianMixture",
+    "AbstractSDE", "BrownianMotionSDE", "CosineVPSDE", "DDPMChain", "DiscreteVPSDE", "GaussianMixture",
     "LinearSDE", "OrnsteinUhlenbeckSDE", "PARAMETERIZATIONS", "Parameterization", "ReverseSDE",
     "VESDE", "VPSDE", "asymmetric_mixture_2d", "convert", "discretized_gaussian_log_likelihood",
     "gaussian_kl", "gaussian_log_likelihood", "gaussian_pair", "get_parameterization",

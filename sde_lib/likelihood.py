@@ -257,7 +257,10 @@ def ddpm_negative_elbo(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike,
     (Ho et al. 2020, Eq. 5 and Section 3.3), every term evaluated (a ``lax.scan`` over ``i``), each
     with one draw ``x_i ~ q(x_i | x_0)``.
 
-    The model: ``eps(x_i) = -sqrt(1 - alpha_bar_i) score_fn(x_i, t_i)`` at ``t_i = (i + 1) T / N``,
+    The model: ``eps(x_i) = -sigma_{t_i} score_fn(x_i, t_i)`` at ``t_i = (i + 1) T / N`` with
+    ``sigma_{t_i}`` from ``sde.marginal_coeffs``, the conversion ``models.get_score_fn`` inverts,
+    so an eps network's output is the eps of the bound (for ``DiscreteVPSDE``
+    ``sigma_{t_i} = sqrt(1 - alpha_bar_i)``);
     reverse kernels ``N(p_mean(x_i, eps), sigma_i^2)`` (Eq. 11) with ``sigma_i^2 = beta_i`` or
     ``beta_tilde_i`` (``variance``), and the decoder ``p(x_0 | x_{i=0})`` a Gaussian of mean
     ``p_mean`` and variance given by ``decoder_variance``: ``"beta"`` is ``beta_0``, the variance of
@@ -282,7 +285,8 @@ def ddpm_negative_elbo(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike,
 
     Args:
       rng: key for the draws of ``x_i``.
-      sde: an SDE with a DDPM chain (``discrete_betas``: ``VPSDE``, ``CosineVPSDE``).
+      sde: an SDE with a DDPM chain (``discrete_betas``: ``VPSDE``, ``CosineVPSDE``,
+        ``DiscreteVPSDE``).
       score_fn: ``score_fn(x, t) -> (B, *D)``.
       x: data ``(B, *D)``.
       variance: ``"beta"`` or ``"beta_tilde"``, the reverse variances for ``i >= 1``.
@@ -325,9 +329,8 @@ def _negative_elbo(rng, x0, *, sde, chain, score_fn, variance, decoder, decoder_
         """``x_i ~ q(x_i | x_0)`` and the model's ``eps(x_i)`` at the index ``i`` (a scalar)."""
         i_batch = jnp.full((B,), i)
         x_i = chain.q_sample(x0, i_batch, jax.random.normal(key, x0.shape, x0.dtype))
-        alpha_bar = chain.alphas_cumprod[i_batch]
-        score = score_fn(x_i, (i_batch + 1).astype(x0.dtype) * (sde.T / N))
-        return i_batch, x_i, to_eps(score, x_i, jnp.sqrt(alpha_bar), jnp.sqrt(1.0 - alpha_bar))
+        t_i = (i_batch + 1).astype(x0.dtype) * (sde.T / N)
+        return i_batch, x_i, to_eps(score_fn(x_i, t_i), x_i, *sde.marginal_coeffs(t_i))
 
     def add_term(total, i):
         i_batch, x_i, eps = eps_model(i, jax.random.fold_in(rng, i))

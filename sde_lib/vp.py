@@ -137,6 +137,77 @@ class CosineVPSDE(VPSDE):
         return _as_float_array(np.minimum(betas, self.max_discrete_beta))
 
 
+class DiscreteVPSDE(VPSDE):
+    r"""The DDPM chain as a VP SDE: ``beta(t)`` constant on each of the ``N`` chain intervals.
+
+    On ``[i T / N, (i + 1) T / N)`` the rate is ``beta(t) = -N / T log(1 - beta_i)``, so the exact
+    marginal at the chain time ``t_i = (i + 1) T / N`` is the chain's:
+    ``alpha_{t_i}^2 = alpha_bar_i`` and ``sigma_{t_i}^2 = 1 - alpha_bar_i`` (Ho et al. 2020,
+    Eq. 4), and ``discretize`` at ``t_i`` is the chain's step (Eq. 2). Between chain times it is
+    the VP SDE of Song et al. 2021, Eq. 11, with that rate. A model trained on the chain (the
+    ``ddpm_*`` losses) and the samplers and likelihoods that use it then read the same
+    ``(alpha, sigma)`` from ``marginal_coeffs``: nothing converts eps to a score with one sigma
+    and back with another.
+
+    ``discrete_betas`` of a copy with another number of steps ``K`` (``with_num_steps``, e.g. for
+    reverse diffusion) are the exact ``K``-step transitions ``1 - alpha_{t_k}^2 / alpha_{t_{k-1}}^2``.
+
+    Args:
+      betas: ``(N,)`` chain betas in ``(0, 1)``; ``None`` for DDPM's linear schedule
+        ``linspace(beta_min / N, beta_max / N, N)`` (scaled by ``T``).
+      beta_min, beta_max, N: the linear schedule, used only when ``betas`` is ``None``.
+      T: end time.
+    """
+
+    def __init__(self, betas: ArrayLike | None = None, *, beta_min: float = 0.1,
+                 beta_max: float = 20.0, N: int = 1000, T: float = 1.0):
+        if betas is None:
+            VPSDE.__init__(self, beta_min, beta_max, N, T)
+            betas = np.asarray(VPSDE.discrete_betas.fget(self), np.float64)
+        b = np.asarray(betas, dtype=np.float64)
+        if b.ndim != 1 or b.size < 1 or not np.all(np.isfinite(b)) or np.any(b <= 0) \
+                or np.any(b >= 1):
+            raise ValueError(f"betas must be a 1-D array of N >= 1 values in (0, 1), got shape "
+                             f"{b.shape} with values in [{b.min(initial=np.inf)!r}, "
+                             f"{b.max(initial=-np.inf)!r}]")
+        AbstractSDE.__init__(self, b.size, T)
+        self._betas = b
+        self._num_chain_steps = b.size
+        rates = -np.log1p(-b)  # integral of beta(t) over each chain interval
+        self._B_start = np.concatenate([[0.0], np.cumsum(rates)[:-1]])
+        self._rates = rates * b.size / self.T
+        self.beta_min = float(self._rates.min())
+        self.beta_max = float(self._rates.max())
+
+    @classmethod
+    def from_sde(cls, sde) -> DiscreteVPSDE:
+        """The chain of an SDE with ``discrete_betas`` (``VPSDE``, ``CosineVPSDE``) as an SDE."""
+        return cls(np.asarray(sde.discrete_betas, np.float64), T=sde.T)
+
+    def _interval(self, t: ArrayLike) -> jax.Array:
+        n = self._num_chain_steps
+        return jnp.clip(jnp.floor(jnp.asarray(t) * (n / self.T)), 0, n - 1).astype(jnp.int32)
+
+    def beta(self, t: ArrayLike) -> jax.Array:
+        return _as_float_array(self._rates)[self._interval(t)]
+
+    def integrated_beta(self, t: ArrayLike) -> jax.Array:
+        t = jnp.asarray(t)
+        j = self._interval(t)
+        dt = t - j * (self.T / self._num_chain_steps)
+        return _as_float_array(self._B_start)[j] + dt * _as_float_array(self._rates)[j]
+
+    @property
+    def discrete_betas(self) -> jax.Array:
+        if self.N == self._num_chain_steps:
+            return _as_float_array(self._betas)
+        n = self._num_chain_steps
+        t = np.arange(self.N + 1) * self.T / self.N
+        j = np.clip(np.floor(t * n / self.T), 0, n - 1).astype(np.int64)
+        B = self._B_start[j] + (t - j * self.T / n) * self._rates[j]
+        return _as_float_array(-np.expm1(-np.diff(B)))
+
+
 class subVPSDE(VPSDE):  # noqa: N801 -- the name score_sde users know (API.md)
     r"""sub-VP SDE (Song et al. 2021, Eq. 12) with the linear ``beta(t)`` of ``VPSDE``:
 

@@ -102,8 +102,9 @@ def test_dsm_matches_numpy(sde_name, param):
 @pytest.mark.parametrize("sde_name", ["vp", "ve"])
 @pytest.mark.parametrize("param", PARAMS)
 def test_continuous_regression_losses_match_numpy(sde_name, param):
-    """Continuous eps and x0 losses: simple (Ho et al. Eq. 14 with continuous t) and ELBO weights
-    g^2 / (2 sigma^2), g^2 alpha^2 / (2 sigma^4) (Kingma et al. 2021 Eq. 17). rtol 1e-9."""
+    """Continuous eps and x0 losses, 1/2 w ||.||^2: simple (Ho et al. Eq. 14 with continuous t,
+    halved as score_sde's 0.5 * sum) and ELBO weights g^2 / sigma^2, g^2 alpha^2 / sigma^4
+    (Kingma et al. 2021 Eq. 17). rtol 1e-9."""
     sde = SDES[sde_name]()
     x0, z = fixed_inputs(seed=1)
     t = np.array([EPS, 0.05, 0.4, 0.9, 1.0])
@@ -112,9 +113,9 @@ def test_continuous_regression_losses_match_numpy(sde_name, param):
     score = np_to_score(model_np(x_t, t), x_t, a, s, param)
     eps_hat = -s[:, None] * score
     x0_hat = (x_t + s[:, None] ** 2 * score) / a[:, None]
-    cases = {("eps", "simple"): np.sum((eps_hat - z) ** 2, 1),
+    cases = {("eps", "simple"): 0.5 * np.sum((eps_hat - z) ** 2, 1),
              ("eps", "elbo"): g2 / (2 * s**2) * np.sum((eps_hat - z) ** 2, 1),
-             ("x0", "simple"): np.sum((x0_hat - x0) ** 2, 1),
+             ("x0", "simple"): 0.5 * np.sum((x0_hat - x0) ** 2, 1),
              ("x0", "elbo"): g2 * a**2 / (2 * s**4) * np.sum((x0_hat - x0) ** 2, 1)}
     for (target, w), want in cases.items():
         got = losses.denoising_loss(model_jax, x0, z, t, sde=sde,
@@ -137,9 +138,11 @@ def ddpm_np(N=100, bmin=0.1, bmax=20.0):
 @pytest.mark.parametrize("param", PARAMS)
 def test_ddpm_losses_match_numpy(param):
     """Discrete losses at i ~ {0, 1, 37, 98, 99}: simple and ELBO weights of Ho et al. Eq. 12
-    (eps) and c_i^2 / (2 sigma_i^2) (x0), both reverse variances; model sees t_i = (i+1)/N."""
+    (eps) and c_i^2 / (2 sigma_i^2) (x0), both reverse variances; the simple loss is
+    0.5 ||.||^2 (score_sde's 0.5 * sum); model sees t_i = (i+1)/N; x_i from the chain SDE."""
     N = 100
-    chain = sde_lib.DDPMChain.from_sde(sde_lib.VPSDE(0.1, 20.0, N=N))
+    sde = sde_lib.DiscreteVPSDE(beta_min=0.1, beta_max=20.0, N=N)
+    chain = sde_lib.DDPMChain.from_sde(sde)
     betas, ab, ab_prev, _, sig2 = ddpm_np(N)
     x0, z = fixed_inputs(seed=2)
     i = np.array([0, 1, 37, 98, 99])
@@ -153,12 +156,13 @@ def test_ddpm_losses_match_numpy(param):
         v = sig2[variance][i]
         w_eps = betas[i] ** 2 / (2 * v * (1 - betas[i]) * (1 - ab[i]))
         w_x0 = (betas[i] * np.sqrt(ab_prev[i]) / (1 - ab[i])) ** 2 / (2 * v)
-        for target, w, want in [("eps", "simple", err_eps), ("eps", "elbo", w_eps * err_eps),
-                                ("x0", "simple", err_x0), ("x0", "elbo", w_x0 * err_x0)]:
+        for target, w, want in [("eps", "simple", 0.5 * err_eps),
+                                ("eps", "elbo", w_eps * err_eps),
+                                ("x0", "simple", 0.5 * err_x0), ("x0", "elbo", w_x0 * err_x0)]:
             weight = functools.partial(losses.DISCRETE_TARGET_WEIGHTINGS[target][w],
                                        variance=variance)
-            got = losses.ddpm_loss(model_jax, x0, z, i, chain=chain, T=1.0, parameterization=p,
-                                   target=target, weighting=weight)
+            got = losses.ddpm_loss(model_jax, x0, z, i, sde=sde, chain=chain,
+                                   parameterization=p, target=target, weighting=weight)
             np.testing.assert_allclose(got, want, rtol=1e-9, err_msg=f"{target} {w} {variance}")
 
 
@@ -169,15 +173,16 @@ def test_ddpm_elbo_loss_is_vb_term_kl(variance, target):
     model-independent constant d/2 (-1 + log sigma_i^2 - log beta_tilde_i + beta_tilde_i /
     sigma_i^2) of Ho et al. Eq. 8 (zero for beta_tilde). Same formula two ways: rtol 1e-9."""
     N = 100
-    chain = sde_lib.DDPMChain.from_sde(sde_lib.VPSDE(0.1, 20.0, N=N))
+    sde = sde_lib.DiscreteVPSDE(beta_min=0.1, beta_max=20.0, N=N)
+    chain = sde_lib.DDPMChain.from_sde(sde)
     _, ab, _, beta_tilde, sig2 = ddpm_np(N)
     x0, z = fixed_inputs(B=6, seed=3)
     i = np.array([1, 2, 10, 50, 98, 99])
     p = sde_lib.get_parameterization("v")
     weight = functools.partial(losses.DISCRETE_TARGET_WEIGHTINGS[target]["elbo"],
                                variance=variance)
-    got = losses.ddpm_loss(model_jax, x0, z, i, chain=chain, parameterization=p, target=target,
-                           weighting=weight)
+    got = losses.ddpm_loss(model_jax, x0, z, i, sde=sde, chain=chain, parameterization=p,
+                           target=target, weighting=weight)
     a, s = jnp.sqrt(ab[i]), jnp.sqrt(1 - ab[i])
     x_i = chain.q_sample(x0, i, z)
     eps_pred = p.to_eps(model_jax(x_i, jnp.asarray((i + 1) / N)), x_i, a, s)
@@ -191,9 +196,10 @@ def test_seeds_identity_eps_vs_score_error():
     """||eps - eps_theta||^2 = (1 - alpha_bar_i) ||grad log q(x_i|x_0) - s_theta||^2 with
     grad log q = -(x_i - sqrt(alpha_bar) x0) / (1 - alpha_bar) and s_theta = -eps_theta /
     sqrt(1 - alpha_bar): the simple loss of an eps model and of the equivalent score model.
-    Round-off only: rtol 1e-12."""
+    Round-off only: rtol 1e-12 (the loss is half the squared error, score_sde's 0.5 * sum)."""
     N = 100
-    chain = sde_lib.DDPMChain.from_sde(sde_lib.VPSDE(0.1, 20.0, N=N))
+    sde = sde_lib.DiscreteVPSDE(beta_min=0.1, beta_max=20.0, N=N)
+    chain = sde_lib.DDPMChain.from_sde(sde)
     _, ab, _, _, _ = ddpm_np(N)
     x0, z = fixed_inputs(seed=4)
     i = np.array([0, 3, 40, 77, 99])
@@ -201,22 +207,22 @@ def test_seeds_identity_eps_vs_score_error():
     eps_theta = model_np(x_i, (i + 1) / N)
     s_theta = -eps_theta / np.sqrt(1 - ab[i])[:, None]
     grad_log_q = -(x_i - np.sqrt(ab[i])[:, None] * x0) / (1 - ab[i])[:, None]
-    rhs = (1 - ab[i]) * np.sum((grad_log_q - s_theta) ** 2, 1)
-    lhs = losses.ddpm_loss(model_jax, x0, z, i, chain=chain,
+    rhs = 0.5 * (1 - ab[i]) * np.sum((grad_log_q - s_theta) ** 2, 1)
+    lhs = losses.ddpm_loss(model_jax, x0, z, i, sde=sde, chain=chain,
                            parameterization=sde_lib.get_parameterization("eps"))
     np.testing.assert_allclose(lhs, rhs, rtol=1e-12)
 
     def score_model(x, t):  # the same network, parameterized as a score
         return -model_jax(x, t) / jnp.sqrt(1 - chain.alphas_cumprod[jnp.round(t * N).astype(int)
                                                                       - 1])[:, None]
-    lhs_score = losses.ddpm_loss(score_model, x0, z, i, chain=chain,
+    lhs_score = losses.ddpm_loss(score_model, x0, z, i, sde=sde, chain=chain,
                                  parameterization=sde_lib.get_parameterization("score"))
     np.testing.assert_allclose(lhs_score, rhs, rtol=1e-12)
 
 
 @pytest.mark.parametrize("sde_name", ["vp", "cosine_vp", "subvp", "ve", "ou", "brownian"])
 def test_regression_losses_equal_dsm(sde_name):
-    """Continuous eps loss = 2 x DSM with sigma^2 weighting (the 1/2 of score_sde); ELBO eps and
+    """Continuous eps loss = DSM with sigma^2 weighting (both 0.5 * sum, score_sde); ELBO eps and
     ELBO x0 losses = DSM with likelihood weighting; for every parameterization. rtol 1e-9."""
     sde = SDES[sde_name]()
     x0, z = fixed_inputs(seed=5)
@@ -230,7 +236,7 @@ def test_regression_losses_equal_dsm(sde_name):
                                          weighting=losses.eps_elbo_weight, **kw)
         x0_elbo = losses.denoising_loss(model_jax, x0, z, t, target="x0",
                                         weighting=losses.x0_elbo_weight, **kw)
-        np.testing.assert_allclose(eps_simple, 2 * dsm_s2, rtol=1e-9, err_msg=param)
+        np.testing.assert_allclose(eps_simple, dsm_s2, rtol=1e-9, err_msg=param)
         np.testing.assert_allclose(eps_elbo, dsm_g2, rtol=1e-9, err_msg=param)
         np.testing.assert_allclose(x0_elbo, dsm_g2, rtol=1e-9, err_msg=param)
 
@@ -469,13 +475,15 @@ def test_ddpm_loss_recovers_gaussian_score(target, weight):
     """The discrete losses at a fixed index i = 30 of the N = 100 chain recover the score of
     q(x_i) = N(sqrt(alpha_bar_i) MU, alpha_bar_i SIGMA + (1 - alpha_bar_i) I)."""
     N, i0 = 100, 30
-    chain = sde_lib.DDPMChain.from_sde(sde_lib.VPSDE(0.1, 20.0, N=N))
+    sde = sde_lib.DiscreteVPSDE(beta_min=0.1, beta_max=20.0, N=N)
+    chain = sde_lib.DDPMChain.from_sde(sde)
     p = sde_lib.get_parameterization("x0" if target == "eps" else "v")
     x0, z = exact_moment_samples(seed=11)
     i = jnp.full((x0.shape[0],), i0)
     w = functools.partial(losses.DISCRETE_TARGET_WEIGHTINGS[target][weight], variance="beta")
     params = fit_linear(lambda q: jnp.mean(losses.ddpm_loss(
-        linear_model(q), x0, z, i, chain=chain, parameterization=p, target=target, weighting=w)))
+        linear_model(q), x0, z, i, sde=sde, chain=chain, parameterization=p, target=target,
+        weighting=w)))
     ab = float(chain.alphas_cumprod[i0])
     a, s = jnp.full((1,), math.sqrt(ab)), jnp.full((1,), math.sqrt(1 - ab))
     f = linear_model(params)
@@ -575,7 +583,7 @@ def test_ddpm_gradients_finite_at_first_and_last_index(target):
     p = sde_lib.get_parameterization("x0")
 
     def total(q, i, weighting):
-        return jnp.sum(losses.ddpm_loss(_param_model(q), x0, z, i, chain=chain,
+        return jnp.sum(losses.ddpm_loss(_param_model(q), x0, z, i, sde=sde, chain=chain,
                                         parameterization=p, target=target, weighting=weighting))
 
     for weight in losses.DISCRETE_TARGET_WEIGHTINGS[target].values():
@@ -594,7 +602,8 @@ def _model_multi_axis(x, t):
 @pytest.mark.parametrize("name", sorted(losses.LOSSES))
 def test_get_loss_fn_shapes_determinism_and_reduction(name):
     """Every loss: (B,) finite values for x0 of shape (B, 2, 3) under jit, the same key gives the
-    same values, reduce_mean divides by the 6 data entries, ConfigDict sections work."""
+    same values, reduce_mean replaces 1/2 sum by the mean over the 6 data entries (x 2/6),
+    ConfigDict sections work."""
     sde = SDES["vp"]()
     x0 = jax.random.normal(jax.random.PRNGKey(6), (5, 2, 3))
     cfg = {"name": name, "num_projections": 2}
@@ -608,7 +617,7 @@ def test_get_loss_fn_shapes_determinism_and_reduction(name):
     assert np.all(np.isfinite(value))
     chex.assert_trees_all_close(run(key, x0), value)
     mean_fn = losses.get_loss_fn(sde, ml_collections.ConfigDict(dict(cfg, reduce_mean=True)))
-    chex.assert_trees_all_close(mean_fn(key, _model_multi_axis, x0), value / 6, rtol=1e-10)
+    chex.assert_trees_all_close(mean_fn(key, _model_multi_axis, x0), value * 2 / 6, rtol=1e-10)
 
 
 def test_get_loss_fn_composes_the_pieces():
@@ -644,7 +653,7 @@ def test_get_loss_fn_composes_the_pieces():
         key, model_jax, x0)
     ki, kz2 = jax.random.split(key)
     i = losses.sample_index_uniform(ki, sde.N, 4)
-    want = losses.ddpm_loss(model_jax, x0, jax.random.normal(kz2, x0.shape), i,
+    want = losses.ddpm_loss(model_jax, x0, jax.random.normal(kz2, x0.shape), i, sde=sde,
                             chain=sde_lib.DDPMChain.from_sde(sde),
                             parameterization=sde_lib.get_parameterization("eps"),
                             weighting=functools.partial(losses.ddpm_eps_elbo_weight,

@@ -169,15 +169,15 @@ def test_euler_maruyama_weak_order_one():
 
 
 def test_ancestral_and_reverse_diffusion_agree_to_first_order():
-    """With the same key, Ho's ancestral step and the reverse of the DDPM step differ by
-    O(beta_i^2) per step; over N steps the paths differ by O(1/N): slope 1 in N. Gaussian data,
-    so that a small difference cannot switch a path between modes."""
+    """With the same key, Ho's ancestral step (variance beta) and the reverse of the DDPM step
+    differ by O(beta_i^2) per step; over N steps the paths differ by O(1/N): slope 1 in N. On the
+    chain SDE; Gaussian data, so that a small difference cannot switch a path between modes."""
     ns = np.array([250, 500, 1000, 2000])
     diffs = []
     for n in ns:
-        sde = sde_lib.VPSDE(N=int(n))
+        sde = sde_lib.DiscreteVPSDE(N=int(n))
         score_fn = _gaussian(2).score_fn(sde)
-        xa, _ = _sample(sde, "ddpm_ancestral", 256, int(n), score_fn=score_fn)
+        xa, _ = _sample(sde, "ddpm_ancestral", 256, int(n), score_fn=score_fn, variance="beta")
         xr, _ = _sample(sde, "reverse_diffusion", 256, int(n), score_fn=score_fn)
         diffs.append(np.abs(xa - xr).max())
     slope = _slope(ns, diffs)
@@ -188,11 +188,11 @@ def test_ancestral_and_reverse_diffusion_agree_to_first_order():
 @pytest.mark.parametrize("variance", ["beta", "beta_tilde"])
 def test_ancestral_step_is_hos_algorithm_2(variance):
     """One chain step of the generalized step equals DDPMChain.ancestral_step (Ho et al. 2020,
-    Algorithm 2, written separately in ddpm.py) with the same key."""
-    sde = sde_lib.VPSDE()
+    Algorithm 2, written separately in ddpm.py) with the same key, on the chain SDE."""
+    sde = sde_lib.DiscreteVPSDE()
     chain = sde_lib.DDPMChain.from_sde(sde)
     score_fn = MIXTURE.score_fn(sde)
-    times = grid.evaluation_times("uniform", 50, sde.T, sde.T / sde.N)
+    times = grid.evaluation_times("uniform", 50, sde, sde.T / sde.N)
     coeffs = grid.chain_grid(sde, times)
     k = 20
     c = jax.tree.map(lambda a: a[k], coeffs)
@@ -264,23 +264,29 @@ def test_any_batch_shape_jit_and_pmap(method):
 
 
 def test_time_grids():
-    t = grid.evaluation_times("uniform", 5, 1.0, 0.2)
-    np.testing.assert_allclose(t, [1.0, 0.8, 0.6, 0.4, 0.2])
-    t = grid.evaluation_times("quadratic", 3, 1.0, 0.0)
-    np.testing.assert_allclose(t, [1.0, 0.25, 0.0])
     sde = sde_lib.VPSDE()
-    explicit = tuple(grid.evaluation_times("uniform", 12, 1.0, 1e-3))
+    t = grid.evaluation_times("uniform", 5, sde, 0.2)
+    np.testing.assert_allclose(t, [1.0, 0.8, 0.6, 0.4, 0.2])
+    t = grid.evaluation_times("quadratic", 3, sde, 0.0)
+    np.testing.assert_allclose(t, [1.0, 0.25, 0.0])
+    explicit = tuple(grid.evaluation_times("uniform", 12, sde, 1e-3))
     a, _ = _sample(sde, "euler_maruyama", 32, 12)
     b, _ = _sample(sde, "euler_maruyama", 32, 12, time_grid=explicit)
     np.testing.assert_allclose(a, b, rtol=1e-12)
     c, _ = _sample(sde, "euler_maruyama", 32, 12, time_grid="quadratic")
     assert np.abs(c - a).max() > 1e-3
-    # chain grids: uniform strides of the N-chain from index N - 1 down to 0
-    coeffs = grid.chain_grid(sde, grid.evaluation_times("uniform", 4, 1.0, 1e-3))
+    # chain grids: uniform strides of the N-chain from index N - 1 down to 0, with the SDE's
+    # own marginal there: the chain's alpha_bar for the chain SDE, alpha(t_i)^2 for VP
+    chain_sde = sde_lib.DiscreteVPSDE()
+    coeffs = grid.chain_grid(chain_sde, grid.evaluation_times("uniform", 4, chain_sde, 1e-3))
     np.testing.assert_allclose(np.asarray(coeffs["t"]), [1.0, 0.667, 0.334, 0.001])
     alpha_bar = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
     np.testing.assert_allclose(np.asarray(coeffs["alpha"]) ** 2, alpha_bar[[999, 666, 333, 0]],
                                rtol=1e-10)
+    coeffs = grid.chain_grid(sde, grid.evaluation_times("uniform", 4, sde, 1e-3))
+    t = np.array([1.0, 0.667, 0.334, 0.001])
+    np.testing.assert_allclose(np.asarray(coeffs["alpha"]),
+                               np.exp(-0.25 * t**2 * 19.9 - 0.05 * t), rtol=1e-10)
 
 
 # ----- bad input ----------------------------------------------------------------------------------

@@ -3,8 +3,15 @@ r"""One entry point: ``get_loss_fn(sde, config)`` builds ``loss_fn(rng, model_fn
 Names are turned into functions here and only here. The returned function draws its own
 randomness from ``rng`` as ``rng_t, rng_z, rng_v = jax.random.split(rng, 3)`` (time or index,
 noise, probes), computes the per-example loss, multiplies by the time sampler's importance weight
-and, with ``reduce_mean``, divides by the number of data entries (score_sde's ``reduce_mean``;
-Ho et al.'s ``mean_flat``). The caller averages over the batch.
+and, with ``reduce_mean``, replaces the sum over data entries by their mean. The caller averages
+over the batch.
+
+Every per-example loss is ``1/2 sum`` over data entries of a weighted squared error (the ``1/2``
+of a Gaussian log-density; weights never carry it). ``reduce_mean=True`` replaces ``1/2 sum`` by
+the mean, so both settings equal score_sde's ``reduce_op`` (``torch.mean`` or
+``0.5 * torch.sum``) for every loss it has, and ``reduce_mean=True`` with the simple eps loss is Ho
+et al.'s code (``mean_flat``); Ho et al.'s Eq. 14 ``sum ||eps - eps_theta||^2`` is twice the
+``reduce_mean=False`` value.
 """
 
 from __future__ import annotations
@@ -55,7 +62,8 @@ class LossConfig:
       projection: probe law for ssm / ssm_vr: ``"gaussian"``, ``"rademacher"``, ``"sphere"``.
       divergence: esm trace: ``"exact"`` or a Hutchinson probe law from ``projection``'s list.
       variance: reverse variance of the DDPM ELBO weight: ``"beta"`` or ``"beta_tilde"``.
-      reduce_mean: divide by the number of data entries instead of summing.
+      reduce_mean: the mean over data entries instead of ``1/2`` their sum (a factor ``2 / D``;
+        score_sde's ``reduce_mean``).
     """
 
     name: str = "dsm"
@@ -132,7 +140,7 @@ def _build_ddpm(target):
             rng_i, rng_z = jax.random.split(rng)
             i = sample_index_uniform(rng_i, chain.N, x0.shape[0])
             z = jax.random.normal(rng_z, x0.shape, x0.dtype)
-            return ddpm_loss(model_fn, x0, z, i, chain=chain, T=sde.T, parameterization=param,
+            return ddpm_loss(model_fn, x0, z, i, sde=sde, chain=chain, parameterization=param,
                              target=target, weighting=weighting)
 
         return loss_fn
@@ -221,6 +229,6 @@ def get_loss_fn(sde, config) -> LossFn:
 
     def mean_loss_fn(rng, model_fn, x0):
         x0 = jnp.asarray(x0)
-        return loss_fn(rng, model_fn, x0) / math.prod(x0.shape[1:])
+        return loss_fn(rng, model_fn, x0) * (2.0 / math.prod(x0.shape[1:]))
 
     return mean_loss_fn

@@ -121,38 +121,41 @@ def dsm_loss(model_fn: ModelFn, x0: ArrayLike, z: ArrayLike, t: ArrayLike, *, sd
 def denoising_loss(model_fn: ModelFn, x0: ArrayLike, z: ArrayLike, t: ArrayLike, *, sde,
                    parameterization: Parameterization, target: str = "eps",
                    weighting: Weighting = unit_weighting) -> jax.Array:
-    r"""Continuous-time epsilon or x0 regression ``w(t) ||target_theta - target||^2`` ``(B,)``.
+    r"""Continuous-time epsilon or x0 regression ``1/2 w(t) ||target_theta - target||^2`` ``(B,)``.
 
-    ``target="eps"`` with ``weighting=unit_weighting`` is Ho et al. 2020's simple loss (Eq. 14)
-    with continuous ``t``; ``eps_elbo_weight`` / ``x0_elbo_weight`` give the continuous ELBO
-    (equal to ``dsm_loss`` with ``likelihood_weighting``). ``weighting(sde, t)`` is a
-    target-space weight (``sde_lib.losses.weighting``).
+    ``target="eps"`` with ``weighting=unit_weighting`` is half Ho et al. 2020's simple loss
+    (Eq. 14) with continuous ``t``, equal to ``dsm_loss`` with ``sigma2_weighting`` (the 1/2 of
+    every loss here, score_sde's ``0.5 * sum``); ``eps_elbo_weight`` / ``x0_elbo_weight`` give the
+    continuous ELBO (equal to ``dsm_loss`` with ``likelihood_weighting``). ``weighting(sde, t)`` is
+    a target-space weight (``sde_lib.losses.weighting``).
     """
     alpha, sigma = sde.marginal_coeffs(t)
     err = denoising_error(model_fn, x0, z, t, alpha, sigma, parameterization, target)
-    return weighting(sde, t) * err
+    return 0.5 * weighting(sde, t) * err
 
 
-def ddpm_loss(model_fn: ModelFn, x0: ArrayLike, z: ArrayLike, i: ArrayLike, *, chain,
-              T: float = 1.0, parameterization: Parameterization, target: str = "eps",
+def ddpm_loss(model_fn: ModelFn, x0: ArrayLike, z: ArrayLike, i: ArrayLike, *, sde, chain,
+              parameterization: Parameterization, target: str = "eps",
               weighting: Callable = ddpm_unit_weight) -> jax.Array:
-    r"""Discrete DDPM loss ``w_i ||target_theta(x_i, t_i) - target||^2`` ``(B,)``.
+    r"""Discrete DDPM loss ``1/2 w_i ||target_theta(x_i, t_i) - target||^2`` ``(B,)``.
 
-    ``x_i = sqrt(alpha_bar_i) x0 + sqrt(1 - alpha_bar_i) z`` (Ho et al. 2020, Eq. 4) and the
-    network sees the continuous time ``t_i = (i + 1) T / N`` of index ``i``. With
-    ``ddpm_unit_weight`` and ``target="eps"`` this is Ho et al.'s ``L_simple`` (Algorithm 1,
-    Eq. 14); with ``ddpm_eps_elbo_weight`` / ``ddpm_x0_elbo_weight`` the ELBO term ``L_{i-1}``
-    (Eq. 12) without its model-independent constant. Bind the reverse variance with
+    The index ``i`` is at the time ``t_i = (i + 1) T / N``, which the network sees, and
+    ``x_i = alpha_{t_i} x0 + sigma_{t_i} z`` with the SDE's marginal coefficients, the ones every
+    sampler and ``models.get_score_fn`` read. For ``DiscreteVPSDE`` (the chain as an SDE) they are
+    ``sqrt(alpha_bar_i)`` and ``sqrt(1 - alpha_bar_i)``: Ho et al. 2020's Eq. 4. With
+    ``ddpm_unit_weight`` and ``target="eps"`` the loss is half Ho et al.'s ``L_simple``
+    (Algorithm 1, Eq. 14; score_sde's ``0.5 * sum``); with ``ddpm_eps_elbo_weight`` /
+    ``ddpm_x0_elbo_weight`` it is the ELBO term ``L_{i-1}`` (Eq. 12) without its
+    model-independent constant. Bind the reverse variance with
     ``functools.partial(weight, variance=...)``.
 
     Args:
       i: int ``(B,)`` indices in ``0 .. N-1``.
-      chain: a ``DDPMChain``.
-      T: the time horizon mapping ``i`` to ``t_i``.
+      sde: the SDE whose marginal gives ``x_i`` (``N`` and ``T`` map ``i`` to ``t_i``).
+      chain: its ``DDPMChain`` (the ELBO weights).
     """
     i = jnp.asarray(i)
-    alpha_bar = chain.alphas_cumprod[i]
-    t = (i + 1).astype(alpha_bar.dtype) * (T / chain.N)
-    err = denoising_error(model_fn, x0, z, t, jnp.sqrt(alpha_bar), jnp.sqrt(1.0 - alpha_bar),
-                          parameterization, target)
-    return weighting(chain, i) * err
+    t = (i + 1).astype(jnp.result_type(float)) * (sde.T / chain.N)
+    alpha, sigma = sde.marginal_coeffs(t)
+    err = denoising_error(model_fn, x0, z, t, alpha, sigma, parameterization, target)
+    return 0.5 * weighting(chain, i) * err

@@ -58,6 +58,22 @@ def _check_chain(name, value):
     return value
 
 
+def _check_clip(name, value):
+    """``False``/``None`` (no clipping), ``True`` (``[-1, 1]``) or a range ``(lo, hi)``."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return (-1.0, 1.0)
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        lo = hi = None
+    if lo is None or not lo < hi:
+        raise ValueError(f"{name} must be False, True (the range [-1, 1]) or a pair (lo, hi) "
+                         f"with lo < hi, got {value!r}")
+    return (lo, hi)
+
+
 def _check_grid(name, value):
     if isinstance(value, str):
         return _check_choice(name, value, grid.TIME_GRIDS)
@@ -73,7 +89,7 @@ class Method:
 
 
 def _continuous(sde, num_steps, eps, time_grid):
-    return grid.continuous_grid(sde, grid.evaluation_times(time_grid, num_steps, sde.T, eps))
+    return grid.continuous_grid(sde, grid.evaluation_times(time_grid, num_steps, sde, eps))
 
 
 def _build_sde_step(step):
@@ -103,7 +119,7 @@ def _chain_or_continuous(sde, num_steps, eps, o):
         raise ValueError(f"chain=True needs an SDE with a DDPM chain (VPSDE, CosineVPSDE), got "
                          f"{type(sde).__name__}")
     if use_chain:
-        times = grid.evaluation_times(o["time_grid"], num_steps, sde.T, sde.T / sde.N)
+        times = grid.evaluation_times(o["time_grid"], num_steps, sde, sde.T / sde.N)
         return grid.chain_grid(sde, times)
     return _continuous(sde, num_steps, eps, o["time_grid"])
 
@@ -112,7 +128,7 @@ def _build_ancestral(sde, score_fn, num_steps, eps, o):
     coeffs = _chain_or_continuous(sde, num_steps, eps, o)
     noise = (lambda v, b2: v) if o["variance"] == "beta_tilde" else (lambda v, b2: b2)
     step = functools.partial(steps.generalized_ddim, score_fn=score_fn, eps_scale="posterior",
-                             noise_scale=noise)
+                             noise_scale=noise, clip=o["clip_denoised"])
     return step, coeffs, num_steps
 
 
@@ -120,7 +136,7 @@ def _build_ddim(sde, score_fn, num_steps, eps, o):
     coeffs = _chain_or_continuous(sde, num_steps, eps, o)
     eta2 = o["eta"] ** 2
     step = functools.partial(steps.generalized_ddim, score_fn=score_fn, eps_scale="marginal",
-                             noise_scale=lambda v, b2: eta2 * v)
+                             noise_scale=lambda v, b2: eta2 * v, clip=o["clip_denoised"])
     return step, coeffs, num_steps
 
 
@@ -150,14 +166,15 @@ def _build_pc(sde, score_fn, num_steps, eps, o):
 
 _GRID = ("uniform", _check_grid)
 _CHAIN = (None, _check_chain)
+_CLIP = (None, _check_clip)
 SAMPLERS: dict[str, Method] = {
     "euler_maruyama": Method(_build_sde_step(steps.euler_maruyama), {"time_grid": _GRID}),
     "reverse_diffusion": Method(_build_reverse_diffusion, {}),
     "ddpm_ancestral": Method(_build_ancestral, {
-        "variance": ("beta", functools.partial(_check_choice, choices=VARIANCES)),
-        "chain": _CHAIN, "time_grid": _GRID}),
+        "variance": ("beta_tilde", functools.partial(_check_choice, choices=VARIANCES)),
+        "chain": _CHAIN, "time_grid": _GRID, "clip_denoised": _CLIP}),
     "ddim": Method(_build_ddim, {"eta": (0.0, _check_nonneg), "chain": _CHAIN,
-                                 "time_grid": _GRID}),
+                                 "time_grid": _GRID, "clip_denoised": _CLIP}),
     "pf_ode_euler": Method(_build_sde_step(steps.pf_ode_euler), {"time_grid": _GRID}),
     "pf_ode_heun": Method(_build_heun, {"time_grid": _GRID}),
     "pf_ode_adaptive": Method(None, {
@@ -206,12 +223,13 @@ def sample(rng: jax.Array, sde, score_fn: ScoreFn, shape: Sequence[int],
     * ``euler_maruyama`` [time_grid]: the reverse SDE (Anderson 1982; Song et al. 2021, Eq. 6).
     * ``reverse_diffusion``: Song et al. 2021, Eq. 46, on the SDE's ``num_steps``-step
       discretization ``sde.with_num_steps(num_steps)`` and its grid ``t_i = (i + 1) T / K``.
-    * ``ddpm_ancestral`` [variance: "beta" | "beta_tilde", chain, time_grid]: Ho et al. 2020,
-      Algorithm 2, on a strided sub-sequence of the SDE's DDPM chain (VP, cosine VP) or, without a
-      chain or with ``chain=False``, on the exact marginals at the time grid (SMLD's ancestral
-      sampler for VE).
-    * ``ddim`` [eta=0.0, chain, time_grid]: Song, Meng & Ermon 2021, Eq. 12; ``eta = 1`` is
-      ancestral sampling with ``beta_tilde``.
+    * ``ddpm_ancestral`` [variance="beta_tilde" | "beta", chain, time_grid, clip_denoised=False]:
+      Ho et al. 2020, Algorithm 2, on a strided sub-sequence of the times of the SDE's DDPM chain
+      (VP, cosine VP, ``DiscreteVPSDE``) or, without a chain or with ``chain=False``, on the time
+      grid (SMLD's ancestral sampler for VE). ``beta_tilde`` is diffusers' default
+      ("fixed_small"), ``beta`` score_sde's ("fixed_large").
+    * ``ddim`` [eta=0.0, chain, time_grid, clip_denoised=False]: Song, Meng & Ermon 2021,
+      Eq. 12; ``eta = 1`` is ancestral sampling with ``beta_tilde``.
     * ``pf_ode_euler``, ``pf_ode_heun`` [time_grid]: the probability-flow ODE (Eq. 13) with
       Euler (order 1) or Heun (order 2) steps.
     * ``pf_ode_adaptive`` [rtol=1e-5, atol=1e-5, solver="tsit5" | "dopri5" | "bosh3" | "heun",
@@ -220,6 +238,12 @@ def sample(rng: jax.Array, sde, score_fn: ScoreFn, shape: Sequence[int],
     * ``pc`` [snr=0.16, corrector_steps=1, predictor="reverse_diffusion" | "euler_maruyama" |
       "none", time_grid]: predictor-corrector with the Langevin corrector (Song et al. 2021,
       Algorithms 1 and 5).
+
+    Every coefficient a step reads comes from ``sde.marginal_coeffs`` at its grid times, the same
+    ``(alpha_t, sigma_t)`` that ``models.get_score_fn`` used to turn the network output into
+    ``score_fn``, so an eps network's output reaches ``ddpm_ancestral`` and ``ddim`` unchanged.
+    ``clip_denoised`` clips the denoised estimate ``x0_hat`` to ``[-1, 1]`` (``True``) or a range
+    ``(lo, hi)`` before the step, as diffusers' ``clip_sample``.
 
     The chain-based methods end at the chain's first time ``T / N`` (``eps`` is not used);
     ``reverse_diffusion`` ends at ``T / num_steps``. The last step goes to ``t = 0`` and returns

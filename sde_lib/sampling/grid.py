@@ -7,17 +7,27 @@ lands on the data and returns its noiseless mean. Three kinds of grid:
 * continuous (Euler-Maruyama, the ODE samplers, and DDPM ancestral / DDIM on SDEs without a DDPM
   chain): ``t_k`` from ``time_grid`` between ``T`` and ``eps``; ``alpha_t, sigma_t`` from the
   SDE's exact marginal.
-* chain (DDPM ancestral and DDIM on an SDE with a DDPM chain, VP and cosine VP): the same grid
-  with ``eps = T / N``, snapped to the chain's times ``t_i = (i + 1) T / N``; a strided
-  sub-sequence ``i_0 = N - 1 > ... > i_{K-1} = 0`` of the chain (Song, Meng & Ermon 2021, Sec. 4.2;
-  Nichol & Dhariwal 2021, Sec. 4), with ``alpha = sqrt(alpha_bar_i)``,
-  ``sigma = sqrt(1 - alpha_bar_i)``.
+* chain (DDPM ancestral and DDIM on an SDE with a DDPM chain: VP, cosine VP, ``DiscreteVPSDE``):
+  the same grid with ``eps = T / N``, snapped to the chain's times ``t_i = (i + 1) T / N``; a
+  strided sub-sequence ``i_0 = N - 1 > ... > i_{K-1} = 0`` of the chain (Song, Meng & Ermon 2021,
+  Sec. 4.2; Nichol & Dhariwal 2021, Sec. 4). The coefficients are the SDE's marginal at those
+  times, like everywhere else: for ``DiscreteVPSDE`` they are the chain's ``sqrt(alpha_bar_i)``
+  and ``sqrt(1 - alpha_bar_i)`` (diffusers' and Ho et al.'s sampler); for the continuous
+  ``VPSDE`` they are ``alpha(t_i)``, ``sigma(t_i)``, the same ones its ``score_fn`` was built with.
 * discretization (reverse diffusion): the grid ``t_i = (i + 1) T / K`` of the SDE's own ``K``-step
   discretization (``sde.with_num_steps(K)``), as in score_sde.
 
-Grid kinds (``time_grid``): ``"uniform"``, ``"quadratic"`` (``t`` quadratic in the step index,
-dense near ``eps``; Song, Meng & Ermon 2021, Appendix D.2), or an explicit decreasing sequence of
-the ``K`` evaluation times in ``(0, T]``.
+Grid kinds (``time_grid``):
+
+* ``"uniform"`` in ``t``; ``"quadratic"`` (``t`` quadratic in the step index, dense near ``eps``;
+  Song, Meng & Ermon 2021, Appendix D.2); ``"karras"``: uniform in ``r^{1/rho}`` with ``rho = 7``
+  where ``r = sigma_t / alpha_t`` (Karras et al. 2022, Eq. 5, through the noise-to-signal ratio
+  of any linear SDE; ``karras_times`` for another ``rho``). All three run from ``T`` to ``eps``.
+* diffusers' timestep spacings, on the indices ``tau`` of the SDE's ``N``-step chain, at the
+  times ``t = (tau + 1) T / N`` (``eps`` is not used): ``"leading"`` ``tau = k (N // K)``
+  (diffusers' default, ``steps_offset = 0``), ``"trailing"`` ``tau = round(N - k N / K) - 1``
+  and ``"linspace"`` ``tau = round(linspace(0, N - 1, K))``, each in decreasing order.
+* an explicit decreasing sequence of the ``K`` evaluation times in ``(0, T]``.
 """
 
 from __future__ import annotations
@@ -27,13 +37,13 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from sde_lib.ddpm import DDPMChain
-
-TIME_GRIDS = ("uniform", "quadratic")
+TIME_GRIDS = ("uniform", "quadratic", "karras", "leading", "trailing", "linspace")
+INDEX_SPACINGS = ("leading", "trailing", "linspace")
+KARRAS_RHO = 7.0
 
 
 def has_chain(sde) -> bool:
-    """Whether ``sde`` has a DDPM chain (``discrete_betas``): VP and cosine VP."""
+    """Whether ``sde`` has a DDPM chain (``discrete_betas``): VP, cosine VP and the chain SDE."""
     try:
         sde.discrete_betas  # noqa: B018 -- sub-VP raises AttributeError here
     except AttributeError:
@@ -41,18 +51,70 @@ def has_chain(sde) -> bool:
     return True
 
 
-def evaluation_times(kind: str | Sequence[float], num_steps: int, T: float,
+def _noise_to_signal(sde, t: np.ndarray) -> np.ndarray:
+    alpha, sigma = sde.marginal_coeffs(jnp.asarray(t, jnp.result_type(float)))
+    return np.asarray(sigma, np.float64) / np.asarray(alpha, np.float64)
+
+
+def karras_times(sde, num_steps: int, eps: float, rho: float = KARRAS_RHO) -> np.ndarray:
+    r"""Times ``T = t_0 > ... > t_{K-1} = eps`` whose noise-to-signal ratios ``r = sigma / alpha``
+    are Karras et al. 2022's (Eq. 5): ``r_k = (r_max^{1/rho} + k / (K - 1) (r_min^{1/rho} -
+    r_max^{1/rho}))^rho`` with ``r_max = r(T)``, ``r_min = r(eps)``; each ``t_k`` solves
+    ``r(t_k) = r_k`` by bisection (``r`` increases with ``t`` for every SDE of the family)."""
+    if num_steps == 1:
+        return np.array([sde.T], np.float64)
+    lo_hi = _noise_to_signal(sde, np.array([eps, sde.T]))
+    k = np.arange(num_steps) / (num_steps - 1)
+    inv = 1.0 / rho
+    target = (lo_hi[1] ** inv + k * (lo_hi[0] ** inv - lo_hi[1] ** inv)) ** rho
+    lo, hi = np.full(num_steps, float(eps)), np.full(num_steps, float(sde.T))
+    for _ in range(64):
+        mid = 0.5 * (lo + hi)
+        above = _noise_to_signal(sde, mid) > target
+        hi, lo = np.where(above, mid, hi), np.where(above, lo, mid)
+    t = 0.5 * (lo + hi)
+    t[0], t[-1] = sde.T, eps
+    return t
+
+
+def chain_indices(kind: str, num_steps: int, N: int) -> np.ndarray:
+    """diffusers' timestep spacings: ``K`` decreasing indices of an ``N``-step chain.
+
+    Raises:
+      ValueError: ``num_steps > N`` (the indices would repeat).
+    """
+    if num_steps > N:
+        raise ValueError(f"time_grid={kind!r} needs num_steps <= N = {N} (the SDE's chain), got "
+                         f"num_steps={num_steps}")
+    if kind == "leading":
+        tau = np.arange(num_steps) * (N // num_steps)
+    elif kind == "trailing":
+        tau = np.round(N - np.arange(num_steps) * (N / num_steps)).astype(np.int64)[::-1] - 1
+    else:
+        tau = np.round(np.linspace(0, N - 1, num_steps))
+    return np.asarray(tau, np.int64)[::-1].copy()
+
+
+def evaluation_times(kind: str | Sequence[float], num_steps: int, sde,
                      eps: float) -> np.ndarray:
-    """The ``K`` decreasing evaluation times ``t_0 = T, ..., t_{K-1} = eps`` (float64 numpy).
+    """The ``K`` decreasing evaluation times (float64 numpy) of a ``time_grid`` on ``sde``.
+
+    ``"uniform"``, ``"quadratic"`` and ``"karras"`` run from ``t_0 = T`` to ``t_{K-1} = eps``;
+    the index spacings are at chain times ``(tau + 1) T / N``.
 
     Raises:
       ValueError: an unknown ``kind``, or an explicit grid that is not a strictly decreasing
         sequence of ``num_steps`` times in ``(0, T]``.
     """
+    T = sde.T
     if isinstance(kind, str):
         if kind not in TIME_GRIDS:
             raise ValueError(f"time_grid must be one of {TIME_GRIDS} or a sequence of times, "
                              f"got {kind!r}")
+        if kind in INDEX_SPACINGS:
+            return (chain_indices(kind, num_steps, sde.N) + 1) * (T / sde.N)
+        if kind == "karras":
+            return karras_times(sde, num_steps, eps)
         if num_steps == 1:
             return np.array([T])
         u = np.linspace(1.0, 0.0, num_steps)  # 1 at T, 0 at eps
@@ -85,7 +147,9 @@ def continuous_grid(sde, times: np.ndarray) -> dict[str, jnp.ndarray]:
 
 
 def chain_grid(sde, times: np.ndarray) -> dict[str, jnp.ndarray]:
-    """Coefficients of the DDPM chain of ``sde`` at the chain times nearest ``times``.
+    """Coefficients at the chain times ``t_i = (i + 1) T / N`` nearest ``times``: a strided
+    sub-sequence of the chain, read from the SDE's own marginal (for ``DiscreteVPSDE``, exactly
+    ``sqrt(alpha_bar_i)``, ``sqrt(1 - alpha_bar_i)``).
 
     Raises:
       ValueError: two times snap to the same chain index (too many steps for the chain).
@@ -95,9 +159,7 @@ def chain_grid(sde, times: np.ndarray) -> dict[str, jnp.ndarray]:
     if np.any(np.diff(index) >= 0):
         raise ValueError(f"num_steps={len(times)} with this time_grid does not give distinct "
                          f"steps of the sde's DDPM chain of N={N} steps; use fewer steps")
-    alpha_bar = DDPMChain.from_sde(sde).alphas_cumprod[jnp.asarray(index)]
-    t = jnp.asarray((index + 1) * T / N, dtype=alpha_bar.dtype)
-    return _pack(t, jnp.sqrt(alpha_bar), jnp.sqrt(1.0 - alpha_bar))
+    return continuous_grid(sde, (index + 1) * (T / N))
 
 
 def discretization_grid(sde, num_steps: int) -> dict[str, jnp.ndarray]:

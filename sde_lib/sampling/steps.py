@@ -3,8 +3,8 @@ r"""One step of each fixed-step sampler: ``step(key, x, c) -> (x_next, x_mean)``
 ``x`` is ``(B, *D)`` at time ``c["t"]``; the step goes to ``c["t_next"]`` and returns the new
 state and its noiseless mean (the driver returns the mean of the last step). ``c`` holds the
 scalars of ``grid.py``: ``t, t_next, alpha, alpha_next, sigma, sigma_next``. The SDE, the score
-and the options are bound with ``functools.partial`` by the driver; every step costs the number
-of score evaluations in ``NFE_PER_STEP`` (Heun's last step, to ``t = 0``, is an Euler step).
+and the options are bound with ``functools.partial`` by the driver, which also counts each
+method's score evaluations (Heun's last step, to ``t = 0``, is an Euler step).
 
 Notation: ``s = score_fn(x, t)``, the step size ``h = t - t_next > 0``, the reverse drift
 ``f(x, t) - g(t)^2 s`` (Song et al. 2021, Eq. 6) and the probability-flow drift
@@ -45,20 +45,31 @@ def reverse_diffusion(key, x, c, *, sde, score_fn):
     return x_mean + batch_coeff(rev_G, x) * _normal(key, x), x_mean
 
 
-def generalized_ddim(key, x, c, *, score_fn, eps_scale, noise_scale):
+def generalized_ddim(key, x, c, *, score_fn, eps_scale, noise_scale, clip=None):
     r"""``x_s = alpha_s \hat x_0 + c_eps \hat\epsilon + c_z z`` from ``t`` to ``s = t_next``.
 
     ``\hat\epsilon = -sigma_t s(x, t)`` and ``\hat x_0 = (x - sigma_t \hat\epsilon) / alpha_t``
-    (Tweedie). With the transition ``x_t | x_s ~ N(a x_s, b^2)``, ``a = alpha_t / alpha_s``,
-    ``b^2 = sigma_t^2 - a^2 sigma_s^2``, the posterior ``q(x_s | x_t, x_0)`` has variance
-    ``v = b^2 sigma_s^2 / sigma_t^2`` and mean ``alpha_s x_0 + a sigma_s^2 / sigma_t \epsilon``.
-    ``noise_scale(v, b2) -> c_z^2`` picks the noise and ``eps_scale`` whether ``c_eps`` keeps
-    the marginal variance (``sqrt(sigma_s^2 - c_z^2)``, DDIM, Song, Meng & Ermon 2021, Eq. 12) or
-    is the posterior mean's (ancestral sampling, Ho et al. 2020, Algorithm 2 and Eq. 11).
+    (Tweedie), with ``alpha_t, sigma_t`` the coefficients ``score_fn`` was built with, so an eps
+    network's output is ``\hat\epsilon`` itself. With the transition ``x_t | x_s ~ N(a x_s, b^2)``,
+    ``a = alpha_t / alpha_s``, ``b^2 = sigma_t^2 - a^2 sigma_s^2``, the posterior
+    ``q(x_s | x_t, x_0)`` has variance ``v = b^2 sigma_s^2 / sigma_t^2`` and mean
+    ``alpha_s x_0 + a sigma_s^2 / sigma_t \epsilon``. ``noise_scale(v, b2) -> c_z^2`` picks the
+    noise and ``eps_scale`` whether ``c_eps`` keeps the marginal variance
+    (``sqrt(sigma_s^2 - c_z^2)``, DDIM, Song, Meng & Ermon 2021, Eq. 12) or is the posterior
+    mean's (ancestral sampling, Ho et al. 2020, Algorithm 2 and Eq. 11).
+
+    ``clip = (lo, hi)`` clips ``\hat x_0`` first (diffusers' ``clip_sample``): the ancestral step
+    then takes the posterior mean at the clipped ``\hat x_0`` and ``x_t`` (its ``\hat\epsilon`` is
+    recomputed from them, as diffusers' DDPMScheduler), DDIM keeps the network's
+    ``\hat\epsilon`` (diffusers' DDIMScheduler, ``use_clipped_model_output=False``).
     """
     alpha_t, sigma_t, alpha_s, sigma_s = c["alpha"], c["sigma"], c["alpha_next"], c["sigma_next"]
     eps_hat = -sigma_t * score_fn(x, _times(x, c["t"]))
     x0_hat = (x - sigma_t * eps_hat) / alpha_t
+    if clip is not None:
+        x0_hat = jnp.clip(x0_hat, clip[0], clip[1])
+        if eps_scale == "posterior":
+            eps_hat = (x - alpha_t * x0_hat) / sigma_t
     a = alpha_t / alpha_s
     b2 = sigma_t**2 - (a * sigma_s) ** 2
     v = b2 * sigma_s**2 / sigma_t**2
@@ -102,7 +113,9 @@ def pf_ode_heun(key, x, c, *, sde, score_fn):
 def langevin_corrector(key, x, c, *, score_fn, snr, num_steps):
     r"""``num_steps`` Langevin MCMC steps targeting ``p_t`` (Song et al. 2021, Algorithm 5):
     ``x_mean = x + e s``, ``x = x_mean + sqrt(2 e) z`` with step ``e = 2 a (snr ||z|| / ||s||)^2``,
-    ``a = (alpha_t / alpha_{t_next})^2`` (``1 - beta_i`` for VP, 1 for VE). As in score_sde,
+    ``a = (alpha_t / alpha_{t_next})^2``, the squared mean coefficient of the step: ``1 - beta_i``
+    between consecutive times of a DDPM chain (``DiscreteVPSDE``; score_sde's ``alphas[i]``),
+    ``exp(-(B(t) - B(t_next)))`` on a continuous VP grid, ``1`` for VE. As in score_sde,
     ``||z||`` and ``||s||`` are per-example norms averaged over the batch: a per-example ratio
     explodes where ``s`` vanishes (at the modes), most of all in low dimension.
     """
