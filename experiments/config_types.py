@@ -22,6 +22,7 @@ from sde_lib.losses.config import as_loss_config
 
 SDES = {
     "vp": sde_lib.VPSDE,
+    "ddpm": sde_lib.DiscreteVPSDE,  # the DDPM chain as an SDE (beta_min, beta_max, N or betas)
     "subvp": sde_lib.subVPSDE,
     "cosine": sde_lib.CosineVPSDE,
     "ve": sde_lib.VESDE,

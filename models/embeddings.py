@@ -1,7 +1,9 @@
 r"""Time conditioning: sinusoidal and Gaussian Fourier embeddings of the diffusion time ``t``.
 
 Every network receives the continuous time ``t`` ``(B,)`` in ``[0, T]`` (a DDPM index ``i`` enters
-as ``t_i = (i + 1) T / N``, see DESIGN.md) and embeds ``time_scale * t``:
+as ``t_i = (i + 1) T / N``, see DESIGN.md) and embeds ``time_scale * t + time_shift``. Networks
+ported from diffusers or from score_sde's DDPM models were fed the index ``i`` itself:
+``time_scale = N / T``, ``time_shift = -1`` gives exactly ``i`` at ``t_i`` (README, porting).
 
 * ``"sinusoidal"`` (Vaswani et al. 2017, Section 3.5; Ho et al. 2020, Appendix B): with
   ``half = dim // 2`` frequencies ``w_k = max_period^{-k / (half - 1)}``,
@@ -73,12 +75,14 @@ class TimeEmbeddingConfig:
       kind: ``"sinusoidal"`` or ``"fourier"``.
       time_scale: the embedded value is ``time_scale * t``; ``None`` picks 999 (sinusoidal,
         score_sde's continuous VP convention) or 1 (fourier).
+      time_shift: added after scaling (``-1`` with ``time_scale = N / T`` feeds the DDPM index).
       fourier_scale: standard deviation of the fixed Fourier frequencies.
       seed: seed of the fixed Fourier frequencies.
     """
 
     kind: str = "sinusoidal"
     time_scale: float | None = None
+    time_shift: float = 0.0
     fourier_scale: float = 16.0
     seed: int = 0
 
@@ -96,8 +100,8 @@ class TimeEmbeddingConfig:
         return DEFAULT_TIME_SCALE[self.kind] if self.time_scale is None else self.time_scale
 
     def embed(self, t: ArrayLike, dim: int) -> jax.Array:
-        """The parameter-free embedding of ``scale * t`` ``(B,)``: ``(B, dim)``."""
-        s = jnp.asarray(t) * self.scale
+        """The parameter-free embedding of ``scale * t + time_shift`` ``(B,)``: ``(B, dim)``."""
+        s = jnp.asarray(t) * self.scale + self.time_shift
         if self.kind == "fourier":
             return fourier_embedding(s, dim, self.fourier_scale, self.seed)
         return sinusoidal_embedding(s, dim)

@@ -32,8 +32,9 @@ from sde_lib.ve import VESDE, BrownianMotionSDE
 from sde_lib.vp import VPSDE, CosineVPSDE, DiscreteVPSDE, OrnsteinUhlenbeckSDE, subVPSDE
 
 __all__ = [
-    "AbstractSDE", "BrownianMotionSDE", "CosineVPSDE", "DDPMChain", "DiscreteVPSDE", "GaussianMixture",
-    "LinearSDE", "OrnsteinUhlenbeckSDE", "PARAMETERIZATIONS", "Parameterization", "ReverseSDE",
+    "AbstractSDE", "BrownianMotionSDE", "CosineVPSDE", "DDPMChain", "DiscreteVPSDE",
+    "GaussianMixture", "LinearSDE", "OrnsteinUhlenbeckSDE", "PARAMETERIZATIONS", "Parameterization",
+    "ReverseSDE",
     "VESDE", "VPSDE", "asymmetric_mixture_2d", "convert", "discretized_gaussian_log_likelihood",
     "gaussian_kl", "gaussian_log_likelihood", "gaussian_pair", "get_parameterization",
     "grid_of_gaussians", "posterior_moments", "ring_of_gaussians", "subVPSDE",

@@ -150,7 +150,8 @@ class DiscreteVPSDE(VPSDE):
     and back with another.
 
     ``discrete_betas`` of a copy with another number of steps ``K`` (``with_num_steps``, e.g. for
-    reverse diffusion) are the exact ``K``-step transitions ``1 - alpha_{t_k}^2 / alpha_{t_{k-1}}^2``.
+    reverse diffusion) are the exact ``K``-step transitions
+    ``1 - alpha_{t_k}^2 / alpha_{t_{k-1}}^2``.
 
     Args:
       betas: ``(N,)`` chain betas in ``(0, 1)``; ``None`` for DDPM's linear schedule

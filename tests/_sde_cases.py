@@ -7,6 +7,7 @@ import sde_lib
 SDES = {
     "vp": lambda: sde_lib.VPSDE(beta_min=0.1, beta_max=20.0, N=1000),
     "cosine_vp": lambda: sde_lib.CosineVPSDE(N=1000),
+    "chain": lambda: sde_lib.DiscreteVPSDE(beta_min=0.1, beta_max=20.0, N=1000),
     "subvp": lambda: sde_lib.subVPSDE(beta_min=0.1, beta_max=20.0, N=1000),
     "ve": lambda: sde_lib.VESDE(sigma_min=0.01, sigma_max=50.0, N=1000),
     "ou": lambda: sde_lib.OrnsteinUhlenbeckSDE(beta=1.5, sigma=0.8, N=1000, T=5.0),

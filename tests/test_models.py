@@ -45,6 +45,11 @@ def test_time_embedding_scales_and_fourier_frequencies_are_fixed():
     t = jnp.array([0.1, 0.7])
     cfg = models.TimeEmbeddingConfig()  # sinusoidal, time_scale 999 (score_sde, continuous VP)
     chex.assert_trees_all_close(cfg.embed(t, 8), models.sinusoidal_embedding(999.0 * t, 8))
+    # diffusers / score_sde DDPM ports: the index i itself at t_i = (i + 1) / N
+    port = models.TimeEmbeddingConfig(time_scale=1000.0, time_shift=-1.0)
+    i = jnp.array([0, 17, 999])
+    chex.assert_trees_all_close(port.embed((i + 1) / 1000, 8),
+                                models.sinusoidal_embedding(i.astype(jnp.float64), 8), atol=1e-12)
     four = models.TimeEmbeddingConfig(kind="fourier", fourier_scale=16.0, seed=3)
     w = np.asarray(models.fourier_frequencies(8, 16.0, 3), np.float64)
     arg = 2 * np.pi * np.asarray(t)[:, None] * w[None, :]

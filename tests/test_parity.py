@@ -158,7 +158,7 @@ def test_ddim_trajectory_matches_diffusers(spacing, eta):
         np.testing.assert_array_equal(prevs, np.maximum(taus - N // K, -1))  # < 0: alpha = 1
     keys = jax.random.split(rng, K)
     x = x_T
-    for k, (tau, prev) in enumerate(zip(taus, prevs)):
+    for k, (tau, prev) in enumerate(zip(taus, prevs, strict=True)):
         x = diffusers_ddim_step(eps_net(x, np.full(B, (tau + 1) / N)), tau, prev, x,
                                 normal(keys[k], x.shape), ab, eta)
     np.testing.assert_allclose(got, x, **TOL)
@@ -197,7 +197,8 @@ def test_karras_grid():
         K, eps = 18, 1e-3
         t = grid.evaluation_times("karras", K, sde, eps)
         alpha, sigma = (np.asarray(v) for v in sde.marginal_coeffs(jnp.asarray(t)))
-        r_max, r_min = (float(s / a) for a, s in zip(*sde.marginal_coeffs(jnp.array([1.0, eps]))))
+        a_ends, s_ends = sde.marginal_coeffs(jnp.array([1.0, eps]))
+        r_max, r_min = (float(v) for v in s_ends / a_ends)
         k = np.arange(K) / (K - 1)
         want = (r_max ** (1 / 7) + k * (r_min ** (1 / 7) - r_max ** (1 / 7))) ** 7
         np.testing.assert_allclose(sigma / alpha, want, rtol=1e-10)

@@ -1,4 +1,9 @@
-"""The 8x8 scikit-learn digits (prepared offline) with the tiny U-Net, DDPM's eps loss."""
+"""The 8x8 scikit-learn digits (prepared offline) with the tiny U-Net, DDPM's eps loss.
+
+The SDE is the DDPM chain itself (``ddpm``: ``DiscreteVPSDE``, Ho et al.'s linear betas), so the
+loss, the ancestral sampler and the ELBO all use the chain's ``alpha_bar_i`` (diffusers' and Ho et
+al.'s setup, step for step); ``reduce_mean`` as Ho et al.'s code (``mean_flat``).
+"""
 
 from experiments.configs import base
 
@@ -8,6 +13,8 @@ def get_config(arg: str | None = None):
     config.data.name = "digits"
     config.model.name = "unet_digits"
     config.loss.name = "ddpm_eps"
+    config.loss.reduce_mean = True
+    config.sde.name = "ddpm"
     config.optim.lr = 2e-4
     config.optim.warmup_steps = 500
     config.training.batch_size = 128

@@ -67,8 +67,8 @@ def ddpm_unit_weight(chain, i: ArrayLike, variance: str = "beta_tilde") -> jax.A
 
 
 def ddpm_eps_elbo_weight(chain, i: ArrayLike, variance: str = "beta_tilde") -> jax.Array:
-    r"""``w_i = beta_i^2 / (sigma_i^2 alpha_i (1 - alpha_bar_i))``: ``1/2 w_i ||eps_theta - eps||^2``
-    is Ho et al. 2020's Eq. 12 term, with
+    r"""``w_i = beta_i^2 / (sigma_i^2 alpha_i (1 - alpha_bar_i))``:
+    ``1/2 w_i ||eps_theta - eps||^2`` is Ho et al. 2020's Eq. 12 term, with
     ``sigma_i^2 = exp(chain.model_log_variance(i, variance))`` (``beta_i`` or ``beta_tilde_i``;
     at ``i = 0`` both are ``beta_tilde_1``, Ho et al.'s clipping)."""
     sigma2 = jnp.exp(chain.model_log_variance(i, variance))
