@@ -4,8 +4,9 @@ r"""DDPM to SDE: the discrete chain and its sampler converge to the VP SDE as N 
   (``discrete_betas = linspace(beta_min / N, beta_max / N, N)``, Ho et al. 2020) and the SDE's
   ``alpha(t)^2 = exp(-int_0^t beta)`` at ``t_i = (i + 1) / N`` (Song et al. 2021, Appendix B).
 * Samplers: with the exact score of Gaussian data ``N(mu, s^2 I)``, the weak error
-  ``|Var(x) - s^2|`` of Ho et al.'s ancestral sampler on the N-step chain and of Euler-Maruyama
-  on the reverse SDE with N steps (Monte Carlo standard error in the table).
+  ``|Var(x) - s^2|`` of Ho et al.'s ancestral sampler (variance ``beta``) on the N-step chain
+  (``DiscreteVPSDE``, with the exact score of the chain's own marginals) and of Euler-Maruyama on
+  the reverse VP SDE with N steps (Monte Carlo standard error in the table).
 
 The rates are fitted by least squares on log-log axes. Writes ``ddpm_to_sde.csv/md`` and
 ``ddpm_to_sde.png``. Run: ``python -m experiments.ddpm_to_sde --workdir runs/ddpm_to_sde``.
@@ -46,13 +47,17 @@ def marginal_error(N: int) -> float:
 
 
 def sampler_error(rng, N, method, config) -> tuple[float, float]:
-    """``(|Var - s^2|, its standard error)`` of ``method`` with ``N`` steps on ``VPSDE(N=N)``."""
+    """``(|Var - s^2|, its standard error)`` of ``method`` with ``N`` steps: ancestral sampling
+    on the chain of ``VPSDE(N=N)`` as an SDE, Euler-Maruyama on ``VPSDE(N=N)``."""
     sde = sde_lib.VPSDE(N=N)
+    options = {}
+    if method == "ddpm_ancestral":
+        sde, options = sde_lib.DiscreteVPSDE.from_sde(sde), {"variance": "beta"}
     data = sde_lib.GaussianMixture(np.ones(1), np.full((1, config.dim), config.mu),
                                    (config.s**2 * np.eye(config.dim))[None])
     x, _ = jax.jit(lambda k: sde_lib.sample(k, sde, data.score_fn(sde),
                                             (config.num_samples, config.dim), method=method,
-                                            num_steps=N))(rng)
+                                            num_steps=N, **options))(rng)
     n = config.num_samples * config.dim
     return abs(float(jnp.var(x)) - config.s**2), config.s**2 * math.sqrt(2 / (n - 1))
 
