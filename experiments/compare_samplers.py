@@ -36,8 +36,7 @@ from tqdm import tqdm
 import sde_lib
 from experiments import cli, fit, reporting, sample_quality
 
-METHODS = ("ddpm_ancestral", "euler_maruyama", "reverse_diffusion", "pf_ode_euler",
-           "pf_ode_heun", "pf_ode_adaptive", "ddim", "pc")
+METHODS = tuple(sde_lib.SAMPLERS)  # every registered sampler, in registry order
 NFES = (10, 20, 50, 100, 250, 1000)
 # adaptive solves take tolerances, not steps: one tolerance per NFE column, the NFE is measured
 ADAPTIVE_TOLERANCES = (3e-1, 1e-1, 3e-2, 1e-2, 1e-3, 1e-4)
@@ -85,14 +84,11 @@ class ComparisonConfig:
 
 def sampler_settings(method: str, nfe: int, column: int) -> tuple[int, dict]:
     """``(num_steps, options)`` that spend about ``nfe`` score evaluations."""
-    if method == "pf_ode_heun":
-        return (nfe + 1) // 2, {}
-    if method == "pc":
-        return max(nfe // 2, 1), {}
-    if method == "pf_ode_adaptive":
+    sampler = sde_lib.SAMPLERS[method]
+    if sampler.adaptive:
         tol = ADAPTIVE_TOLERANCES[column]
         return 1, {"rtol": tol, "atol": tol}
-    return nfe, {}
+    return sampler.num_steps_for(nfe), {}
 
 
 def run_sampler(rng, sde, score_fn, shape, method, num_steps, options):

@@ -220,7 +220,7 @@ def parse_config(config) -> ExperimentConfig:
     if s.method not in sde_lib.SAMPLERS:
         raise ValueError(f"sampling.method must be one of {sorted(sde_lib.SAMPLERS)}, got "
                          f"{s.method!r}")
-    if s.method != "pf_ode_adaptive":  # checks num_steps, eps and the options, traces nothing
+    if not sde_lib.SAMPLERS[s.method].adaptive:  # checks num_steps, eps, options; traces nothing
         try:
             sde_lib.sampling.build_sampler(sde, None, s.method, s.num_steps, s.eps, **s.options)
         except ValueError as e:

@@ -30,8 +30,7 @@ import models
 import sde_lib
 from experiments import cli, data, fit, reporting
 
-SAMPLERS = ("ddpm_ancestral", "euler_maruyama", "reverse_diffusion", "pf_ode_euler",
-            "pf_ode_heun", "pf_ode_adaptive", "ddim", "pc")
+SAMPLERS = tuple(sde_lib.SAMPLERS)  # every registered sampler, in registry order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +118,7 @@ def run(config: DigitsConfig, workdir: str) -> dict[str, str]:
     plt = reporting.pyplot()
     sampler_rows, grids = [], []
     for method in SAMPLERS:
-        options = {"rtol": 1e-3, "atol": 1e-3} if method == "pf_ode_adaptive" else {}
+        options = {"rtol": 1e-3, "atol": 1e-3} if sde_lib.SAMPLERS[method].adaptive else {}
         fn = jax.jit(lambda k, m=method, o=options: sde_lib.sample(
             k, sde, score_fn, shape, method=m, num_steps=config.num_steps, **o))
         start = time.perf_counter()

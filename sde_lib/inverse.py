@@ -2,7 +2,7 @@ r"""Linear inverse problems ``y = A x_0 + sigma_y z``: sampling ``p(x_0 | y)`` w
 
 The conditional score is ``grad log p_t(x | y) = grad log p_t(x) + grad log p_t(y | x)``; the
 second term is intractable and each method approximates it, all through the sampler driver of
-``sde_lib.sampling`` (any fixed-step method; the guided ones also ``pf_ode_adaptive``):
+``sde_lib.sampling`` (any fixed-step method; the guided ones also the adaptive ones):
 
 * ``"projection"`` (Song et al. 2021, Appendix I.2, imputation; Song et al. 2022, Eq. 8): after
   every step to ``t'``, replace ``A x`` by a sample of ``y_{t'} = alpha_{t'} y + sigma_{t'} A z``:
@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from sde_lib._checks import batch_coeff
-from sde_lib.sampling.driver import build_sampler, sample, scan_steps
+from sde_lib.sampling.driver import build_sampler, get_sampler, sample, scan_steps
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 GUIDANCE = ("projection", "dps", "tmpd")
@@ -124,7 +124,7 @@ def conditional_sample(rng: jax.Array, sde, score_fn: ScoreFn, shape: Sequence[i
 
     Raises:
       ValueError: bad shapes of ``A`` or ``y``, ``sigma_y < 0``, an unknown guidance (the valid
-        ones are listed), ``dps`` with ``sigma_y = 0``, ``projection`` with ``pf_ode_adaptive``,
+        ones are listed), ``dps`` with ``sigma_y = 0``, ``projection`` with an adaptive method,
         and everything ``sample`` rejects; before anything is traced.
     """
     if guidance not in GUIDANCE:
@@ -137,8 +137,9 @@ def conditional_sample(rng: jax.Array, sde, score_fn: ScoreFn, shape: Sequence[i
         guided = guided_score_fn(score_fn, sde, A, y, sigma_y, guidance, scale)
         return sample(rng, sde, guided, shape, method=method, num_steps=num_steps, eps=eps,
                       **options)
-    if method == "pf_ode_adaptive":
-        raise ValueError("guidance='projection' needs a fixed-step method, not 'pf_ode_adaptive'")
+    if get_sampler(method).adaptive:
+        raise ValueError(f"guidance='projection' needs a fixed-step method; {method!r} is "
+                         f"adaptive")
     step, coeffs, nfe = build_sampler(sde, score_fn, method, num_steps, eps, **options)
     A_pinv = jnp.linalg.pinv(A)  # (d, m)
     step = functools.partial(_projected_step, step=step, A=A, A_pinv=A_pinv, y=y)

@@ -296,7 +296,7 @@ def _never_called(x, t):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"method": "heun"}, r"method must be one of \('euler_maruyama'"),
+    ({"method": "heun"}, r"method must be one of \('ddpm_ancestral', 'euler_maruyama'"),
     ({"num_steps": 0}, "num_steps must be an integer >= 1"),
     ({"num_steps": 2.5}, "num_steps must be an integer >= 1"),
     ({"eps": 0.0}, r"eps must be a real number in \(0, T=1.0\)"),
@@ -324,3 +324,25 @@ def test_chain_option_needs_a_chain():
     with pytest.raises(ValueError, match="chain=True needs an SDE with a DDPM chain"):
         sde_lib.sample(jax.random.key(0), sde_lib.VESDE(), _never_called, (4, 2),
                        method="ddim", num_steps=10, chain=True)
+
+
+def test_samplers_are_values():
+    """Each registered ``Sampler`` knows its cost and whether it is adaptive: ``num_steps_for``
+    returns the most steps within an NFE budget (Heun 2K - 1, pc K (n + 1)), the adaptive one
+    takes no ``num_steps`` and ``build_sampler`` refuses it, naming it adaptive."""
+    for name, sampler in sde_lib.SAMPLERS.items():
+        assert sampler.name == name and sampler.adaptive == (sampler.solve is not None)
+        if sampler.adaptive:
+            assert sampler.build is None and sampler.num_steps_for(50) == 1
+            with pytest.raises(ValueError, match="is adaptive"):
+                sde_lib.sampling.build_sampler(sde_lib.VPSDE(), None, name, 10)
+            continue
+        opts = sampler.check_options({})
+        for budget in (1, 10, 21, 100):
+            k = sampler.num_steps_for(budget)
+            assert k >= 1 and (sampler.nfe(k, opts) <= budget or k == 1)
+            assert sampler.nfe(k + 1, opts) > budget
+    assert sde_lib.sampling.get_sampler("pf_ode_heun").num_steps_for(20) == 10
+    assert sde_lib.sampling.get_sampler("pc").num_steps_for(20, corrector_steps=3) == 5
+    with pytest.raises(ValueError, match=r"unknown options \['eta'\] for method 'pc'"):
+        sde_lib.sampling.get_sampler("pc").num_steps_for(20, eta=1.0)

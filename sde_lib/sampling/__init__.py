@@ -4,8 +4,16 @@
 methods and their options are listed in ``SAMPLERS`` and in ``sample``'s docstring.
 """
 
-from sde_lib.sampling.driver import PREDICTORS, SAMPLERS, build_sampler, sample, scan_steps
+from sde_lib.sampling.driver import (
+    PREDICTORS,
+    SAMPLERS,
+    Sampler,
+    build_sampler,
+    get_sampler,
+    sample,
+    scan_steps,
+)
 from sde_lib.sampling.grid import TIME_GRIDS, evaluation_times
 
-__all__ = ["PREDICTORS", "SAMPLERS", "TIME_GRIDS", "build_sampler", "evaluation_times", "sample",
-           "scan_steps"]
+__all__ = ["PREDICTORS", "SAMPLERS", "Sampler", "TIME_GRIDS", "build_sampler", "evaluation_times",
+           "get_sampler", "sample", "scan_steps"]

@@ -2,11 +2,13 @@ r"""``sample``: every sampler is one ``lax.scan`` over a time grid with one smal
 
 The driver draws ``x_T`` from the prior, scans ``step(key_k, x, c_k)`` over the ``K`` grid
 points (``grid.py``) and returns the noiseless mean of the last step and the number of score
-evaluations. ``pf_ode_adaptive`` replaces the scan by a diffrax solve from ``T`` to ``eps``
+evaluations. An adaptive sampler (``Sampler.adaptive``: a step-size controller picks the steps)
+replaces the scan by its solve; ``pf_ode_adaptive`` is a diffrax solve from ``T`` to ``eps``
 followed by the same last Euler step to ``t = 0`` as ``pf_ode_euler``.
 
-The one place where a method name becomes a step is ``SAMPLERS``; options are checked against
-each method's list before anything is traced.
+The one place where a method name becomes a value is ``SAMPLERS`` (``get_sampler``): each
+``Sampler`` knows its options (checked before anything is traced), its step and grid, its NFE and
+whether it is adaptive; nothing outside the registry tests a method name.
 """
 
 from __future__ import annotations
@@ -80,12 +82,55 @@ def _check_grid(name, value):
     return tuple(float(v) for v in value)  # checked against num_steps in evaluation_times
 
 
-@dataclasses.dataclass(frozen=True)
-class Method:
-    """A sampler: its options ``{name: (default, check)}`` and how to build its scan."""
+def _one_per_step(num_steps: int, options: dict) -> int:
+    return num_steps
 
-    build: Callable
+
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+    """A registered sampler: a value that knows its options, its steps and their cost.
+
+    Attributes:
+      name: the registry key.
+      options: ``{option: (default, check)}``; ``check(name, value)`` returns the checked value
+        or raises ValueError naming the option.
+      build: fixed-step samplers: ``build(sde, score_fn, num_steps, eps, options) ->
+        (step, coeffs)``, the step function and the grid that ``scan_steps`` runs.
+      nfe: fixed-step samplers: ``nfe(num_steps, options)``, the number of score evaluations.
+      solve: adaptive samplers (a step-size controller chooses the steps, as in diffrax):
+        ``solve(x_T, sde, score_fn, eps, options) -> (x, nfe)``; ``num_steps`` is not used.
+    """
+
+    name: str
     options: dict
+    build: Callable | None = None
+    nfe: Callable[[int, dict], int] = _one_per_step
+    solve: Callable | None = None
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether a step-size controller picks the steps (``num_steps`` unused)."""
+        return self.solve is not None
+
+    def check_options(self, options: dict) -> dict:
+        """All options with defaults filled in; ValueError for unknown or bad ones."""
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            raise ValueError(f"unknown options {unknown} for method {self.name!r}; it takes "
+                             f"{sorted(self.options) or 'no options'}")
+        return {name: check(name, options[name]) if name in options else default
+                for name, (default, check) in self.options.items()}
+
+    def num_steps_for(self, nfe: int, **options) -> int:
+        """The most steps whose cost is at most ``nfe`` score evaluations (at least 1); ``1``
+        for an adaptive sampler, whose cost its tolerances decide."""
+        if self.adaptive:
+            return 1
+        opts = self.check_options(options)
+        k = 1
+        while self.nfe(k + 1, opts) <= nfe:
+            k += 1
+        return k
 
 
 def _continuous(sde, num_steps, eps, time_grid):
@@ -95,7 +140,7 @@ def _continuous(sde, num_steps, eps, time_grid):
 def _build_sde_step(step):
     def build(sde, score_fn, num_steps, eps, o):
         coeffs = _continuous(sde, num_steps, eps, o["time_grid"])
-        return functools.partial(step, sde=sde, score_fn=score_fn), coeffs, num_steps
+        return functools.partial(step, sde=sde, score_fn=score_fn), coeffs
     return build
 
 
@@ -109,8 +154,7 @@ def _discretized(sde, num_steps):
 
 def _build_reverse_diffusion(sde, score_fn, num_steps, eps, o):
     sde_k, coeffs = _discretized(sde, num_steps)
-    return functools.partial(steps.reverse_diffusion, sde=sde_k, score_fn=score_fn), coeffs, \
-        num_steps
+    return functools.partial(steps.reverse_diffusion, sde=sde_k, score_fn=score_fn), coeffs
 
 
 def _chain_or_continuous(sde, num_steps, eps, o):
@@ -129,7 +173,7 @@ def _build_ancestral(sde, score_fn, num_steps, eps, o):
     noise = (lambda v, b2: v) if o["variance"] == "beta_tilde" else (lambda v, b2: b2)
     step = functools.partial(steps.generalized_ddim, score_fn=score_fn, eps_scale="posterior",
                              noise_scale=noise, clip=o["clip_denoised"])
-    return step, coeffs, num_steps
+    return step, coeffs
 
 
 def _build_ddim(sde, score_fn, num_steps, eps, o):
@@ -137,12 +181,7 @@ def _build_ddim(sde, score_fn, num_steps, eps, o):
     eta2 = o["eta"] ** 2
     step = functools.partial(steps.generalized_ddim, score_fn=score_fn, eps_scale="marginal",
                              noise_scale=lambda v, b2: eta2 * v, clip=o["clip_denoised"])
-    return step, coeffs, num_steps
-
-
-def _build_heun(sde, score_fn, num_steps, eps, o):
-    step, coeffs, _ = _build_sde_step(steps.pf_ode_heun)(sde, score_fn, num_steps, eps, o)
-    return step, coeffs, 2 * num_steps - 1
+    return step, coeffs
 
 
 def _build_pc(sde, score_fn, num_steps, eps, o):
@@ -160,44 +199,48 @@ def _build_pc(sde, score_fn, num_steps, eps, o):
     correct = functools.partial(steps.langevin_corrector, score_fn=score_fn, snr=o["snr"],
                                 num_steps=o["corrector_steps"])
     step = functools.partial(steps.predictor_corrector, corrector=correct, predictor=predict)
-    nfe = num_steps * (o["corrector_steps"] + (predict is not None))
-    return step, coeffs, nfe
+    return step, coeffs
+
+
+def _heun_nfe(num_steps, o):
+    return 2 * num_steps - 1  # the last step, to t = 0, is an Euler step
+
+
+def _pc_nfe(num_steps, o):
+    return num_steps * (o["corrector_steps"] + (o["predictor"] != "none"))
 
 
 _GRID = ("uniform", _check_grid)
 _CHAIN = (None, _check_chain)
 _CLIP = (None, _check_clip)
-SAMPLERS: dict[str, Method] = {
-    "euler_maruyama": Method(_build_sde_step(steps.euler_maruyama), {"time_grid": _GRID}),
-    "reverse_diffusion": Method(_build_reverse_diffusion, {}),
-    "ddpm_ancestral": Method(_build_ancestral, {
-        "variance": ("beta_tilde", functools.partial(_check_choice, choices=VARIANCES)),
-        "chain": _CHAIN, "time_grid": _GRID, "clip_denoised": _CLIP}),
-    "ddim": Method(_build_ddim, {"eta": (0.0, _check_nonneg), "chain": _CHAIN,
-                                 "time_grid": _GRID, "clip_denoised": _CLIP}),
-    "pf_ode_euler": Method(_build_sde_step(steps.pf_ode_euler), {"time_grid": _GRID}),
-    "pf_ode_heun": Method(_build_heun, {"time_grid": _GRID}),
-    "pf_ode_adaptive": Method(None, {
+_CHOICE = functools.partial
+SAMPLERS: dict[str, Sampler] = {sampler.name: sampler for sampler in (
+    Sampler("ddpm_ancestral", {
+        "variance": ("beta_tilde", _CHOICE(_check_choice, choices=VARIANCES)),
+        "chain": _CHAIN, "time_grid": _GRID, "clip_denoised": _CLIP}, _build_ancestral),
+    Sampler("euler_maruyama", {"time_grid": _GRID}, _build_sde_step(steps.euler_maruyama)),
+    Sampler("reverse_diffusion", {}, _build_reverse_diffusion),
+    Sampler("pf_ode_euler", {"time_grid": _GRID}, _build_sde_step(steps.pf_ode_euler)),
+    Sampler("pf_ode_heun", {"time_grid": _GRID}, _build_sde_step(steps.pf_ode_heun),
+            nfe=_heun_nfe),
+    Sampler("pf_ode_adaptive", {
         "rtol": (1e-5, _check_pos), "atol": (1e-5, _check_pos),
-        "solver": ("tsit5", functools.partial(_check_choice, choices=tuple(ODE_SOLVERS))),
-        "max_steps": (4096, check_num_steps)}),
-    "pc": Method(_build_pc, {
+        "solver": ("tsit5", _CHOICE(_check_choice, choices=tuple(ODE_SOLVERS))),
+        "max_steps": (4096, check_num_steps)}, solve=lambda x_T, sde, score_fn, eps, o:
+        _adaptive(x_T, sde, score_fn, eps, **o)),
+    Sampler("ddim", {"eta": (0.0, _check_nonneg), "chain": _CHAIN, "time_grid": _GRID,
+                     "clip_denoised": _CLIP}, _build_ddim),
+    Sampler("pc", {
         "snr": (0.16, _check_pos), "corrector_steps": (1, check_num_steps),
-        "predictor": ("reverse_diffusion", functools.partial(_check_choice, choices=PREDICTORS)),
-        "time_grid": _GRID}),
-}
+        "predictor": ("reverse_diffusion", _CHOICE(_check_choice, choices=PREDICTORS)),
+        "time_grid": _GRID}, _build_pc, nfe=_pc_nfe),
+)}
 
 
-def _check_options(method: str, options: dict) -> dict:
-    spec = SAMPLERS[method].options
-    unknown = sorted(set(options) - set(spec))
-    if unknown:
-        raise ValueError(f"unknown options {unknown} for method {method!r}; it takes "
-                         f"{sorted(spec) or 'no options'}")
-    out = {}
-    for name, (default, check) in spec.items():
-        out[name] = check(name, options[name]) if name in options else default
-    return out
+def get_sampler(method: str) -> Sampler:
+    """The registered ``Sampler`` called ``method``; ValueError listing the valid names."""
+    _check_choice("method", method, tuple(SAMPLERS))
+    return SAMPLERS[method]
 
 
 def _check_shape(shape) -> tuple[int, ...]:
@@ -270,28 +313,32 @@ def sample(rng: jax.Array, sde, score_fn: ScoreFn, shape: Sequence[int],
         ``eps`` outside ``(0, T)``, a bad shape or option value; before anything is traced.
     """
     shape = _check_shape(shape)
-    if method == "pf_ode_adaptive":
-        _check_common(sde, method, num_steps, eps)
-        opts = _check_options(method, options)
-    else:
-        step, coeffs, nfe = build_sampler(sde, score_fn, method, num_steps, eps, **options)
+    sampler = get_sampler(method)
+    _check_common(sde, num_steps, eps)
+    opts = sampler.check_options(options)
+    if not sampler.adaptive:
+        step, coeffs = _build(sampler, sde, score_fn, num_steps, eps, opts)
     rng_prior, rng_steps = jax.random.split(rng)
     x_T = sde.prior_sampling(rng_prior, shape)
-    if method == "pf_ode_adaptive":
-        return _adaptive(x_T, sde, score_fn, float(eps), **opts)
-    return scan_steps(step, rng_steps, x_T, coeffs), nfe
+    if sampler.adaptive:
+        return sampler.solve(x_T, sde, score_fn, float(eps), opts)
+    return scan_steps(step, rng_steps, x_T, coeffs), sampler.nfe(num_steps, opts)
 
 
-def _check_common(sde, method, num_steps, eps):
-    _check_choice("method", method, tuple(SAMPLERS))
+def _check_common(sde, num_steps, eps):
     check_num_steps("num_steps", num_steps)
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < sde.T:
         raise ValueError(f"eps must be a real number in (0, T={sde.T}), got {eps!r}")
 
 
+def _build(sampler, sde, score_fn, num_steps, eps, opts):
+    with jax.ensure_compile_time_eval():  # the grid is a constant, also under a caller's jit
+        return sampler.build(sde, score_fn, num_steps, float(eps), opts)
+
+
 def build_sampler(sde, score_fn: ScoreFn, method: str, num_steps: int, eps: float = 1e-3,
                   **options) -> tuple[Callable, dict, int]:
-    """The pieces ``sample`` scans, for the fixed-step methods (not ``pf_ode_adaptive``).
+    """The pieces ``sample`` scans, for the fixed-step methods (not the adaptive ones).
 
     Returns:
       ``step(key, x, c) -> (x_next, x_mean)``, the grid coefficients ``c`` (a dict of ``(K,)``
@@ -299,15 +346,16 @@ def build_sampler(sde, score_fn: ScoreFn, method: str, num_steps: int, eps: floa
       ``inverse.py`` wraps ``step`` with a projection.
 
     Raises:
-      ValueError: as ``sample``.
+      ValueError: as ``sample``, and for an adaptive method.
     """
-    _check_common(sde, method, num_steps, eps)
-    if method == "pf_ode_adaptive":
-        raise ValueError("build_sampler takes a fixed-step method, not 'pf_ode_adaptive'")
-    opts = _check_options(method, options)
-    with jax.ensure_compile_time_eval():  # the grid is a constant, also under a caller's jit
-        step, coeffs, nfe = SAMPLERS[method].build(sde, score_fn, num_steps, float(eps), opts)
-    return step, coeffs, nfe
+    sampler = get_sampler(method)
+    _check_common(sde, num_steps, eps)
+    if sampler.adaptive:
+        raise ValueError(f"build_sampler takes a fixed-step method; {method!r} is adaptive "
+                         f"(its steps are chosen by a step-size controller)")
+    opts = sampler.check_options(options)
+    step, coeffs = _build(sampler, sde, score_fn, num_steps, eps, opts)
+    return step, coeffs, sampler.nfe(num_steps, opts)
 
 
 def scan_steps(step, rng: jax.Array, x: jax.Array, coeffs: dict) -> jax.Array:
