@@ -1,11 +1,12 @@
-# One command each: `make run` (the main job: sampler comparison) and `make test` (the suite);
-# both create .venv and install the package with its pinned dependencies first.
+# One command each: `make run` (the main job: sampler comparison), `make test` (the fast tier of
+# the suite) and `make test-all` (every test, what CI runs); each creates .venv and installs the
+# package with its pinned dependencies first.
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint install clean
+.PHONY: run test test-all lint install clean
 
 WORKDIR ?= runs/compare_samplers
 
@@ -21,6 +22,10 @@ run: $(STAMP)
 	$(PY) -m experiments.compare_samplers --workdir $(WORKDIR)
 
 test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -m "not slow" tests
+
+test-all: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
 

@@ -42,6 +42,7 @@ def test_mode_weights_and_nll_against_the_oracle():
     np.testing.assert_array_less(np.abs(w - [0.2, 0.8]), Z * se)
 
 
+@pytest.mark.slow
 def test_main_job_tiny(tmp_path):
     """All samplers at two NFE targets with a briefly trained model and the exact score: one
     row per (score, sampler, NFE), files written, and with the exact score the errors shrink

@@ -3,9 +3,11 @@ numbers say what the module claims."""
 
 import csv
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import sde_lib
 from experiments import (
     compare_losses,
     ddpm_to_sde,
@@ -34,6 +36,7 @@ def test_ou_process(tmp_path):
     np.testing.assert_allclose(float(rows[-1]["var_exact"]), 1.5**2 / 2)
 
 
+@pytest.mark.slow
 def test_ddpm_to_sde(tmp_path):
     """The chain's marginal error falls as 1/N (fitted rate -1 +- 0.1) and both samplers' weak
     errors fall with N."""
@@ -47,6 +50,7 @@ def test_ddpm_to_sde(tmp_path):
         assert errors[-1] < errors[0], (method, errors)
 
 
+@pytest.mark.slow
 def test_tweedie(tmp_path):
     """With the exact score Tweedie's moments equal the oracle's posterior (float32 rounding);
     a briefly trained model gives finite errors, written per noise level."""
@@ -62,6 +66,7 @@ def test_tweedie(tmp_path):
         assert np.isfinite(float(r["model_mean_rmse"]))
 
 
+@pytest.mark.slow
 def test_inverse_problems(tmp_path):
     """With the exact score, DPS at sigma_y = 0.2 lands within 0.25 of the exact posterior mean
     of the unobserved coordinate (measured 0.03-0.07 at 500 steps); projection keeps the exact
@@ -89,10 +94,9 @@ def test_digits(tmp_path):
     assert [r["sampler"] for r in _rows(paths["samplers.csv"])] == list(digits.SAMPLERS)
     for name in ("samples.png", "inpainting.png"):
         assert (tmp_path / "run" / name).stat().st_size > 0
-    with pytest.raises(ValueError, match="num_steps must be > 20"):
-        digits.DigitsConfig(num_steps=20)
 
 
+@pytest.mark.slow
 def test_compare_losses(tmp_path):
     """Two losses and the exact score at a tiny budget: one row each; the exact score has the
     lowest held-out DSM loss (it minimizes it in expectation; 2000 held-out points)."""
@@ -105,5 +109,24 @@ def test_compare_losses(tmp_path):
     assert [r["loss"] for r in rows] == ["exact score", *config.losses]
     dsm = [float(r["heldout_dsm"]) for r in rows]
     assert dsm[0] < min(dsm[1:])
+
+
+def test_module_configs_reject_bad_values():
+    """The fast tier's check of the modules whose runs are in the slow tier."""
+    with pytest.raises(ValueError, match="num_steps must be > 20"):
+        digits.DigitsConfig(num_steps=20)
+    with pytest.raises(ValueError, match="train_steps must be >= 1"):
+        digits.DigitsConfig(train_steps=0)
     with pytest.raises(ValueError, match="are unknown"):
         compare_losses.LossComparisonConfig(losses=("hinge",))
+
+
+def test_ddpm_to_sde_marginal_error():
+    """``marginal_error(N)`` is max_i |alpha_bar_i - alpha(t_i)^2|: the chain SDE's marginal at
+    t_i (the chain) against the VP SDE's, computed here through ``marginal_coeffs``."""
+    for N in (50, 400):
+        t = jnp.arange(1, N + 1) / N
+        chain_alpha, _ = sde_lib.DiscreteVPSDE(N=N).marginal_coeffs(t)
+        vp_alpha, _ = sde_lib.VPSDE(N=N).marginal_coeffs(t)
+        want = float(jnp.max(jnp.abs(chain_alpha**2 - vp_alpha**2)))
+        np.testing.assert_allclose(ddpm_to_sde.marginal_error(N), want, rtol=1e-9)

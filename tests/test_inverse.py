@@ -20,6 +20,7 @@ A2 = np.array([[1.0, 0.0, 0.0], [0.3, 0.0, 1.0]])
 Y2 = np.array([1.0, -0.5])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sde_name", ["vp", "ve", "subvp"])
 @pytest.mark.parametrize("sigma_y", [0.3, 0.0])
 def test_tmpd_score_is_the_exact_conditional_score_for_gaussian_data(sde_name, sigma_y):

@@ -43,6 +43,7 @@ def test_exact_divergence_matches_oracle_log_prob(name):
     assert err.max() <= 0.01 * gmm.dim, f"{name}: max error {err.max():.4g} nats"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("divergence", ["exact", "rademacher", "gaussian"])
 def test_gaussian_data_closed_form_and_fixed_probe(divergence):
     """Data N(m, s^2 I) with D = (3, 2): the probability flow is x_t - alpha_t m =

@@ -456,6 +456,7 @@ def assert_recovers(score_fn, alpha, sigma):
     np.testing.assert_allclose(b / scale, P @ (alpha * MU) / scale, atol=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(RECOVERY_CASES))
 def test_loss_recovers_gaussian_score(case):
     """Each continuous loss, minimized over linear models at fixed t = 0.35, recovers the exact
@@ -540,6 +541,7 @@ def _param_model(params):
     return lambda x, t: jnp.tanh(x @ M.T) * (1 + t)[:, None] + c[None]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sde_name", sorted(SDES))
 def test_gradients_finite_at_eps_and_T(sde_name):
     """Gradients of every continuous loss and weighting w.r.t. model parameters are finite at

@@ -103,6 +103,7 @@ def transformer_param_count(num_tokens, token_size, E, L, r):
     return time + embed + L * block + final
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape,patch,tokens,token_size", [
     ((3, 6), 2, 6, 1),               # coordinates as tokens
     ((2, 4, 6, 3), 2, 6, 12),        # 2x2 patches of a non-square RGB image
@@ -195,6 +196,7 @@ def count_kernels(params):
     return sum(1 for a in jax.tree.leaves(params) if a.ndim == 4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,overrides,shape", [
     ("unet_digits", dict(ch=8), (2, 8, 8, 1)),
     ("unet_mnist", dict(ch=8), (1, 28, 28, 1)),
@@ -219,6 +221,7 @@ def test_unet_cifar10_config_has_ddpm_parameter_count():
     assert round(n / 1e5) == 357
 
 
+@pytest.mark.slow
 def test_unet_dropout_only_in_training():
     model = models.get_model("unet_digits", ch=8, dropout=0.5)
     x, t = jax.random.normal(KEY, (2, 8, 8, 1)), jnp.array([0.2, 0.8])

@@ -87,6 +87,7 @@ def test_sampler_reproduces_mixture(sde_name, method):
     assert stat < null_max, f"{method}: MMD {stat:.5f} > null max {null_max:.5f}"
 
 
+@pytest.mark.slow
 def test_two_sample_check_detects_a_wrong_sampler():
     """The MMD check has power: extra noise of std 0.45 (component variances 0.2-0.8 grow by
     0.2) fails it."""
@@ -168,6 +169,7 @@ def test_euler_maruyama_weak_order_one():
     assert abs(slope - 1.0) < 0.2, (errors, slope)
 
 
+@pytest.mark.slow
 def test_ancestral_and_reverse_diffusion_agree_to_first_order():
     """With the same key, Ho's ancestral step (variance beta) and the reverse of the DDPM step
     differ by O(beta_i^2) per step; over N steps the paths differ by O(1/N): slope 1 in N. On the
@@ -238,6 +240,7 @@ def test_nfe_counts_score_calls(method):
     assert int(nfe) == len(calls) > 0, (method, int(nfe), len(calls))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ALL)
 def test_any_batch_shape_jit_and_pmap(method):
     """Images (B, 2, 3): eager equals jit; under pmap each device's samples equal an eager call

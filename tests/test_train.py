@@ -77,6 +77,17 @@ def check_run_outputs(workdir, step, metrics):
 TINY_MODEL = {"data.dim": 4, "model.hidden": 16, "model.num_blocks": 1}
 
 
+def test_smoke_train_and_evaluate(tmp_path):
+    """The fast tier's run of the trainer: 2 steps of a tiny MLP on one device, a checkpoint, the
+    final evaluation and samples, all finite (the full runs are in the slow tier)."""
+    config = tiny(gmm_mlp.get_config(), **TINY_MODEL, **{
+        "training.num_train_steps": 2, "training.num_devices": 1, "eval.likelihood": False})
+    out = train.train_and_evaluate(config, str(tmp_path))
+    check_run_outputs(str(tmp_path), 2, out["eval"])
+    assert out["train_loss"].shape == (2,) and np.all(np.isfinite(out["train_loss"]))
+
+
+@pytest.mark.slow
 def test_main_launcher_trains_resumes_evaluates_and_samples(tmp_path, capsys, monkeypatch):
     from experiments import main
 
@@ -114,6 +125,7 @@ def test_main_launcher_trains_resumes_evaluates_and_samples(tmp_path, capsys, mo
     assert x.shape == (4, 4) and np.all(np.isfinite(x))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module,fields,shape", [
     (gmm_transformer, {"model.dim": 16, "model.depth": 1, "model.num_heads": 2}, (2,)),
     (digits_unet, {"model.ch": 8, "eval.likelihood": False}, (8, 8, 1)),
@@ -149,6 +161,7 @@ def _fake_iterators(shape, global_batch_size, eval_batch_size=None, **kwargs):
                                shuffle=False, **kwargs))
 
 
+@pytest.mark.slow
 def test_pmap_over_8_devices_matches_1_device(tmp_path):
     assert jax.local_device_count() == 8
     out = {}
@@ -170,6 +183,7 @@ def test_pmap_over_8_devices_matches_1_device(tmp_path):
         assert not np.array_equal(np.asarray(a), np.asarray(p0))  # 8 Adam steps moved them
 
 
+@pytest.mark.slow
 def test_steps_per_call_scan_matches_one_step_per_call(tmp_path):
     out = {}
     for k in (1, 4):
