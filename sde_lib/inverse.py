@@ -158,5 +158,5 @@ def _projected_step(key, x, c, *, step, A, A_pinv, y):
         flat = x.reshape(B, -1)
         return (flat + (y_t - flat @ A.T) @ A_pinv.T).reshape(x.shape)
 
-    y_mean = c["alpha_next"] * jnp.broadcast_to(y, (B, A.shape[0]))
-    return project(x, y_mean + c["sigma_next"] * noise), project(x_mean, y_mean)
+    y_mean = c.alpha_next * jnp.broadcast_to(y, (B, A.shape[0]))
+    return project(x, y_mean + c.sigma_next * noise), project(x_mean, y_mean)

@@ -237,7 +237,7 @@ def test_reverse_diffusion_and_euler_maruyama_match_score_sde():
         t = (i + 1) / N
         tb = np.full(B, t)
         assert int(np.floor(t * (N - 1))) == i
-        c = {"t": jnp.asarray(t), "t_next": jnp.asarray(t - 1.0 / N)}
+        c = grid.GridCoeffs(t=jnp.asarray(t), t_next=jnp.asarray(t - 1.0 / N))
         got, _ = steps.reverse_diffusion(key, jnp.asarray(x), c, sde=vp, score_fn=score)
         f, G = (np.sqrt(1 - betas[i]) - 1) * x, np.sqrt(betas[i])
         x_mean = x - (f - G**2 * score(x, tb))
@@ -270,7 +270,8 @@ def test_ve_reverse_diffusion_rule_on_documented_grid():
     score = lambda x, t: -x / (1.0 + t[:, None])  # noqa: E731
     for i in (0, 1, 500, 999):
         t = (i + 1) / N
-        got, _ = steps.reverse_diffusion(key, jnp.asarray(x), {"t": jnp.asarray(t)}, sde=ve,
+        got, _ = steps.reverse_diffusion(key, jnp.asarray(x), grid.GridCoeffs(t=jnp.asarray(t)),
+                                         sde=ve,
                                          score_fn=score)
         G2 = sig[i] ** 2 - (sig[i - 1] if i > 0 else 0.01) ** 2
         want = x + G2 * score(x, np.full(B, t)) + np.sqrt(G2) * z
@@ -372,7 +373,7 @@ def test_eps_reaches_chain_samplers_unchanged(sde, method, K):
     score = losses.get_model_score_fn(ones, sde, sde_lib.get_parameterization("eps"))
     _, c, _ = build_sampler(sde, score, method, K)
     x = jnp.zeros((K, 2))
-    eps = -c["sigma"][:, None] * score(x, c["t"])
+    eps = -c.sigma[:, None] * score(x, c.t)
     np.testing.assert_allclose(eps, 1.0, rtol=1e-12)
 
 
@@ -388,9 +389,9 @@ def test_eps_model_through_ddpm_samplers_is_exact():
                          ("ddim", {"eta": 0.0}), ("ddim", {"eta": 1.0})]:
         step, coeffs, _ = build_sampler(sde, eps_score_fn(sde), method, 100, **opts)
         for k in (0, 50, 98):
-            c = {name: float(v[k]) for name, v in coeffs.items()}
-            got, _ = step(key, jnp.asarray(x), jax.tree.map(jnp.asarray, c))
-            t, s = c["t"], c["t_next"]
+            c = jax.tree.map(lambda a, k=k: a[k], coeffs)
+            got, _ = step(key, jnp.asarray(x), c)
+            t, s = float(c.t), float(c.t_next)
             a_t, s_t = (float(v) for v in sde.marginal_coeffs(jnp.asarray(t)))
             a_s, s_s = (float(v) for v in sde.marginal_coeffs(jnp.asarray(s)))
             e = eps_net(x, np.full(B, t))

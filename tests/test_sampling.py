@@ -198,12 +198,12 @@ def test_ancestral_step_is_hos_algorithm_2(variance):
     coeffs = grid.chain_grid(sde, times)
     k = 20
     c = jax.tree.map(lambda a: a[k], coeffs)
-    i = int(round(float(c["t"]) * sde.N)) - 1
-    x = MIXTURE.marginal(sde, float(c["t"])).sample(jax.random.key(1), 16)
+    i = int(round(float(c.t) * sde.N)) - 1
+    x = MIXTURE.marginal(sde, float(c.t)).sample(jax.random.key(1), 16)
     key = jax.random.key(2)
-    eps_hat = -float(c["sigma"]) * score_fn(x, jnp.full((16,), c["t"]))
+    eps_hat = -float(c.sigma) * score_fn(x, jnp.full((16,), c.t))
     # the sub-chain step from index i to the next grid index uses the sub-chain's betas
-    j = int(round(float(c["t_next"]) * sde.N)) - 1
+    j = int(round(float(c.t_next) * sde.N)) - 1
     sub = sde_lib.DDPMChain(1.0 - chain.alphas_cumprod[jnp.array([j, i])]
                             / jnp.concatenate([jnp.ones(1), chain.alphas_cumprod[jnp.array([j])]]))
     noise = {"beta": lambda v, b2: b2, "beta_tilde": lambda v, b2: v}[variance]
@@ -282,13 +282,13 @@ def test_time_grids():
     # own marginal there: the chain's alpha_bar for the chain SDE, alpha(t_i)^2 for VP
     chain_sde = sde_lib.DiscreteVPSDE()
     coeffs = grid.chain_grid(chain_sde, grid.evaluation_times("uniform", 4, chain_sde, 1e-3))
-    np.testing.assert_allclose(np.asarray(coeffs["t"]), [1.0, 0.667, 0.334, 0.001])
+    np.testing.assert_allclose(np.asarray(coeffs.t), [1.0, 0.667, 0.334, 0.001])
     alpha_bar = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
-    np.testing.assert_allclose(np.asarray(coeffs["alpha"]) ** 2, alpha_bar[[999, 666, 333, 0]],
+    np.testing.assert_allclose(np.asarray(coeffs.alpha) ** 2, alpha_bar[[999, 666, 333, 0]],
                                rtol=1e-10)
     coeffs = grid.chain_grid(sde, grid.evaluation_times("uniform", 4, sde, 1e-3))
     t = np.array([1.0, 0.667, 0.334, 0.001])
-    np.testing.assert_allclose(np.asarray(coeffs["alpha"]),
+    np.testing.assert_allclose(np.asarray(coeffs.alpha),
                                np.exp(-0.25 * t**2 * 19.9 - 0.05 * t), rtol=1e-10)
 
 

@@ -13,7 +13,8 @@ from sde_lib.sampling.driver import (
     sample,
     scan_steps,
 )
-from sde_lib.sampling.grid import TIME_GRIDS, evaluation_times
+from sde_lib.sampling.grid import TIME_GRIDS, GridCoeffs, evaluation_times
 
-__all__ = ["PREDICTORS", "SAMPLERS", "Sampler", "TIME_GRIDS", "build_sampler", "evaluation_times",
+__all__ = ["GridCoeffs", "PREDICTORS", "SAMPLERS", "Sampler", "TIME_GRIDS", "build_sampler",
+           "evaluation_times",
            "get_sampler", "sample", "scan_steps"]

@@ -337,12 +337,13 @@ def _build(sampler, sde, score_fn, num_steps, eps, opts):
 
 
 def build_sampler(sde, score_fn: ScoreFn, method: str, num_steps: int, eps: float = 1e-3,
-                  **options) -> tuple[Callable, dict, int]:
+                  **options) -> tuple[Callable, grid.GridCoeffs, int]:
     """The pieces ``sample`` scans, for the fixed-step methods (not the adaptive ones).
 
     Returns:
-      ``step(key, x, c) -> (x_next, x_mean)``, the grid coefficients ``c`` (a dict of ``(K,)``
-      arrays, ``grid.py``) and the NFE. ``scan_steps(step, rng, x_T, coeffs)`` runs them;
+      ``step(key, x, c) -> (x_next, x_mean)``, the grid coefficients ``c`` (a
+      ``grid.GridCoeffs`` of ``(K,)`` arrays) and the NFE. ``scan_steps(step, rng, x_T,
+      coeffs)`` runs them;
       ``inverse.py`` wraps ``step`` with a projection.
 
     Raises:
@@ -358,10 +359,10 @@ def build_sampler(sde, score_fn: ScoreFn, method: str, num_steps: int, eps: floa
     return step, coeffs, sampler.nfe(num_steps, opts)
 
 
-def scan_steps(step, rng: jax.Array, x: jax.Array, coeffs: dict) -> jax.Array:
+def scan_steps(step, rng: jax.Array, x: jax.Array, coeffs: grid.GridCoeffs) -> jax.Array:
     """The driver: ``lax.scan`` of ``step(key_k, x, c_k)`` over the grid; the last step's mean."""
     coeffs = jax.tree.map(lambda a: a.astype(x.dtype), coeffs)
-    keys = jax.random.split(rng, coeffs["t"].shape[0])
+    keys = jax.random.split(rng, coeffs.t.shape[0])
 
     def body(carry, inputs):
         key, c = inputs
@@ -388,7 +389,7 @@ def _adaptive(x_T, sde, score_fn, eps, *, rtol, atol, solver, max_steps):
         saveat=diffrax.SaveAt(t1=True),
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=max_steps)
     x_eps = sol.ys[-1]
-    last = {"t": jnp.asarray(eps, x_T.dtype), "t_next": jnp.zeros((), x_T.dtype)}
+    last = grid.GridCoeffs(t=jnp.asarray(eps, x_T.dtype), t_next=jnp.zeros((), x_T.dtype))
     x0, _ = steps.pf_ode_euler(None, x_eps, last, sde=sde, score_fn=score_fn)
     first_stage = 0 if solver == "heun" else 1
     return x0, stages * sol.stats["num_steps"] + first_stage + 1

@@ -33,7 +33,9 @@ Grid kinds (``time_grid``):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -129,24 +131,40 @@ def evaluation_times(kind: str | Sequence[float], num_steps: int, sde,
     return t
 
 
-def _pack(t, alpha, sigma) -> dict[str, jnp.ndarray]:
+class GridCoeffs(NamedTuple):
+    """What a step reads at grid point ``k``: ``(K,)`` arrays in a grid, scalars in a step.
+
+    ``t`` and ``t_next`` (``t_K = 0``), the marginal coefficients ``alpha, sigma`` at ``t`` and
+    ``alpha_next, sigma_next`` at ``t_next`` (``1`` and ``0`` at ``t = 0``). Steps that need only
+    the times may leave the rest ``None``.
+    """
+
+    t: jax.Array
+    t_next: jax.Array | None = None
+    alpha: jax.Array | None = None
+    alpha_next: jax.Array | None = None
+    sigma: jax.Array | None = None
+    sigma_next: jax.Array | None = None
+
+
+def _pack(t, alpha, sigma) -> GridCoeffs:
     """Per-step coefficients ``(K,)``: the time ``t_k`` and the next ``t_{k+1}`` (``t_K = 0``)."""
     zero_one = (jnp.zeros((1,), t.dtype), jnp.ones((1,), t.dtype))
     t_all = jnp.concatenate([t, zero_one[0]])
     alpha_all = jnp.concatenate([alpha, zero_one[1]])
     sigma_all = jnp.concatenate([sigma, zero_one[0]])
-    return {"t": t_all[:-1], "t_next": t_all[1:], "alpha": alpha_all[:-1],
-            "alpha_next": alpha_all[1:], "sigma": sigma_all[:-1], "sigma_next": sigma_all[1:]}
+    return GridCoeffs(t=t_all[:-1], t_next=t_all[1:], alpha=alpha_all[:-1],
+                      alpha_next=alpha_all[1:], sigma=sigma_all[:-1], sigma_next=sigma_all[1:])
 
 
-def continuous_grid(sde, times: np.ndarray) -> dict[str, jnp.ndarray]:
+def continuous_grid(sde, times: np.ndarray) -> GridCoeffs:
     """Coefficients from the SDE's exact marginal ``(alpha_t, sigma_t)`` at ``times``."""
     t = jnp.asarray(times, dtype=jnp.result_type(float))
     alpha, sigma = sde.marginal_coeffs(t)
     return _pack(t, alpha, sigma)
 
 
-def chain_grid(sde, times: np.ndarray) -> dict[str, jnp.ndarray]:
+def chain_grid(sde, times: np.ndarray) -> GridCoeffs:
     """Coefficients at the chain times ``t_i = (i + 1) T / N`` nearest ``times``: a strided
     sub-sequence of the chain, read from the SDE's own marginal (for ``DiscreteVPSDE``, exactly
     ``sqrt(alpha_bar_i)``, ``sqrt(1 - alpha_bar_i)``).
@@ -162,7 +180,7 @@ def chain_grid(sde, times: np.ndarray) -> dict[str, jnp.ndarray]:
     return continuous_grid(sde, (index + 1) * (T / N))
 
 
-def discretization_grid(sde, num_steps: int) -> dict[str, jnp.ndarray]:
+def discretization_grid(sde, num_steps: int) -> GridCoeffs:
     """The grid ``t_i = (i + 1) T / K``, ``i = K - 1, ..., 0`` of the ``K``-step discretization."""
     times = np.arange(num_steps, 0, -1) * sde.T / num_steps
     return continuous_grid(sde, times)

@@ -1,9 +1,9 @@
 r"""One step of each fixed-step sampler: ``step(key, x, c) -> (x_next, x_mean)``.
 
-``x`` is ``(B, *D)`` at time ``c["t"]``; the step goes to ``c["t_next"]`` and returns the new
-state and its noiseless mean (the driver returns the mean of the last step). ``c`` holds the
-scalars of ``grid.py``: ``t, t_next, alpha, alpha_next, sigma, sigma_next``. The SDE, the score
-and the options are bound with ``functools.partial`` by the driver, which also counts each
+``x`` is ``(B, *D)`` at time ``c.t``; the step goes to ``c.t_next`` and returns the new state and
+its noiseless mean (the driver returns the mean of the last step). ``c`` is a typed record of
+scalars, ``grid.GridCoeffs`` (``t, t_next, alpha, alpha_next, sigma, sigma_next``). The SDE, the
+score and the options are bound with ``functools.partial`` by the driver, which also counts each
 method's score evaluations (Heun's last step, to ``t = 0``, is an Euler step).
 
 Notation: ``s = score_fn(x, t)``, the step size ``h = t - t_next > 0``, the reverse drift
@@ -31,8 +31,8 @@ def _normal(key, x):
 def euler_maruyama(key, x, c, *, sde, score_fn):
     r"""Euler-Maruyama on the reverse SDE: ``x_mean = x - (f - g^2 s) h``, ``x = x_mean + g
     \sqrt{h} z`` (Song et al. 2021, Eq. 6; Kloeden & Platen 1992, weak order 1)."""
-    h = c["t"] - c["t_next"]
-    drift, g = sde.reverse(score_fn).sde(x, _times(x, c["t"]))
+    h = c.t - c.t_next
+    drift, g = sde.reverse(score_fn).sde(x, _times(x, c.t))
     x_mean = x - drift * h
     return x_mean + batch_coeff(g, x) * jnp.sqrt(h) * _normal(key, x), x_mean
 
@@ -40,7 +40,7 @@ def euler_maruyama(key, x, c, *, sde, score_fn):
 def reverse_diffusion(key, x, c, *, sde, score_fn):
     r"""Reverse of the forward discretization ``x_{i+1} = x_i + f + G z`` of ``sde`` (the SDE with
     ``K`` steps): ``x_mean = x - f + G^2 s``, ``x = x_mean + G z`` (Song et al. 2021, Eq. 46)."""
-    rev_f, rev_G = sde.reverse(score_fn).discretize(x, _times(x, c["t"]))
+    rev_f, rev_G = sde.reverse(score_fn).discretize(x, _times(x, c.t))
     x_mean = x - rev_f
     return x_mean + batch_coeff(rev_G, x) * _normal(key, x), x_mean
 
@@ -63,8 +63,8 @@ def generalized_ddim(key, x, c, *, score_fn, eps_scale, noise_scale, clip=None):
     recomputed from them, as diffusers' DDPMScheduler), DDIM keeps the network's
     ``\hat\epsilon`` (diffusers' DDIMScheduler, ``use_clipped_model_output=False``).
     """
-    alpha_t, sigma_t, alpha_s, sigma_s = c["alpha"], c["sigma"], c["alpha_next"], c["sigma_next"]
-    eps_hat = -sigma_t * score_fn(x, _times(x, c["t"]))
+    alpha_t, sigma_t, alpha_s, sigma_s = c.alpha, c.sigma, c.alpha_next, c.sigma_next
+    eps_hat = -sigma_t * score_fn(x, _times(x, c.t))
     x0_hat = (x - sigma_t * eps_hat) / alpha_t
     if clip is not None:
         x0_hat = jnp.clip(x0_hat, clip[0], clip[1])
@@ -85,8 +85,8 @@ def generalized_ddim(key, x, c, *, score_fn, eps_scale, noise_scale, clip=None):
 def pf_ode_euler(key, x, c, *, sde, score_fn):
     """Euler step of the probability-flow ODE (Song et al. 2021, Eq. 13): ``x - drift h``."""
     del key
-    h = c["t"] - c["t_next"]
-    drift, _ = sde.reverse(score_fn, probability_flow=True).sde(x, _times(x, c["t"]))
+    h = c.t - c.t_next
+    drift, _ = sde.reverse(score_fn, probability_flow=True).sde(x, _times(x, c.t))
     x_next = x - drift * h
     return x_next, x_next
 
@@ -97,16 +97,16 @@ def pf_ode_heun(key, x, c, *, sde, score_fn):
     (Karras et al. 2022, Algorithm 1). The last step, to ``t_next = 0`` where the score is
     singular, is an Euler step."""
     del key
-    h = c["t"] - c["t_next"]
+    h = c.t - c.t_next
     flow = sde.reverse(score_fn, probability_flow=True)
-    d = flow.sde(x, _times(x, c["t"]))[0]
+    d = flow.sde(x, _times(x, c.t))[0]
     x_euler = x - d * h
 
     def correct(x_euler):
-        d_next = flow.sde(x_euler, _times(x, c["t_next"]))[0]
+        d_next = flow.sde(x_euler, _times(x, c.t_next))[0]
         return x - 0.5 * (d + d_next) * h
 
-    x_next = lax.cond(c["t_next"] > 0, correct, lambda y: y, x_euler)
+    x_next = lax.cond(c.t_next > 0, correct, lambda y: y, x_euler)
     return x_next, x_next
 
 
@@ -119,8 +119,8 @@ def langevin_corrector(key, x, c, *, score_fn, snr, num_steps):
     ``||z||`` and ``||s||`` are per-example norms averaged over the batch: a per-example ratio
     explodes where ``s`` vanishes (at the modes), most of all in low dimension.
     """
-    a = (c["alpha"] / c["alpha_next"]) ** 2
-    t = _times(x, c["t"])
+    a = (c.alpha / c.alpha_next) ** 2
+    t = _times(x, c.t)
 
     def body(carry, key):
         x, _ = carry
