@@ -304,9 +304,9 @@ def ddpm_negative_elbo(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike,
     decoder_variance = variance if decoder_variance is None else decoder_variance
     _check_choice("decoder_variance", decoder_variance, DECODER_LOG_VARIANCES)
     num_bins = check_num_steps("num_bins", num_bins)
-    if not hasattr(sde, "discrete_betas"):
-        raise ValueError(f"sde must have a DDPM chain (discrete_betas), e.g. VPSDE or "
-                         f"CosineVPSDE; got {type(sde).__name__}")
+    if not sde.has_chain:
+        raise ValueError(f"sde must have a DDPM chain (has_chain: VPSDE, CosineVPSDE, "
+                         f"DiscreteVPSDE); got {type(sde).__name__}")
     return _negative_elbo(rng, _as_data(x), sde=sde, chain=_chain_of(sde), score_fn=score_fn,
                           variance=variance, decoder=decoder, decoder_variance=decoder_variance,
                           num_bins=num_bins)

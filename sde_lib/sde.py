@@ -35,7 +35,13 @@ class AbstractSDE(abc.ABC):
     """An SDE ``dx = f(x, t) dt + g(t) dW`` on ``[0, T]`` with ``N`` discretization steps.
 
     Shapes: ``x`` is ``(B, *D)``, ``t`` is ``(B,)``; ``g`` and standard deviations are ``(B,)``.
+
+    ``has_chain`` says whether the SDE has a DDPM chain: ``discrete_betas`` and a ``discretize``
+    that is the chain's step (the VP SDEs); the DDPM losses, the ELBO and the chain grids of the
+    samplers read it.
     """
+
+    has_chain: bool = False
 
     def __init__(self, N: int, T: float = 1.0):
         self._N = check_num_steps("N", N)

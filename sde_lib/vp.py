@@ -24,22 +24,9 @@ def _as_float_array(values: np.ndarray) -> jax.Array:
     return jnp.asarray(values, dtype=jnp.result_type(float))
 
 
-class VPSDE(LinearSDE):
-    r"""VP SDE with linear ``beta(t) = beta_min + t / T (beta_max - beta_min)``.
-
-    ``log alpha_t = -1/4 t^2 (beta_max - beta_min) - 1/2 t beta_min`` for ``T = 1``
-    (Song et al. 2021, Eq. 33). The prior is ``N(0, I)``.
-
-    ``discretize`` is exactly one DDPM step (Ho et al. 2020, Eq. 2):
-    ``x_i = sqrt(1 - beta_i) x_{i-1} + sqrt(beta_i) z`` with
-    ``discrete_betas = linspace(beta_min / N, beta_max / N, N)``.
-
-    Args:
-      beta_min: ``beta(0) > 0``.
-      beta_max: ``beta(T) >= beta_min``.
-      N: number of discrete steps (DDPM's T).
-      T: end time.
-    """
+class _LinearBetaSDE(LinearSDE):
+    """The linear ``beta(t)`` shared by the VP and sub-VP SDEs, drift ``-beta(t) x / 2``, prior
+    ``N(0, I)``."""
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000,
                  T: float = 1.0):
@@ -59,14 +46,38 @@ class VPSDE(LinearSDE):
         t = jnp.asarray(t)
         return self.beta_min * t + 0.5 * t**2 / self.T * (self.beta_max - self.beta_min)
 
+    def drift_coeff(self, t: ArrayLike) -> jax.Array:
+        return -0.5 * self.beta(t)
+
+    @property
+    def prior_std(self) -> float:
+        return 1.0
+
+
+class VPSDE(_LinearBetaSDE):
+    r"""VP SDE with linear ``beta(t) = beta_min + t / T (beta_max - beta_min)``.
+
+    ``log alpha_t = -1/4 t^2 (beta_max - beta_min) - 1/2 t beta_min`` for ``T = 1``
+    (Song et al. 2021, Eq. 33). The prior is ``N(0, I)``.
+
+    ``discretize`` is exactly one DDPM step (Ho et al. 2020, Eq. 2):
+    ``x_i = sqrt(1 - beta_i) x_{i-1} + sqrt(beta_i) z`` with
+    ``discrete_betas = linspace(beta_min / N, beta_max / N, N)``.
+
+    Args:
+      beta_min: ``beta(0) > 0``.
+      beta_max: ``beta(T) >= beta_min``.
+      N: number of discrete steps (DDPM's T).
+      T: end time.
+    """
+
+    has_chain = True
+
     @property
     def discrete_betas(self) -> jax.Array:
         """``(N,)`` DDPM betas ``linspace(beta_min / N, beta_max / N, N)`` (scaled by ``T``)."""
         scale = self.T / self.N
         return _as_float_array(np.linspace(self.beta_min * scale, self.beta_max * scale, self.N))
-
-    def drift_coeff(self, t: ArrayLike) -> jax.Array:
-        return -0.5 * self.beta(t)
 
     def diffusion_coeff(self, t: ArrayLike) -> jax.Array:
         return jnp.sqrt(self.beta(t))
@@ -74,10 +85,6 @@ class VPSDE(LinearSDE):
     def marginal_coeffs(self, t: ArrayLike) -> tuple[jax.Array, jax.Array]:
         B = self.integrated_beta(t)
         return jnp.exp(-0.5 * B), jnp.sqrt(-jnp.expm1(-B))
-
-    @property
-    def prior_std(self) -> float:
-        return 1.0
 
     def discretize(self, x: ArrayLike, t: ArrayLike) -> tuple[jax.Array, jax.Array]:
         r"""One DDPM step into index ``i = time_to_index(t)``: ``f = (sqrt(1 - beta_i) - 1) x``,
@@ -209,21 +216,14 @@ class DiscreteVPSDE(VPSDE):
         return _as_float_array(-np.expm1(-np.diff(B)))
 
 
-class subVPSDE(VPSDE):  # noqa: N801 -- the name score_sde users know (API.md)
+class subVPSDE(_LinearBetaSDE):  # noqa: N801 -- the name score_sde users know (API.md)
     r"""sub-VP SDE (Song et al. 2021, Eq. 12) with the linear ``beta(t)`` of ``VPSDE``:
 
     .. math:: dx = -\tfrac12\beta(t)x\,dt + \sqrt{\beta(t)(1 - e^{-2B(t)})}\,dW,
 
     marginal std ``1 - exp(-B(t))`` (no square root), always below the VP std.
-    ``discretize`` is Euler-Maruyama (there is no DDPM chain for sub-VP).
+    ``discretize`` is Euler-Maruyama: there is no DDPM chain for sub-VP (``has_chain`` False).
     """
-
-    discretize = AbstractSDE.discretize
-
-    @property
-    def discrete_betas(self):
-        """sub-VP has no DDPM chain: ``hasattr(subvp, "discrete_betas")`` is False."""
-        raise AttributeError("subVPSDE has no discrete DDPM chain (discrete_betas)")
 
     def diffusion_coeff(self, t: ArrayLike) -> jax.Array:
         return jnp.sqrt(self.beta(t) * -jnp.expm1(-2.0 * self.integrated_beta(t)))

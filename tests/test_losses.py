@@ -686,7 +686,7 @@ def test_bad_config_raises(cfg, match):
 
 
 def test_ddpm_loss_needs_vp_type_sde():
-    with pytest.raises(ValueError, match="needs an SDE with discrete_betas"):
+    with pytest.raises(ValueError, match="needs an SDE with a DDPM chain"):
         losses.get_loss_fn(SDES["ve"](), {"name": "ddpm_eps"})
 
 

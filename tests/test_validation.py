@@ -2,6 +2,8 @@
 
 import inspect
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -82,8 +84,23 @@ def test_public_api_names():
         "rng", "sde", "score_fn", "x"]
 
 
-def test_subvp_has_no_ddpm_chain():
-    """Samplers and losses that need the chain test hasattr(sde, "discrete_betas")."""
-    assert not hasattr(sde_lib.subVPSDE(), "discrete_betas")
-    assert hasattr(sde_lib.VPSDE(), "discrete_betas")
-    assert hasattr(sde_lib.CosineVPSDE(), "discrete_betas")
+def test_which_sdes_have_a_ddpm_chain():
+    """Having a chain is part of an SDE's type (``has_chain``), not a probe: the VP SDEs have one
+    (with ``discrete_betas``), sub-VP (not a VPSDE subclass) and the others do not; the chain
+    samplers, DDPM losses and the ELBO refuse SDEs without one, naming the argument."""
+    with_chain = (sde_lib.VPSDE(), sde_lib.CosineVPSDE(), sde_lib.DiscreteVPSDE())
+    without = (sde_lib.subVPSDE(), sde_lib.VESDE(), sde_lib.OrnsteinUhlenbeckSDE(),
+               sde_lib.BrownianMotionSDE())
+    for sde in with_chain:
+        assert sde.has_chain and sde.discrete_betas.shape == (sde.N,)
+    for sde in without:
+        assert not sde.has_chain and not hasattr(sde, "discrete_betas")
+    assert not isinstance(sde_lib.subVPSDE(), sde_lib.VPSDE)
+    subvp, x = sde_lib.subVPSDE(), jnp.zeros((2, 2))
+    with pytest.raises(ValueError, match="chain=True needs an SDE with a DDPM chain"):
+        sde_lib.sample(jax.random.PRNGKey(0), subvp, lambda x, t: -x, (2, 2), "ddim",
+                       num_steps=5, chain=True)
+    with pytest.raises(ValueError, match="needs an SDE with a DDPM chain"):
+        sde_lib.get_loss_fn(subvp, {"name": "ddpm_eps"})
+    with pytest.raises(ValueError, match="sde must have a DDPM chain"):
+        sde_lib.ddpm_negative_elbo(jax.random.PRNGKey(0), subvp, lambda x, t: -x, x)

@@ -127,8 +127,9 @@ def _build_ddpm(target):
         if cfg.time_sampling != "uniform":
             raise ValueError(f"time_sampling must be 'uniform' for loss {cfg.name!r} (its index is "
                              f"i ~ U{{0..N-1}}), got {cfg.time_sampling!r}")
-        if not hasattr(sde, "discrete_betas"):
-            raise ValueError(f"loss {cfg.name!r} needs an SDE with discrete_betas (a VP-type SDE), "
+        if not sde.has_chain:
+            raise ValueError(f"loss {cfg.name!r} needs an SDE with a DDPM chain (has_chain: "
+                             f"VPSDE, CosineVPSDE, DiscreteVPSDE), "
                              f"got {type(sde).__name__}")
         param = get_parameterization(cfg.parameterization)
         chain = DDPMChain.from_sde(sde)

@@ -146,7 +146,7 @@ def _build_sde_step(step):
 
 def _discretized(sde, num_steps):
     sde_k = sde.with_num_steps(num_steps)
-    if grid.has_chain(sde_k) and not float(jnp.max(sde_k.discrete_betas)) < 1.0:
+    if sde_k.has_chain and not float(jnp.max(sde_k.discrete_betas)) < 1.0:
         raise ValueError(f"num_steps={num_steps} is too few for reverse_diffusion on this SDE: "
                          f"its {num_steps}-step DDPM chain has a beta >= 1")
     return sde_k, grid.discretization_grid(sde_k, num_steps)
@@ -158,9 +158,10 @@ def _build_reverse_diffusion(sde, score_fn, num_steps, eps, o):
 
 
 def _chain_or_continuous(sde, num_steps, eps, o):
-    use_chain = grid.has_chain(sde) if o["chain"] is None else o["chain"]
-    if use_chain and not grid.has_chain(sde):
-        raise ValueError(f"chain=True needs an SDE with a DDPM chain (VPSDE, CosineVPSDE), got "
+    use_chain = sde.has_chain if o["chain"] is None else o["chain"]
+    if use_chain and not sde.has_chain:
+        raise ValueError(f"chain=True needs an SDE with a DDPM chain (VPSDE, CosineVPSDE, "
+                         f"DiscreteVPSDE), got "
                          f"{type(sde).__name__}")
     if use_chain:
         times = grid.evaluation_times(o["time_grid"], num_steps, sde, sde.T / sde.N)

@@ -44,15 +44,6 @@ INDEX_SPACINGS = ("leading", "trailing", "linspace")
 KARRAS_RHO = 7.0
 
 
-def has_chain(sde) -> bool:
-    """Whether ``sde`` has a DDPM chain (``discrete_betas``): VP, cosine VP and the chain SDE."""
-    try:
-        sde.discrete_betas  # noqa: B018 -- sub-VP raises AttributeError here
-    except AttributeError:
-        return False
-    return True
-
-
 def _noise_to_signal(sde, t: np.ndarray) -> np.ndarray:
     alpha, sigma = sde.marginal_coeffs(jnp.asarray(t, jnp.result_type(float)))
     return np.asarray(sigma, np.float64) / np.asarray(alpha, np.float64)
