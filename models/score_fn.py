@@ -9,6 +9,7 @@ The score uses exactly the conversion of the losses (``sde_lib.losses.get_model_
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -42,9 +43,29 @@ def get_model_fn(model: nn.Module, params, train: bool = False,
     return model_fn
 
 
+@dataclasses.dataclass(frozen=True)
+class _NetworkScore:
+    """``score(params, rng, x, t)`` of a network: hashable by value (model, SDE object,
+    parameterization, train), so equal networks share a compilation whatever their params."""
+
+    model: nn.Module
+    sde: object
+    parameterization: Parameterization
+    train: bool
+
+    def __call__(self, params, rng, x, t):
+        model_fn = get_model_fn(self.model, params, self.train, rng)
+        return get_model_score_fn(model_fn, self.sde, self.parameterization)(x, t)
+
+
 def get_score_fn(sde, model: nn.Module, params, parameterization: str | Parameterization = "eps",
                  train: bool = False, rng: jax.Array | None = None) -> ModelFn:
     """``score_fn(x, t) -> (B, *D)``, the score ``grad_x log p_t(x)`` the network implies.
+
+    The returned function is a pytree (``jax.tree_util.Partial``) whose leaves are ``params``
+    (and ``rng``): ``sde_lib.log_likelihood`` and ``ddpm_negative_elbo`` take it as a traced
+    argument, so a new ``get_score_fn`` over the same network, with the same or new parameters,
+    reuses their compilation; ``jax.jit`` of a function taking ``score_fn`` as an argument too.
 
     Args:
       sde: a linear SDE of sde_lib (``sde.marginal_coeffs(t)`` gives ``alpha_t, sigma_t``).
@@ -54,4 +75,5 @@ def get_score_fn(sde, model: nn.Module, params, parameterization: str | Paramete
     """
     if not isinstance(parameterization, Parameterization):
         parameterization = get_parameterization(parameterization)
-    return get_model_score_fn(get_model_fn(model, params, train, rng), sde, parameterization)
+    get_model_fn(model, params, train, rng)  # checks train and rng now, not when traced
+    return jax.tree_util.Partial(_NetworkScore(model, sde, parameterization, train), params, rng)

@@ -144,14 +144,25 @@ def log_likelihood(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike, eps: fl
                          f"(0, {sde.T}), got {eps!r}")
     rtol, atol = check_positive("rtol", rtol), check_positive("atol", atol)
     max_steps = check_num_steps("max_steps", max_steps)
-    return _log_likelihood(rng, _as_data(x), eps, sde=sde, score_fn=score_fn,
+    return _log_likelihood(rng, _as_data(x), eps, as_pytree_fn(score_fn), sde=sde,
                            divergence=divergence, rtol=rtol, atol=atol, solver=solver,
                            max_steps=max_steps)
 
 
-@functools.partial(jax.jit, static_argnames=("sde", "score_fn", "divergence", "rtol", "atol",
-                                             "solver", "max_steps"))
-def _log_likelihood(rng, x, eps, *, sde, score_fn, divergence, rtol, atol, solver, max_steps):
+def as_pytree_fn(fn: Callable) -> Callable:
+    """``fn`` as a pytree that ``jax.jit`` takes as an argument: itself if it is one (e.g.
+    ``models.get_score_fn``'s ``Partial``, whose leaves are the parameters), else
+    ``jax.tree_util.Partial(fn)`` (no leaves: compiled once per function object, as a static
+    argument would be)."""
+    leaves = jax.tree.leaves(fn)
+    if len(leaves) == 1 and leaves[0] is fn:
+        return jax.tree_util.Partial(fn)
+    return fn
+
+
+@functools.partial(jax.jit, static_argnames=("sde", "divergence", "rtol", "atol", "solver",
+                                             "max_steps"))
+def _log_likelihood(rng, x, eps, score_fn, *, sde, divergence, rtol, atol, solver, max_steps):
     B = x.shape[0]
     draw_probe, estimate = DIVERGENCES[divergence]
     z = None if draw_probe is None else draw_probe(rng, x.shape, x.dtype)
@@ -307,7 +318,7 @@ def ddpm_negative_elbo(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike,
     if not sde.has_chain:
         raise ValueError(f"sde must have a DDPM chain (has_chain: VPSDE, CosineVPSDE, "
                          f"DiscreteVPSDE); got {type(sde).__name__}")
-    return _negative_elbo(rng, _as_data(x), sde=sde, chain=_chain_of(sde), score_fn=score_fn,
+    return _negative_elbo(rng, _as_data(x), as_pytree_fn(score_fn), sde=sde, chain=_chain_of(sde),
                           variance=variance, decoder=decoder, decoder_variance=decoder_variance,
                           num_bins=num_bins)
 
@@ -318,9 +329,9 @@ def _chain_of(sde) -> DDPMChain:
     return DDPMChain.from_sde(sde)
 
 
-@functools.partial(jax.jit, static_argnames=("sde", "chain", "score_fn", "variance", "decoder",
+@functools.partial(jax.jit, static_argnames=("sde", "chain", "variance", "decoder",
                                              "decoder_variance", "num_bins"))
-def _negative_elbo(rng, x0, *, sde, chain, score_fn, variance, decoder, decoder_variance,
+def _negative_elbo(rng, x0, score_fn, *, sde, chain, variance, decoder, decoder_variance,
                    num_bins):
     to_eps = get_parameterization("score").to_eps
     B, N = x0.shape[0], chain.N
