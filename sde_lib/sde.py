@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import abc
 import copy
+import functools
 import math
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from sde_lib._checks import batch_coeff, check_num_steps, check_positive, sum_except_batch
@@ -34,6 +36,10 @@ ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 class AbstractSDE(abc.ABC):
     """An SDE ``dx = f(x, t) dt + g(t) dW`` on ``[0, T]`` with ``N`` discretization steps.
 
+    SDEs are values: immutable once built, equal and hashable by class and parameters, and
+    registered as static pytrees, so an SDE can be a ``jax.jit`` argument (static, no leaves) and
+    two equal SDEs share compilations.
+
     Shapes: ``x`` is ``(B, *D)``, ``t`` is ``(B,)``; ``g`` and standard deviations are ``(B,)``.
 
     ``has_chain`` says whether the SDE has a DDPM chain: ``discrete_betas`` and a ``discretize``
@@ -43,9 +49,46 @@ class AbstractSDE(abc.ABC):
 
     has_chain: bool = False
 
+    def __init_subclass__(cls, **kwargs):
+        """Freezes every instance when its outermost ``__init__`` returns (SDEs are values)."""
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            init = cls.__dict__["__init__"]
+
+            @functools.wraps(init)
+            def frozen_init(self, *args, **kw):
+                init(self, *args, **kw)
+                if type(self).__init__ is frozen_init:  # the outermost __init__ has returned
+                    object.__setattr__(self, "_frozen", True)
+
+            cls.__init__ = frozen_init
+        jax.tree_util.register_static(cls)
+
     def __init__(self, N: int, T: float = 1.0):
         self._N = check_num_steps("N", N)
         self._T = check_positive("T", T)
+
+    def __setattr__(self, name, value):
+        if getattr(self, "_frozen", False):
+            raise AttributeError(f"{type(self).__name__} is immutable: build a new one (or "
+                                 f"with_num_steps) instead of setting {name!r}")
+        object.__setattr__(self, name, value)
+
+    def _value(self) -> tuple:
+        """What the SDE is: its class and its attributes (arrays by shape and bytes)."""
+        def hashable(v):
+            if isinstance(v, np.ndarray | jax.Array):
+                a = np.asarray(v)
+                return (a.shape, str(a.dtype), a.tobytes())
+            return v
+        return (type(self),) + tuple(sorted((k, hashable(v)) for k, v in vars(self).items()
+                                            if k != "_frozen"))
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self._value() == other._value()
+
+    def __hash__(self):
+        return hash(self._value())
 
     @property
     def T(self) -> float:
@@ -89,7 +132,7 @@ class AbstractSDE(abc.ABC):
     def with_num_steps(self, N: int) -> AbstractSDE:
         """A copy of this SDE with ``N`` discretization steps (the same continuous process)."""
         new = copy.copy(self)
-        new._N = check_num_steps("N", N)
+        object.__setattr__(new, "_N", check_num_steps("N", N))
         return new
 
     def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> ReverseSDE:

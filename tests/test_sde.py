@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.integrate
 import scipy.stats
+from _compiles import count_compilations
 from _sde_cases import SDES, Z, var_standard_error
 
 import sde_lib
@@ -264,3 +265,26 @@ def test_reverse_sde_with_exact_score_reproduces_mixture(name, probability_flow)
     prods = xc[:, :, None] * xc[:, None, :]
     se = prods.std(0) / math.sqrt(n)
     np.testing.assert_array_less(np.abs(prods.mean(0) - C), Z * se)
+
+
+@pytest.mark.parametrize("name", sorted(SDES))
+def test_sdes_are_values(name):
+    """SDEs are immutable, equal and hashable by class and parameters, and static pytrees: an
+    SDE is a ``jax.jit`` argument, and two equal SDEs share one compilation."""
+    sde, same = SDES[name](), SDES[name]()
+    assert sde == same and hash(sde) == hash(same) and sde is not same
+    assert sde != sde.with_num_steps(sde.N + 1) and sde.with_num_steps(sde.N) == sde
+    assert sde != sde_lib.BrownianMotionSDE(sigma=0.123)
+    with pytest.raises(AttributeError, match="is immutable"):
+        sde.T2 = 1.0
+    with pytest.raises(AttributeError, match="is immutable"):
+        sde._N = 5
+    assert jax.tree.leaves(sde) == []
+    f = jax.jit(lambda s, x: s.marginal_prob(x, jnp.full((2,), 0.3 * s.T))[0])
+    x = jnp.ones((2, 3))
+    want = sde.marginal_prob(x, jnp.full((2,), 0.3 * sde.T))[0]
+    with count_compilations() as first:
+        chex.assert_trees_all_close(f(sde, x), want)
+    with count_compilations() as second:
+        chex.assert_trees_all_close(f(same, x), want)
+    assert len(first) >= 1 and len(second) == 0
