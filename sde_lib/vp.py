@@ -169,9 +169,8 @@ class DiscreteVPSDE(VPSDE):
 
     def __init__(self, betas: ArrayLike | None = None, *, beta_min: float = 0.1,
                  beta_max: float = 20.0, N: int = 1000, T: float = 1.0):
-        if betas is None:
-            VPSDE.__init__(self, beta_min, beta_max, N, T)
-            betas = np.asarray(VPSDE.discrete_betas.fget(self), np.float64)
+        if betas is None:  # DDPM's linear schedule, exactly DiscreteVPSDE.from_sde(VPSDE(...))
+            betas = VPSDE(beta_min, beta_max, N, T).discrete_betas
         b = np.asarray(betas, dtype=np.float64)
         if b.ndim != 1 or b.size < 1 or not np.all(np.isfinite(b)) or np.any(b <= 0) \
                 or np.any(b >= 1):

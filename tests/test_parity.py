@@ -514,3 +514,12 @@ def test_chain_sde_samplers_are_the_chain():
                                     eps_net(x, jnp.full((B,), (i + 1) / 100)), "beta_tilde")
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13)
 
+
+
+def test_chain_sde_linear_schedule_is_from_sde_of_vp():
+    """``DiscreteVPSDE(beta_min=, beta_max=, N=, T=)`` is the chain of that ``VPSDE`` (equal as
+    values), and bad schedule arguments are the VPSDE's errors."""
+    assert sde_lib.DiscreteVPSDE(beta_min=0.2, beta_max=10.0, N=50, T=2.0) == \
+        sde_lib.DiscreteVPSDE.from_sde(sde_lib.VPSDE(0.2, 10.0, N=50, T=2.0))
+    with pytest.raises(ValueError, match="beta_min must be a positive real number"):
+        sde_lib.DiscreteVPSDE(beta_min=-1.0)

@@ -214,10 +214,9 @@ def _pc_nfe(num_steps, o):
 _GRID = ("uniform", _check_grid)
 _CHAIN = (None, _check_chain)
 _CLIP = (None, _check_clip)
-_CHOICE = functools.partial
 SAMPLERS: dict[str, Sampler] = {sampler.name: sampler for sampler in (
     Sampler("ddpm_ancestral", {
-        "variance": ("beta_tilde", _CHOICE(_check_choice, choices=VARIANCES)),
+        "variance": ("beta_tilde", functools.partial(_check_choice, choices=VARIANCES)),
         "chain": _CHAIN, "time_grid": _GRID, "clip_denoised": _CLIP}, _build_ancestral),
     Sampler("euler_maruyama", {"time_grid": _GRID}, _build_sde_step(steps.euler_maruyama)),
     Sampler("reverse_diffusion", {}, _build_reverse_diffusion),
@@ -226,14 +225,14 @@ SAMPLERS: dict[str, Sampler] = {sampler.name: sampler for sampler in (
             nfe=_heun_nfe),
     Sampler("pf_ode_adaptive", {
         "rtol": (1e-5, _check_pos), "atol": (1e-5, _check_pos),
-        "solver": ("tsit5", _CHOICE(_check_choice, choices=tuple(ODE_SOLVERS))),
+        "solver": ("tsit5", functools.partial(_check_choice, choices=tuple(ODE_SOLVERS))),
         "max_steps": (4096, check_num_steps)}, solve=lambda x_T, sde, score_fn, eps, o:
         _adaptive(x_T, sde, score_fn, eps, **o)),
     Sampler("ddim", {"eta": (0.0, _check_nonneg), "chain": _CHAIN, "time_grid": _GRID,
                      "clip_denoised": _CLIP}, _build_ddim),
     Sampler("pc", {
         "snr": (0.16, _check_pos), "corrector_steps": (1, check_num_steps),
-        "predictor": ("reverse_diffusion", _CHOICE(_check_choice, choices=PREDICTORS)),
+        "predictor": ("reverse_diffusion", functools.partial(_check_choice, choices=PREDICTORS)),
         "time_grid": _GRID}, _build_pc, nfe=_pc_nfe),
 )}
 
