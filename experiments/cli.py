@@ -1,51 +1,62 @@
-"""Command line for the experiment modules: every field of a config dataclass becomes a flag.
+"""The command line shared by the trainer and every experiment module.
 
-``python -m experiments.<module> --workdir DIR [--field value ...]``; tuples take several values
-(``--dims 2 16``). Each module calls ``run_main(Config, run, argv)``; ``run(config, workdir)``
-returns the paths it wrote, which are printed with the time taken.
+``python -m experiments.<module> --workdir DIR [--config FILE[:key=value,...]]
+[--config.section.field=value ...]``: the same two flags as ``experiments.main``. ``--config`` is
+an ml_collections file of ``experiments/configs`` and defaults to the module's own file
+(``experiments/configs/<module>.py``); the module's settings are its ``experiment`` section
+(``--config.experiment.num_samples=500``), the model behind it is the rest of the file, trained
+by ``experiments.train``. ``run(config, workdir)`` returns the paths it wrote; the markdown tables
+are printed, then the paths and the time taken.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
+import os
 import time
-import typing
 from collections.abc import Callable
 
+from absl import app, flags, logging
+from ml_collections import config_flags
 
-def _parser(config_cls, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--workdir", required=True)
-    hints = typing.get_type_hints(config_cls)
-    for field in dataclasses.fields(config_cls):
-        hint = hints[field.name]
-        flag = "--" + field.name.replace("_", "-")
-        if typing.get_origin(hint) is tuple:
-            item = typing.get_args(hint)[0]
-            parser.add_argument(flag, type=item, nargs="+", default=None)
-        elif hint is bool:
-            parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"),
-                                default=None)
-        else:
-            parser.add_argument(flag, type=hint, default=None)
-    return parser
+FLAGS = flags.FLAGS
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 
-def run_main(config_cls, run: Callable, argv=None, description: str = "") -> dict[str, str]:
-    """Parses ``argv`` into ``config_cls`` (unset flags keep the defaults) and runs it."""
-    args = vars(_parser(config_cls, description).parse_args(argv))
-    workdir = args.pop("workdir")
-    overrides = {k: (tuple(v) if isinstance(v, list) else v) for k, v in args.items()
-                 if v is not None}
-    config = config_cls(**overrides)
-    start = time.perf_counter()
-    paths = run(config, workdir)
+def config_file(name: str) -> str:
+    """The path of ``experiments/configs/<name>.py``."""
+    return os.path.join(CONFIG_DIR, f"{name}.py")
+
+
+def define_flags(default_config: str | None = None) -> None:
+    """``--workdir`` (required) and ``--config`` (required unless ``default_config``)."""
+    flags.DEFINE_string("workdir", None, "Directory for the results (and the trained models).")
+    config_flags.DEFINE_config_file("config", default_config, "Configuration file.",
+                                    lock_config=True)
+    flags.mark_flags_as_required(["workdir"] + ([] if default_config else ["config"]))
+
+
+def report(paths: dict[str, str], seconds: float) -> None:
+    """Prints the markdown tables of ``paths``, then every path and the time taken."""
     for name, path in paths.items():
         if name.endswith(".md"):
             with open(path) as f:
                 print(f"{name}:\n{f.read()}")
-    print(f"done in {time.perf_counter() - start:.0f} s; wrote:")
+    print(f"done in {seconds:.0f} s; wrote:")
     for path in paths.values():
         print(f"  {path}")
-    return paths
+
+
+def run_main(run: Callable, module: str, argv=None) -> None:
+    """Defines the flags with ``experiments/configs/<module>.py`` as the default config and runs
+    ``run(FLAGS.config, FLAGS.workdir)`` under ``absl.app``."""
+    define_flags(config_file(module))
+
+    def main(args):
+        if len(args) > 1:
+            raise app.UsageError(f"Too many command-line arguments: {args[1:]}")
+        logging.set_verbosity(logging.WARNING)
+        start = time.perf_counter()
+        paths = run(FLAGS.config, FLAGS.workdir)
+        report(paths, time.perf_counter() - start)
+
+    app.run(main, argv)

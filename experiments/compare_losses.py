@@ -1,8 +1,9 @@
 r"""Loss parameterizations: the same network trained with each loss for the same number of steps.
 
 The residual MLP is trained on the seeds' Gaussian pair (``d = 2`` by default) under the VP SDE
-with each entry of ``LOSSES`` (a name and its ``sde_lib.LossConfig``): eps / x0 / v / score
-prediction, DSM with sigma^2, g^2 (likelihood) and no weighting, the DDPM simple and
+with each entry of ``LOSSES`` (``experiments/configs/compare_losses.py``: a name and the loss
+fields it sets; each model trained by ``experiments.train`` in ``<workdir>/model_<i>``): eps /
+x0 / v / score prediction, DSM with sigma^2, g^2 (likelihood) and no weighting, the DDPM simple and
 ELBO-weighted losses, sliced score matching and Hutchinson explicit score matching. Each trained
 score is evaluated on held-out data and against the exact mixture:
 
@@ -11,7 +12,8 @@ score is evaluated on held-out data and against the exact mixture:
 * ``nll_bpd``: probability-flow NLL of held-out data in bits/dim (exact divergence);
 * ``sw2_em``, ``sw2_heun``: sliced W2 of Euler-Maruyama (200 steps) and Heun (50 steps)
   samples to exact samples;
-* ``train_s``: training time (compilation included).
+* ``config``: the ``--config experiments/configs/compare_losses.py:<fields>`` argument with which
+  ``python -m experiments.main`` trains the same model.
 
 Writes ``losses.csv/md`` and ``losses.png``. Run: ``python -m experiments.compare_losses
 --workdir runs/compare_losses``.
@@ -21,84 +23,86 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import sde_lib
-from experiments import cli, fit, reporting, sample_quality
-
-L = sde_lib.LossConfig
-LOSSES = {
-    "eps prediction (eps loss)": L(name="eps", parameterization="eps"),
-    "x0 prediction (x0 loss)": L(name="x0", parameterization="x0"),
-    "v prediction (eps loss)": L(name="eps", parameterization="v"),
-    "score prediction (DSM sigma^2)": L(name="dsm", weighting="sigma2", parameterization="score"),
-    "DSM g^2 (likelihood)": L(name="dsm", weighting="likelihood", parameterization="score"),
-    "DSM unweighted": L(name="dsm", weighting="none", parameterization="score"),
-    "DDPM simple": L(name="ddpm_eps", weighting="simple", parameterization="eps"),
-    "DDPM ELBO": L(name="ddpm_eps", weighting="elbo", parameterization="eps"),
-    "sliced score matching": L(name="ssm", parameterization="score"),
-    "ESM Hutchinson": L(name="esm", divergence="rademacher", parameterization="score"),
-}
+from experiments import cli, reporting, sample_quality, train
+from experiments.config_types import experiment_config
+from experiments.configs import base
+from experiments.configs.compare_losses import LOSSES
 
 
 @dataclasses.dataclass(frozen=True)
 class LossComparisonConfig:
-    """losses: keys of ``LOSSES``; dim: data dimension; the rest: training and evaluation."""
+    """The ``experiment`` section: losses: keys of ``LOSSES``; num_heldout, num_nll,
+    num_samples: the evaluation; seed: of the evaluation."""
 
-    losses: tuple[str, ...] = tuple(LOSSES)
-    dim: int = 2
-    train_steps: int = 3000
-    batch_size: int = 512
-    learning_rate: float = 2e-3
-    hidden: int = 128
-    num_blocks: int = 3
-    num_heldout: int = 2000
-    num_nll: int = 200
-    num_samples: int = 2000
-    seed: int = 0
+    losses: tuple[str, ...]
+    num_heldout: int
+    num_nll: int
+    num_samples: int
+    seed: int
 
     def __post_init__(self):
         unknown = sorted(set(self.losses) - set(LOSSES))
         if unknown:
             raise ValueError(f"losses {unknown} are unknown; valid: {sorted(LOSSES)}")
+        for name in ("num_heldout", "num_nll", "num_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
 
 
-def evaluate(rng, sde, gmm, score_fn, config, heldout):
+def loss_fields(name: str) -> dict:
+    """The dotted config fields of loss ``name`` (every loss field not given is the base's)."""
+    default = base.get_base_config().loss
+    fields = {"weighting": default.weighting, "divergence": default.divergence, **LOSSES[name]}
+    return {f"loss.{k}": v for k, v in fields.items()}
+
+
+def evaluate(rng, sde, gmm, score_fn, exp, heldout):
     key_dsm, key_nll, key_s = jax.random.split(rng, 3)
-    dsm = sde_lib.get_loss_fn(sde, L(name="dsm", weighting="sigma2", parameterization="score"))
+    dsm = sde_lib.get_loss_fn(sde, sde_lib.LossConfig(name="dsm", weighting="sigma2",
+                                                      parameterization="score"))
     out = {"heldout_dsm": float(jnp.mean(dsm(key_dsm, score_fn, heldout)))}
-    logp, _ = sde_lib.log_likelihood(key_nll, sde, score_fn, heldout[:config.num_nll],
+    logp, _ = sde_lib.log_likelihood(key_nll, sde, score_fn, heldout[:exp.num_nll],
                                      divergence="exact")
-    out["nll_bpd"] = float(-jnp.mean(logp) / (config.dim * math.log(2)))
-    exact = np.asarray(gmm.sample(jax.random.fold_in(key_s, 1), config.num_samples))
+    out["nll_bpd"] = float(-jnp.mean(logp) / (gmm.dim * math.log(2)))
+    exact = np.asarray(gmm.sample(jax.random.fold_in(key_s, 1), exp.num_samples))
     for name, method, steps in (("sw2_em", "euler_maruyama", 200), ("sw2_heun", "pf_ode_heun",
                                                                     50)):
         x, _ = jax.jit(lambda k, m=method, n=steps: sde_lib.sample(
-            k, sde, score_fn, (config.num_samples, config.dim), method=m, num_steps=n))(key_s)
+            k, sde, score_fn, (exp.num_samples, gmm.dim), method=m, num_steps=n))(key_s)
         x = np.asarray(x)
         out[name] = (sample_quality.sliced_wasserstein(x, exact, key_s)
                      if np.all(np.isfinite(x)) else math.inf)
     return out
 
 
-def run(config: LossComparisonConfig, workdir: str) -> dict[str, str]:
-    sde = sde_lib.VPSDE()
-    key_data, key_train, key_eval = jax.random.split(jax.random.key(config.seed), 3)
-    gmm = sde_lib.gaussian_pair(key_data, config.dim)
-    heldout = gmm.sample(jax.random.fold_in(key_data, 1), config.num_heldout).astype(jnp.float32)
-    rows = [{"loss": "exact score", "train_s": 0.0,
-             **evaluate(key_eval, sde, gmm, gmm.score_fn(sde), config, heldout)}]
-    for name in config.losses:
-        score_fn, result = fit.fit_mixture_score(
-            key_train, sde, gmm, train_steps=config.train_steps, batch_size=config.batch_size,
-            learning_rate=config.learning_rate, hidden=config.hidden,
-            num_blocks=config.num_blocks, loss_config=LOSSES[name])
-        rows.append({"loss": name, "train_s": result.seconds,
-                     **evaluate(key_eval, sde, gmm, score_fn, config, heldout)})
-    columns = ["loss", "heldout_dsm", "nll_bpd", "sw2_em", "sw2_heun", "train_s"]
+def run(config, workdir: str) -> dict[str, str]:
+    """Trains (or reloads) one model per loss of ``config.experiment.losses`` and evaluates each;
+    returns the paths written."""
+    exp = experiment_config(LossComparisonConfig, config)
+    configs = {name: base.override(config, loss_fields(name)) for name in exp.losses}
+    for c in configs.values():  # every loss checked before anything trains
+        train.validate_config(c)
+    key_eval = jax.random.key(exp.seed)
+    rows = []
+    for i, (name, c) in enumerate(configs.items()):
+        trained = train.train_and_evaluate(c, os.path.join(workdir, f"model_{i}"))
+        sde, gmm = trained["sde"], trained["dataset"].gmm
+        if not rows:  # the exact score's row, on the same held-out data
+            heldout = gmm.sample(jax.random.fold_in(key_eval, 1),
+                                 exp.num_heldout).astype(jnp.float32)
+            rows.append({"loss": "exact score", "config": "",
+                         **evaluate(key_eval, sde, gmm, gmm.score_fn(sde), exp, heldout)})
+        shortcut = ",".join(f"{k}={v}" for k, v in loss_fields(name).items())
+        rows.append({"loss": name, "config": shortcut,
+                     **evaluate(key_eval, sde, gmm, trained["score_fn"], exp, heldout)})
+    columns = ["loss", "heldout_dsm", "nll_bpd", "sw2_em", "sw2_heun", "config"]
     paths = reporting.write_table(workdir, "losses", rows, columns)
     plt = reporting.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.35 * len(rows) + 1.5))
@@ -118,7 +122,7 @@ def run(config: LossComparisonConfig, workdir: str) -> dict[str, str]:
 
 
 def main(argv=None):
-    return cli.run_main(LossComparisonConfig, run, argv, __doc__.splitlines()[0])
+    cli.run_main(run, "compare_losses", argv)
 
 
 if __name__ == "__main__":

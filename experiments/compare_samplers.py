@@ -1,7 +1,9 @@
 r"""The main job: reverse-SDE vs DDPM sampling (and every other sampler) on Gaussian-mixture data.
 
 For each dimension ``d`` (default 2 and 16), the seeds' mixture of two identical Gaussians with
-random shifts is the data. A score model is trained on it (``experiments/train.py``), then every
+random shifts is the data. A score model is trained on it (``experiments/train.py``, the config
+``experiments/configs/compare_samplers.py`` with ``data.dim = d``, in ``<workdir>/model_d<d>``;
+a second run in the same workdir reuses it), then every
 sampler runs at every NFE target both with the trained model and with the oracle's exact score,
 so sampler error (exact rows) and model error (the difference) are separated. Each run is
 measured against the exact mixture:
@@ -34,39 +36,33 @@ import numpy as np
 from tqdm import tqdm
 
 import sde_lib
-from experiments import cli, fit, reporting, sample_quality
+from experiments import cli, reporting, sample_quality, train
+from experiments.config_types import experiment_config
+from experiments.configs import base
 
-METHODS = tuple(sde_lib.SAMPLERS)  # every registered sampler, in registry order
-NFES = (10, 20, 50, 100, 250, 1000)
 # adaptive solves take tolerances, not steps: one tolerance per NFE column, the NFE is measured
 ADAPTIVE_TOLERANCES = (3e-1, 1e-1, 3e-2, 1e-2, 1e-3, 1e-4)
 
 
 @dataclasses.dataclass(frozen=True)
 class ComparisonConfig:
-    """What the comparison runs (the defaults are the README's main job).
+    """The ``experiment`` section of ``experiments/configs/compare_samplers.py``.
 
     Attributes:
-      dims: data dimensions.
+      dims: data dimensions (one trained model each).
       methods: sampler names (``sde_lib.SAMPLERS``).
-      nfes: NFE targets; Heun takes ``(nfe + 1) // 2`` steps, pc ``nfe // 2`` (one corrector).
+      nfes: NFE targets; a sampler takes ``Sampler.num_steps_for(nfe)`` steps.
       num_samples: samples per run (and exact samples to compare with).
       num_heldout: held-out points for the probability-flow NLL.
-      train_steps, batch_size, learning_rate, hidden, num_blocks: the score model's training.
-      seed: data, training and sampling seed.
+      seed: sampling and evaluation seed.
     """
 
-    dims: tuple[int, ...] = (2, 16)
-    methods: tuple[str, ...] = METHODS
-    nfes: tuple[int, ...] = NFES
-    num_samples: int = 2000
-    num_heldout: int = 200
-    train_steps: int = 4000
-    batch_size: int = 512
-    learning_rate: float = 2e-3
-    hidden: int = 128
-    num_blocks: int = 3
-    seed: int = 0
+    dims: tuple[int, ...]
+    methods: tuple[str, ...]
+    nfes: tuple[int, ...]
+    num_samples: int
+    num_heldout: int
+    seed: int
 
     def __post_init__(self):
         unknown = sorted(set(self.methods) - set(sde_lib.SAMPLERS))
@@ -77,7 +73,9 @@ class ComparisonConfig:
             raise ValueError(f"nfes must be integers >= 2, got {self.nfes!r}")
         if len(self.nfes) > len(ADAPTIVE_TOLERANCES):
             raise ValueError(f"at most {len(ADAPTIVE_TOLERANCES)} NFE targets, got {self.nfes}")
-        for name in ("num_samples", "num_heldout", "train_steps", "batch_size", "hidden"):
+        if not self.dims or min(self.dims) < 1:
+            raise ValueError(f"dims must be integers >= 1, got {self.dims!r}")
+        for name in ("num_samples", "num_heldout"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
 
@@ -245,43 +243,40 @@ def write_figures(workdir, rows, samples, gmm_2d, config):
 
 # ----- the job ----------------------------------------------------------------------------------
 
-def train_score_model(rng, sde, gmm, config: ComparisonConfig):
-    """The residual MLP trained with the eps loss on fresh mixture samples (``fit.py``)."""
-    score_fn, _ = fit.fit_mixture_score(
-        rng, sde, gmm, train_steps=config.train_steps, batch_size=config.batch_size,
-        learning_rate=config.learning_rate, hidden=config.hidden, num_blocks=config.num_blocks)
-    return score_fn
-
-
-def compare_samplers(config: ComparisonConfig, workdir: str) -> dict[str, str]:
-    """Runs the comparison; returns the paths of the files written."""
-    sde = sde_lib.VPSDE()
-    rng = jax.random.key(config.seed)
-    total = 2 * len(config.dims) * len(config.methods) * len(config.nfes)
+def compare_samplers(config, workdir: str) -> dict[str, str]:
+    """Trains (or reloads) one model per dimension, runs the comparison; returns the paths of
+    the files written."""
+    exp = experiment_config(ComparisonConfig, config)
+    configs = {dim: base.override(config, {"data.dim": dim}) for dim in exp.dims}
+    for c in configs.values():  # every dimension checked before anything trains
+        train.validate_config(c)
+    rng = jax.random.key(exp.seed)
+    total = 2 * len(exp.dims) * len(exp.methods) * len(exp.nfes)
     rows, likelihood, samples_2d, gmm_2d = [], [], {}, None
-    with tqdm(total=total, desc="sampler runs", unit="run") as progress:
-        for dim in config.dims:
-            key_data, key_train, key_eval = jax.random.split(jax.random.fold_in(rng, dim), 3)
-            gmm = sde_lib.gaussian_pair(key_data, dim)
-            progress.set_postfix_str(f"training d={dim}")
-            score_fns = {"model": train_score_model(key_train, sde, gmm, config),
-                         "exact": gmm.score_fn(sde)}
-            progress.set_postfix_str(f"sampling d={dim}")
-            dim_rows, samples = evaluate_runs(key_eval, sde, gmm, score_fns, config, progress,
-                                              dim)
-            rows += dim_rows
-            likelihood.append({"dim": dim, **heldout_nll(key_eval, sde, gmm, score_fns,
-                                                         config.num_heldout, dim)})
-            if dim == 2:
-                samples_2d, gmm_2d = samples, gmm
+    for dim, c in configs.items():
+        trained = train.train_and_evaluate(c, os.path.join(workdir, f"model_d{dim}"))
+        sde, gmm = trained["sde"], trained["dataset"].gmm
+        score_fns = {"model": trained["score_fn"], "exact": gmm.score_fn(sde)}
+        key_eval = jax.random.fold_in(rng, dim)
+        with tqdm(total=total // len(exp.dims), desc=f"sampler runs d={dim}",
+                  unit="run") as progress:
+            dim_rows, samples = evaluate_runs(key_eval, sde, gmm, score_fns, exp, progress, dim)
+        rows += dim_rows
+        likelihood.append({"dim": dim, **heldout_nll(key_eval, sde, gmm, score_fns,
+                                                     exp.num_heldout, dim)})
+        if dim == 2:
+            samples_2d, gmm_2d = samples, gmm
     paths = write_results(workdir, rows, likelihood)
-    paths.update(write_summary(workdir, rows, config))
-    paths.update(write_figures(workdir, rows, samples_2d, gmm_2d, config))
+    paths.update(write_summary(workdir, rows, exp))
+    paths.update(write_figures(workdir, rows, samples_2d, gmm_2d, exp))
     return paths
 
 
+run = compare_samplers
+
+
 def main(argv=None):
-    return cli.run_main(ComparisonConfig, compare_samplers, argv, __doc__.splitlines()[0])
+    cli.run_main(compare_samplers, "compare_samplers", argv)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Typed, frozen views of a config's sections, checked before anything is compiled.
 
 ``parse_config(config)`` turns an ml_collections ``ConfigDict`` (``experiments/configs/``) into an
-``ExperimentConfig`` of frozen dataclasses; below this point no code reads a ConfigDict. Strings
+``ExperimentConfig`` of frozen dataclasses; below this point no code reads a ConfigDict. The
+dataclasses have no defaults of their own: every default lives in ``experiments/configs/base.py``,
+and a section or key a config leaves out is taken from there. Strings
 become objects in one place each: the SDE here (``SDES``), the model in ``models.get_model``,
 the loss in ``sde_lib.get_loss_fn`` and the sampler in ``sde_lib.sample``.
 """
@@ -16,6 +18,7 @@ from collections.abc import Mapping
 import jax
 
 import sde_lib
+from experiments.configs import base
 from experiments.data import DataConfig
 from models import ModelConfig, get_model_config
 from sde_lib.losses.config import as_loss_config
@@ -35,8 +38,8 @@ SDES = {
 class SDEConfig:
     """``name`` (a key of ``SDES``) and the keyword arguments of its constructor."""
 
-    name: str = "vp"
-    kwargs: Mapping = dataclasses.field(default_factory=dict)
+    name: str
+    kwargs: Mapping
 
     def build(self):
         """The SDE object; raises ValueError for an unknown name or bad arguments."""
@@ -53,13 +56,13 @@ class OptimConfig:
     """Adam (Kingma & Ba 2015) with a linear warmup of ``warmup_steps`` to ``lr``, gradients
     clipped to global norm ``grad_clip`` (``None``: no clipping), and parameter EMA ``ema_rate``."""
 
-    lr: float = 1e-3
-    warmup_steps: int = 0
-    grad_clip: float | None = 1.0
-    ema_rate: float = 0.999
-    b1: float = 0.9
-    b2: float = 0.999
-    adam_eps: float = 1e-8
+    lr: float
+    warmup_steps: int
+    grad_clip: float | None
+    ema_rate: float
+    b1: float
+    b2: float
+    adam_eps: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,27 +73,27 @@ class TrainingConfig:
     its randomness from one key (``experiments.train.example_losses``), so every device's share
     must be a multiple of it."""
 
-    batch_size: int = 256
-    num_train_steps: int = 1000
-    steps_per_call: int = 1
-    num_devices: int | None = None
-    log_every: int = 100
-    eval_every: int = 1000
-    sample_every: int = 1000
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 3
-    seed: int = 0
-    rng_block_size: int = 8
+    batch_size: int
+    num_train_steps: int
+    steps_per_call: int
+    num_devices: int | None
+    log_every: int
+    eval_every: int
+    sample_every: int
+    checkpoint_every: int
+    keep_checkpoints: int
+    seed: int
+    rng_block_size: int
 
 
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
     """Arguments of ``sde_lib.sample``."""
 
-    method: str = "euler_maruyama"
-    num_steps: int = 500
-    eps: float = 1e-3
-    options: Mapping = dataclasses.field(default_factory=dict)
+    method: str
+    num_steps: int
+    eps: float
+    options: Mapping
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,15 +101,15 @@ class EvalConfig:
     """Test loss on ``num_batches`` batches of ``batch_size``; probability-flow bits/dim
     (``sde_lib.log_likelihood``) on ``likelihood_examples`` test examples; ``num_samples``."""
 
-    batch_size: int = 256
-    num_batches: int = 4
-    likelihood: bool = True
-    likelihood_examples: int = 64
-    likelihood_eps: float = 1e-5
-    divergence: str = "rademacher"
-    rtol: float = 1e-5
-    atol: float = 1e-5
-    num_samples: int = 256
+    batch_size: int
+    num_batches: int
+    likelihood: bool
+    likelihood_examples: int
+    likelihood_eps: float
+    divergence: str
+    rtol: float
+    atol: float
+    num_samples: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,9 +117,9 @@ class DistributedConfig:
     """``jax.distributed.initialize`` arguments; ``None`` fields come from the environment
     (``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``)."""
 
-    coordinator_address: str | None = None
-    num_processes: int | None = None
-    process_id: int | None = None
+    coordinator_address: str | None
+    num_processes: int | None
+    process_id: int | None
 
     def resolved(self) -> DistributedConfig:
         env = os.environ
@@ -141,9 +144,27 @@ class ExperimentConfig:
     distributed: DistributedConfig
 
 
-def _section(config, name: str) -> dict:
-    section = config[name] if name in config else {}
+def _plain(section) -> dict:
     return section.to_dict() if hasattr(section, "to_dict") else dict(section)
+
+
+def _section(config, name: str) -> dict:
+    """Section ``name`` of ``config`` over the base config's (the one place defaults live)."""
+    defaults = _plain(base.get_base_config()[name]) if name in base.SECTIONS else {}
+    return {**defaults, **(_plain(config[name]) if name in config else {})}
+
+
+def default_section(section: str, /, **overrides):
+    """The typed ``section`` (``"data"``, ``"optim"``, ...) of the base config, with
+    ``overrides``: ``default_section("data", name="digits")``."""
+    if section not in SECTION_TYPES:
+        raise ValueError(f"section must be one of {sorted(SECTION_TYPES)}, got {section!r}")
+    return _typed(SECTION_TYPES[section], {section: overrides}, section)
+
+
+SECTION_TYPES = {"data": DataConfig, "sde": SDEConfig, "optim": OptimConfig,
+                 "training": TrainingConfig, "sampling": SamplingConfig, "eval": EvalConfig,
+                 "distributed": DistributedConfig}
 
 
 def _typed(cls, config, name: str):
@@ -152,6 +173,23 @@ def _typed(cls, config, name: str):
     unknown = sorted(set(values) - fields)
     if unknown:
         raise ValueError(f"unknown {name} config keys {unknown}; valid keys are {sorted(fields)}")
+    return cls(**values)
+
+
+def experiment_config(cls, config):
+    """The typed ``experiment`` section of an experiment module's config: ``cls`` (a frozen
+    dataclass without defaults) built from ``config.experiment``, lists as tuples.
+
+    Raises:
+      ValueError: an unknown or missing key, naming the valid ones.
+    """
+    values = {k: tuple(v) if isinstance(v, list) else v
+              for k, v in _plain(config["experiment"] if "experiment" in config else {}).items()}
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown, missing = sorted(set(values) - fields), sorted(fields - set(values))
+    if unknown or missing:
+        raise ValueError(f"experiment config: unknown keys {unknown}, missing keys {missing}; "
+                         f"the keys are {sorted(fields)}")
     return cls(**values)
 
 
@@ -182,7 +220,7 @@ def parse_config(config) -> ExperimentConfig:
         unknown key, or a bad number (e.g. ``optim.lr <= 0``), naming the field.
     """
     model = _section(config, "model")
-    if "name" not in model:
+    if "model" in config and "name" not in config["model"]:
         raise ValueError("model.name is required")
     model_cfg = get_model_config(model.pop("name"), **model)
     sde_cfg = _typed(SDEConfig, config, "sde")

@@ -68,17 +68,20 @@ class DataConfig:
       dim: dimension of ``"gaussian_pair"``.
       num_train, num_test: sizes of the synthetic train and test sets.
       seed: seed of the synthetic data, the shuffling and the dequantization noise.
+
+    No defaults here: they are in ``experiments/configs/base.py``
+    (``config_types.default_section("data", name=...)``).
     """
 
-    name: str = DIGITS
-    data_dir: str | None = None
-    train_split: str = "train"
-    eval_split: str = "test"
-    dequantize: bool = False
-    dim: int = 2
-    num_train: int = 10_000
-    num_test: int = 2_000
-    seed: int = 0
+    name: str
+    data_dir: str | None
+    train_split: str
+    eval_split: str
+    dequantize: bool
+    dim: int
+    num_train: int
+    num_test: int
+    seed: int
 
 
 @dataclasses.dataclass(frozen=True)

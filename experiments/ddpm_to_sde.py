@@ -23,19 +23,20 @@ import numpy as np
 
 import sde_lib
 from experiments import cli, reporting
+from experiments.config_types import experiment_config
 
 
 @dataclasses.dataclass(frozen=True)
 class DDPMToSDEConfig:
-    """Ns: chain lengths; num_samples, dim: the sampler Monte Carlo (samples x dimensions);
-    mu, s: the Gaussian data."""
+    """The ``experiment`` section: Ns: chain lengths; num_samples, dim: the sampler Monte Carlo
+    (samples x dimensions); mu, s: the Gaussian data."""
 
-    Ns: tuple[int, ...] = (50, 100, 200, 400, 800)
-    num_samples: int = 100_000
-    dim: int = 8
-    mu: float = 0.7
-    s: float = 0.5
-    seed: int = 0
+    Ns: tuple[int, ...]
+    num_samples: int
+    dim: int
+    mu: float
+    s: float
+    seed: int
 
 
 def marginal_error(N: int) -> float:
@@ -66,7 +67,10 @@ def _slope(x, y):
     return float(np.polyfit(np.log(x), np.log(y), 1)[0])
 
 
-def run(config: DDPMToSDEConfig, workdir: str) -> dict[str, str]:
+def run(config, workdir: str) -> dict[str, str]:
+    """Runs ``config`` (``experiments/configs/ddpm_to_sde.py``) into ``workdir``; returns the
+    paths written."""
+    config = experiment_config(DDPMToSDEConfig, config)
     rng = jax.random.key(config.seed)
     rows = []
     for N in config.Ns:
@@ -101,7 +105,7 @@ def run(config: DDPMToSDEConfig, workdir: str) -> dict[str, str]:
 
 
 def main(argv=None):
-    return cli.run_main(DDPMToSDEConfig, run, argv, __doc__.splitlines()[0])
+    cli.run_main(run, "ddpm_to_sde", argv)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 r"""Digits: the tiny U-Net on the embedded 8x8 handwritten digits (scikit-learn's, via tfds).
 
-Trains ``unet_digits`` with the eps loss on the train split (``fit.py``), then on the test split:
+Trains ``unet_digits`` with DDPM's eps loss on the DDPM chain (``DiscreteVPSDE``) on the train
+split (``experiments/configs/digits.py``, trained by ``experiments.train`` in ``<workdir>/model``;
+a second run in the same workdir reuses it), then on the test split:
 
 * probability-flow bits/dim (``sde_lib.log_likelihood`` with Hutchinson probes, uniform
   dequantization of the 17 grey levels in bins centred on the training values,
   ``sde_lib.bits_per_dim`` with ``num_bins=17``);
 * the DDPM negative ELBO in bits/dim (``sde_lib.ddpm_negative_elbo``, discretized decoder with 17
-  bins) on the chain of the same VP SDE;
+  bins) on the same chain;
 * sample grids from every sampler (``samples.png``, one row per sampler) with their NFE and time;
 * inpainting: the bottom half of test digits restored from the top half by projection and by DPS
   (``inpainting.png``: originals, observed halves, restorations), with the mean squared error of
@@ -20,59 +22,43 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import models
 import sde_lib
-from experiments import cli, data, fit, reporting
+from experiments import cli, data, reporting, train
+from experiments.config_types import experiment_config, parse_config
 
 SAMPLERS = tuple(sde_lib.SAMPLERS)  # every registered sampler, in registry order
 
 
 @dataclasses.dataclass(frozen=True)
 class DigitsConfig:
-    """train_steps, batch_size, learning_rate: the U-Net's training; num_steps: sampler steps;
-    num_samples: images per sampler; num_test: test images for the likelihoods and inpainting;
-    data_dir: the tfds data directory (empty: tfds' default)."""
+    """The ``experiment`` section: num_steps: sampler steps; num_samples: images per sampler;
+    num_test: test images for the likelihoods and inpainting; seed: of the evaluation."""
 
-    train_steps: int = 2000
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    num_steps: int = 100
-    num_samples: int = 16
-    num_test: int = 64
-    data_dir: str = ""
-    seed: int = 0
+    num_steps: int
+    num_samples: int
+    num_test: int
+    seed: int
 
     def __post_init__(self):
         if self.num_steps <= 20:  # reverse diffusion and pc need a num_steps-step chain, beta < 1
             raise ValueError(f"num_steps must be > 20 (VP beta_max = 20), got {self.num_steps}")
-        for name in ("train_steps", "batch_size", "num_samples", "num_test"):
+        for name in ("num_samples", "num_test"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
 
 
-def load_images(split: str, data_dir: str) -> tuple[np.ndarray, int]:
+def load_images(data_config: data.DataConfig, split: str) -> tuple[np.ndarray, int]:
     """All images of a digits split as integer levels ``(n, 8, 8, 1)`` and the number of levels."""
-    ds = data.load_dataset(data.DataConfig(name="digits", data_dir=data_dir or None), split)
+    ds = data.load_dataset(data_config, split)
     v = np.stack([r["x"] for r in ds.source.__getitems__(list(range(len(ds))))])
     return v.astype(np.int32), ds.num_levels
-
-
-def train_digits_model(config: DigitsConfig, sde):
-    """The EMA ``unet_digits`` score function trained on the train split, and the fit result."""
-    v, levels = load_images("train", config.data_dir)
-    x = data.scale_images(v, levels)
-    model = models.get_model("unet_digits")
-    result = fit.fit(jax.random.key(config.seed), sde, model, fit.array_sampler(x),
-                     sde_lib.LossConfig(name="eps", reduce_mean=True), x.shape[1:],
-                     num_steps=config.train_steps, batch_size=config.batch_size,
-                     learning_rate=config.learning_rate, steps_per_call=1)
-    return models.get_score_fn(sde, model, result.params, "eps"), result
 
 
 def _grid(rows_of_images, titles, plt):
@@ -92,12 +78,18 @@ def _grid(rows_of_images, titles, plt):
     return fig
 
 
-def run(config: DigitsConfig, workdir: str) -> dict[str, str]:
-    sde = sde_lib.VPSDE()
-    score_fn, result = train_digits_model(config, sde)
-    v_test, levels = load_images("test", config.data_dir)
-    v_test = v_test[:config.num_test]
-    rng = jax.random.key(config.seed + 1)
+def run(config, workdir: str) -> dict[str, str]:
+    """Trains (or reloads) the U-Net of ``config`` in ``workdir/model``, then measures it;
+    returns the paths written."""
+    exp = experiment_config(DigitsConfig, config)
+    data_config = parse_config(config).data
+    if data_config.name != data.DIGITS:
+        raise ValueError(f"data.name must be {data.DIGITS!r} here, got {data_config.name!r}")
+    trained = train.train_and_evaluate(config, os.path.join(workdir, "model"))
+    sde, score_fn = trained["sde"], trained["score_fn"]
+    v_test, levels = load_images(data_config, data_config.eval_split)
+    v_test = v_test[:exp.num_test]
+    rng = jax.random.key(exp.seed + 1)
     k_deq, k_ll, k_elbo, k_sample, k_inpaint = jax.random.split(rng, 5)
     D = math.prod(v_test.shape[1:])
     # bins of width 2 / (L - 1) centred on the training levels 2 v / (L - 1) - 1
@@ -109,18 +101,18 @@ def run(config: DigitsConfig, workdir: str) -> dict[str, str]:
     bpd = float(jnp.mean(sde_lib.bits_per_dim(logp, D, data_range, num_bins=levels)))
     x_test = jnp.asarray(data.scale_images(v_test, levels))
     elbo = sde_lib.ddpm_negative_elbo(k_elbo, sde, score_fn, x_test, num_bins=levels)
-    summary = [{"train_steps": config.train_steps, "train_s": result.seconds,
-                "final_loss": float(np.mean(result.losses[-50:])),
+    summary = [{"train_steps": int(trained["state"].step),
+                "test_loss": trained["eval"]["test_loss"],
                 "pf_ode_bpd": bpd, "pf_ode_nfe": int(nfe_ll),
                 "ddpm_elbo_bpd": float(jnp.mean(elbo.bpd)), "num_test": len(v_test)}]
     paths = reporting.write_table(workdir, "digits", summary, list(summary[0]))
-    shape = (config.num_samples, *v_test.shape[1:])
+    shape = (exp.num_samples, *v_test.shape[1:])
     plt = reporting.pyplot()
     sampler_rows, grids = [], []
     for method in SAMPLERS:
         options = {"rtol": 1e-3, "atol": 1e-3} if sde_lib.SAMPLERS[method].adaptive else {}
         fn = jax.jit(lambda k, m=method, o=options: sde_lib.sample(
-            k, sde, score_fn, shape, method=m, num_steps=config.num_steps, **o))
+            k, sde, score_fn, shape, method=m, num_steps=exp.num_steps, **o))
         start = time.perf_counter()
         x, nfe = jax.block_until_ready(fn(k_sample))
         sampler_rows.append({"sampler": method, "nfe": int(nfe),
@@ -141,7 +133,7 @@ def run(config: DigitsConfig, workdir: str) -> dict[str, str]:
     for guidance, sigma_y in (("projection", 0.0), ("dps", 0.1)):
         x, _ = jax.jit(lambda k, g=guidance, s=sigma_y: sde_lib.conditional_sample(
             k, sde, score_fn, (n, *v_test.shape[1:]), A, y, s, guidance=g,
-            num_steps=config.num_steps))(k_inpaint)
+            num_steps=exp.num_steps))(k_inpaint)
         x = np.asarray(x)
         restored.append(x)
         inpaint_rows.append({"guidance": guidance, "sigma_y": sigma_y,
@@ -155,7 +147,7 @@ def run(config: DigitsConfig, workdir: str) -> dict[str, str]:
 
 
 def main(argv=None):
-    return cli.run_main(DigitsConfig, run, argv, __doc__.splitlines()[0])
+    cli.run_main(run, "digits", argv)
 
 
 if __name__ == "__main__":

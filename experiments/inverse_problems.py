@@ -15,46 +15,52 @@ Run: ``python -m experiments.inverse_problems --workdir runs/inverse``.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import sde_lib
-from experiments import cli, fit, reporting, sample_quality
+from experiments import cli, reporting, sample_quality, train
+from experiments.config_types import experiment_config
 
 GUIDANCES = (("projection", 0.0), ("dps", 0.2), ("tmpd", 0.2), ("tmpd", 0.0))
 
 
 @dataclasses.dataclass(frozen=True)
 class InverseConfig:
-    """ys: observed values of x_1; num_samples, num_steps, method: the conditional sampler; the
-    rest: the score model."""
+    """The ``experiment`` section: ys: observed values of x_1; num_samples, num_steps, method:
+    the conditional sampler; seed: of the sampling."""
 
-    ys: tuple[float, ...] = (-1.5, 0.5, 1.5)
-    num_samples: int = 2000
-    num_steps: int = 500
-    method: str = "euler_maruyama"
-    train_steps: int = 4000
-    batch_size: int = 512
-    hidden: int = 128
-    num_blocks: int = 3
-    learning_rate: float = 2e-3
-    seed: int = 0
+    ys: tuple[float, ...]
+    num_samples: int
+    num_steps: int
+    method: str
+    seed: int
+
+    def __post_init__(self):
+        if self.method not in sde_lib.SAMPLERS or sde_lib.SAMPLERS[self.method].adaptive:
+            raise ValueError(f"experiment.method must be a fixed-step sampler, one of "
+                             f"{[m for m, s in sde_lib.SAMPLERS.items() if not s.adaptive]}, "
+                             f"got {self.method!r}")
+        if not self.ys or self.num_samples < 1 or self.num_steps < 1:
+            raise ValueError(f"need ys non-empty and num_samples, num_steps >= 1, got "
+                             f"{self.ys!r}, {self.num_samples}, {self.num_steps}")
 
 
-def run(config: InverseConfig, workdir: str) -> dict[str, str]:
-    sde = sde_lib.VPSDE()
-    gmm = sde_lib.asymmetric_mixture_2d()
-    key_fit, key_sample, key_ref = jax.random.split(jax.random.key(config.seed), 3)
-    model_score, _ = fit.fit_mixture_score(
-        key_fit, sde, gmm, train_steps=config.train_steps, batch_size=config.batch_size,
-        learning_rate=config.learning_rate, hidden=config.hidden, num_blocks=config.num_blocks)
-    scores = {"exact": gmm.score_fn(sde), "model": model_score}
+def run(config, workdir: str) -> dict[str, str]:
+    """Trains (or reloads) the model of ``config`` in ``workdir/model``, then samples every
+    guidance with it and with the exact score; returns the paths written."""
+    exp = experiment_config(InverseConfig, config)
+    trained = train.train_and_evaluate(config, os.path.join(workdir, "model"))
+    sde, gmm = trained["sde"], trained["dataset"].gmm
+    key_sample, key_ref = jax.random.split(jax.random.key(exp.seed))
+    scores = {"exact": gmm.score_fn(sde), "model": trained["score_fn"]}
     A = jnp.array([[1.0, 0.0]])
-    n = config.num_samples
+    n = exp.num_samples
     rows, shown = [], {}
-    for y in config.ys:
+    for y in exp.ys:
         for guidance, sigma_y in GUIDANCES:
             post = gmm.condition(A, jnp.array([y]), max(sigma_y, 1e-6))
             # the law of the unobserved x_2 (the x_1 part is degenerate when sigma_y = 0)
@@ -66,7 +72,7 @@ def run(config: InverseConfig, workdir: str) -> dict[str, str]:
                 x, _ = jax.jit(lambda k, obs, sf=score_fn, g=guidance, s=sigma_y:
                                sde_lib.conditional_sample(
                                    k, sde, sf, (n, 2), A, obs, s, guidance=g,
-                                   method=config.method, num_steps=config.num_steps)
+                                   method=exp.method, num_steps=exp.num_steps)
                                )(key_sample, jnp.array([y]))
                 x = np.asarray(x)
                 finite = bool(np.all(np.isfinite(x)))
@@ -82,7 +88,7 @@ def run(config: InverseConfig, workdir: str) -> dict[str, str]:
                     if finite else None,
                     "w2_x2": sample_quality.sliced_wasserstein(x[:, 1:], exact, key_ref)
                     if finite else None})
-                if y == config.ys[len(config.ys) // 2] and score_name == "exact":
+                if y == exp.ys[len(exp.ys) // 2] and score_name == "exact":
                     shown[(guidance, sigma_y)] = (x, post)
     columns = ["y", "sigma_y", "guidance", "score", "exact_mean_x2", "mean_err_x2", "sd_err_x2",
                "mode_err", "w2_x2"]
@@ -99,14 +105,14 @@ def run(config: InverseConfig, workdir: str) -> dict[str, str]:
         ax.plot(grid, dens, "k", lw=1, label="exact p(x_2 | y)")
         ax.set(title=f"{guidance}, sigma_y={sigma_y}", xlabel="x_2")
     axes[0, 0].legend(fontsize=7)
-    fig.suptitle(f"exact score, y = {config.ys[len(config.ys) // 2]}")
+    fig.suptitle(f"exact score, y = {exp.ys[len(exp.ys) // 2]}")
     fig.tight_layout()
     paths.update(reporting.save_figure(fig, workdir, "inverse.png"))
     return paths
 
 
 def main(argv=None):
-    return cli.run_main(InverseConfig, run, argv, __doc__.splitlines()[0])
+    cli.run_main(run, "inverse_problems", argv)
 
 
 if __name__ == "__main__":

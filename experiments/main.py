@@ -11,16 +11,12 @@ command on every process with ``--config.distributed.coordinator_address=HOST:PO
 """
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-from experiments import train
+from experiments import cli, train
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events, samples.")
+cli.define_flags()  # --config and --workdir, both required here
 flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to run.")
-config_flags.DEFINE_config_file("config", None, "Training configuration file.",
-                                lock_config=True)
-flags.mark_flags_as_required(["config", "workdir"])
 
 MODES = {"train": train.train_and_evaluate, "eval": train.evaluate, "sample": train.sample}
 

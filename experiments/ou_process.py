@@ -23,21 +23,22 @@ from scipy import stats
 
 import sde_lib
 from experiments import cli, reporting
+from experiments.config_types import experiment_config
 
 
 @dataclasses.dataclass(frozen=True)
 class OUConfig:
-    """beta, sigma, T: the process; x0: the start; num_paths, num_steps: the simulation;
-    num_checkpoints: the times compared (equally spaced in (0, T])."""
+    """The ``experiment`` section: beta, sigma, T: the process; x0: the start; num_paths,
+    num_steps: the simulation; num_checkpoints: the times compared (equally spaced in (0, T])."""
 
-    beta: float = 1.0
-    sigma: float = 1.5
-    T: float = 5.0
-    x0: float = 3.0
-    num_paths: int = 20000
-    num_steps: int = 1000
-    num_checkpoints: int = 10
-    seed: int = 0
+    beta: float
+    sigma: float
+    T: float
+    x0: float
+    num_paths: int
+    num_steps: int
+    num_checkpoints: int
+    seed: int
 
 
 def simulate(rng, sde, x0, num_paths, num_steps, num_checkpoints):
@@ -58,7 +59,10 @@ def simulate(rng, sde, x0, num_paths, num_steps, num_checkpoints):
     return (idx + 1) * dt, np.asarray(path)[idx]
 
 
-def run(config: OUConfig, workdir: str) -> dict[str, str]:
+def run(config, workdir: str) -> dict[str, str]:
+    """Runs the simulation of ``config`` (``experiments/configs/ou_process.py``) into
+    ``workdir``; returns the paths written."""
+    config = experiment_config(OUConfig, config)
     sde = sde_lib.OrnsteinUhlenbeckSDE(beta=config.beta, sigma=config.sigma, T=config.T)
     times, xs = simulate(jax.random.key(config.seed), sde, config.x0, config.num_paths,
                          config.num_steps, config.num_checkpoints)
@@ -101,7 +105,7 @@ def run(config: OUConfig, workdir: str) -> dict[str, str]:
 
 
 def main(argv=None):
-    return cli.run_main(OUConfig, run, argv, __doc__.splitlines()[0])
+    cli.run_main(run, "ou_process", argv)
 
 
 if __name__ == "__main__":

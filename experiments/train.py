@@ -319,7 +319,10 @@ def train_and_evaluate(config, workdir: str, on_checkpoint: Callable[[int], None
       on_checkpoint: called with the step after each checkpoint is on disk.
 
     Returns:
-      ``{"state": the final TrainState, "train_loss": (steps run here,) losses, "eval": dict}``.
+      ``{"state": the final TrainState, "train_loss": (steps run here,) losses, "eval": dict,
+      "score_fn": the EMA parameters' score function, "sde": the SDE, "dataset": the training
+      split (its ``gmm`` is the exact law of synthetic data)}``. A run already at
+      ``num_train_steps`` only evaluates (``train_loss`` is then empty).
 
     Raises:
       ValueError: a bad config (see ``parse_config`` and ``check_devices``), before compiling.
@@ -367,7 +370,9 @@ def train_and_evaluate(config, workdir: str, on_checkpoint: Callable[[int], None
     writer.close()
     train_loss = np.concatenate([np.ravel(np.asarray(v)) for v in losses]) if losses else \
         np.zeros((0,))
-    return {"state": run.state, "train_loss": train_loss, "eval": metrics}
+    return {"state": run.state, "train_loss": train_loss, "eval": metrics,
+            "score_fn": run.score_fn(run.state.ema_params), "sde": run.sde,
+            "dataset": run.train_it.dataset}
 
 
 def evaluate(config, workdir: str) -> dict[str, float]:

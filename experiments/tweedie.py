@@ -3,8 +3,9 @@ r"""Tweedie denoising: posterior mean and covariance from a trained score agains
 For ``x_t ~ p_t`` at several noise levels, ``E[x_0 | x_t] = (x_t + sigma_t^2 s(x_t)) / alpha_t``
 and ``Cov[x_0 | x_t] = sigma_t^2 / alpha_t^2 (I + sigma_t^2 \nabla s)`` (Efron 2011; Meng et al.
 2021; ``sde_lib.posterior_moments``) are computed from a score model trained on the data
-(``fit.py``, eps loss) and from the oracle's exact score, and compared with the exact posterior
-``p(x_0 | x_t)`` of the Gaussian mixture (``GaussianMixture.posterior``):
+(``experiments/configs/tweedie.py``, trained by ``experiments.train`` in ``<workdir>/model``) and
+from the oracle's exact score, and compared with the exact posterior ``p(x_0 | x_t)`` of the
+Gaussian mixture (``GaussianMixture.posterior``):
 
 * ``mean_rmse``: root mean squared error of the posterior mean over the ``x_t`` samples;
 * ``cov_err``: mean Frobenius norm of the covariance error;
@@ -18,26 +19,24 @@ runs/tweedie``.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import jax
 import jax.numpy as jnp
 
 import sde_lib
-from experiments import cli, fit, reporting
+from experiments import cli, reporting, train
+from experiments.config_types import experiment_config
 
 
 @dataclasses.dataclass(frozen=True)
 class TweedieConfig:
-    """times: the noise levels; num_points: x_t samples per level; the rest: the score model."""
+    """The ``experiment`` section: times: the noise levels; num_points: x_t samples per level;
+    seed: of the x_t samples."""
 
-    times: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.4, 0.7)
-    num_points: int = 1000
-    train_steps: int = 4000
-    batch_size: int = 512
-    hidden: int = 128
-    num_blocks: int = 3
-    learning_rate: float = 2e-3
-    seed: int = 0
+    times: tuple[float, ...]
+    num_points: int
+    seed: int
 
 
 def _errors(score_fn, sde, x_t, t, exact_mean, exact_cov):
@@ -47,19 +46,18 @@ def _errors(score_fn, sde, x_t, t, exact_mean, exact_cov):
     return rmse, cov_err
 
 
-def run(config: TweedieConfig, workdir: str) -> dict[str, str]:
-    sde = sde_lib.VPSDE()
-    gmm = sde_lib.asymmetric_mixture_2d()
-    rng = jax.random.key(config.seed)
-    key_fit, key_x = jax.random.split(rng)
-    model_score, _ = fit.fit_mixture_score(
-        key_fit, sde, gmm, train_steps=config.train_steps, batch_size=config.batch_size,
-        learning_rate=config.learning_rate, hidden=config.hidden, num_blocks=config.num_blocks)
-    scores = {"model": model_score, "exact": gmm.score_fn(sde)}
+def run(config, workdir: str) -> dict[str, str]:
+    """Trains (or reloads) the model of ``config`` in ``workdir/model`` and compares its Tweedie
+    moments with the exact posterior; returns the paths written."""
+    exp = experiment_config(TweedieConfig, config)
+    trained = train.train_and_evaluate(config, os.path.join(workdir, "model"))
+    sde, gmm = trained["sde"], trained["dataset"].gmm
+    key_x = jax.random.key(exp.seed)
+    scores = {"model": trained["score_fn"], "exact": gmm.score_fn(sde)}
     rows = []
-    for i, t in enumerate(config.times):
-        x_t = gmm.marginal(sde, t).sample(jax.random.fold_in(key_x, i), config.num_points)
-        tb = jnp.full((config.num_points,), t)
+    for i, t in enumerate(exp.times):
+        x_t = gmm.marginal(sde, t).sample(jax.random.fold_in(key_x, i), exp.num_points)
+        tb = jnp.full((exp.num_points,), t)
         post = gmm.posterior(sde, x_t, tb)
         exact_mean, exact_cov = post.mean(), post.covariance()
         alpha, sigma = sde.marginal_coeffs(jnp.asarray(t))
@@ -89,7 +87,7 @@ def run(config: TweedieConfig, workdir: str) -> dict[str, str]:
 
 
 def main(argv=None):
-    return cli.run_main(TweedieConfig, run, argv, __doc__.splitlines()[0])
+    cli.run_main(run, "tweedie", argv)
 
 
 if __name__ == "__main__":

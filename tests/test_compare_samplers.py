@@ -9,7 +9,11 @@ import pytest
 
 import sde_lib
 from experiments import compare_samplers, sample_quality
+from experiments.configs import compare_samplers as compare_samplers_config
+from tests._configs import tiny
 from tests._sde_cases import Z
+
+METHODS = tuple(sde_lib.SAMPLERS)
 
 
 def test_sliced_wasserstein_of_a_shift():
@@ -47,9 +51,9 @@ def test_main_job_tiny(tmp_path):
     """All samplers at two NFE targets with a briefly trained model and the exact score: one
     row per (score, sampler, NFE), files written, and with the exact score the errors shrink
     with NFE (averaged over the samplers that ran at both)."""
-    config = compare_samplers.ComparisonConfig(dims=(2,), nfes=(10, 200), num_samples=1000,
-                                               num_heldout=20, train_steps=100, batch_size=128,
-                                               hidden=32, num_blocks=1)
+    config = tiny(compare_samplers_config, dict(dims=(2,), nfes=(10, 200), num_samples=1000,
+                                                num_heldout=20), **{
+        "training.num_train_steps": 100, "training.checkpoint_every": 100})
     paths = compare_samplers.compare_samplers(config, str(tmp_path))
     for name in ("results.csv", "results.md", "summary.md", "likelihood.md", "likelihood.csv",
                  "quality_vs_nfe.png", "samples_2d.png"):
@@ -58,10 +62,10 @@ def test_main_job_tiny(tmp_path):
     rows = list(csv.DictReader(open(paths["results.csv"])))
     runs = [(r["score"], r["sampler"], r["nfe_target"]) for r in rows if r["sampler"] != "-"]
     assert sorted(runs) == sorted((s, m, str(n)) for s in ("model", "exact")
-                                  for m in compare_samplers.METHODS for n in (10, 200))
+                                  for m in METHODS for n in (10, 200))
     exact = {(r["sampler"], int(r["nfe_target"])): float(r["sw2"]) for r in rows
              if r["score"] == "exact" and r["sw2"]}
-    both = [m for m in compare_samplers.METHODS if (m, 10) in exact and (m, 200) in exact]
+    both = [m for m in METHODS if (m, 10) in exact and (m, 200) in exact]
     assert len(both) >= 6
     coarse = np.mean([exact[(m, 10)] for m in both])
     fine = np.mean([exact[(m, 200)] for m in both])
@@ -69,8 +73,13 @@ def test_main_job_tiny(tmp_path):
     assert "n/a" in open(paths["results.md"]).read()  # reverse diffusion at 10 steps on VP
 
 
-def test_bad_config():
-    with pytest.raises(ValueError, match="are not samplers"):
-        compare_samplers.ComparisonConfig(methods=("heun",))
-    with pytest.raises(ValueError, match="nfes must be integers >= 2"):
-        compare_samplers.ComparisonConfig(nfes=(1, 10))
+def test_bad_config(tmp_path):
+    for change, message in (({"methods": ("heun",)}, "are not samplers"),
+                            ({"nfes": (1, 10)}, "nfes must be integers >= 2"),
+                            ({"dims": ()}, "dims must be integers >= 1")):
+        with pytest.raises(ValueError, match=message):
+            compare_samplers.run(tiny(compare_samplers_config, change), str(tmp_path / "w"))
+    with pytest.raises(ValueError, match="training.batch_size"):
+        compare_samplers.run(tiny(compare_samplers_config, **{"training.batch_size": 12}),
+                             str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()

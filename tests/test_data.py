@@ -11,6 +11,7 @@ import pytest
 
 import sde_lib
 from experiments import data
+from experiments.config_types import default_section
 from experiments.digits_builder import NUM_LEVELS, read_digits
 
 
@@ -65,8 +66,8 @@ def test_missing_tfds_dataset_says_how_to_prepare(tmp_path):
                        match=r"'mnist' is not prepared(.|\n)*tfds build mnist --data_dir="):
         data.tfds_dataset("mnist", "train", tmp_path)
     with pytest.raises(ValueError, match="tfds dataset name, got 'no_such_dataset_xyz'"):
-        data.load_dataset(data.DataConfig(name="no_such_dataset_xyz", data_dir=str(tmp_path)),
-                          "train")
+        data.load_dataset(default_section("data", name="no_such_dataset_xyz",
+                                          data_dir=str(tmp_path)), "train")
 
 
 def test_split_name_is_checked(digits_train, data_dir):
@@ -154,7 +155,7 @@ def test_bad_batch_arguments(digits_train):
 
 
 def test_synthetic_gaussian_pair_splits():
-    cfg = data.DataConfig(name="gaussian_pair", dim=4, num_train=4000, num_test=500, seed=7)
+    cfg = default_section("data", name="gaussian_pair", dim=4, num_train=4000, num_test=500, seed=7)
     train, test = data.load_dataset(cfg, "train"), data.load_dataset(cfg, "test")
     again = data.load_dataset(cfg, "train")
     np.testing.assert_array_equal(train.source.x, again.source.x)
@@ -176,7 +177,7 @@ def test_synthetic_gaussian_pair_splits():
 
 def test_create_iterators_for_the_2d_mixtures():
     for name in ("ring", "grid", "asymmetric_2d"):
-        cfg = data.DataConfig(name=name, num_train=64, num_test=32)
+        cfg = default_section("data", name=name, num_train=64, num_test=32)
         train, test = data.create_iterators(cfg, 16, num_devices=8)
         assert train.dataset.gmm.dim == 2 and train.shuffle and not test.shuffle
         chex.assert_shape(next(test)["x"], (8, 2, 2))

@@ -2,8 +2,11 @@
 numbers say what the module claims."""
 
 import csv
+import importlib
+import shutil
 
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -14,8 +17,17 @@ from experiments import (
     digits,
     inverse_problems,
     ou_process,
+    train,
     tweedie,
 )
+from experiments.config_types import experiment_config
+from experiments.configs import compare_losses as compare_losses_config
+from experiments.configs import ddpm_to_sde as ddpm_to_sde_config
+from experiments.configs import digits as digits_config
+from experiments.configs import inverse_problems as inverse_config
+from experiments.configs import ou_process as ou_config
+from experiments.configs import tweedie as tweedie_config
+from tests._configs import tiny
 from tests._sde_cases import Z
 
 
@@ -26,8 +38,8 @@ def _rows(path):
 
 def test_ou_process(tmp_path):
     """Simulated OU moments agree with the closed forms (|z| below Z at every time)."""
-    paths = ou_process.run(ou_process.OUConfig(num_paths=4000, num_steps=400,
-                                               num_checkpoints=4), str(tmp_path))
+    config = tiny(ou_config, dict(num_paths=4000, num_steps=400, num_checkpoints=4), mlp=False)
+    paths = ou_process.run(config, str(tmp_path))
     assert (tmp_path / "ou_moments.png").stat().st_size > 0
     rows = _rows(paths["ou_moments.csv"])
     assert len(rows) == 5 and rows[-1]["t"] == "stationary"
@@ -40,7 +52,8 @@ def test_ou_process(tmp_path):
 def test_ddpm_to_sde(tmp_path):
     """The chain's marginal error falls as 1/N (fitted rate -1 +- 0.1) and both samplers' weak
     errors fall with N."""
-    config = ddpm_to_sde.DDPMToSDEConfig(Ns=(50, 100, 200), num_samples=20000, dim=4)
+    config = tiny(ddpm_to_sde_config, dict(Ns=(50, 100, 200), num_samples=20000, dim=4),
+                  mlp=False)
     paths = ddpm_to_sde.run(config, str(tmp_path))
     assert (tmp_path / "ddpm_to_sde.png").stat().st_size > 0
     rows = _rows(paths["ddpm_to_sde.csv"])
@@ -50,12 +63,21 @@ def test_ddpm_to_sde(tmp_path):
         assert errors[-1] < errors[0], (method, errors)
 
 
+@pytest.fixture(scope="session")
+def mixture_model(tmp_path_factory):
+    """The tiny model of ``tweedie.py`` (and ``inverse_problems.py``), trained once per test run;
+    a module run whose ``workdir/model`` holds it reloads it instead of training."""
+    workdir = tmp_path_factory.mktemp("mixture_model")
+    train.train_and_evaluate(tiny(tweedie_config), str(workdir))
+    return workdir
+
+
 @pytest.mark.slow
-def test_tweedie(tmp_path):
+def test_tweedie(tmp_path, mixture_model):
     """With the exact score Tweedie's moments equal the oracle's posterior (float32 rounding);
-    a briefly trained model gives finite errors, written per noise level."""
-    config = tweedie.TweedieConfig(times=(0.05, 0.3), num_points=200, train_steps=200,
-                                   batch_size=128, hidden=32, num_blocks=1)
+    the trained model gives finite errors, written per noise level."""
+    shutil.copytree(mixture_model, tmp_path / "model")
+    config = tiny(tweedie_config, dict(times=(0.05, 0.3), num_points=200))
     paths = tweedie.run(config, str(tmp_path))
     assert (tmp_path / "tweedie.png").stat().st_size > 0
     rows = _rows(paths["tweedie.csv"])
@@ -67,13 +89,11 @@ def test_tweedie(tmp_path):
 
 
 @pytest.mark.slow
-def test_inverse_problems(tmp_path):
+def test_inverse_problems(tmp_path, mixture_model):
     """With the exact score, DPS at sigma_y = 0.2 lands within 0.25 of the exact posterior mean
-    of the unobserved coordinate (measured 0.03-0.07 at 500 steps); projection keeps the exact
-    observation; every row is written."""
-    config = inverse_problems.InverseConfig(ys=(1.5,), num_samples=400, num_steps=100,
-                                            train_steps=50, batch_size=64, hidden=16,
-                                            num_blocks=1)
+    of the unobserved coordinate (measured 0.03-0.07 at 500 steps); every row is written."""
+    shutil.copytree(mixture_model, tmp_path / "model")
+    config = tiny(inverse_config, dict(ys=(1.5,), num_samples=400, num_steps=100))
     paths = inverse_problems.run(config, str(tmp_path))
     assert (tmp_path / "inverse.png").stat().st_size > 0
     rows = _rows(paths["inverse.csv"])
@@ -86,8 +106,11 @@ def test_inverse_problems(tmp_path):
 def test_digits(tmp_path):
     """A few U-Net steps on the digits prepared offline into tmp_path: bits/dim are finite and
     positive, every sampler's grid and the inpainting figure are written."""
-    config = digits.DigitsConfig(train_steps=5, num_steps=21, num_samples=2, num_test=4,
-                                 data_dir=str(tmp_path / "tfds"))
+    config = tiny(digits_config, dict(num_steps=21, num_samples=2, num_test=4), mlp=False, **{
+        "data.data_dir": str(tmp_path / "tfds"), "training.num_train_steps": 4,
+        "training.steps_per_call": 1, "training.checkpoint_every": 4, "eval.num_samples": 8,
+        "sampling.num_steps": 5, "training.num_devices": 1, "training.batch_size": 16,
+        "eval.batch_size": 16})
     paths = digits.run(config, str(tmp_path / "run"))
     summary = _rows(paths["digits.csv"])[0]
     assert 0 < float(summary["pf_ode_bpd"]) < 100 and 0 < float(summary["ddpm_elbo_bpd"]) < 100
@@ -100,25 +123,54 @@ def test_digits(tmp_path):
 def test_compare_losses(tmp_path):
     """Two losses and the exact score at a tiny budget: one row each; the exact score has the
     lowest held-out DSM loss (it minimizes it in expectation; 2000 held-out points)."""
-    config = compare_losses.LossComparisonConfig(
-        losses=("eps prediction (eps loss)", "sliced score matching"), train_steps=30,
-        batch_size=64, hidden=16, num_blocks=1, num_heldout=2000, num_nll=10, num_samples=200)
+    losses = ("eps prediction (eps loss)", "sliced score matching")
+    config = tiny(compare_losses_config, dict(losses=losses, num_heldout=2000, num_nll=10,
+                                              num_samples=200))
     paths = compare_losses.run(config, str(tmp_path))
     assert (tmp_path / "losses.png").stat().st_size > 0
     rows = _rows(paths["losses.csv"])
-    assert [r["loss"] for r in rows] == ["exact score", *config.losses]
+    assert [r["loss"] for r in rows] == ["exact score", *losses]
+    assert rows[2]["config"].startswith("loss.weighting=None,loss.divergence=exact,"
+                                        "loss.name=ssm,loss.parameterization=score")
     dsm = [float(r["heldout_dsm"]) for r in rows]
     assert dsm[0] < min(dsm[1:])
 
 
-def test_module_configs_reject_bad_values():
-    """The fast tier's check of the modules whose runs are in the slow tier."""
-    with pytest.raises(ValueError, match="num_steps must be > 20"):
-        digits.DigitsConfig(num_steps=20)
-    with pytest.raises(ValueError, match="train_steps must be >= 1"):
-        digits.DigitsConfig(train_steps=0)
-    with pytest.raises(ValueError, match="are unknown"):
-        compare_losses.LossComparisonConfig(losses=("hinge",))
+def test_module_configs_reject_bad_values(tmp_path):
+    """The fast tier's check of the modules whose runs are in the slow tier: bad values raise
+    before anything trains, and nothing is written."""
+    for module, config_module, change, message in (
+            (digits, digits_config, {"experiment.num_steps": 20}, "num_steps must be > 20"),
+            (digits, digits_config, {"experiment.num_test": 0}, "num_test must be >= 1"),
+            (digits, digits_config, {"experiment.steps": 3}, r"unknown keys \['steps'\]"),
+            (compare_losses, compare_losses_config, {"experiment.losses": ("hinge",)},
+             "are unknown"),
+            (inverse_problems, inverse_config, {"experiment.method": "pf_ode_adaptive"},
+             "must be a fixed-step sampler"),
+            (compare_losses, compare_losses_config, {"optim.lr": -1.0}, "optim.lr must be")):
+        config = config_module.get_config()
+        with config.ignore_type():
+            for key, value in change.items():
+                section, field = key.split(".")
+                config[section][field] = value
+        with pytest.raises(ValueError, match=message):
+            module.run(config, str(tmp_path / "run"))
+        assert not (tmp_path / "run").exists()
+
+
+def test_module_configs_build_and_train_through_main():
+    """Every module's config file gives its typed experiment section, and those that train a
+    model pass the trainer's checks (the config ``experiments.main`` takes for it)."""
+    typed = {"ou_process": ou_process.OUConfig, "ddpm_to_sde": ddpm_to_sde.DDPMToSDEConfig,
+             "tweedie": tweedie.TweedieConfig, "inverse_problems": inverse_problems.InverseConfig,
+             "digits": digits.DigitsConfig,
+             "compare_losses": compare_losses.LossComparisonConfig}
+    for name, cls in typed.items():
+        config = importlib.import_module(f"experiments.configs.{name}").get_config()
+        assert isinstance(config, ml_collections.ConfigDict)
+        experiment_config(cls, config)
+        if "model" in config:
+            train.parse_config(config)
 
 
 def test_ddpm_to_sde_marginal_error():

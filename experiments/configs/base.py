@@ -24,6 +24,10 @@ from __future__ import annotations
 
 import ml_collections
 
+# the sections every config has (each a frozen dataclass in experiments.config_types)
+SECTIONS = ("data", "model", "loss", "sde", "optim", "training", "sampling", "eval",
+            "distributed")
+
 # shortcut name -> dotted config field it sets
 SHORTCUTS = {
     "sde": "sde.name",
@@ -47,25 +51,44 @@ def _parse_value(text: str):
     return {"true": True, "false": False, "none": None}.get(text.lower(), text)
 
 
-def apply_shortcuts(config: ml_collections.ConfigDict, arg: str | None):
-    """Applies ``"key=value,..."`` (keys of ``SHORTCUTS`` or dotted field paths) to ``config``."""
-    if not arg:
-        return config
-    for item in arg.split(","):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"config argument items must be key=value, got {item!r}")
-        path = SHORTCUTS.get(key.strip(), key.strip()).split(".")
+def set_fields(config: ml_collections.ConfigDict, values) -> ml_collections.ConfigDict:
+    """Sets dotted fields in place (``{"data.dim": 16}``) and returns ``config``.
+
+    Raises:
+      ValueError: a field the config does not have, or a name set to ``None``.
+    """
+    for key, value in dict(values).items():
+        path = key.split(".")
         section = config
         for name in path[:-1]:
+            if name not in section:
+                raise ValueError(f"unknown config field {key!r}; shortcuts are "
+                                 f"{sorted(SHORTCUTS)}")
             section = section[name]
         if path[-1] not in section:
             raise ValueError(f"unknown config field {key!r}; shortcuts are {sorted(SHORTCUTS)}")
-        value = _parse_value(value.strip())
         if path[-1] in ("name", "method") and value is None:
             raise ValueError(f"{key} must not be None")
         section[path[-1]] = value
     return config
+
+
+def override(config: ml_collections.ConfigDict, values) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with the dotted fields of ``values`` set (``config`` unchanged)."""
+    return set_fields(ml_collections.ConfigDict(config.to_dict()), values)
+
+
+def apply_shortcuts(config: ml_collections.ConfigDict, arg: str | None):
+    """Applies ``"key=value,..."`` (keys of ``SHORTCUTS`` or dotted field paths) to ``config``."""
+    if not arg:
+        return config
+    values = {}
+    for item in arg.split(","):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"config argument items must be key=value, got {item!r}")
+        values[SHORTCUTS.get(key.strip(), key.strip())] = _parse_value(value.strip())
+    return set_fields(config, values)
 
 
 def get_base_config() -> ml_collections.ConfigDict:
