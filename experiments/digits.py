@@ -2,7 +2,8 @@ r"""Digits: the tiny U-Net on the embedded 8x8 handwritten digits (scikit-learn'
 
 Trains ``unet_digits`` with DDPM's eps loss on the DDPM chain (``DiscreteVPSDE``) on the train
 split (``experiments/configs/digits.py``, trained by ``experiments.train`` in ``<workdir>/model``;
-a second run in the same workdir reuses it), then on the test split:
+a second run in the same workdir reuses it), then on the test split (each bits/dim with its
+standard error over the test images):
 
 * probability-flow bits/dim (``sde_lib.log_likelihood`` with Hutchinson probes, uniform
   dequantization of the 17 grey levels in bins centred on the training values,
@@ -61,6 +62,11 @@ def load_images(data_config: data.DataConfig, split: str) -> tuple[np.ndarray, i
     return v.astype(np.int32), ds.num_levels
 
 
+def _se(values: np.ndarray) -> float:
+    """Standard error of the mean over the test images (nan for one image)."""
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else math.nan
+
+
 def _grid(rows_of_images, titles, plt):
     rows, cols = len(rows_of_images), max(len(r) for r in rows_of_images)
     fig, axes = plt.subplots(rows, cols, squeeze=False, figsize=(0.7 * cols + 1.6, 0.8 * rows))
@@ -98,13 +104,14 @@ def run(config, workdir: str) -> dict[str, str]:
     x_deq = sde_lib.uniform_dequantize(k_deq, v_test, data_range, num_bins=levels)
     logp, nfe_ll = sde_lib.log_likelihood(k_ll, sde, score_fn, x_deq, divergence="rademacher",
                                           rtol=1e-4, atol=1e-4)
-    bpd = float(jnp.mean(sde_lib.bits_per_dim(logp, D, data_range, num_bins=levels)))
+    bpd = np.asarray(sde_lib.bits_per_dim(logp, D, data_range, num_bins=levels))
     x_test = jnp.asarray(data.scale_images(v_test, levels))
     elbo = sde_lib.ddpm_negative_elbo(k_elbo, sde, score_fn, x_test, num_bins=levels)
     summary = [{"train_steps": int(trained["state"].step),
                 "test_loss": trained["eval"]["test_loss"],
-                "pf_ode_bpd": bpd, "pf_ode_nfe": int(nfe_ll),
-                "ddpm_elbo_bpd": float(jnp.mean(elbo.bpd)), "num_test": len(v_test)}]
+                "pf_ode_bpd": float(bpd.mean()), "pf_ode_bpd_se": _se(bpd),
+                "pf_ode_nfe": int(nfe_ll), "ddpm_elbo_bpd": float(jnp.mean(elbo.bpd)),
+                "ddpm_elbo_bpd_se": _se(np.asarray(elbo.bpd)), "num_test": len(v_test)}]
     paths = reporting.write_table(workdir, "digits", summary, list(summary[0]))
     shape = (exp.num_samples, *v_test.shape[1:])
     plt = reporting.pyplot()
