@@ -99,6 +99,11 @@ class Sampler:
       nfe: fixed-step samplers: ``nfe(num_steps, options)``, the number of score evaluations.
       solve: adaptive samplers (a step-size controller chooses the steps, as in diffrax):
         ``solve(x_T, sde, score_fn, eps, options) -> (x, nfe)``; ``num_steps`` is not used.
+      affine: fixed-step samplers whose step, for a score affine in ``x`` (the exact score of
+        Gaussian data), is an affine map of ``x`` plus a scaled draw of
+        ``jax.random.normal(key, x.shape)``, so that ``sde_lib.evaluation.gaussian_sampler_law``
+        propagates its output law exactly; ``False`` for ``pc``, whose Langevin step size depends
+        on the norms of the score and the noise.
     """
 
     name: str
@@ -106,6 +111,7 @@ class Sampler:
     build: Callable | None = None
     nfe: Callable[[int, dict], int] = _one_per_step
     solve: Callable | None = None
+    affine: bool = True
 
     @property
     def adaptive(self) -> bool:
@@ -233,7 +239,7 @@ SAMPLERS: dict[str, Sampler] = {sampler.name: sampler for sampler in (
     Sampler("pc", {
         "snr": (0.16, _check_pos), "corrector_steps": (1, check_num_steps),
         "predictor": ("reverse_diffusion", functools.partial(_check_choice, choices=PREDICTORS)),
-        "time_grid": _GRID}, _build_pc, nfe=_pc_nfe),
+        "time_grid": _GRID}, _build_pc, nfe=_pc_nfe, affine=False),
 )}
 
 

@@ -4,7 +4,9 @@ r"""One step of each fixed-step sampler: ``step(key, x, c) -> (x_next, x_mean)``
 its noiseless mean (the driver returns the mean of the last step). ``c`` is a typed record of
 scalars, ``grid.GridCoeffs`` (``t, t_next, alpha, alpha_next, sigma, sigma_next``). The SDE, the
 score and the options are bound with ``functools.partial`` by the driver, which also counts each
-method's score evaluations (Heun's last step, to ``t = 0``, is an Euler step).
+method's score evaluations (Heun's last step, to ``t = 0``, is an Euler step). A stochastic
+step draws its noise as ``jax.random.normal(key, x.shape)`` from the ``key`` it is given (the
+exact Gaussian laws of ``sde_lib.evaluation`` rely on it).
 
 Notation: ``s = score_fn(x, t)``, the step size ``h = t - t_next > 0``, the reverse drift
 ``f(x, t) - g(t)^2 s`` (Song et al. 2021, Eq. 6) and the probability-flow drift
