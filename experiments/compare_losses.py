@@ -10,12 +10,16 @@ score is evaluated on held-out data and against the exact mixture:
 * ``heldout_dsm``: the sigma^2-weighted DSM loss of the implied score (a common yardstick, the
   same noise for every loss), with the exact score's value in the ``exact score`` row;
 * ``nll_bpd``: probability-flow NLL of held-out data in bits/dim (exact divergence);
+* ``elbo_bpd``: the DDPM negative ELBO of the same points in bits/dim (the VP SDE's 1000-step
+  chain, Gaussian decoder, ``sde_lib.ddpm_negative_elbo``), an upper bound on the model's NLL;
 * ``sw2_em``, ``sw2_heun``: sliced W2 of Euler-Maruyama (200 steps) and Heun (50 steps)
   samples to exact samples;
 * ``config``: the ``--config experiments/configs/compare_losses.py:<fields>`` argument with which
   ``python -m experiments.main`` trains the same model.
 
-Writes ``losses.csv/md`` and ``losses.png``. Run: ``python -m experiments.compare_losses
+Every number is the mean over ``experiment.train_seeds`` trained models with its standard
+deviation over them (``*_sd``); the exact score's row has no training noise. Writes
+``losses.csv/md`` and ``losses.png``. Run: ``python -m experiments.compare_losses
 --workdir runs/compare_losses``.
 """
 
@@ -39,18 +43,22 @@ from experiments.configs.compare_losses import LOSSES
 @dataclasses.dataclass(frozen=True)
 class LossComparisonConfig:
     """The ``experiment`` section: losses: keys of ``LOSSES``; num_heldout, num_nll,
-    num_samples: the evaluation; seed: of the evaluation."""
+    num_samples: the evaluation; train_seeds: one model per loss and seed; seed: of the
+    evaluation."""
 
     losses: tuple[str, ...]
     num_heldout: int
     num_nll: int
     num_samples: int
+    train_seeds: tuple[int, ...]
     seed: int
 
     def __post_init__(self):
         unknown = sorted(set(self.losses) - set(LOSSES))
         if unknown:
             raise ValueError(f"losses {unknown} are unknown; valid: {sorted(LOSSES)}")
+        if not self.train_seeds or min(self.train_seeds) < 0:
+            raise ValueError(f"train_seeds must be integers >= 0, got {self.train_seeds!r}")
         for name in ("num_heldout", "num_nll", "num_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
@@ -59,60 +67,99 @@ class LossComparisonConfig:
 def loss_fields(name: str) -> dict:
     """The dotted config fields of loss ``name`` (every loss field not given is the base's)."""
     default = base.get_base_config().loss
-    fields = {"weighting": default.weighting, "divergence": default.divergence, **LOSSES[name]}
+    fields = {"weighting": default.weighting, "divergence": default.divergence,
+              "time_sampling": default.time_sampling, **LOSSES[name]}
     return {f"loss.{k}": v for k, v in fields.items()}
 
 
-def evaluate(rng, sde, gmm, score_fn, exp, heldout):
-    key_dsm, key_nll, key_s = jax.random.split(rng, 3)
-    dsm = sde_lib.get_loss_fn(sde, sde_lib.LossConfig(name="dsm", weighting="sigma2",
-                                                      parameterization="score"))
-    out = {"heldout_dsm": float(jnp.mean(dsm(key_dsm, score_fn, heldout)))}
-    logp, _ = sde_lib.log_likelihood(key_nll, sde, score_fn, heldout[:exp.num_nll],
-                                     divergence="exact")
-    out["nll_bpd"] = float(-jnp.mean(logp) / (gmm.dim * math.log(2)))
-    exact = np.asarray(gmm.sample(jax.random.fold_in(key_s, 1), exp.num_samples))
-    for name, method, steps in (("sw2_em", "euler_maruyama", 200), ("sw2_heun", "pf_ode_heun",
-                                                                    50)):
-        x, _ = jax.jit(lambda k, m=method, n=steps: sde_lib.sample(
-            k, sde, score_fn, (exp.num_samples, gmm.dim), method=m, num_steps=n))(key_s)
-        x = np.asarray(x)
-        out[name] = (sample_quality.sliced_wasserstein(x, exact, key_s)
-                     if np.all(np.isfinite(x)) else math.inf)
+METRICS = ("nll_bpd", "elbo_bpd", "heldout_dsm", "sw2_em", "sw2_heun")
+
+
+class Evaluator:
+    """The evaluation, compiled once for every score (``score_fn`` is a pytree argument)."""
+
+    def __init__(self, rng, sde, gmm, exp, heldout):
+        self.gmm, self.exp = gmm, exp
+        self.key_dsm, key_nll, self.key_s = jax.random.split(rng, 3)
+        dsm = sde_lib.get_loss_fn(sde, sde_lib.LossConfig(name="dsm", weighting="sigma2",
+                                                          parameterization="score"))
+        x = heldout[:exp.num_nll]
+        self.dsm = jax.jit(lambda sf: jnp.mean(dsm(self.key_dsm, sf, heldout)))
+        # (log_likelihood and ddpm_negative_elbo compile once for every score themselves)
+        self.nll = lambda sf: -jnp.mean(sde_lib.log_likelihood(
+            key_nll, sde, sf, x, divergence="exact")[0]) / (gmm.dim * math.log(2))
+        self.elbo = lambda sf: jnp.mean(sde_lib.ddpm_negative_elbo(
+            key_nll, sde, sf, x, decoder="gaussian").bpd)
+        shape = (exp.num_samples, gmm.dim)
+        self.samplers = {
+            name: jax.jit(lambda sf, m=method, n=steps: sde_lib.sample(
+                self.key_s, sde, sf, shape, method=m, num_steps=n)[0])
+            for name, method, steps in (("sw2_em", "euler_maruyama", 200),
+                                        ("sw2_heun", "pf_ode_heun", 50))}
+        self.exact = np.asarray(gmm.sample(jax.random.fold_in(self.key_s, 1), exp.num_samples))
+
+    def __call__(self, score_fn) -> dict[str, float]:
+        out = {"heldout_dsm": float(self.dsm(score_fn)), "nll_bpd": float(self.nll(score_fn)),
+               "elbo_bpd": float(self.elbo(score_fn))}
+        for name, draw in self.samplers.items():
+            x = np.asarray(draw(score_fn))
+            out[name] = (sample_quality.sliced_wasserstein(x, self.exact, self.key_s)
+                         if np.all(np.isfinite(x)) else math.inf)
+        return out
+
+
+def _mean_sd(runs: list[dict]) -> dict:
+    out = {"seeds": len(runs)}
+    for name in METRICS:
+        values = np.array([r[name] for r in runs], float)
+        out[name] = float(values.mean())
+        out[f"{name}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else None
     return out
 
 
 def run(config, workdir: str) -> dict[str, str]:
-    """Trains (or reloads) one model per loss of ``config.experiment.losses`` and evaluates each;
-    returns the paths written."""
+    """Trains (or reloads) one model per loss of ``config.experiment.losses`` and training seed
+    and evaluates each; returns the paths written."""
     exp = experiment_config(LossComparisonConfig, config)
-    configs = {name: base.override(config, loss_fields(name)) for name in exp.losses}
+    configs = {(name, seed): base.override(config, {**loss_fields(name), "training.seed": seed})
+               for name in exp.losses for seed in exp.train_seeds}
     for c in configs.values():  # every loss checked before anything trains
         train.validate_config(c)
     key_eval = jax.random.key(exp.seed)
-    rows = []
-    for i, (name, c) in enumerate(configs.items()):
-        trained = train.train_and_evaluate(c, os.path.join(workdir, f"model_{i}"))
-        sde, gmm = trained["sde"], trained["dataset"].gmm
-        if not rows:  # the exact score's row, on the same held-out data
-            heldout = gmm.sample(jax.random.fold_in(key_eval, 1),
-                                 exp.num_heldout).astype(jnp.float32)
-            rows.append({"loss": "exact score", "config": "",
-                         **evaluate(key_eval, sde, gmm, gmm.score_fn(sde), exp, heldout)})
+    rows, evaluator = [], None
+    for i, name in enumerate(exp.losses):
+        runs = []
+        for seed in exp.train_seeds:
+            trained = train.train_and_evaluate(configs[(name, seed)],
+                                               os.path.join(workdir, f"model_{i}_s{seed}"))
+            if evaluator is None:  # the exact score's row, on the same held-out data
+                sde, gmm = trained["sde"], trained["dataset"].gmm
+                heldout = gmm.sample(jax.random.fold_in(key_eval, 1),
+                                     exp.num_heldout).astype(jnp.float32)
+                evaluator = Evaluator(key_eval, sde, gmm, exp, heldout)
+                rows.append({"loss": "exact score", "config": "",
+                             **_mean_sd([evaluator(jax.tree_util.Partial(gmm.score_fn(sde)))])})
+            runs.append(evaluator(trained["score_fn"]))
         shortcut = ",".join(f"{k}={v}" for k, v in loss_fields(name).items())
-        rows.append({"loss": name, "config": shortcut,
-                     **evaluate(key_eval, sde, gmm, trained["score_fn"], exp, heldout)})
-    columns = ["loss", "heldout_dsm", "nll_bpd", "sw2_em", "sw2_heun", "config"]
+        rows.append({"loss": name, "config": shortcut, **_mean_sd(runs)})
+    columns = ["loss", "seeds", *[c for m in METRICS for c in (m, f"{m}_sd")], "config"]
     paths = reporting.write_table(workdir, "losses", rows, columns)
     plt = reporting.pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.35 * len(rows) + 1.5))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.4 * len(rows) + 1.6))
     labels = [r["loss"] for r in rows]
     y = np.arange(len(rows))
-    axes[0].barh(y, [r["nll_bpd"] for r in rows])
-    axes[0].set(yticks=y, yticklabels=labels, xlabel="held-out NLL (bits/dim)")
-    axes[1].barh(y - 0.2, [min(r["sw2_em"], 10) for r in rows], 0.4, label="Euler-Maruyama 200")
-    axes[1].barh(y + 0.2, [min(r["sw2_heun"], 10) for r in rows], 0.4, label="Heun 50 steps")
-    axes[1].set(yticks=y, yticklabels=[], xscale="log", xlabel="sliced W2 to exact samples")
+    for name, dy, label in (("nll_bpd", -0.2, "PF-ODE NLL"), ("elbo_bpd", 0.2, "DDPM ELBO")):
+        axes[0].barh(y + dy, [min(r[name], 10) for r in rows], 0.4,
+                     xerr=[r[f"{name}_sd"] or 0.0 for r in rows], label=label)
+    axes[0].set(yticks=y, yticklabels=labels, xlabel="held-out bits/dim (mean +- sd over "
+                f"{len(exp.train_seeds)} training seeds; capped at 10)")
+    axes[0].legend(fontsize=8)
+    for name, dy, label in (("sw2_em", -0.2, "Euler-Maruyama 200"), ("sw2_heun", 0.2,
+                                                                     "Heun 50 steps")):
+        axes[1].barh(y + dy, [min(r[name], 10) for r in rows], 0.4,
+                     xerr=[r[f"{name}_sd"] or 0.0 for r in rows], label=label)
+    axes[1].set(yticks=y, yticklabels=[], xscale="log",
+                xlabel="sliced W2 to exact samples (mean +- sd)")
     axes[1].legend(fontsize=8)
     for ax in axes:
         ax.invert_yaxis()

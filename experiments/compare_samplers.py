@@ -39,6 +39,7 @@ import sde_lib
 from experiments import cli, reporting, sample_quality, train
 from experiments.config_types import experiment_config
 from experiments.configs import base
+from sde_lib import evaluation
 
 # adaptive solves take tolerances, not steps: one tolerance per NFE column, the NFE is measured
 ADAPTIVE_TOLERANCES = (3e-1, 1e-1, 3e-2, 1e-2, 1e-3, 1e-4)
@@ -54,6 +55,10 @@ class ComparisonConfig:
       nfes: NFE targets; a sampler takes ``Sampler.num_steps_for(nfe)`` steps.
       num_samples: samples per run (and exact samples to compare with).
       num_heldout: held-out points for the probability-flow NLL.
+      train_seeds: ``training.seed`` of each trained model (one per seed and dimension).
+      sample_seeds: sampling seeds per score (each with its own exact reference set).
+      gaussian_dim, gaussian_var: the Gaussian of the exact (Monte-Carlo-free) table: its
+        dimension and the range of its log-spaced variances.
       seed: sampling and evaluation seed.
     """
 
@@ -62,6 +67,10 @@ class ComparisonConfig:
     nfes: tuple[int, ...]
     num_samples: int
     num_heldout: int
+    train_seeds: tuple[int, ...]
+    sample_seeds: int
+    gaussian_dim: int
+    gaussian_var: tuple[float, float]
     seed: int
 
     def __post_init__(self):
@@ -75,7 +84,12 @@ class ComparisonConfig:
             raise ValueError(f"at most {len(ADAPTIVE_TOLERANCES)} NFE targets, got {self.nfes}")
         if not self.dims or min(self.dims) < 1:
             raise ValueError(f"dims must be integers >= 1, got {self.dims!r}")
-        for name in ("num_samples", "num_heldout"):
+        if not self.train_seeds or min(self.train_seeds) < 0:
+            raise ValueError(f"train_seeds must be integers >= 0, got {self.train_seeds!r}")
+        if len(self.gaussian_var) != 2 or not 0 < self.gaussian_var[0] <= self.gaussian_var[1]:
+            raise ValueError(f"gaussian_var must be (lo, hi) with 0 < lo <= hi, got "
+                             f"{self.gaussian_var!r}")
+        for name in ("num_samples", "num_heldout", "sample_seeds", "gaussian_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
 
@@ -89,153 +103,252 @@ def sampler_settings(method: str, nfe: int, column: int) -> tuple[int, dict]:
     return sampler.num_steps_for(nfe), {}
 
 
-def run_sampler(rng, sde, score_fn, shape, method, num_steps, options):
-    """Compile, then time one run. Returns ``(x, nfe, compile_s, wall_s)`` or ``None`` when the
-    method rejects the setting (e.g. reverse diffusion with a beta_i >= 1)."""
-    try:
-        fn = jax.jit(lambda k: sde_lib.sample(k, sde, score_fn, shape, method=method,
-                                              num_steps=num_steps, **options))
-        start = time.perf_counter()
-        compiled = fn.lower(rng).compile()
-    except ValueError:
-        return None
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    x, nfe = jax.block_until_ready(compiled(rng))
-    return np.asarray(x), int(nfe), compile_s, time.perf_counter() - start
+def sampler_fn(sde, shape, method, num_steps, options):
+    """``fn(key, score_fn) -> (x, nfe)``, jitted with ``score_fn`` as a pytree argument (a
+    ``jax.tree_util.Partial``), so it compiles once for every score of the same structure; its
+    first call raises ValueError when the method rejects the setting (e.g. reverse diffusion
+    with a beta_i >= 1)."""
+    return jax.jit(lambda k, score_fn: sde_lib.sample(k, sde, score_fn, shape, method=method,
+                                                      num_steps=num_steps, **options))
 
 
-def evaluate_runs(rng, sde, gmm, score_fns, config, progress, dim):
-    """One row per (score, method, NFE target) for data ``gmm`` in dimension ``dim``."""
-    n = config.num_samples
+def _metrics(gmm, x, exact, rng_sw) -> dict:
+    if not np.all(np.isfinite(x)):
+        return {"sw2": math.inf, "nll": math.inf, "mode_err": math.inf}
+    return {"sw2": sample_quality.sliced_wasserstein(x, exact, rng_sw),
+            "nll": sample_quality.mean_nll(gmm, x),
+            "mode_err": float(np.max(np.abs(sample_quality.mode_weights(gmm, x)
+                                            - np.asarray(gmm.weights))))}
+
+
+def _summarize(runs: list[dict]) -> dict:
+    """Mean and sd (over the runs) of each metric; sd is n/a for one run."""
+    out = {}
+    for name in ("sw2", "nll", "mode_err", "wall_s"):
+        values = np.array([r[name] for r in runs], float)
+        out[name] = float(values.mean())
+        if name != "wall_s":
+            out[f"{name}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else None
+    out["runs"] = len(runs)
+    return out
+
+
+def evaluate_runs(rng, sde, gmm, score_fns, exp, progress, dim):
+    """One row per (score, method, NFE target) for data ``gmm`` in dimension ``dim``: each
+    metric's mean and sd over every score of that kind (``score_fns[kind]`` is a list, one per
+    training seed) times ``exp.sample_seeds`` sampling seeds. Sampling seed ``r`` uses the same
+    prior draw and noise for every sampler and score, and its own set of exact samples."""
+    n = exp.num_samples
     rng_exact, rng_sw, rng_sample = jax.random.split(rng, 3)
-    exact = np.asarray(gmm.sample(rng_exact, n))
-    weights = np.asarray(gmm.weights)
+    exacts = [np.asarray(gmm.sample(jax.random.fold_in(rng_exact, 100 + r), n))
+              for r in range(exp.sample_seeds)]
     rows, samples = [], {}
-    for score_name, score_fn in score_fns.items():
-        for method in config.methods:
-            for column, nfe_target in enumerate(config.nfes):
-                num_steps, options = sampler_settings(method, nfe_target, column)
-                out = run_sampler(rng_sample, sde, score_fn, (n, dim), method, num_steps, options)
+    for method in exp.methods:
+        for column, nfe_target in enumerate(exp.nfes):
+            num_steps, options = sampler_settings(method, nfe_target, column)
+            fn = sampler_fn(sde, (n, dim), method, num_steps, options)
+            for kind, fns in score_fns.items():
+                row = {"dim": dim, "score": kind, "sampler": method, "nfe_target": nfe_target}
+                runs, compile_s = [], 0.0
+                try:
+                    for i, score_fn in enumerate(fns):
+                        for r in range(exp.sample_seeds):
+                            key = jax.random.fold_in(rng_sample, r)
+                            if not runs:  # compiled once per score kind
+                                start = time.perf_counter()
+                                compiled = fn.lower(key, score_fn).compile()
+                                compile_s = time.perf_counter() - start
+                            start = time.perf_counter()
+                            x, nfe = jax.block_until_ready(compiled(key, score_fn))
+                            wall_s = time.perf_counter() - start
+                            x = np.asarray(x)
+                            runs.append({**_metrics(gmm, x, exacts[r], rng_sw),
+                                         "wall_s": wall_s})
+                            if i == 0 and r == 0:
+                                samples[(kind, method, nfe_target)] = x
+                except ValueError:
+                    runs = []  # the method rejects this setting: n/a
                 progress.update(1)
-                row = {"dim": dim, "score": score_name, "sampler": method,
-                       "nfe_target": nfe_target}
-                if out is None:
-                    rows.append(row)  # the method rejects this setting: n/a
-                    continue
-                x, nfe, compile_s, wall_s = out
-                finite = bool(np.all(np.isfinite(x)))
-                rows.append({**row, "nfe": nfe,
-                             "sw2": sample_quality.sliced_wasserstein(x, exact, rng_sw)
-                             if finite else math.inf,
-                             "nll": sample_quality.mean_nll(gmm, x) if finite else math.inf,
-                             "mode_err": float(np.max(np.abs(
-                                 sample_quality.mode_weights(gmm, x) - weights)))
-                             if finite else math.inf,
-                             "compile_s": compile_s, "wall_s": wall_s})
-                samples[(score_name, method, nfe_target)] = x
+                if runs:
+                    row.update(nfe=int(nfe), compile_s=compile_s,
+                               **_summarize(runs))
+                rows.append(row)
     # the Monte Carlo floor: SW2 between independent exact sets of the same size, 8 pairs
-    floor = [sample_quality.sliced_wasserstein(
-        np.asarray(gmm.sample(jax.random.fold_in(rng_exact, 2 * i + 1), n)),
-        np.asarray(gmm.sample(jax.random.fold_in(rng_exact, 2 * i + 2), n)), rng_sw)
-        for i in range(8)]
+    floor = [_metrics(gmm, np.asarray(gmm.sample(jax.random.fold_in(rng_exact, 2 * i + 1), n)),
+                      np.asarray(gmm.sample(jax.random.fold_in(rng_exact, 2 * i + 2), n)),
+                      rng_sw) | {"wall_s": 0.0} for i in range(8)]
     reference = {"dim": dim, "score": "exact samples", "sampler": "-", "nfe_target": 0, "nfe": 0,
-                 "sw2": float(np.mean(floor)), "sw2_sd": float(np.std(floor, ddof=1)),
-                 "nll": sample_quality.mean_nll(gmm, exact), "mode_err": float(np.max(np.abs(
-                     sample_quality.mode_weights(gmm, exact) - weights))),
-                 "compile_s": 0.0, "wall_s": 0.0}
+                 "compile_s": 0.0, **_summarize(floor)}
     return [reference] + rows, samples
 
 
 def heldout_nll(rng, sde, gmm, score_fns, num, dim):
-    """Probability-flow NLL of held-out data in bits/dim for each score, and the true NLL."""
+    """Probability-flow NLL of held-out data in bits/dim for each score kind (mean and sd over
+    its scores), and the true NLL."""
     x = gmm.sample(jax.random.fold_in(rng, 7), num)
     out = {"true": float(-jnp.mean(gmm.log_prob(x)) / (dim * math.log(2)))}
-    for name, score_fn in score_fns.items():
-        logp, nfe = sde_lib.log_likelihood(rng, sde, score_fn, x, divergence="exact")
-        out[name] = float(-jnp.mean(logp) / (dim * math.log(2)))
-        out[f"{name}_nfe"] = int(nfe)
+    nll = jax.jit(lambda k, score_fn: sde_lib.log_likelihood(k, sde, score_fn, x,
+                                                             divergence="exact"))
+    for kind, fns in score_fns.items():
+        values, nfes = [], []
+        for score_fn in fns:
+            logp, nfe = nll(rng, score_fn)
+            values.append(float(-jnp.mean(logp) / (dim * math.log(2))))
+            nfes.append(int(nfe))
+        out[kind] = float(np.mean(values))
+        out[f"{kind}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+        out[f"{kind}_nfe"] = int(np.mean(nfes))
     return out
+
+
+def exact_gaussian_errors(sde, exp) -> list[dict]:
+    """Exact sampler error with no Monte Carlo (``sde_lib.evaluation``): KL(sampler || data)
+    and W2 for the Gaussian ``N(mu, diag(s^2))`` in ``exp.gaussian_dim`` dimensions, ``s^2``
+    log-spaced over ``exp.gaussian_var`` and ``mu ~ N(0, I)`` (seed ``exp.seed``), for every
+    affine sampler at every NFE target."""
+    d, (lo, hi) = exp.gaussian_dim, exp.gaussian_var
+    data = evaluation.GaussianLaw(jax.random.normal(jax.random.key(exp.seed), (d,)),
+                                  jnp.geomspace(lo, hi, d))
+    rows = []
+    for method in exp.methods:
+        sampler = sde_lib.SAMPLERS[method]
+        if sampler.adaptive or not sampler.affine:
+            continue
+        for nfe_target in exp.nfes:
+            num_steps = sampler.num_steps_for(nfe_target)
+            row = {"sampler": method, "nfe_target": nfe_target}
+            try:
+                law = evaluation.gaussian_sampler_law(sde, data.mean, data.var, method,
+                                                      num_steps)
+            except ValueError:
+                rows.append(row)
+                continue
+            rows.append({**row, "nfe": sampler.nfe(num_steps, sampler.check_options({})),
+                         "kl_nats": float(evaluation.gaussian_kl(law, data)),
+                         "w2": float(evaluation.gaussian_w2(law, data))})
+    return rows
 
 
 # ----- reporting ---------------------------------------------------------------------------------
 
-COLUMNS = ("dim", "score", "sampler", "nfe_target", "nfe", "sw2", "nll", "mode_err",
-           "compile_s", "wall_s")
+COLUMNS = ("dim", "score", "sampler", "nfe_target", "nfe", "runs", "sw2", "sw2_sd", "nll",
+           "nll_sd", "mode_err", "mode_err_sd", "compile_s", "wall_s")
+GAUSSIAN_COLUMNS = ("sampler", "nfe_target", "nfe", "kl_nats", "w2")
 
 
-def write_results(workdir, rows, likelihood):
-    """``results.csv`` and ``results.md`` (one row per run) and ``likelihood.csv/md``."""
+def _pm(mean, sd) -> str:
+    if mean is None:
+        return "n/a"
+    return reporting.fmt(mean) + ("" if sd is None else f" +- {reporting.fmt(sd)}")
+
+
+def write_results(workdir, rows, likelihood, gaussian):
+    """``results.csv/md`` (one row per dimension, score, sampler and NFE target: mean and sd
+    over the runs), ``likelihood.csv/md`` and ``gaussian.csv/md`` (the exact table)."""
     paths = reporting.write_table(workdir, "results", rows, COLUMNS)
-    scores = [k for k in likelihood[0] if k not in ("dim", "true") and not k.endswith("_nfe")]
+    kinds = [k for k in likelihood[0] if k not in ("dim", "true")
+             and not k.endswith(("_nfe", "_sd"))]
     lk_rows = [{"dim": d["dim"], "true NLL (bits/dim)": d["true"],
-                **{f"{k} PF-ODE NLL": d[k] for k in scores},
-                **{f"{k} NFE": d[f"{k}_nfe"] for k in scores}} for d in likelihood]
+                **{f"{k} PF-ODE NLL (bits/dim)": _pm(d[k], d[f"{k}_sd"]) for k in kinds},
+                **{f"{k} NFE": d[f"{k}_nfe"] for k in kinds}} for d in likelihood]
     paths.update(reporting.write_table(workdir, "likelihood", lk_rows, list(lk_rows[0])))
+    paths.update(reporting.write_table(workdir, "gaussian", gaussian, GAUSSIAN_COLUMNS))
     return paths
 
 
-def write_summary(workdir, rows, config):
-    """``summary.md``: sliced W2 per sampler (rows) and NFE target (columns), one table per
-    dimension and score, with the exact-vs-exact mean and sd over 8 pairs as the floor."""
+def write_summary(workdir, rows, gaussian, exp):
+    """``summary.md``: sliced W2 (mean +- sd over the runs) per sampler and NFE target, one table
+    per dimension and score, with the exact-vs-exact floor; then the exact Gaussian KL table."""
     parts = []
-    for dim in config.dims:
+    for dim in exp.dims:
         ref = [r for r in rows if r["dim"] == dim and r["score"] == "exact samples"][0]
         for score in ("model", "exact"):
             table = []
-            for method in config.methods:
-                cells = {r["nfe_target"]: r.get("sw2") for r in rows if r["dim"] == dim and
-                         r["score"] == score and r["sampler"] == method}
-                table.append({"sampler": method, **{str(n): cells.get(n) for n in config.nfes}})
-            parts.append(f"### d = {dim}, {score} score: sliced W2 by NFE target (exact vs "
-                         f"exact: {ref['sw2']:.3f} +- {ref['sw2_sd']:.3f})\n\n"
-                         + reporting.markdown_table(table, ["sampler", *map(str, config.nfes)]))
+            for method in exp.methods:
+                cells = {r["nfe_target"]: _pm(r.get("sw2"), r.get("sw2_sd")) for r in rows
+                         if r["dim"] == dim and r["score"] == score and r["sampler"] == method}
+                runs = max([r.get("runs") or 0 for r in rows if r["dim"] == dim and
+                            r["score"] == score], default=0)
+                table.append({"sampler": method, **{str(n): cells.get(n) for n in exp.nfes}})
+            parts.append(f"### d = {dim}, {score} score: sliced W2 by NFE target, mean +- sd "
+                         f"over {runs} runs (exact vs exact: {ref['sw2']:.3f} +- "
+                         f"{ref['sw2_sd']:.3f} over 8 pairs)\n\n"
+                         + reporting.markdown_table(table, ["sampler", *map(str, exp.nfes)]))
+    table = []
+    for method in dict.fromkeys(r["sampler"] for r in gaussian):
+        cells = {r["nfe_target"]: r.get("kl_nats") for r in gaussian if r["sampler"] == method}
+        table.append({"sampler": method, **{str(n): cells.get(n) for n in exp.nfes}})
+    parts.append(f"### Exact sampler error: KL(sampler || data) in nats, Gaussian data in "
+                 f"d = {exp.gaussian_dim} with variances {exp.gaussian_var[0]:g} .. "
+                 f"{exp.gaussian_var[1]:g}, exact score, no Monte Carlo\n\n"
+                 + reporting.markdown_table(table, ["sampler", *map(str, exp.nfes)]))
     return {"summary.md": reporting.write_atomic(os.path.join(workdir, "summary.md"),
                                                  "\n".join(parts))}
 
 
-def write_figures(workdir, rows, samples, gmm_2d, config):
-    """``quality_vs_nfe.png`` (SW2 against NFE, one panel per dimension and score) and
-    ``samples_2d.png`` (model samples at the middle NFE over the true density's contours)."""
+def write_figures(workdir, rows, gaussian, samples, gmm_2d, exp):
+    """``quality_vs_nfe.png`` (sliced W2 against NFE, mean with a +-1 sd band over the runs, one
+    panel per dimension and score, and the exact Gaussian KL) and ``samples_2d.png`` (model
+    samples at the middle NFE over the true density's contours)."""
     plt = reporting.pyplot()
     paths = {}
-    scores = [s for s in dict.fromkeys(r["score"] for r in rows) if s != "exact samples"]
-    fig, axes = plt.subplots(len(config.dims), len(scores), squeeze=False,
-                             figsize=(5 * len(scores), 3.6 * len(config.dims)))
-    for i, dim in enumerate(config.dims):
-        floor = [r["sw2"] for r in rows if r["dim"] == dim and r["score"] == "exact samples"][0]
+    scores = ("model", "exact")
+    fig, axes = plt.subplots(len(exp.dims) + 1, len(scores), squeeze=False,
+                             figsize=(5.2 * len(scores), 3.6 * (len(exp.dims) + 1)))
+    colors = dict(zip(exp.methods, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 2,
+                      strict=False))
+    for i, dim in enumerate(exp.dims):
+        ref = [r for r in rows if r["dim"] == dim and r["score"] == "exact samples"][0]
         for j, score in enumerate(scores):
             ax = axes[i, j]
-            for method in config.methods:
-                pts = [(r["nfe"], r["sw2"]) for r in rows if r["dim"] == dim and
-                       r["score"] == score and r["sampler"] == method and "nfe" in r
-                       and math.isfinite(r["sw2"])]
+            for method in exp.methods:
+                pts = sorted((r["nfe"], r["sw2"], r.get("sw2_sd") or 0.0) for r in rows
+                             if r["dim"] == dim and r["score"] == score and
+                             r["sampler"] == method and "nfe" in r and math.isfinite(r["sw2"]))
                 if pts:
-                    ax.loglog(*zip(*sorted(pts), strict=True), marker="o", ms=3, label=method)
-            ax.axhline(floor, color="k", ls=":", lw=1, label="exact vs exact")
-            ax.set(title=f"d = {dim}, {score} score", xlabel="NFE", ylabel="sliced W2")
+                    nfe, mean, sd = map(np.array, zip(*pts, strict=True))
+                    ax.plot(nfe, mean, marker="o", ms=3, label=method, color=colors[method])
+                    ax.fill_between(nfe, np.maximum(mean - sd, 1e-3), mean + sd, alpha=0.15,
+                                    color=colors[method])
+            ax.axhspan(ref["sw2"] - ref["sw2_sd"], ref["sw2"] + ref["sw2_sd"], color="k",
+                       alpha=0.1, label="exact vs exact (+-1 sd)")
+            ax.set(xscale="log", yscale="log", title=f"d = {dim}, {score} score",
+                   xlabel="NFE (score evaluations)", ylabel="sliced W2 to exact samples")
     axes[0, -1].legend(fontsize=7)
+    ax = axes[-1, 0]
+    for method in dict.fromkeys(r["sampler"] for r in gaussian):
+        pts = sorted((r["nfe"], r["kl_nats"]) for r in gaussian
+                     if r["sampler"] == method and "kl_nats" in r)
+        if pts:
+            ax.loglog(*zip(*pts, strict=True), marker="o", ms=3, label=method,
+                      color=colors[method])
+    ax.set(title=f"exact error, Gaussian d = {exp.gaussian_dim} (exact score, no Monte Carlo)",
+           xlabel="NFE (score evaluations)", ylabel="KL(sampler || data), nats")
+    ax.legend(fontsize=7)
+    axes[-1, 1].axis("off")
     fig.tight_layout()
     paths.update(reporting.save_figure(fig, workdir, "quality_vs_nfe.png"))
     if gmm_2d is not None:
-        nfe = config.nfes[len(config.nfes) // 2]
+        nfe = exp.nfes[len(exp.nfes) // 2]
         score = scores[0]
-        fig, axes = plt.subplots(2, math.ceil(len(config.methods) / 2), squeeze=False,
-                                 figsize=(3.2 * math.ceil(len(config.methods) / 2), 6.4))
+        fig, axes = plt.subplots(2, math.ceil(len(exp.methods) / 2), squeeze=False,
+                                 figsize=(3.2 * math.ceil(len(exp.methods) / 2), 6.4))
         lim = 1.2 * float(np.abs(np.asarray(gmm_2d.means)).max()) + 3.5
         g = np.linspace(-lim, lim, 120)
         xx, yy = np.meshgrid(g, g)
         dens = np.exp(np.asarray(gmm_2d.log_prob(jnp.asarray(np.stack([xx.ravel(), yy.ravel()],
                                                                           1)))).reshape(xx.shape))
-        for ax, method in zip(axes.ravel(), config.methods, strict=False):
+        for ax, method in zip(axes.ravel(), exp.methods, strict=False):
             ax.contour(xx, yy, dens, levels=6, colors="k", linewidths=0.6)
             x = samples.get((score, method, nfe))
             if x is not None:
                 ax.scatter(x[:1000, 0], x[:1000, 1], s=1, alpha=0.4)
-            ax.set(title=f"{method}", xlim=(-lim, lim), ylim=(-lim, lim))
+            ax.set(title=f"{method}", xlim=(-lim, lim), ylim=(-lim, lim), xlabel="x_1",
+                   ylabel="x_2")
             ax.set_xticks([])
             ax.set_yticks([])
-        fig.suptitle(f"d = 2, {score} score, NFE target {nfe}")
+        fig.suptitle(f"d = 2, {score} score (training seed {exp.train_seeds[0]}), NFE target "
+                     f"{nfe}; contours: the true density")
         fig.tight_layout()
         paths.update(reporting.save_figure(fig, workdir, "samples_2d.png"))
     return paths
@@ -244,31 +357,35 @@ def write_figures(workdir, rows, samples, gmm_2d, config):
 # ----- the job ----------------------------------------------------------------------------------
 
 def compare_samplers(config, workdir: str) -> dict[str, str]:
-    """Trains (or reloads) one model per dimension, runs the comparison; returns the paths of
-    the files written."""
+    """Trains (or reloads) one model per dimension and training seed, runs the comparison;
+    returns the paths of the files written."""
     exp = experiment_config(ComparisonConfig, config)
-    configs = {dim: base.override(config, {"data.dim": dim}) for dim in exp.dims}
-    for c in configs.values():  # every dimension checked before anything trains
+    configs = {(dim, seed): base.override(config, {"data.dim": dim, "training.seed": seed})
+               for dim in exp.dims for seed in exp.train_seeds}
+    for c in configs.values():  # every model checked before anything trains
         train.validate_config(c)
     rng = jax.random.key(exp.seed)
-    total = 2 * len(exp.dims) * len(exp.methods) * len(exp.nfes)
     rows, likelihood, samples_2d, gmm_2d = [], [], {}, None
-    for dim, c in configs.items():
-        trained = train.train_and_evaluate(c, os.path.join(workdir, f"model_d{dim}"))
-        sde, gmm = trained["sde"], trained["dataset"].gmm
-        score_fns = {"model": trained["score_fn"], "exact": gmm.score_fn(sde)}
+    for dim in exp.dims:
+        models = [train.train_and_evaluate(configs[(dim, seed)],
+                                           os.path.join(workdir, f"model_d{dim}_s{seed}"))
+                  for seed in exp.train_seeds]
+        sde, gmm = models[0]["sde"], models[0]["dataset"].gmm
+        score_fns = {"model": [m["score_fn"] for m in models],
+                     "exact": [jax.tree_util.Partial(gmm.score_fn(sde))]}
         key_eval = jax.random.fold_in(rng, dim)
-        with tqdm(total=total // len(exp.dims), desc=f"sampler runs d={dim}",
-                  unit="run") as progress:
+        with tqdm(total=2 * len(exp.methods) * len(exp.nfes), desc=f"sampler runs d={dim}",
+                  unit="setting") as progress:
             dim_rows, samples = evaluate_runs(key_eval, sde, gmm, score_fns, exp, progress, dim)
         rows += dim_rows
         likelihood.append({"dim": dim, **heldout_nll(key_eval, sde, gmm, score_fns,
                                                      exp.num_heldout, dim)})
         if dim == 2:
             samples_2d, gmm_2d = samples, gmm
-    paths = write_results(workdir, rows, likelihood)
-    paths.update(write_summary(workdir, rows, exp))
-    paths.update(write_figures(workdir, rows, samples_2d, gmm_2d, exp))
+    gaussian = exact_gaussian_errors(sde, exp)
+    paths = write_results(workdir, rows, likelihood, gaussian)
+    paths.update(write_summary(workdir, rows, gaussian, exp))
+    paths.update(write_figures(workdir, rows, gaussian, samples_2d, gmm_2d, exp))
     return paths
 
 

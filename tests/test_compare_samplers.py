@@ -4,12 +4,15 @@ import csv
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import sde_lib
 from experiments import compare_samplers, sample_quality
+from experiments.config_types import experiment_config
 from experiments.configs import compare_samplers as compare_samplers_config
+from sde_lib import evaluation
 from tests._configs import tiny
 from tests._sde_cases import Z
 
@@ -48,15 +51,18 @@ def test_mode_weights_and_nll_against_the_oracle():
 
 @pytest.mark.slow
 def test_main_job_tiny(tmp_path):
-    """All samplers at two NFE targets with a briefly trained model and the exact score: one
-    row per (score, sampler, NFE), files written, and with the exact score the errors shrink
-    with NFE (averaged over the samplers that ran at both)."""
+    """All samplers at two NFE targets with two briefly trained models (two sampling seeds each)
+    and the exact score: one row per (score, sampler, NFE) with its mean and sd over the runs,
+    files written; with the exact score the errors shrink with NFE (averaged over the samplers
+    that ran at both), and the exact Gaussian KL falls with NFE for every affine sampler and is
+    ``sde_lib.evaluation``'s."""
     config = tiny(compare_samplers_config, dict(dims=(2,), nfes=(10, 200), num_samples=1000,
-                                                num_heldout=20), **{
+                                                num_heldout=20, train_seeds=(0, 1),
+                                                sample_seeds=2), **{
         "training.num_train_steps": 100, "training.checkpoint_every": 100})
     paths = compare_samplers.compare_samplers(config, str(tmp_path))
     for name in ("results.csv", "results.md", "summary.md", "likelihood.md", "likelihood.csv",
-                 "quality_vs_nfe.png", "samples_2d.png"):
+                 "gaussian.csv", "gaussian.md", "quality_vs_nfe.png", "samples_2d.png"):
         assert (tmp_path / name).stat().st_size > 0, name
         assert paths[name] == str(tmp_path / name)
     rows = list(csv.DictReader(open(paths["results.csv"])))
@@ -71,12 +77,30 @@ def test_main_job_tiny(tmp_path):
     fine = np.mean([exact[(m, 200)] for m in both])
     assert fine < coarse, (coarse, fine)
     assert "n/a" in open(paths["results.md"]).read()  # reverse diffusion at 10 steps on VP
+    counts = {(r["score"], r["sampler"]): r["runs"] for r in rows if r["runs"]}
+    assert counts[("model", "euler_maruyama")] == "4" and counts[("exact", "ddim")] == "2"
+    assert all(r["sw2_sd"] for r in rows if r["runs"])
+    gaussian = list(csv.DictReader(open(paths["gaussian.csv"])))
+    kl = {(r["sampler"], int(r["nfe_target"])): float(r["kl_nats"]) for r in gaussian
+          if r["kl_nats"]}
+    affine = [m for m, s in sde_lib.SAMPLERS.items() if s.affine and not s.adaptive]
+    assert {m for m, _ in kl} == set(affine)
+    assert all(kl[(m, 200)] < kl[(m, 10)] for m in affine if (m, 10) in kl), kl
+    exp = experiment_config(compare_samplers.ComparisonConfig, config)
+    mean = jax.random.normal(jax.random.key(exp.seed), (exp.gaussian_dim,))
+    var = jnp.geomspace(*exp.gaussian_var, exp.gaussian_dim)
+    law = evaluation.gaussian_sampler_law(sde_lib.VPSDE(), mean, var, "ddim", 200)
+    want = float(evaluation.gaussian_kl(law, evaluation.GaussianLaw(mean, var)))
+    np.testing.assert_allclose(kl[("ddim", 200)], want, rtol=1e-3)
 
 
 def test_bad_config(tmp_path):
     for change, message in (({"methods": ("heun",)}, "are not samplers"),
                             ({"nfes": (1, 10)}, "nfes must be integers >= 2"),
-                            ({"dims": ()}, "dims must be integers >= 1")):
+                            ({"dims": ()}, "dims must be integers >= 1"),
+                            ({"train_seeds": ()}, "train_seeds must be"),
+                            ({"gaussian_var": (1.0, 0.1)}, "gaussian_var must be"),
+                            ({"sample_seeds": 0}, "sample_seeds must be >= 1")):
         with pytest.raises(ValueError, match=message):
             compare_samplers.run(tiny(compare_samplers_config, change), str(tmp_path / "w"))
     with pytest.raises(ValueError, match="training.batch_size"):

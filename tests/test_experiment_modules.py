@@ -126,19 +126,25 @@ def test_digits(tmp_path):
 
 @pytest.mark.slow
 def test_compare_losses(tmp_path):
-    """Two losses and the exact score at a tiny budget: one row each; the exact score has the
-    lowest held-out DSM loss (it minimizes it in expectation; 2000 held-out points)."""
+    """Two losses, two training seeds each, and the exact score at a tiny budget: one row each
+    with the mean and sd over the seeds; the exact score has the lowest held-out DSM loss (it
+    minimizes it in expectation; 2000 held-out points)."""
     losses = ("eps prediction (eps loss)", "sliced score matching")
     config = tiny(compare_losses_config, dict(losses=losses, num_heldout=2000, num_nll=10,
-                                              num_samples=200))
+                                              num_samples=200, train_seeds=(0, 1)))
     paths = compare_losses.run(config, str(tmp_path))
     assert (tmp_path / "losses.png").stat().st_size > 0
+    assert (tmp_path / "model_1_s1" / "checkpoints").is_dir()
     rows = _rows(paths["losses.csv"])
     assert [r["loss"] for r in rows] == ["exact score", *losses]
+    assert [r["seeds"] for r in rows] == ["1", "2", "2"]
+    assert rows[0]["nll_bpd_sd"] == "" and float(rows[1]["nll_bpd_sd"]) > 0
     assert rows[2]["config"].startswith("loss.weighting=None,loss.divergence=exact,"
-                                        "loss.name=ssm,loss.parameterization=score")
+                                        "loss.time_sampling=uniform,loss.name=ssm,"
+                                        "loss.parameterization=score")
     dsm = [float(r["heldout_dsm"]) for r in rows]
     assert dsm[0] < min(dsm[1:])
+    assert all(np.isfinite(float(r["elbo_bpd"])) for r in rows)
 
 
 def test_module_configs_reject_bad_values(tmp_path):

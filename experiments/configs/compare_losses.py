@@ -1,9 +1,9 @@
 """``experiments.compare_losses``: the same MLP and budget trained with each loss of ``LOSSES``.
 
-Row ``name`` is this config with the loss fields ``LOSSES[name]``, trained in
-``<workdir>/model_<i>`` (``i`` its position in ``experiment.losses``); the table's ``config``
-column is the ``--config experiments/configs/compare_losses.py:<fields>`` argument that makes
-``python -m experiments.main`` train the same model.
+Row ``name`` is this config with the loss fields ``LOSSES[name]``, trained once per training
+seed ``s`` in ``<workdir>/model_<i>_s<s>`` (``i`` its position in ``experiment.losses``); the
+table's ``config`` column is the ``--config experiments/configs/compare_losses.py:<fields>``
+argument (with ``seed=s``) that makes ``python -m experiments.main`` train the same model.
 """
 
 import ml_collections
@@ -18,6 +18,10 @@ LOSSES = {
                                        "parameterization": "score"},
     "DSM g^2 (likelihood)": {"name": "dsm", "weighting": "likelihood",
                              "parameterization": "score"},
+    # Song et al. 2021b: the likelihood weighting with t drawn with density g^2 / sigma^2
+    "DSM g^2 (likelihood), importance t": {"name": "dsm", "weighting": "likelihood",
+                                           "time_sampling": "importance",
+                                           "parameterization": "score"},
     "DSM unweighted": {"name": "dsm", "weighting": "none", "parameterization": "score"},
     "DDPM simple": {"name": "ddpm_eps", "weighting": "simple", "parameterization": "eps"},
     "DDPM ELBO": {"name": "ddpm_eps", "weighting": "elbo", "parameterization": "eps"},
@@ -35,6 +39,7 @@ def get_config(arg: str | None = None):
         num_heldout=2000,  # held-out points for the DSM yardstick
         num_nll=200,  # of which this many for the probability-flow NLL
         num_samples=2000,  # samples per sampler, and exact samples to compare with
+        train_seeds=(0, 1, 2),  # one model per loss and training seed
         seed=0,  # evaluation
     ))
     return base.apply_shortcuts(config, arg)
