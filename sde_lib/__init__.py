@@ -56,9 +56,9 @@ from sde_lib.sampling import SAMPLERS, sample  # noqa: E402
 
 __all__ += ["SAMPLERS", "sample", "sampling"]
 from sde_lib import evaluation  # noqa: E402
-from sde_lib.evaluation import GaussianLaw, gaussian_sampler_law  # noqa: E402
+from sde_lib.evaluation import GaussianLaw, flow_kl, gaussian_sampler_law  # noqa: E402
 
-__all__ += ["GaussianLaw", "evaluation", "gaussian_sampler_law"]
+__all__ += ["GaussianLaw", "evaluation", "flow_kl", "gaussian_sampler_law"]
 from sde_lib import inverse  # noqa: E402
 from sde_lib.inverse import GUIDANCE, conditional_sample, guided_score_fn  # noqa: E402
 

@@ -104,6 +104,9 @@ class Sampler:
         ``jax.random.normal(key, x.shape)``, so that ``sde_lib.evaluation.gaussian_sampler_law``
         propagates its output law exactly; ``False`` for ``pc``, whose Langevin step size depends
         on the norms of the score and the noise.
+      deterministic: fixed-step samplers: ``deterministic(options)``, whether the sampler is a
+        deterministic map of its prior draw (no noise after it), so that
+        ``sde_lib.evaluation.flow_log_density`` gives its output density by change of variables.
     """
 
     name: str
@@ -112,6 +115,7 @@ class Sampler:
     nfe: Callable[[int, dict], int] = _one_per_step
     solve: Callable | None = None
     affine: bool = True
+    deterministic: Callable[[dict], bool] = lambda options: False
 
     @property
     def adaptive(self) -> bool:
@@ -226,16 +230,18 @@ SAMPLERS: dict[str, Sampler] = {sampler.name: sampler for sampler in (
         "chain": _CHAIN, "time_grid": _GRID, "clip_denoised": _CLIP}, _build_ancestral),
     Sampler("euler_maruyama", {"time_grid": _GRID}, _build_sde_step(steps.euler_maruyama)),
     Sampler("reverse_diffusion", {}, _build_reverse_diffusion),
-    Sampler("pf_ode_euler", {"time_grid": _GRID}, _build_sde_step(steps.pf_ode_euler)),
+    Sampler("pf_ode_euler", {"time_grid": _GRID}, _build_sde_step(steps.pf_ode_euler),
+            deterministic=lambda o: True),
     Sampler("pf_ode_heun", {"time_grid": _GRID}, _build_sde_step(steps.pf_ode_heun),
-            nfe=_heun_nfe),
+            nfe=_heun_nfe, deterministic=lambda o: True),
     Sampler("pf_ode_adaptive", {
         "rtol": (1e-5, _check_pos), "atol": (1e-5, _check_pos),
         "solver": ("tsit5", functools.partial(_check_choice, choices=tuple(ODE_SOLVERS))),
         "max_steps": (4096, check_num_steps)}, solve=lambda x_T, sde, score_fn, eps, o:
         _adaptive(x_T, sde, score_fn, eps, **o)),
     Sampler("ddim", {"eta": (0.0, _check_nonneg), "chain": _CHAIN, "time_grid": _GRID,
-                     "clip_denoised": _CLIP}, _build_ddim),
+                     "clip_denoised": _CLIP}, _build_ddim,
+            deterministic=lambda o: o["eta"] == 0),
     Sampler("pc", {
         "snr": (0.16, _check_pos), "corrector_steps": (1, check_num_steps),
         "predictor": ("reverse_diffusion", functools.partial(_check_choice, choices=PREDICTORS)),
