@@ -59,6 +59,9 @@ class ComparisonConfig:
       sample_seeds: sampling seeds per score (each with its own exact reference set).
       gaussian_dim, gaussian_var: the Gaussian of the exact (Monte-Carlo-free) table: its
         dimension and the range of its log-spaced variances.
+      flow_kl_dims, flow_kl_points: the dimensions in which the deterministic samplers' output
+        KL to the mixture is computed by change of variables (``sde_lib.evaluation.flow_kl``,
+        a d x d Jacobian per point), and its number of prior draws per run.
       seed: sampling and evaluation seed.
     """
 
@@ -71,6 +74,8 @@ class ComparisonConfig:
     sample_seeds: int
     gaussian_dim: int
     gaussian_var: tuple[float, float]
+    flow_kl_dims: tuple[int, ...]
+    flow_kl_points: int
     seed: int
 
     def __post_init__(self):
@@ -89,7 +94,8 @@ class ComparisonConfig:
         if len(self.gaussian_var) != 2 or not 0 < self.gaussian_var[0] <= self.gaussian_var[1]:
             raise ValueError(f"gaussian_var must be (lo, hi) with 0 < lo <= hi, got "
                              f"{self.gaussian_var!r}")
-        for name in ("num_samples", "num_heldout", "sample_seeds", "gaussian_dim"):
+        for name in ("num_samples", "num_heldout", "sample_seeds", "gaussian_dim",
+                     "flow_kl_points"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
 
@@ -112,6 +118,18 @@ def sampler_fn(sde, shape, method, num_steps, options):
                                                       num_steps=num_steps, **options))
 
 
+def flow_kl_fn(sde, gmm, num, dim, method, num_steps):
+    """``fn(key, score_fn) -> (KL, standard error)`` of a deterministic sampler's output to
+    ``gmm`` (nats, ``sde_lib.evaluation.flow_log_density`` over ``num`` prior draws), jitted
+    with the score as a pytree argument."""
+    def kl(key, score_fn):
+        x_T = sde.prior_sampling(jax.random.fold_in(key, 1), (num, dim))
+        x0, log_q = evaluation.flow_log_density(sde, score_fn, x_T, method, num_steps)
+        diff = log_q - gmm.log_prob(x0)
+        return jnp.mean(diff), jnp.std(diff, ddof=1) / jnp.sqrt(num)
+    return jax.jit(kl)
+
+
 def _metrics(gmm, x, exact, rng_sw) -> dict:
     if not np.all(np.isfinite(x)):
         return {"sw2": math.inf, "nll": math.inf, "mode_err": math.inf}
@@ -124,10 +142,11 @@ def _metrics(gmm, x, exact, rng_sw) -> dict:
 def _summarize(runs: list[dict]) -> dict:
     """Mean and sd (over the runs) of each metric; sd is n/a for one run."""
     out = {}
-    for name in ("sw2", "nll", "mode_err", "wall_s"):
+    names = ("sw2", "nll", "mode_err", "wall_s") + (("kl", "kl_se") if "kl" in runs[0] else ())
+    for name in names:
         values = np.array([r[name] for r in runs], float)
         out[name] = float(values.mean())
-        if name != "wall_s":
+        if name not in ("wall_s", "kl_se"):
             out[f"{name}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else None
     out["runs"] = len(runs)
     return out
@@ -147,6 +166,11 @@ def evaluate_runs(rng, sde, gmm, score_fns, exp, progress, dim):
         for column, nfe_target in enumerate(exp.nfes):
             num_steps, options = sampler_settings(method, nfe_target, column)
             fn = sampler_fn(sde, (n, dim), method, num_steps, options)
+            sampler = sde_lib.SAMPLERS[method]
+            flow = (dim in exp.flow_kl_dims and not sampler.adaptive
+                    and sampler.deterministic(sampler.check_options(options)))
+            kl_fn = flow_kl_fn(sde, gmm, exp.flow_kl_points, dim, method, num_steps) if flow \
+                else None
             for kind, fns in score_fns.items():
                 row = {"dim": dim, "score": kind, "sampler": method, "nfe_target": nfe_target}
                 runs, compile_s = [], 0.0
@@ -162,8 +186,11 @@ def evaluate_runs(rng, sde, gmm, score_fns, exp, progress, dim):
                             x, nfe = jax.block_until_ready(compiled(key, score_fn))
                             wall_s = time.perf_counter() - start
                             x = np.asarray(x)
-                            runs.append({**_metrics(gmm, x, exacts[r], rng_sw),
-                                         "wall_s": wall_s})
+                            run = {**_metrics(gmm, x, exacts[r], rng_sw), "wall_s": wall_s}
+                            if kl_fn is not None:
+                                kl, kl_se = kl_fn(key, score_fn)
+                                run.update(kl=float(kl), kl_se=float(kl_se))
+                            runs.append(run)
                             if i == 0 and r == 0:
                                 samples[(kind, method, nfe_target)] = x
                 except ValueError:
@@ -231,8 +258,8 @@ def exact_gaussian_errors(sde, exp) -> list[dict]:
 
 # ----- reporting ---------------------------------------------------------------------------------
 
-COLUMNS = ("dim", "score", "sampler", "nfe_target", "nfe", "runs", "sw2", "sw2_sd", "nll",
-           "nll_sd", "mode_err", "mode_err_sd", "compile_s", "wall_s")
+COLUMNS = ("dim", "score", "sampler", "nfe_target", "nfe", "runs", "sw2", "sw2_sd", "kl",
+           "kl_sd", "kl_se", "nll", "nll_sd", "mode_err", "mode_err_sd", "compile_s", "wall_s")
 GAUSSIAN_COLUMNS = ("sampler", "nfe_target", "nfe", "kl_nats", "w2")
 
 
@@ -274,6 +301,27 @@ def write_summary(workdir, rows, gaussian, exp):
                          f"over {runs} runs (exact vs exact: {ref['sw2']:.3f} +- "
                          f"{ref['sw2_sd']:.3f} over 8 pairs)\n\n"
                          + reporting.markdown_table(table, ["sampler", *map(str, exp.nfes)]))
+    for dim in exp.flow_kl_dims:
+        for score in ("model", "exact"):
+            table, runs = [], 0
+            for method in exp.methods:
+                cells = {r["nfe_target"]: _pm(r.get("kl"), r.get("kl_sd")) for r in rows
+                         if r["dim"] == dim and r["score"] == score and r["sampler"] == method
+                         and r.get("kl") is not None}
+                runs = max([runs] + [r["runs"] for r in rows if r["dim"] == dim and
+                                     r["score"] == score and r.get("kl") is not None])
+                if cells:
+                    table.append({"sampler": method,
+                                  **{str(n): cells.get(n) for n in exp.nfes}})
+            if table:
+                se = max(r["kl_se"] for r in rows if r["dim"] == dim and r["score"] == score
+                         and r.get("kl") is not None)
+                parts.append(f"### d = {dim}, {score} score: KL(sampler || data) in nats of the "
+                             f"deterministic samplers (change of variables, "
+                             f"{exp.flow_kl_points} prior draws per run), mean +- sd over "
+                             f"{runs} runs (each run's standard error <= {se:.2g})\n\n"
+                             + reporting.markdown_table(table,
+                                                        ["sampler", *map(str, exp.nfes)]))
     table = []
     for method in dict.fromkeys(r["sampler"] for r in gaussian):
         cells = {r["nfe_target"]: r.get("kl_nats") for r in gaussian if r["sampler"] == method}

@@ -54,8 +54,8 @@ def test_main_job_tiny(tmp_path):
     """All samplers at two NFE targets with two briefly trained models (two sampling seeds each)
     and the exact score: one row per (score, sampler, NFE) with its mean and sd over the runs,
     files written; with the exact score the errors shrink with NFE (averaged over the samplers
-    that ran at both), and the exact Gaussian KL falls with NFE for every affine sampler and is
-    ``sde_lib.evaluation``'s."""
+    that ran at both); the deterministic samplers' KL by change of variables falls with NFE; the
+    exact Gaussian KL falls with NFE for every affine sampler and is ``sde_lib.evaluation``'s."""
     config = tiny(compare_samplers_config, dict(dims=(2,), nfes=(10, 200), num_samples=1000,
                                                 num_heldout=20, train_seeds=(0, 1),
                                                 sample_seeds=2), **{
@@ -80,6 +80,10 @@ def test_main_job_tiny(tmp_path):
     counts = {(r["score"], r["sampler"]): r["runs"] for r in rows if r["runs"]}
     assert counts[("model", "euler_maruyama")] == "4" and counts[("exact", "ddim")] == "2"
     assert all(r["sw2_sd"] for r in rows if r["runs"])
+    flow = {(r["sampler"], int(r["nfe_target"])): float(r["kl"]) for r in rows
+            if r["score"] == "exact" and r["kl"]}
+    assert {m for m, _ in flow} == {"pf_ode_euler", "pf_ode_heun", "ddim"}
+    assert all(flow[(m, 200)] < flow[(m, 10)] for m, _ in flow), flow
     gaussian = list(csv.DictReader(open(paths["gaussian.csv"])))
     kl = {(r["sampler"], int(r["nfe_target"])): float(r["kl_nats"]) for r in gaussian
           if r["kl_nats"]}

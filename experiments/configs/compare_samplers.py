@@ -28,6 +28,8 @@ def get_config(arg: str | None = None):
         sample_seeds=2,  # sampling seeds per model, each with its own exact reference set
         gaussian_dim=16,  # the exact (Monte-Carlo-free) table: N(mu, diag(s^2)) in this
         gaussian_var=(0.01, 1.0),  # dimension, s^2 log-spaced over this range
+        flow_kl_dims=(2,),  # deterministic samplers' KL by change of variables in these dims
+        flow_kl_points=1000,  # prior draws per run for it
         seed=0,  # sampling and evaluation
     ))
     return base.apply_shortcuts(config, arg)
