@@ -15,6 +15,7 @@ import sde_lib
 from experiments import (
     compare_losses,
     ddpm_to_sde,
+    diagnostics,
     digits,
     inverse_problems,
     ou_process,
@@ -24,6 +25,7 @@ from experiments import (
 from experiments.config_types import experiment_config
 from experiments.configs import compare_losses as compare_losses_config
 from experiments.configs import ddpm_to_sde as ddpm_to_sde_config
+from experiments.configs import diagnostics as diagnostics_config
 from experiments.configs import digits as digits_config
 from experiments.configs import inverse_problems as inverse_config
 from experiments.configs import ou_process as ou_config
@@ -147,6 +149,32 @@ def test_compare_losses(tmp_path):
     assert all(np.isfinite(float(r["elbo_bpd"])) for r in rows)
 
 
+@pytest.mark.slow
+def test_diagnostics(tmp_path):
+    """Two tiny models: every table and figure written; the score-swap rows cover all t, each
+    window and none; the relative score error is finite and positive; pc runs at every snr; the
+    VP / sub-VP / VE table holds every affine sampler; with the model's score nowhere (the exact
+    score) Euler-Maruyama is at least as good as with the model's score everywhere."""
+    config = tiny(diagnostics_config, dict(
+        dims=(2,), train_seeds=(0, 1), times=(0.1, 0.5, 1.0), windows=((0.0, 0.5), (0.5, 1.0)),
+        swap_nfe=20, snrs=(0.05, 0.16), pc_nfes=(50,), sde_nfes=(10, 50), num_samples=300,
+        sample_seeds=2), **{"training.num_train_steps": 100, "training.checkpoint_every": 100})
+    paths = diagnostics.run(config, str(tmp_path))
+    for name in ("score_error.png", "sdes.png", "trajectories.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    swap = _rows(paths["swap.csv"])
+    assert [r["model_window"] for r in swap] == ["all t", "[0, 0.5)", "[0.5, 1]",
+                                                 "none (exact score)"]
+    assert float(swap[-1]["euler_maruyama_sw2"]) <= float(swap[0]["euler_maruyama_sw2"])
+    errors = [float(r["rel_score_err"]) for r in _rows(paths["score_error.csv"])]
+    assert len(errors) == 3 and all(0 < e < np.inf for e in errors)
+    assert [float(r["snr"]) for r in _rows(paths["pc_snr.csv"])] == [0.05, 0.16]
+    sdes = _rows(paths["sdes.csv"])
+    assert {r["sde"] for r in sdes} == {"vp", "subvp", "ve"}
+    assert {r["sampler"] for r in sdes} == {m for m, s in sde_lib.SAMPLERS.items()
+                                            if s.affine and not s.adaptive}
+
+
 def test_module_configs_reject_bad_values(tmp_path):
     """The fast tier's check of the modules whose runs are in the slow tier: bad values raise
     before anything trains, and nothing is written."""
@@ -158,7 +186,11 @@ def test_module_configs_reject_bad_values(tmp_path):
              "are unknown"),
             (inverse_problems, inverse_config, {"experiment.method": "pf_ode_adaptive"},
              "must be a fixed-step sampler"),
-            (compare_losses, compare_losses_config, {"optim.lr": -1.0}, "optim.lr must be")):
+            (compare_losses, compare_losses_config, {"optim.lr": -1.0}, "optim.lr must be"),
+            (diagnostics, diagnostics_config, {"experiment.pc_nfes": (20,)},
+             "experiment.pc_nfes: 20 does not run"),
+            (diagnostics, diagnostics_config, {"experiment.windows": ((0.5, 0.2),)},
+             "windows must be pairs")):
         config = config_module.get_config()
         with config.ignore_type():
             for key, value in change.items():
@@ -174,7 +206,7 @@ def test_module_configs_build_and_train_through_main():
     model pass the trainer's checks (the config ``experiments.main`` takes for it)."""
     typed = {"ou_process": ou_process.OUConfig, "ddpm_to_sde": ddpm_to_sde.DDPMToSDEConfig,
              "tweedie": tweedie.TweedieConfig, "inverse_problems": inverse_problems.InverseConfig,
-             "digits": digits.DigitsConfig,
+             "digits": digits.DigitsConfig, "diagnostics": diagnostics.DiagnosticsConfig,
              "compare_losses": compare_losses.LossComparisonConfig}
     for name, cls in typed.items():
         config = importlib.import_module(f"experiments.configs.{name}").get_config()
