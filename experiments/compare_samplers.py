@@ -1,24 +1,31 @@
 r"""The main job: reverse-SDE vs DDPM sampling (and every other sampler) on Gaussian-mixture data.
 
 For each dimension ``d`` (default 2 and 16), the seeds' mixture of two identical Gaussians with
-random shifts is the data. A score model is trained on it (``experiments/train.py``, the config
-``experiments/configs/compare_samplers.py`` with ``data.dim = d``, in ``<workdir>/model_d<d>``;
-a second run in the same workdir reuses it), then every
-sampler runs at every NFE target both with the trained model and with the oracle's exact score,
-so sampler error (exact rows) and model error (the difference) are separated. Each run is
-measured against the exact mixture:
+random shifts is the data. One score model per training seed ``s`` is trained on it
+(``experiments/train.py``, the config ``experiments/configs/compare_samplers.py`` with
+``data.dim = d`` and ``training.seed = s``, in ``<workdir>/model_d<d>_s<s>``; a second run in the
+same workdir reuses them), then every sampler runs at every NFE target with each model and with
+the oracle's exact score, each with ``sample_seeds`` sampling seeds (the same prior draw and
+noise for every sampler and score; its own set of exact samples to compare with), so sampler
+error (exact rows) and model error (the difference) are separated. Each run is measured against
+the exact mixture, and every row reports the mean and sd over its runs:
 
 * ``sw2``: sliced 2-Wasserstein distance to as many exact samples (``sample_quality.py``); the
-  ``exact samples`` row is its Monte Carlo floor, the mean over 8 pairs of independent exact sets
-  (their sd is in ``summary.md``);
+  ``exact samples`` row is its Monte Carlo floor, mean and sd over 8 pairs of independent exact
+  sets;
+* ``kl`` (deterministic samplers in ``flow_kl_dims``): KL(sampler || data) in nats by the change
+  of variables along the sampler's discrete map (``sde_lib.evaluation.flow_log_density``), with
+  each run's standard error ``kl_se``;
 * ``nll``: mean true negative log-density of the samples, nats/dim (exact samples: the entropy);
 * ``mode_err``: largest error of the mode weights (fraction per component minus its weight);
 * ``wall_s``: wall time of the compiled sampler (compile time separately, ``compile_s``).
 
-and once per score, the probability-flow NLL of held-out data in bits/dim (exact divergence).
-Writes ``results.csv``, ``results.md``, ``summary.md`` (sliced W2 by sampler and NFE),
-``likelihood.csv/md``, ``quality_vs_nfe.png`` and
-``samples_2d.png`` into the workdir and prints the table and the paths.
+Per dimension, the probability-flow NLL of held-out data in bits/dim (exact divergence) for the
+exact score and each model; and, with no Monte Carlo at all, the exact KL of every affine sampler
+on a Gaussian with unequal variances (``sde_lib.evaluation.gaussian_sampler_law``). Writes
+``results.csv/md``, ``summary.md`` (the tables by sampler and NFE), ``likelihood.csv/md``,
+``gaussian.csv/md``, ``quality_vs_nfe.png`` and ``samples_2d.png`` into the workdir and prints the
+tables and the paths.
 
 Run: ``python -m experiments.compare_samplers --workdir runs/compare_samplers``.
 """
