@@ -109,12 +109,7 @@ class Evaluator:
 
 
 def _mean_sd(runs: list[dict]) -> dict:
-    out = {"seeds": len(runs)}
-    for name in METRICS:
-        values = np.array([r[name] for r in runs], float)
-        out[name] = float(values.mean())
-        out[f"{name}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else None
-    return out
+    return {"seeds": len(runs), **reporting.summarize(runs, METRICS)}
 
 
 def write_figure(workdir: str, rows: list[dict], num_seeds: int,

@@ -127,14 +127,10 @@ def sampler_fn(sde, shape, method, num_steps, options):
 
 def flow_kl_fn(sde, gmm, num, dim, method, num_steps):
     """``fn(key, score_fn) -> (KL, standard error)`` of a deterministic sampler's output to
-    ``gmm`` (nats, ``sde_lib.evaluation.flow_log_density`` over ``num`` prior draws), jitted
-    with the score as a pytree argument."""
-    def kl(key, score_fn):
-        x_T = sde.prior_sampling(jax.random.fold_in(key, 1), (num, dim))
-        x0, log_q = evaluation.flow_log_density(sde, score_fn, x_T, method, num_steps)
-        diff = log_q - gmm.log_prob(x0)
-        return jnp.mean(diff), jnp.std(diff, ddof=1) / jnp.sqrt(num)
-    return jax.jit(kl)
+    ``gmm`` (nats, ``sde_lib.evaluation.flow_kl`` over ``num`` prior draws), jitted with the
+    score as a pytree argument."""
+    return jax.jit(lambda key, score_fn: evaluation.flow_kl(
+        jax.random.fold_in(key, 1), sde, score_fn, gmm.log_prob, num, dim, method, num_steps))
 
 
 def _metrics(gmm, x, exact, rng_sw) -> dict:
@@ -147,16 +143,13 @@ def _metrics(gmm, x, exact, rng_sw) -> dict:
 
 
 def _summarize(runs: list[dict]) -> dict:
-    """Mean and sd (over the runs) of each metric; sd is n/a for one run."""
-    out = {}
-    names = ("sw2", "nll", "mode_err", "wall_s") + (("kl", "kl_se") if "kl" in runs[0] else ())
-    for name in names:
-        values = np.array([r[name] for r in runs], float)
-        out[name] = float(values.mean())
-        if name not in ("wall_s", "kl_se"):
-            out[f"{name}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else None
-    out["runs"] = len(runs)
-    return out
+    """Mean and sd (over the runs) of each metric; the wall time and the KL's standard error
+    as means only."""
+    flow = ("kl", "kl_se") if "kl" in runs[0] else ()
+    out = reporting.summarize(runs, ("sw2", "nll", "mode_err", "wall_s") + flow)
+    for name in ("wall_s_sd", "kl_se_sd"):
+        out.pop(name, None)
+    return {**out, "runs": len(runs)}
 
 
 def evaluate_runs(rng, sde, gmm, score_fns, exp, progress, dim):
@@ -235,14 +228,21 @@ def heldout_nll(rng, sde, gmm, score_fns, num, dim):
     return out
 
 
+def gaussian_testbed(exp) -> evaluation.GaussianLaw:
+    """The Gaussian of the exact table: ``N(mu, diag(s^2))`` in ``exp.gaussian_dim``
+    dimensions, ``s^2`` log-spaced over ``exp.gaussian_var``, ``mu ~ N(0, I)`` (seed
+    ``exp.seed``)."""
+    lo, hi = exp.gaussian_var
+    return evaluation.GaussianLaw(jax.random.normal(jax.random.key(exp.seed), (exp.gaussian_dim,)),
+                                  jnp.geomspace(lo, hi, exp.gaussian_dim))
+
+
 def exact_gaussian_errors(sde, exp) -> list[dict]:
     """Exact sampler error with no Monte Carlo (``sde_lib.evaluation``): KL(sampler || data)
     and W2 for the Gaussian ``N(mu, diag(s^2))`` in ``exp.gaussian_dim`` dimensions, ``s^2``
     log-spaced over ``exp.gaussian_var`` and ``mu ~ N(0, I)`` (seed ``exp.seed``), for every
     affine sampler at every NFE target."""
-    d, (lo, hi) = exp.gaussian_dim, exp.gaussian_var
-    data = evaluation.GaussianLaw(jax.random.normal(jax.random.key(exp.seed), (d,)),
-                                  jnp.geomspace(lo, hi, d))
+    data = gaussian_testbed(exp)
     rows = []
     for method in exp.methods:
         sampler = sde_lib.SAMPLERS[method]

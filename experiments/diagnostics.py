@@ -34,6 +34,7 @@ from jax import lax
 
 import sde_lib
 from experiments import cli, reporting, sample_quality, train
+from experiments.compare_samplers import gaussian_testbed
 from experiments.config_types import experiment_config
 from experiments.configs import base
 from sde_lib import evaluation
@@ -84,8 +85,8 @@ class DiagnosticsConfig:
 
 
 def _mean_sd(values) -> dict:
-    v = np.asarray(values, float)
-    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if v.size > 1 else None}
+    stats = reporting.summarize([{"v": v} for v in values], ("v",))
+    return {"mean": stats["v"], "sd": stats["v_sd"]}
 
 
 def score_errors(sde, gmm, score_fns, times, num, key) -> list[dict]:
@@ -182,10 +183,8 @@ def pc_sweep(sde, gmm, exp, key, dim, floor) -> list[dict]:
 
 
 def sde_comparison(exp) -> list[dict]:
-    d, (lo, hi) = exp.gaussian_dim, exp.gaussian_var
-    mean = jax.random.normal(jax.random.key(exp.seed), (d,))
-    var = jnp.geomspace(lo, hi, d)
-    data = evaluation.GaussianLaw(mean, var)
+    data = gaussian_testbed(exp)
+    mean, var = data
     rows = []
     for name, sde in SDES.items():
         for method, sampler in sde_lib.SAMPLERS.items():

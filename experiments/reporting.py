@@ -43,6 +43,17 @@ def fmt(value) -> str:
     return str(value)
 
 
+def summarize(runs, names) -> dict:
+    """``{name: mean, name_sd: sd}`` over ``runs`` (dicts) for each of ``names``; the sd is
+    ``None`` for a single run."""
+    out = {}
+    for name in names:
+        values = np.array([r[name] for r in runs], float)
+        out[name] = float(values.mean())
+        out[f"{name}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else None
+    return out
+
+
 def markdown_table(rows: Sequence[Mapping], columns: Sequence[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]

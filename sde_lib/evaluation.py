@@ -161,11 +161,12 @@ def flow_log_density(sde, score_fn, x_T: ArrayLike, method: str, num_steps: int,
 
 
 def flow_kl(rng: jax.Array, sde, score_fn, log_prob, num: int, dim: int, method: str,
-            num_steps: int, eps: float = 1e-3, **options) -> tuple[float, float]:
+            num_steps: int, eps: float = 1e-3, **options) -> tuple[jax.Array, jax.Array]:
     r"""``(KL(q || p), its standard error)`` in nats between a deterministic sampler's output law
     ``q`` and the data law with log-density ``log_prob(x (B, d)) -> (B,)``: the mean of
-    ``log q(x_0) - log p(x_0)`` over ``num`` prior draws (``flow_log_density``)."""
+    ``log q(x_0) - log p(x_0)`` over ``num`` prior draws (``flow_log_density``); scalar arrays,
+    so it can run under ``jax.jit``."""
     x_T = sde.prior_sampling(rng, (num, dim))
     x0, log_q = flow_log_density(sde, score_fn, x_T, method, num_steps, eps, **options)
     diff = log_q - log_prob(x0)
-    return float(jnp.mean(diff)), float(jnp.std(diff, ddof=1) / jnp.sqrt(num))
+    return jnp.mean(diff), jnp.std(diff, ddof=1) / jnp.sqrt(num)
