@@ -56,9 +56,17 @@ from sde_lib.sampling import SAMPLERS, sample  # noqa: E402
 
 __all__ += ["SAMPLERS", "sample", "sampling"]
 from sde_lib import evaluation  # noqa: E402
-from sde_lib.evaluation import GaussianLaw, flow_kl, gaussian_sampler_law  # noqa: E402
+from sde_lib.evaluation import (  # noqa: E402
+    GaussianLaw,
+    coupled_error,
+    flow_kl,
+    gaussian_sampler_law,
+    mmd_test,
+    mode_errors,
+)
 
-__all__ += ["GaussianLaw", "evaluation", "flow_kl", "gaussian_sampler_law"]
+__all__ += ["GaussianLaw", "coupled_error", "evaluation", "flow_kl", "gaussian_sampler_law",
+            "mmd_test", "mode_errors"]
 from sde_lib import inverse  # noqa: E402
 from sde_lib.inverse import GUIDANCE, conditional_sample, guided_score_fn  # noqa: E402
 

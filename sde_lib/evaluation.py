@@ -1,4 +1,5 @@
-r"""Exact sampler error on Gaussian data: the law of a sampler's output, with no Monte Carlo.
+r"""Sampler error: exact on Gaussian data, by change of variables for deterministic samplers,
+pathwise for stochastic ones, and per mode or by a two-sample test for any sampler.
 
 For Gaussian data ``N(mu, diag(s^2))`` and a linear SDE, ``p_t = N(alpha_t mu, diag(alpha_t^2 s^2
 + sigma_t^2))`` and its score ``-(x - alpha_t mu) / (alpha_t^2 s^2 + sigma_t^2)`` is affine in
@@ -22,17 +23,27 @@ discrete map: ``log q(x_0) = log p_T(x_T) - log |det D Phi(x_T)|`` (``flow_log_d
 Jacobian by forward-mode autodiff through every step, exact in low dimension). Then
 ``KL(q || p) = E_{x_T}[log q(Phi(x_T)) - log p(Phi(x_T))]`` needs Monte Carlo only over the prior
 draws (``flow_kl``, with its standard error).
+
+A stochastic sampler is compared with a converged run of itself driven by the same prior draw
+and the same Brownian path (``coupled_error``; ``brownian_normals`` gives two grids' step normals
+on one path, any grids), which removes the sampling noise that dominates a comparison of two
+independent sample sets. For any sampler on mixture data, ``mode_errors`` gives each
+component's weight, mean and covariance error with standard errors, and ``mmd_test`` a
+permutation two-sample test against exact samples.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
+from sde_lib._checks import check_num_steps
 from sde_lib.sampling import SAMPLERS, get_sampler, scan_steps
 
 
@@ -170,3 +181,247 @@ def flow_kl(rng: jax.Array, sde, score_fn, log_prob, num: int, dim: int, method:
     x0, log_q = flow_log_density(sde, score_fn, x_T, method, num_steps, eps, **options)
     diff = log_q - log_prob(x0)
     return jnp.mean(diff), jnp.std(diff, ddof=1) / jnp.sqrt(num)
+
+
+# ----- SDE samplers: pathwise error on one Brownian path ----------------------------------------
+
+def _grid_times(sampler, sde, num_steps, eps, opts) -> np.ndarray:
+    """The ``K + 1`` decreasing times ``t_0, ..., t_K = 0`` a fixed-step sampler steps through."""
+    with jax.ensure_compile_time_eval():
+        _, coeffs = sampler.build(sde, None, num_steps, float(eps), opts)
+    return np.append(np.asarray(coeffs.t, np.float64), float(coeffs.t_next[-1]))
+
+
+def _coupled_sampler(method, options):
+    sampler = get_sampler(method)
+    if sampler.adaptive or not sampler.affine:
+        names = [name for name, s in SAMPLERS.items() if s.affine and not s.adaptive]
+        raise ValueError(f"method must be a fixed-step sampler that draws one normal per step, "
+                         f"one of {names}, got {method!r}")
+    return sampler, sampler.check_options(options)
+
+
+def brownian_normals(rng: jax.Array, fine_times: ArrayLike, times: ArrayLike,
+                     shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+    r"""The standard normals of two grids' steps on one Brownian path ``W``, ``(K, *shape)`` each.
+
+    ``W`` runs backwards from ``W(fine_times[0]) = 0`` with independent increments
+    ``W(s_{j+1}) - W(s_j) ~ N(0, s_j - s_{j+1})`` drawn from ``rng`` on the fine grid ``s``; a
+    time of ``times`` between two fine times gets its value from the Brownian bridge between them
+    (``W(t) = W(l) + (l - t) / (l - r) (W(r) - W(l)) + sqrt((l - t)(t - r) / (l - r)) xi``, one
+    after the other within an interval), so the fine grid's normals do not depend on ``times``.
+    Step ``k`` of a grid gets ``z_k = (W(t_{k+1}) - W(t_k)) / sqrt(t_k - t_{k+1})``, a standard
+    normal: a run on ``times`` and a run on ``fine_times`` given these draws in place of their
+    keys are driven by the same Brownian path.
+
+    Args:
+      rng: a ``jax.random`` key.
+      fine_times, times: strictly decreasing grids (the ``K + 1`` times of a sampler's steps);
+        ``times`` must lie within ``[fine_times[-1], fine_times[0]]``.
+      shape: the shape of one draw, ``(B, *D)``.
+
+    Returns:
+      ``(fine_normals, normals)``, ``(len(fine_times) - 1, *shape)`` and
+      ``(len(times) - 1, *shape)``.
+    """
+    s, t = np.asarray(fine_times, np.float64), np.asarray(times, np.float64)
+    for name, g in (("fine_times", s), ("times", t)):
+        if g.ndim != 1 or g.size < 2 or np.any(np.diff(g) >= 0):
+            raise ValueError(f"{name} must be a strictly decreasing grid of at least 2 times")
+    tol = 1e-6 * (s[0] - s[-1])
+    if t[0] > s[0] + tol or t[-1] < s[-1] - tol:
+        raise ValueError(f"times must lie within the fine grid [{s[-1]}, {s[0]}], got "
+                         f"[{t[-1]}, {t[0]}]")
+    key_w, key_bridge = jax.random.split(rng)
+    fine_z = jax.random.normal(key_w, (s.size - 1, *shape))
+    w = jnp.concatenate([jnp.zeros((1, *shape)), jnp.cumsum(
+        jnp.sqrt(jnp.asarray(-np.diff(s), fine_z.dtype)).reshape(-1, *[1] * len(shape))
+        * fine_z, axis=0)])
+    nearest = np.abs(t[:, None] - s[None]).argmin(1)
+    on_fine = np.abs(s[nearest] - t) <= tol
+    xi = jax.random.normal(key_bridge, (int(np.sum(~on_fine)), *shape))
+    values, left, bridged = [], None, 0
+    for tk, j, on in zip(t, nearest, on_fine, strict=True):
+        if on:
+            values.append(w[j])
+            left = (s[j], w[j])
+            continue
+        right = int(np.searchsorted(-s, -tk))  # the first fine time below tk
+        if left is None or left[0] > s[right - 1]:  # the interval's left end is a fine time
+            left = (s[right - 1], w[right - 1])
+        (l_t, l_w), (r_t, r_w) = left, (s[right], w[right])
+        frac = (l_t - tk) / (l_t - r_t)
+        value = l_w + frac * (r_w - l_w) + math.sqrt(frac * (tk - r_t)) * xi[bridged]
+        bridged += 1
+        values.append(value)
+        left = (tk, value)
+    w_t = jnp.stack(values)
+    normals = (w_t[1:] - w_t[:-1]) / jnp.sqrt(jnp.asarray(-np.diff(t), w_t.dtype)).reshape(
+        -1, *[1] * len(shape))
+    return fine_z, normals
+
+
+def coupled_error(rng: jax.Array, sde, score_fn, shape: tuple[int, ...], method: str,
+                  nums_steps: tuple[int, ...], ref_steps: int, eps: float = 1e-3,
+                  **options) -> tuple[jax.Array, jax.Array, jax.Array]:
+    r"""Pathwise (strong) error of a sampler against a converged run of itself on the same path.
+
+    One prior draw ``x_T`` and one Brownian path (``brownian_normals``) drive the reference run
+    (``ref_steps`` steps) and a run with each of ``nums_steps`` steps; the error is the root mean
+    square distance ``sqrt(E |x_K - x_ref|^2)`` between paired outputs, which falls at the
+    sampler's strong order: 1 for Euler-Maruyama on these SDEs, whose noise is additive; 1 for
+    ancestral sampling only once ``sigma_t^2`` near ``t = eps`` is large against the steps;
+    1/2 for reverse diffusion, whose last noise is added at ``t = T / K``, so the reference's
+    noise below it (sd ``~ g(0) sqrt(T / K)``) is missing from the run. For a deterministic
+    sampler it is the discretization error of the map from the same prior draws.
+
+    Args:
+      rng: a ``jax.random`` key (prior draw and path).
+      sde, score_fn: as for ``sde_lib.sample``.
+      shape: ``(B, *D)``.
+      method, options, eps: a fixed-step sampler that draws one normal per step (``affine``).
+      nums_steps: the step counts to measure.
+      ref_steps: the reference run's steps.
+
+    Returns:
+      ``(rms, se, samples)``: the errors and their standard errors (delta method over the
+      ``B`` pairs), ``(len(nums_steps),)`` each, and the reference samples ``(B, *D)``.
+    """
+    sampler, opts = _coupled_sampler(method, options)
+    check_num_steps("ref_steps", ref_steps)
+    for k in nums_steps:
+        check_num_steps("nums_steps", k)
+    rng_prior, rng_path = jax.random.split(rng)
+    x_T = sde.prior_sampling(rng_prior, tuple(shape))
+    fine_times = _grid_times(sampler, sde, ref_steps, eps, opts)
+
+    def run(num_steps, normals):
+        with jax.ensure_compile_time_eval():
+            step, coeffs = sampler.build(sde, score_fn, num_steps, float(eps), opts)
+        coeffs = jax.tree.map(lambda a: a.astype(x_T.dtype), coeffs)
+
+        @jax.jit
+        def solve(normals):
+            def body(carry, inputs):
+                z, c = inputs
+                return step(z.astype(x_T.dtype), carry[0], c), None
+
+            (_, x_mean), _ = lax.scan(body, (x_T, x_T), (normals, coeffs))
+            return x_mean
+
+        return solve(normals)
+
+    ref = None
+    rms, se = [], []
+    for num_steps in nums_steps:
+        fine_z, z = brownian_normals(rng_path, fine_times,
+                                     _grid_times(sampler, sde, num_steps, eps, opts), x_T.shape)
+        if ref is None:
+            ref = run(ref_steps, fine_z)
+        x = run(num_steps, z)
+        err2 = jnp.sum((x - ref).reshape(x.shape[0], -1) ** 2, -1)
+        m = jnp.mean(err2)
+        rms.append(jnp.sqrt(m))
+        se.append(jnp.where(m > 0, jnp.std(err2, ddof=1) / jnp.sqrt(err2.shape[0])
+                            / (2 * jnp.sqrt(jnp.where(m > 0, m, 1.0))), 0.0))
+    return jnp.stack(rms), jnp.stack(se), ref
+
+
+# ----- any sampler on mixture data: per-mode errors and a two-sample test -----------------------
+
+class ModeErrors(NamedTuple):
+    """Per-component errors of samples against a mixture, each ``(K,)`` with its standard error.
+
+    ``weight``: ``hat w_k - w_k``; ``mean``: ``|hat mu_k - mu_k|``; ``cov``: ``|hat Sigma_k -
+    Sigma_k|_F / |Sigma_k|_F``; ``*_se`` their standard errors.
+    """
+
+    weight: jax.Array
+    weight_se: jax.Array
+    mean: jax.Array
+    mean_se: jax.Array
+    cov: jax.Array
+    cov_se: jax.Array
+
+
+def _soft_moments(r, x):
+    w = jnp.mean(r, 0)  # (K,)
+    mean = jnp.einsum("nk,nd->kd", r, x) / (x.shape[0] * w[:, None])
+    return w, mean
+
+
+def mode_errors(rng: jax.Array, gmm, x: ArrayLike, num_bootstrap: int = 200) -> ModeErrors:
+    r"""Mode weights, means and covariances of samples ``x (n, d)`` against the mixture ``gmm``.
+
+    Each sample is assigned softly by the true responsibilities ``r_k(x) = p(k | x)``:
+    ``hat w_k = mean r_k``, ``hat mu_k = sum r_k x / sum r_k`` and ``hat Sigma_k`` alike. For exact
+    samples these are unbiased (``E_p r_k = w_k``, ``E_p[r_k x] = w_k mu_k``, ``E_p[r_k (x -
+    mu_k)(x - mu_k)^T] = w_k Sigma_k``), where a hard (most probable component) assignment is
+    biased wherever components overlap. The weight's standard error is ``sd(r_k) / sqrt(n)``,
+    the binomial ``sqrt(w_k (1 - w_k) / n)`` when the components are separated (``r_k`` in
+    ``{0, 1}``); the mean and covariance errors, norms, get theirs from ``num_bootstrap``
+    resamples of ``x``. The norms are positive even for exact samples: their Monte Carlo floor is
+    the same statistic on as many exact samples.
+    """
+    x = jnp.asarray(x)
+    if x.ndim != 2 or x.shape[1] != gmm.dim:
+        raise ValueError(f"x must be (n, d={gmm.dim}), got shape {x.shape}")
+    r = gmm.responsibilities(x)
+    n = x.shape[0]
+
+    def errors(r, x):
+        w, mean = _soft_moments(r, x)
+        diff = x[:, None, :] - mean[None]  # (n, K, d)
+        cov = jnp.einsum("nk,nki,nkj->kij", r, diff, diff) / (n * w[:, None, None])
+        cov_err = (jnp.linalg.norm(cov - gmm.covs, axis=(1, 2))
+                   / jnp.linalg.norm(gmm.covs, axis=(1, 2)))
+        return jnp.linalg.norm(mean - gmm.means, axis=-1), cov_err
+
+    mean_err, cov_err = errors(r, x)
+    idx = jax.random.randint(rng, (num_bootstrap, n), 0, n)
+    boot_mean, boot_cov = jax.lax.map(lambda i: errors(r[i], x[i]), idx)
+    return ModeErrors(jnp.mean(r, 0) - gmm.weights, jnp.std(r, 0, ddof=1) / math.sqrt(n),
+                      mean_err, jnp.std(boot_mean, 0, ddof=1), cov_err,
+                      jnp.std(boot_cov, 0, ddof=1))
+
+
+def mmd_test(rng: jax.Array, x: ArrayLike, y: ArrayLike, num_permutations: int = 200,
+             bandwidths: tuple[float, ...] | None = None) -> tuple[jax.Array, jax.Array]:
+    r"""Two-sample test of ``x (n, d)`` against ``y (m, d)`` by the maximum mean discrepancy.
+
+    ``MMD^2`` (Gretton et al. 2012, Eq. 5, the biased V-statistic) with the sum of Gaussian kernels
+    ``exp(-|u - v|^2 / (2 h^2))`` over ``bandwidths`` (default: the median pairwise distance of
+    the pooled samples times 1/16, 1/8, 1/4, 1/2 and 1: the median alone is the scale of the
+    spread between modes and misses errors inside them), and its permutation p-value ``(1 +
+    #{MMD^2 of a random relabelling of the pooled samples >= MMD^2}) / (1 +
+    num_permutations)``: under the
+    null (same law) it is uniform on its grid, so ``p < 0.05`` rejects at level 0.05 exactly.
+
+    Returns:
+      ``(mmd2, p_value)``, scalar arrays.
+    """
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(f"x and y must be (n, d) and (m, d), got {x.shape} and {y.shape}")
+    if num_permutations < 1:
+        raise ValueError(f"num_permutations must be >= 1, got {num_permutations}")
+    z = jnp.concatenate([x, y])
+    sq = jnp.sum(z**2, 1)
+    d2 = jnp.maximum(sq[:, None] + sq[None] - 2 * z @ z.T, 0.0)
+    if bandwidths is None:
+        h = jnp.sqrt(jnp.median(d2[jnp.triu_indices(z.shape[0], 1)]))
+        hs = h * jnp.array([0.0625, 0.125, 0.25, 0.5, 1.0], z.dtype)
+    else:
+        hs = jnp.asarray(bandwidths, z.dtype)
+    kernel = sum(jnp.exp(-d2 / (2 * hs[i] ** 2)) for i in range(hs.shape[0]))
+    n, m = x.shape[0], y.shape[0]
+    labels = jnp.concatenate([jnp.full(n, 1.0 / n), jnp.full(m, -1.0 / m)]).astype(z.dtype)
+
+    def stat(s):
+        return s @ kernel @ s
+
+    observed = stat(labels)
+    perms = jax.vmap(lambda k: jax.random.permutation(k, labels))(
+        jax.random.split(rng, num_permutations))
+    null = jax.lax.map(stat, perms, batch_size=16)
+    return observed, (1 + jnp.sum(null >= observed)) / (1 + num_permutations)

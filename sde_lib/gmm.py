@@ -134,6 +134,13 @@ class GaussianMixture:
         ones = jnp.ones(x.shape[:1], x.dtype)
         return self._log_prob_and_score(x, ones, 0 * ones, *self._eig())[0]
 
+    def responsibilities(self, x: ArrayLike) -> jax.Array:
+        """``p(k | x) = w_k N(x; mu_k, Sigma_k) / p(x)`` at ``x`` ``(B, d)``: ``(B, K)``."""
+        x = jnp.asarray(x)
+        ones = jnp.ones(x.shape[:1], x.dtype)
+        log_comp, _ = self._component_terms(x, ones, 0 * ones, *self._eig())
+        return jax.nn.softmax(log_comp, axis=-1)
+
     def score(self, x: ArrayLike) -> jax.Array:
         """``grad_x log p(x)`` at ``x`` ``(B, d)``."""
         x = jnp.asarray(x)

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import linalg
+from scipy import linalg, stats
 
 import sde_lib
 from sde_lib import evaluation
@@ -236,3 +236,212 @@ def test_flow_kl_interval_is_calibrated():
     kl, se = jax.vmap(estimate)(jax.random.split(jax.random.key(11), 1000))
     coverage = float(jnp.mean(jnp.abs(kl - exact) < 1.96 * se))
     assert abs(coverage - 0.95) < Z * np.sqrt(0.95 * 0.05 / 1000), coverage
+
+
+@pytest.mark.slow
+def test_flow_density_integrates_to_one_in_two_dimensions():
+    """d = 2, the asymmetric mixture: q(x_0) integrates to one over the image of a grid of prior
+    draws on [-6, 6]^2, each cell's area from its four mapped corners (shoelace formula, no
+    Jacobian), the corners' mean density times that area. The map stretches steeply between the
+    modes, so the error falls only about 2.5-fold per halving of the grid step (0.12, 0.05, 0.02
+    at 81^2, 161^2, 321^2 points, towards 1; the prior's mass outside the square is 2e-9);
+    a wrong log-determinant (by a constant c) would leave an error of ``e^c - 1``."""
+    sde = sde_lib.VPSDE()
+    gmm = sde_lib.asymmetric_mixture_2d()
+    density = jax.jit(lambda x: evaluation.flow_log_density(
+        sde, gmm.score_fn(sde), x, "pf_ode_heun", 30))
+    errors = []
+    for n in (81, 161, 321):
+        u = np.linspace(-6.0, 6.0, n)
+        x0, log_q = density(jnp.asarray(np.stack(np.meshgrid(u, u, indexing="ij"), -1)
+                                        .reshape(-1, 2)))
+        p = np.asarray(x0, np.float64).reshape(n, n, 2)
+        q = np.exp(np.asarray(log_q, np.float64)).reshape(n, n)
+        corners = [p[:-1, :-1], p[1:, :-1], p[1:, 1:], p[:-1, 1:]]
+        area = 0.5 * sum(a[..., 0] * b[..., 1] - b[..., 0] * a[..., 1]
+                         for a, b in zip(corners, corners[1:] + corners[:1], strict=True))
+        assert np.all(area > 0)  # the map keeps its orientation: no cell folds over
+        q_cell = 0.25 * (q[:-1, :-1] + q[1:, :-1] + q[1:, 1:] + q[:-1, 1:])
+        errors.append(abs(np.sum(q_cell * area) - 1.0))
+    assert errors[0] > 2 * errors[1] > 4 * errors[2] and errors[2] < 0.025, errors
+
+
+def test_flow_density_converges_to_the_exact_flows():
+    """Gaussian data, where the probability-flow ODE is solved in closed form: its map from
+    ``T`` to 0 is ``x_0 = mu + c (x_T - alpha_T mu)``, ``c = s / sqrt(alpha_T^2 s^2 + sigma_T^2)``
+    per coordinate, so the output density is ``N(mu (1 - c alpha_T), c^2)`` (scipy). Heun's
+    discrete-map log-density approaches it at order 2: the largest error over 200 draws falls
+    more than 10-fold per 4-fold steps, to below 1e-3 nats at 640 steps."""
+    sde = sde_lib.VPSDE()
+    score_fn = evaluation.gaussian_score_fn(sde, MEAN, VAR)
+    x_T = jax.random.normal(jax.random.key(0), (200, 3))
+    alpha_T, sigma_T = (float(v) for v in sde.marginal_coeffs(jnp.array(sde.T)))
+    mean, var = np.asarray(MEAN, np.float64), np.asarray(VAR, np.float64)
+    c = np.sqrt(var / (alpha_T**2 * var + sigma_T**2))
+    errors = []
+    for K in (40, 160, 640):
+        x0, log_q = evaluation.flow_log_density(sde, score_fn, x_T, "pf_ode_heun", K)
+        want = stats.norm.logpdf(np.asarray(x0, np.float64), mean * (1 - c * alpha_T),
+                                 c * sde.prior_std).sum(1)
+        errors.append(np.max(np.abs(np.asarray(log_q, np.float64) - want)))
+    assert errors[0] > 10 * errors[1] > 100 * errors[2] and errors[2] < 1e-3, errors
+
+
+# ----- SDE samplers: the Brownian path and the pathwise error ------------------------------------
+
+def test_brownian_normals_are_one_brownian_path():
+    """The step normals of a grid that is not nested in the fine grid (two of its times inside one
+    fine interval) are independent standard normals, and their covariance with the fine grid's
+    is that of the Brownian increments, ``overlap / sqrt(h_k h_j)`` (computed here from the
+    intervals); 20,000 paths, within Z standard errors (``1 / sqrt(n)`` per entry)."""
+    n = 20_000
+    fine = np.linspace(1.0, 0.0, 8)
+    coarse = np.array([1.0, 0.8, 0.45, 0.44, 0.1, 0.0])
+    fine_z, z = evaluation.brownian_normals(jax.random.key(0), fine, coarse, (n,))
+    fine_z, z = np.asarray(fine_z, np.float64), np.asarray(z, np.float64)
+    np.testing.assert_array_less(np.abs(z.mean(1)), Z / np.sqrt(n))
+    np.testing.assert_array_less(np.abs(z @ z.T / n - np.eye(5)), Z / np.sqrt(n))
+    overlap = np.array([[max(0.0, min(a0, b0) - max(a1, b1))
+                         for b0, b1 in zip(fine[:-1], fine[1:], strict=True)]
+                        for a0, a1 in zip(coarse[:-1], coarse[1:], strict=True)])
+    want = overlap / np.sqrt(np.outer(-np.diff(coarse), -np.diff(fine)))
+    np.testing.assert_array_less(np.abs(z @ fine_z.T / n - want), Z / np.sqrt(n))
+    assert want.max() > 0.5  # the coupling is strong where the grids share intervals
+
+
+def test_coupled_error_is_zero_against_itself_and_falls():
+    """The reference run against itself (same steps, the same path) is zero to round-off;
+    ancestral sampling's pathwise error falls with the steps."""
+    sde = sde_lib.VPSDE()
+    score_fn = evaluation.gaussian_score_fn(sde, MEAN, VAR)
+    rms, se, ref = evaluation.coupled_error(jax.random.key(0), sde, score_fn, (1000, 3),
+                                            "ddpm_ancestral", (10, 40, 200), 200)
+    assert ref.shape == (1000, 3) and float(rms[-1]) < 1e-5 and float(se[-1]) < 1e-5
+    assert float(rms[0]) > float(rms[1]) > 100 * float(rms[2]), rms
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,options,steps,order", [
+    ("euler_maruyama", {}, (20, 40, 80, 160), 1.0),
+    ("pf_ode_heun", {}, (10, 20, 40, 80), 2.0),
+])
+def test_coupled_error_falls_at_the_strong_order(method, options, steps, order):
+    """Pathwise error against 2,560 steps on the same Brownian path (Gaussian data in d = 1,
+    exact score): the fitted log-log slope is the sampler's strong order within 0.15 (1 for
+    Euler-Maruyama, the noise being additive; 2 for Heun's ODE)."""
+    sde = sde_lib.VPSDE()
+    score_fn = evaluation.gaussian_score_fn(sde, jnp.array([0.7]), jnp.array([0.25]))
+    rms, _, _ = evaluation.coupled_error(jax.random.key(0), sde, score_fn, (2000, 1), method,
+                                         steps, 2560, **options)
+    slope = np.polyfit(np.log(steps), np.log(np.asarray(rms)), 1)[0]
+    assert abs(slope + order) < 0.15, (np.asarray(rms), slope)
+
+
+@pytest.mark.slow
+def test_coupled_error_of_ancestral_sampling_approaches_order_one():
+    """Ancestral sampling (variance beta_tilde, off the chain to reach 2,560 reference steps)
+    is of strong order 1 only asymptotically (its noise deviates from ``g sqrt(h)`` where
+    ``sigma_t^2`` is comparable to the step, near ``t = 0``): the local slope rises towards 1
+    and is within 0.15 of it from 160 to 320 steps."""
+    sde = sde_lib.VPSDE()
+    score_fn = evaluation.gaussian_score_fn(sde, jnp.array([0.7]), jnp.array([0.25]))
+    steps = (40, 80, 160, 320)
+    rms, _, _ = evaluation.coupled_error(jax.random.key(0), sde, score_fn, (2000, 1),
+                                         "ddpm_ancestral", steps, 2560, chain=False)
+    local = -np.diff(np.log(np.asarray(rms))) / np.log(2)
+    assert np.all(np.diff(local) > 0) and abs(local[-1] - 1.0) < 0.15, local
+
+
+def test_coupled_error_bad_input():
+    sde = sde_lib.VPSDE()
+    with pytest.raises(ValueError, match="draws one normal per step"):
+        evaluation.coupled_error(jax.random.key(0), sde, lambda x, t: -x, (4, 1), "pc", (4,), 8)
+    with pytest.raises(ValueError, match="ref_steps"):
+        evaluation.coupled_error(jax.random.key(0), sde, lambda x, t: -x, (4, 1),
+                                 "euler_maruyama", (4,), 0)
+    with pytest.raises(ValueError, match="times must lie within"):
+        evaluation.brownian_normals(jax.random.key(0), [0.5, 0.0], [1.0, 0.0], (2,))
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        evaluation.brownian_normals(jax.random.key(0), [0.0, 1.0], [1.0, 0.0], (2,))
+
+
+# ----- per-mode errors and the MMD test --------------------------------------------------------
+
+def test_mode_errors_of_exact_samples():
+    """Exact samples of the overlapping 3-component mixture: every weight error within Z of its
+    standard error, and the mean and covariance errors at their floor (below Z bootstrap
+    standard errors). Shifted and reweighted samples are caught."""
+    gmm = sde_lib.asymmetric_mixture_2d()
+    errors = jax.jit(lambda k, x: evaluation.mode_errors(k, gmm, x))
+    x = gmm.sample(jax.random.key(1), 4000)
+    e = errors(jax.random.key(2), x)
+    np.testing.assert_array_less(np.abs(e.weight), Z * e.weight_se)
+    np.testing.assert_array_less(e.mean, Z * e.mean_se)
+    np.testing.assert_array_less(e.cov, Z * e.cov_se)
+    shifted = errors(jax.random.key(2), x + jnp.array([[0.3, 0.0]]))
+    assert np.all(shifted.mean > 2 * Z * shifted.mean_se)
+    keep = np.asarray(gmm.responsibilities(x))[:, 1] < 0.5  # drops most of component 1
+    fewer = errors(jax.random.key(2), x[np.flatnonzero(keep | (np.arange(4000) % 2 == 0))])
+    assert float(fewer.weight[1]) < -Z * float(fewer.weight_se[1])
+
+
+def test_mode_error_intervals_are_calibrated():
+    """Separated modes (a ring of 4, std 0.1), 200 replicates of 500 samples: the weight's
+    standard error is the binomial one and matches the replicates' sd of exact samples' weights
+    within 25%; the bootstrap standard errors of the mean and covariance errors match their
+    replicates' sd within 25% for samples scaled by 1.05 with noise of sd 0.1 added (errors of
+    0.1 and 1, far above the floor);
+    at the floor, exact samples, they are conservative (never more than 25% below the sd: the
+    norm of a small error is not a smooth statistic)."""
+    gmm = sde_lib.ring_of_gaussians(num_components=4, radius=2.0, std=0.1)
+    n = 500
+    def wrong(k, scale):  # scaled, and noise of the components' sd added when scale != 1
+        noise = (scale - 1.0) * 2.0 * jax.random.normal(jax.random.fold_in(k, 2), (n, 2))
+        return scale * gmm.sample(k, n) + noise
+
+    errors = jax.jit(jax.vmap(lambda k, scale: evaluation.mode_errors(
+        jax.random.fold_in(k, 1), gmm, wrong(k, scale), num_bootstrap=100), (0, None)))
+    keys = jax.random.split(jax.random.key(3), 200)
+
+    def ratio(value, se):
+        return np.std(np.asarray(value), 0, ddof=1) / np.mean(np.asarray(se), 0)
+
+    exact, scaled = errors(keys, 1.0), errors(keys, 1.05)
+    binomial = np.sqrt((exact.weight + 0.25) * (0.75 - exact.weight) / (n - 1))
+    np.testing.assert_allclose(exact.weight_se, binomial, rtol=1e-3)
+    np.testing.assert_array_less(np.abs(ratio(exact.weight, exact.weight_se) - 1.0), 0.25)
+    assert np.all(np.mean(scaled.mean, 0) > 5 * np.mean(exact.mean, 0))
+    assert np.all(np.mean(scaled.cov, 0) > 5 * np.mean(exact.cov, 0))
+    for value, se in ((scaled.mean, scaled.mean_se), (scaled.cov, scaled.cov_se)):
+        np.testing.assert_array_less(np.abs(ratio(value, se) - 1.0), 0.25)
+    for value, se in ((exact.mean, exact.mean_se), (exact.cov, exact.cov_se)):
+        np.testing.assert_array_less(ratio(value, se), 1.25)
+
+
+@pytest.mark.slow
+def test_mmd_test_level_and_power():
+    """Under the null (two exact sample sets of 100) ``p <= 0.05`` in 5% of 1000 replicates,
+    within Z binomial standard errors; noise of sd 1 added to one set of 200 is rejected in at
+    least 18 of 20 replicates."""
+    gmm = sde_lib.asymmetric_mixture_2d()
+
+    def p_value(key, n, noise):
+        k1, k2, k3, k4 = jax.random.split(key, 4)
+        y = gmm.sample(k2, n) + noise * jax.random.normal(k4, (n, 2))
+        return evaluation.mmd_test(k3, gmm.sample(k1, n), y, num_permutations=99)[1]
+
+    p = jax.jit(jax.vmap(lambda k: p_value(k, 100, 0.0)))(
+        jax.random.split(jax.random.key(4), 1000))
+    level = float(jnp.mean(p <= 0.05))
+    assert abs(level - 0.05) < Z * np.sqrt(0.05 * 0.95 / 1000), level
+    p = jax.jit(jax.vmap(lambda k: p_value(k, 200, 1.0)))(
+        jax.random.split(jax.random.key(5), 20))
+    assert int(jnp.sum(p <= 0.05)) >= 18, p
+
+
+def test_mmd_test_bad_input():
+    x = jnp.zeros((5, 2))
+    with pytest.raises(ValueError, match=r"x and y must be \(n, d\) and \(m, d\)"):
+        evaluation.mmd_test(jax.random.key(0), x, jnp.zeros((5, 3)))
+    with pytest.raises(ValueError, match="num_permutations must be >= 1"):
+        evaluation.mmd_test(jax.random.key(0), x, x, num_permutations=0)

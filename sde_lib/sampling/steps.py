@@ -6,7 +6,9 @@ scalars, ``grid.GridCoeffs`` (``t, t_next, alpha, alpha_next, sigma, sigma_next`
 score and the options are bound with ``functools.partial`` by the driver, which also counts each
 method's score evaluations (Heun's last step, to ``t = 0``, is an Euler step). A stochastic
 step draws its noise as ``jax.random.normal(key, x.shape)`` from the ``key`` it is given (the
-exact Gaussian laws of ``sde_lib.evaluation`` rely on it).
+exact Gaussian laws of ``sde_lib.evaluation`` rely on it); in place of a key it also takes that
+draw itself, a float array of ``x``'s shape (the increments of one Brownian path shared by
+several runs, ``sde_lib.evaluation.coupled_error``).
 
 Notation: ``s = score_fn(x, t)``, the step size ``h = t - t_next > 0``, the reverse drift
 ``f(x, t) - g(t)^2 s`` (Song et al. 2021, Eq. 6) and the probability-flow drift
@@ -27,6 +29,10 @@ def _times(x, t):
 
 
 def _normal(key, x):
+    """The step's standard normal draw: from ``key``, or ``key`` itself when it is a float array
+    (a given draw)."""
+    if jnp.issubdtype(key.dtype, jnp.floating):
+        return key.astype(x.dtype)
     return jax.random.normal(key, x.shape, x.dtype)
 
 
