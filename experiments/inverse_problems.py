@@ -2,11 +2,15 @@ r"""Linear inverse problems on mixture data against the exact posterior ``p(x_0 
 
 The three-component 2-D mixture is observed through ``y = x_1 + sigma_y z`` (``A = [1, 0]``) at
 several values of ``y``; ``sde_lib.conditional_sample`` with each guidance (projection, DPS,
-TMPD) and both the exact score and a trained model is compared with the exact posterior
+TMPD) and both the exact score and trained models (those of ``experiments.tweedie``, one per
+training seed in ``<workdir>/model_s<seed>``) is compared with the exact posterior
 ``GaussianMixture.condition(A, y, sigma_y)``: error of the posterior mean of the unobserved
-coordinate, of its standard deviation, of the mode weights (components assigned from x_2), and
-the 2-Wasserstein distance of the x_2 samples to exact posterior samples (``w2_x2``). A run whose
-samples are not finite is reported as n/a. Inpainting of digits is in ``experiments/digits.py``.
+coordinate (``mean_err_x2``, with its Monte Carlo standard error ``mean_err_x2_se``), of its
+standard deviation, of the mode weights (components assigned from x_2), and the 2-Wasserstein
+distance of the x_2 samples to as many exact posterior samples (``w2_x2``; ``w2_floor`` between
+two exact sets). Every value is the mean and sd over the runs: ``sample_seeds`` sampling seeds,
+times the training seeds for the model; ``finite`` counts the runs whose samples are finite
+(the others are left out; none finite: n/a). Inpainting of digits is in ``experiments/digits.py``.
 
 Writes ``inverse.csv/md`` and ``inverse.png`` (samples over the posterior density for one ``y``).
 Run: ``python -m experiments.inverse_problems --workdir runs/inverse``.
@@ -15,15 +19,16 @@ Run: ``python -m experiments.inverse_problems --workdir runs/inverse``.
 from __future__ import annotations
 
 import dataclasses
-import os
+import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import sde_lib
-from experiments import cli, reporting, sample_quality, train
+from experiments import cli, reporting, sample_quality
 from experiments.config_types import experiment_config
+from experiments.tweedie import train_models
 
 GUIDANCES = (("projection", 0.0), ("dps", 0.2), ("tmpd", 0.2), ("tmpd", 0.0))
 
@@ -31,12 +36,15 @@ GUIDANCES = (("projection", 0.0), ("dps", 0.2), ("tmpd", 0.2), ("tmpd", 0.0))
 @dataclasses.dataclass(frozen=True)
 class InverseConfig:
     """The ``experiment`` section: ys: observed values of x_1; num_samples, num_steps, method:
-    the conditional sampler; seed: of the sampling."""
+    the conditional sampler; train_seeds: the models (one per training seed); sample_seeds:
+    sampling seeds per score; seed: of the sampling."""
 
     ys: tuple[float, ...]
     num_samples: int
     num_steps: int
     method: str
+    train_seeds: tuple[int, ...]
+    sample_seeds: int
     seed: int
 
     def __post_init__(self):
@@ -44,19 +52,38 @@ class InverseConfig:
             raise ValueError(f"experiment.method must be a fixed-step sampler, one of "
                              f"{[m for m, s in sde_lib.SAMPLERS.items() if not s.adaptive]}, "
                              f"got {self.method!r}")
-        if not self.ys or self.num_samples < 1 or self.num_steps < 1:
-            raise ValueError(f"need ys non-empty and num_samples, num_steps >= 1, got "
-                             f"{self.ys!r}, {self.num_samples}, {self.num_steps}")
+        if not self.ys or self.num_samples < 2 or self.num_steps < 1 or self.sample_seeds < 1:
+            raise ValueError(f"need ys non-empty, num_samples >= 2 and num_steps, sample_seeds "
+                             f">= 1, got {self.ys!r}, {self.num_samples}, {self.num_steps}, "
+                             f"{self.sample_seeds}")
+        if not self.train_seeds or min(self.train_seeds) < 0:
+            raise ValueError(f"train_seeds must be integers >= 0, got {self.train_seeds!r}")
+
+
+METRICS = ("mean_err_x2", "mean_err_x2_se", "sd_err_x2", "mode_err", "w2_x2")
+
+
+def _metrics(x, post, marginal, exact, rng) -> dict | None:
+    if not np.all(np.isfinite(x)):
+        return None
+    mean, cov = np.asarray(post.mean()), np.asarray(post.covariance())
+    return {"mean_err_x2": float(x[:, 1].mean() - mean[1]),
+            "mean_err_x2_se": float(x[:, 1].std(ddof=1) / math.sqrt(len(x))),
+            "sd_err_x2": float(x[:, 1].std() - np.sqrt(cov[1, 1])),
+            "mode_err": float(np.max(np.abs(sample_quality.mode_weights(marginal, x[:, 1:])
+                                            - np.asarray(post.weights)))),
+            "w2_x2": sample_quality.sliced_wasserstein(x[:, 1:], exact, rng)}
 
 
 def run(config, workdir: str) -> dict[str, str]:
-    """Trains (or reloads) the model of ``config`` in ``workdir/model``, then samples every
-    guidance with it and with the exact score; returns the paths written."""
+    """Trains (or reloads) one model of ``config`` per training seed in ``workdir/model_s<seed>``,
+    then samples every guidance with them and with the exact score; returns the paths written."""
     exp = experiment_config(InverseConfig, config)
-    trained = train.train_and_evaluate(config, os.path.join(workdir, "model"))
-    sde, gmm = trained["sde"], trained["dataset"].gmm
+    models = train_models(config, workdir, exp.train_seeds)
+    sde, gmm = models[0]["sde"], models[0]["dataset"].gmm
     key_sample, key_ref = jax.random.split(jax.random.key(exp.seed))
-    scores = {"exact": gmm.score_fn(sde), "model": trained["score_fn"]}
+    scores = {"exact": [jax.tree_util.Partial(gmm.score_fn(sde))],
+              "model": [m["score_fn"] for m in models]}
     A = jnp.array([[1.0, 0.0]])
     n = exp.num_samples
     rows, shown = [], {}
@@ -67,31 +94,35 @@ def run(config, workdir: str) -> dict[str, str]:
             marginal = sde_lib.GaussianMixture(np.asarray(post.weights),
                                                np.asarray(post.means)[:, 1:],
                                                np.asarray(post.covs)[:, 1:, 1:])
-            exact = np.asarray(marginal.sample(key_ref, n))
-            for score_name, score_fn in scores.items():
-                x, _ = jax.jit(lambda k, obs, sf=score_fn, g=guidance, s=sigma_y:
-                               sde_lib.conditional_sample(
-                                   k, sde, sf, (n, 2), A, obs, s, guidance=g,
-                                   method=exp.method, num_steps=exp.num_steps)
-                               )(key_sample, jnp.array([y]))
-                x = np.asarray(x)
-                finite = bool(np.all(np.isfinite(x)))
-                mean, cov = np.asarray(post.mean()), np.asarray(post.covariance())
-                rows.append({
-                    "y": y, "sigma_y": sigma_y, "guidance": guidance, "score": score_name,
-                    "exact_mean_x2": float(mean[1]),
-                    "mean_err_x2": float(x[:, 1].mean() - mean[1]) if finite else None,
-                    "sd_err_x2": float(x[:, 1].std() - np.sqrt(cov[1, 1])) if finite else None,
-                    "mode_err": float(np.max(np.abs(sample_quality.mode_weights(marginal,
-                                                                                x[:, 1:])
-                                                    - np.asarray(post.weights))))
-                    if finite else None,
-                    "w2_x2": sample_quality.sliced_wasserstein(x[:, 1:], exact, key_ref)
-                    if finite else None})
-                if y == exp.ys[len(exp.ys) // 2] and score_name == "exact":
-                    shown[(guidance, sigma_y)] = (x, post)
-    columns = ["y", "sigma_y", "guidance", "score", "exact_mean_x2", "mean_err_x2", "sd_err_x2",
-               "mode_err", "w2_x2"]
+            exacts = [np.asarray(marginal.sample(jax.random.fold_in(key_ref, r), n))
+                      for r in range(exp.sample_seeds + 1)]
+            floor = sample_quality.sliced_wasserstein(exacts[-1], exacts[0], key_ref)
+            sample = jax.jit(lambda k, obs, sf, g=guidance, s=sigma_y: sde_lib.conditional_sample(
+                k, sde, sf, (n, 2), A, obs, s, guidance=g, method=exp.method,
+                num_steps=exp.num_steps)[0])
+            for score_name, score_fns in scores.items():
+                runs, total = [], 0
+                for score_fn in score_fns:
+                    for r in range(exp.sample_seeds):
+                        x = np.asarray(sample(jax.random.fold_in(key_sample, r),
+                                              jnp.array([y]), score_fn))
+                        total += 1
+                        run_metrics = _metrics(x, post, marginal, exacts[r], key_ref)
+                        if run_metrics is not None:
+                            runs.append(run_metrics)
+                        if (y == exp.ys[len(exp.ys) // 2] and score_name == "exact"
+                                and r == 0):
+                            shown[(guidance, sigma_y)] = (x, post)
+                row = {"y": y, "sigma_y": sigma_y, "guidance": guidance, "score": score_name,
+                       "exact_mean_x2": float(np.asarray(post.mean())[1]),
+                       "finite": f"{len(runs)}/{total}", "w2_floor": floor}
+                if runs:
+                    row.update(reporting.summarize(runs, METRICS))
+                    row.pop("mean_err_x2_se_sd", None)
+                rows.append(row)
+    columns = ["y", "sigma_y", "guidance", "score", "finite", "exact_mean_x2", "mean_err_x2",
+               "mean_err_x2_sd", "mean_err_x2_se", "sd_err_x2", "sd_err_x2_sd", "mode_err",
+               "mode_err_sd", "w2_x2", "w2_x2_sd", "w2_floor"]
     paths = reporting.write_table(workdir, "inverse", rows, columns)
     plt = reporting.pyplot()
     fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3.4), squeeze=False)

@@ -2,15 +2,20 @@ r"""Tweedie denoising: posterior mean and covariance from a trained score agains
 
 For ``x_t ~ p_t`` at several noise levels, ``E[x_0 | x_t] = (x_t + sigma_t^2 s(x_t)) / alpha_t``
 and ``Cov[x_0 | x_t] = sigma_t^2 / alpha_t^2 (I + sigma_t^2 \nabla s)`` (Efron 2011; Meng et al.
-2021; ``sde_lib.posterior_moments``) are computed from a score model trained on the data
-(``experiments/configs/tweedie.py``, trained by ``experiments.train`` in ``<workdir>/model``) and
-from the oracle's exact score, and compared with the exact posterior ``p(x_0 | x_t)`` of the
-Gaussian mixture (``GaussianMixture.posterior``):
+2021; ``sde_lib.posterior_moments``) are computed from score models trained on the data
+(``experiments/configs/tweedie.py`` with ``training.seed = s``, trained by ``experiments.train``
+in ``<workdir>/model_s<s>``, one per training seed) and from the oracle's exact score, and
+compared with the exact posterior ``p(x_0 | x_t)`` of the Gaussian mixture
+(``GaussianMixture.posterior``):
 
 * ``mean_rmse``: root mean squared error of the posterior mean over the ``x_t`` samples;
 * ``cov_err``: mean Frobenius norm of the covariance error;
 * ``post_sd``: the exact posterior's typical spread ``sqrt(E tr Cov / d)``, the scale to compare
   the errors with; ``naive_mean_rmse``: the error of no denoising, ``x_t / alpha_t``.
+
+The model's errors are the mean and sd over the training seeds (``model_*_sd``, the spread of
+what training gives); ``model_*_se`` is the Monte Carlo standard error over the ``x_t``
+samples (mean over the seeds; delta method for the root mean square).
 
 Writes ``tweedie.csv/md`` and ``tweedie.png``. Run: ``python -m experiments.tweedie --workdir
 runs/tweedie``.
@@ -19,41 +24,63 @@ runs/tweedie``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import sde_lib
 from experiments import cli, reporting, train
 from experiments.config_types import experiment_config
+from experiments.configs import base
 
 
 @dataclasses.dataclass(frozen=True)
 class TweedieConfig:
     """The ``experiment`` section: times: the noise levels; num_points: x_t samples per level;
-    seed: of the x_t samples."""
+    train_seeds: one model per training seed; seed: of the x_t samples."""
 
     times: tuple[float, ...]
     num_points: int
+    train_seeds: tuple[int, ...]
     seed: int
+
+    def __post_init__(self):
+        if not self.train_seeds or min(self.train_seeds) < 0:
+            raise ValueError(f"train_seeds must be integers >= 0, got {self.train_seeds!r}")
+        if self.num_points < 2:
+            raise ValueError(f"num_points must be >= 2, got {self.num_points!r}")
+
+
+def train_models(config, workdir: str, train_seeds) -> list[dict]:
+    """Trains (or reloads) the model of ``config`` for each training seed in
+    ``workdir/model_s<seed>``, every config checked first."""
+    configs = {seed: base.override(config, {"training.seed": seed}) for seed in train_seeds}
+    for c in configs.values():
+        train.validate_config(c)
+    return [train.train_and_evaluate(c, os.path.join(workdir, f"model_s{seed}"))
+            for seed, c in configs.items()]
 
 
 def _errors(score_fn, sde, x_t, t, exact_mean, exact_cov):
+    """``(mean_rmse, its se, cov_err, its se)`` over the ``x_t`` samples."""
     mean, cov = sde_lib.posterior_moments(score_fn, sde, x_t, t)
-    rmse = float(jnp.sqrt(jnp.mean(jnp.sum((mean - exact_mean) ** 2, -1))))
-    cov_err = float(jnp.mean(jnp.linalg.norm(cov - exact_cov, axis=(-2, -1))))
-    return rmse, cov_err
+    sq = np.asarray(jnp.sum((mean - exact_mean) ** 2, -1), np.float64)
+    fro = np.asarray(jnp.linalg.norm(cov - exact_cov, axis=(-2, -1)), np.float64)
+    rmse = math.sqrt(sq.mean())
+    rmse_se = sq.std(ddof=1) / math.sqrt(len(sq)) / (2 * rmse) if rmse > 0 else 0.0
+    return rmse, rmse_se, float(fro.mean()), float(fro.std(ddof=1) / math.sqrt(len(fro)))
 
 
 def run(config, workdir: str) -> dict[str, str]:
-    """Trains (or reloads) the model of ``config`` in ``workdir/model`` and compares its Tweedie
-    moments with the exact posterior; returns the paths written."""
+    """Trains (or reloads) one model of ``config`` per training seed in ``workdir/model_s<seed>``
+    and compares their Tweedie moments with the exact posterior; returns the paths written."""
     exp = experiment_config(TweedieConfig, config)
-    trained = train.train_and_evaluate(config, os.path.join(workdir, "model"))
-    sde, gmm = trained["sde"], trained["dataset"].gmm
+    models = train_models(config, workdir, exp.train_seeds)
+    sde, gmm = models[0]["sde"], models[0]["dataset"].gmm
     key_x = jax.random.key(exp.seed)
-    scores = {"model": trained["score_fn"], "exact": gmm.score_fn(sde)}
     rows = []
     for i, t in enumerate(exp.times):
         x_t = gmm.marginal(sde, t).sample(jax.random.fold_in(key_x, i), exp.num_points)
@@ -63,20 +90,31 @@ def run(config, workdir: str) -> dict[str, str]:
         alpha, sigma = sde.marginal_coeffs(jnp.asarray(t))
         row = {"t": t, "sigma_t": float(sigma), "alpha_t": float(alpha),
                "post_sd": float(jnp.sqrt(jnp.mean(jnp.trace(exact_cov, axis1=1, axis2=2)) / 2))}
-        for name, score_fn in scores.items():
-            row[f"{name}_mean_rmse"], row[f"{name}_cov_err"] = _errors(
-                score_fn, sde, x_t, tb, exact_mean, exact_cov)
+        row["exact_mean_rmse"], _, row["exact_cov_err"], _ = _errors(
+            gmm.score_fn(sde), sde, x_t, tb, exact_mean, exact_cov)
+        runs = [dict(zip(("mean_rmse", "mean_rmse_se", "cov_err", "cov_err_se"),
+                         _errors(m["score_fn"], sde, x_t, tb, exact_mean, exact_cov),
+                         strict=True)) for m in models]
+        for name in ("mean_rmse", "cov_err"):
+            values = np.array([r[name] for r in runs])
+            row[f"model_{name}"] = float(values.mean())
+            row[f"model_{name}_sd"] = float(values.std(ddof=1)) if len(runs) > 1 else None
+            row[f"model_{name}_se"] = float(np.mean([r[f"{name}_se"] for r in runs]))
         row["naive_mean_rmse"] = float(jnp.sqrt(jnp.mean(jnp.sum(
             (x_t / alpha - exact_mean) ** 2, -1))))
         rows.append(row)
-    columns = ["t", "sigma_t", "alpha_t", "post_sd", "model_mean_rmse", "model_cov_err",
+    columns = ["t", "sigma_t", "alpha_t", "post_sd", "model_mean_rmse", "model_mean_rmse_sd",
+               "model_mean_rmse_se", "model_cov_err", "model_cov_err_sd", "model_cov_err_se",
                "exact_mean_rmse", "exact_cov_err", "naive_mean_rmse"]
     paths = reporting.write_table(workdir, "tweedie", rows, columns)
     plt = reporting.pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     s = [r["sigma_t"] for r in rows]
-    ax.loglog(s, [r["model_mean_rmse"] for r in rows], "o-", label="mean, trained score")
-    ax.loglog(s, [r["model_cov_err"] for r in rows], "s-", label="covariance, trained score")
+    for name, marker, label in (("mean_rmse", "o-", "mean"), ("cov_err", "s-", "covariance")):
+        ax.errorbar(s, [r[f"model_{name}"] for r in rows],
+                    yerr=[r[f"model_{name}_sd"] or 0.0 for r in rows], fmt=marker, capsize=3,
+                    label=f"{label}, trained score (+-1 sd over {len(models)} seeds)")
+    ax.set(xscale="log", yscale="log")
     ax.loglog(s, [r["naive_mean_rmse"] for r in rows], "--", label="mean of x_t / alpha_t")
     ax.loglog(s, [r["post_sd"] for r in rows], "k:", label="exact posterior sd")
     ax.set(xlabel="sigma_t", ylabel="error", title="Tweedie moments vs the exact posterior")

@@ -12,6 +12,7 @@ from sde_lib.ddpm import (
 )
 from sde_lib.gmm import (
     GaussianMixture,
+    anisotropic_mixture_2d,
     asymmetric_mixture_2d,
     gaussian_pair,
     grid_of_gaussians,
@@ -35,7 +36,8 @@ __all__ = [
     "AbstractSDE", "BrownianMotionSDE", "CosineVPSDE", "DDPMChain", "DiscreteVPSDE",
     "GaussianMixture", "LinearSDE", "OrnsteinUhlenbeckSDE", "PARAMETERIZATIONS", "Parameterization",
     "ReverseSDE",
-    "VESDE", "VPSDE", "asymmetric_mixture_2d", "convert", "discretized_gaussian_log_likelihood",
+    "VESDE", "VPSDE", "anisotropic_mixture_2d", "asymmetric_mixture_2d", "convert",
+    "discretized_gaussian_log_likelihood",
     "gaussian_kl", "gaussian_log_likelihood", "gaussian_pair", "get_parameterization",
     "grid_of_gaussians", "posterior_moments", "ring_of_gaussians", "subVPSDE",
     "tweedie_covariance", "tweedie_mean",

@@ -261,3 +261,19 @@ def asymmetric_mixture_2d() -> GaussianMixture:
                      [[0.3, -0.1], [-0.1, 0.6]],
                      [[0.8, 0.0], [0.0, 0.2]]])
     return GaussianMixture(weights, means, covs)
+
+
+def anisotropic_mixture_2d() -> GaussianMixture:
+    """2-D: three components with unequal weights (0.5, 0.3, 0.2) and small, unequal, rotated
+    covariances ``R(theta_k) diag(l_k) R(theta_k)^T``: eigenvalues (0.5, 0.005), (0.1, 0.02) and
+    (0.03, 0.001) (standard deviations down to 0.03) at angles 30, -60 and 0 degrees. The data of
+    ``experiments.testbeds`` that favours no sampler: no component has unit variance, and the
+    score near ``t = 0`` is stiff (curvature up to 1000)."""
+    weights = np.array([0.5, 0.3, 0.2])
+    means = np.array([[-1.5, 0.5], [1.0, 1.0], [0.5, -1.5]])
+    eig = np.array([[0.5, 0.005], [0.1, 0.02], [0.03, 0.001]])
+    angle = np.deg2rad([30.0, -60.0, 0.0])
+    rot = np.stack([np.stack([np.cos(angle), -np.sin(angle)], -1),
+                    np.stack([np.sin(angle), np.cos(angle)], -1)], -2)  # (K, 2, 2)
+    covs = np.einsum("kij,kj,klj->kil", rot, eig, rot)
+    return GaussianMixture(weights, means, covs)

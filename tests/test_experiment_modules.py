@@ -6,6 +6,7 @@ import importlib
 import shutil
 
 import chex
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -19,6 +20,7 @@ from experiments import (
     digits,
     inverse_problems,
     ou_process,
+    testbeds,
     train,
     tweedie,
 )
@@ -29,6 +31,7 @@ from experiments.configs import diagnostics as diagnostics_config
 from experiments.configs import digits as digits_config
 from experiments.configs import inverse_problems as inverse_config
 from experiments.configs import ou_process as ou_config
+from experiments.configs import testbeds as testbeds_config
 from experiments.configs import tweedie as tweedie_config
 from tests._configs import tiny
 from tests._sde_cases import Z
@@ -78,11 +81,12 @@ def mixture_model(tmp_path_factory):
 @pytest.mark.slow
 def test_tweedie(tmp_path, mixture_model):
     """With the exact score Tweedie's moments equal the oracle's posterior (float32 rounding);
-    the trained model gives finite errors, written per noise level. The module trains exactly
-    the model that ``train_and_evaluate`` (``experiments.main``) trains from its config."""
-    config = tiny(tweedie_config, dict(times=(0.05, 0.3), num_points=200))
+    two trained models give finite errors with an sd over them and a Monte Carlo standard error,
+    written per noise level. The module trains exactly the model that ``train_and_evaluate``
+    (``experiments.main``) trains from its config."""
+    config = tiny(tweedie_config, dict(times=(0.05, 0.3), num_points=200, train_seeds=(0, 1)))
     paths = tweedie.run(config, str(tmp_path))
-    ours = train.train_and_evaluate(config, str(tmp_path / "model"))["state"]  # reloads
+    ours = train.train_and_evaluate(config, str(tmp_path / "model_s0"))["state"]  # reloads
     theirs = train.train_and_evaluate(config, str(mixture_model))["state"]
     assert int(ours.step) == int(theirs.step) == 20
     chex.assert_trees_all_equal(ours.ema_params, theirs.ema_params)
@@ -92,21 +96,25 @@ def test_tweedie(tmp_path, mixture_model):
     for r in rows:
         assert float(r["exact_mean_rmse"]) < 1e-4 * float(r["post_sd"]) + 1e-5
         assert float(r["exact_cov_err"]) < 1e-3
-        assert np.isfinite(float(r["model_mean_rmse"]))
+        assert np.isfinite(float(r["model_mean_rmse"])) and float(r["model_mean_rmse_sd"]) > 0
+        assert 0 < float(r["model_mean_rmse_se"]) < float(r["model_mean_rmse"])
 
 
 @pytest.mark.slow
 def test_inverse_problems(tmp_path, mixture_model):
     """With the exact score, DPS at sigma_y = 0.2 lands within 0.25 of the exact posterior mean
-    of the unobserved coordinate (measured 0.03-0.07 at 500 steps); every row is written."""
-    shutil.copytree(mixture_model, tmp_path / "model")
-    config = tiny(inverse_config, dict(ys=(1.5,), num_samples=400, num_steps=100))
+    of the unobserved coordinate (measured 0.03-0.07 at 500 steps), both sampling seeds finite
+    with a spread between them; every row is written."""
+    shutil.copytree(mixture_model, tmp_path / "model_s0")
+    config = tiny(inverse_config, dict(ys=(1.5,), num_samples=400, num_steps=100,
+                                       train_seeds=(0,), sample_seeds=2))
     paths = inverse_problems.run(config, str(tmp_path))
     assert (tmp_path / "inverse.png").stat().st_size > 0
     rows = _rows(paths["inverse.csv"])
     assert len(rows) == 2 * len(inverse_problems.GUIDANCES)
     dps = [r for r in rows if r["guidance"] == "dps" and r["score"] == "exact"][0]
-    assert abs(float(dps["mean_err_x2"])) < 0.25
+    assert abs(float(dps["mean_err_x2"])) < 0.25 and dps["finite"] == "2/2"
+    assert float(dps["mean_err_x2_sd"]) > 0 and float(dps["w2_floor"]) > 0
 
 
 @pytest.mark.slow
@@ -175,6 +183,63 @@ def test_diagnostics(tmp_path):
                                             if s.affine and not s.adaptive}
 
 
+@pytest.mark.slow
+def test_testbeds_exact(tmp_path):
+    """A 2-D testbed with the exact score (nothing trains): every table and figure written; the
+    floor row's measures are at their null values; Euler-Maruyama's pathwise error and DDIM's
+    flow KL fall from 10 to 50 NFE; the stiff anisotropic data makes Euler-Maruyama at 10 NFE
+    get the mode weights wrong (z > 4), as the committed results say."""
+    config = tiny(testbeds_config, dict(
+        testbeds=("anisotropic",), methods=("euler_maruyama", "ddim"), nfes=(10, 50),
+        model_nfes=(10,), model_methods=("ddim",), num_samples=400, sample_seeds=2,
+        ref_steps=200, flow_kl_points=100, mmd_points=100), mlp=False)
+    paths = testbeds.run(config, str(tmp_path))
+    for name in ("testbeds.png", "samples.png", "summary.md"):
+        assert (tmp_path / name).stat().st_size > 0
+    rows = {(r["score"], r["sampler"], r["nfe_target"]): r for r in _rows(paths["results.csv"])}
+    floor = rows[("exact samples", "-", "0")]
+    assert float(floor["weight_z"]) < 4 and float(floor["mmd_reject"]) <= 0.2
+    em = [rows[("exact", "euler_maruyama", n)] for n in ("10", "50")]
+    assert float(em[0]["path"]) > 2 * float(em[1]["path"]) and em[0]["kl"] == ""
+    assert float(em[0]["weight_z"]) > 4
+    ddim = [rows[("exact", "ddim", n)] for n in ("10", "50")]
+    assert float(ddim[0]["kl"]) > 2 * float(ddim[1]["kl"]) > 0 and ddim[0]["path"] == ""
+    assert all(r["runs"] == "2" for r in em + ddim)
+
+
+def test_testbeds_sample_metrics():
+    """The fast tier's check of the testbeds' measures: exact samples against exact samples
+    are at the null (no mode-weight z above 4, MMD not rejecting); the samples
+    of a sampler that misses a mode are caught by both, and their sliced W2 is larger."""
+    gmm = testbeds.EXACT_TESTBEDS["small_ring"]()
+    x, y = (np.asarray(gmm.sample(jax.random.key(i), 1000)) for i in (1, 2))
+    null = testbeds.sample_metrics(jax.random.key(3), gmm, x, y, 300)
+    assert null["weight_z"] < 4 and null["mmd_reject"] == 0.0
+    keep = np.asarray(gmm.responsibilities(x))[:, 0] < 0.5  # mode 0 dropped
+    x_missing = np.concatenate([x[keep], x[keep]])[:1000]
+    bad = testbeds.sample_metrics(jax.random.key(3), gmm, x_missing, y, 300)
+    assert bad["weight_z"] > 8 and bad["mmd_reject"] == 1.0 and bad["sw2"] > null["sw2"]
+
+
+@pytest.mark.slow
+def test_testbeds_learned(tmp_path):
+    """The learned testbed with two tiny Transformers: model rows for the model samplers and
+    NFEs only, over 2 training x 2 sampling seeds, and exact rows beside them."""
+    config = tiny(testbeds_config, dict(
+        testbeds=("pair64",), methods=("euler_maruyama", "ddim"), nfes=(10, 20),
+        model_nfes=(10,), model_methods=("ddim",), num_samples=200, sample_seeds=2,
+        train_seeds=(0, 1), ref_steps=100, flow_kl_points=20, mmd_points=100), mlp=False,
+        **{"model.dim": 8, "model.depth": 1, "model.num_heads": 2, "data.num_train": 2048,
+           "data.num_test": 256, "training.batch_size": 32, "training.num_train_steps": 20,
+           "training.steps_per_call": 10, "eval.batch_size": 32, "eval.num_samples": 16})
+    paths = testbeds.run(config, str(tmp_path))
+    rows = _rows(paths["results.csv"])
+    model = [r for r in rows if r["score"] == "model"]
+    assert [(r["sampler"], r["nfe_target"], r["runs"]) for r in model] == [("ddim", "10", "4")]
+    assert len([r for r in rows if r["score"] == "exact"]) == 4
+    assert (tmp_path / "model_s1" / "checkpoints").is_dir()
+
+
 def test_module_configs_reject_bad_values(tmp_path):
     """The fast tier's check of the modules whose runs are in the slow tier: bad values raise
     before anything trains, and nothing is written."""
@@ -190,7 +255,13 @@ def test_module_configs_reject_bad_values(tmp_path):
             (diagnostics, diagnostics_config, {"experiment.pc_nfes": (20,)},
              "experiment.pc_nfes: 20 does not run"),
             (diagnostics, diagnostics_config, {"experiment.windows": ((0.5, 0.2),)},
-             "windows must be pairs")):
+             "windows must be pairs"),
+            (testbeds, testbeds_config, {"experiment.testbeds": ("moons",)},
+             r"testbeds \['moons'\] are not testbeds"),
+            (testbeds, testbeds_config, {"experiment.methods": ("pc",)},
+             r"methods \['pc'\] cannot be measured here"),
+            (testbeds, testbeds_config, {"experiment.mmd_points": 10**6},
+             "mmd_points must be <= num_samples")):
         config = config_module.get_config()
         with config.ignore_type():
             for key, value in change.items():
@@ -207,7 +278,8 @@ def test_module_configs_build_and_train_through_main():
     typed = {"ou_process": ou_process.OUConfig, "ddpm_to_sde": ddpm_to_sde.DDPMToSDEConfig,
              "tweedie": tweedie.TweedieConfig, "inverse_problems": inverse_problems.InverseConfig,
              "digits": digits.DigitsConfig, "diagnostics": diagnostics.DiagnosticsConfig,
-             "compare_losses": compare_losses.LossComparisonConfig}
+             "compare_losses": compare_losses.LossComparisonConfig,
+             "testbeds": testbeds.TestbedsConfig}
     for name, cls in typed.items():
         config = importlib.import_module(f"experiments.configs.{name}").get_config()
         assert isinstance(config, ml_collections.ConfigDict)

@@ -209,3 +209,22 @@ def test_constructors():
     np.testing.assert_allclose(ring.mean(), 0.0, atol=1e-12)
     grid = sde_lib.grid_of_gaussians(3, spacing=2.0)
     assert grid.num_components == 9 and grid.dim == 2
+    aniso = sde_lib.anisotropic_mixture_2d()
+    for k, (eig, angle) in enumerate((((0.5, 0.005), 30.0), ((0.1, 0.02), -60.0),
+                                      ((0.03, 0.001), 0.0))):
+        lam, vec = np.linalg.eigh(np.asarray(aniso.covs[k], np.float64))
+        np.testing.assert_allclose(lam, sorted(eig), rtol=1e-9)
+        major = vec[:, 1] * np.sign(vec[0, 1])  # the long axis, at the stated angle
+        np.testing.assert_allclose(major, [math.cos(math.radians(angle)),
+                                           math.sin(math.radians(angle))], atol=1e-9)
+    np.testing.assert_allclose(aniso.weights, [0.5, 0.3, 0.2])
+
+
+def test_responsibilities(gmm):
+    """``p(k | x)`` against the scipy component densities; rows sum to one."""
+    x = np.asarray(gmm.sample(jax.random.PRNGKey(3), 50), np.float64)
+    w, mu, cov = (np.asarray(a, np.float64) for a in (gmm.weights, gmm.means, gmm.covs))
+    logc = np.stack([np.log(w[k]) + scipy.stats.multivariate_normal(mu[k], cov[k]).logpdf(x)
+                     for k in range(3)], -1)
+    want = np.exp(logc - scipy.special.logsumexp(logc, -1, keepdims=True))
+    np.testing.assert_allclose(gmm.responsibilities(x), want, rtol=1e-5, atol=1e-7)

@@ -1,5 +1,6 @@
 """``experiments.inverse_problems``: conditional sampling on the asymmetric 2-D mixture with the
-exact score and the MLP of ``tweedie.py`` (trained in ``<workdir>/model``)."""
+exact score and the MLPs of ``tweedie.py`` (one per training seed, trained in
+``<workdir>/model_s<seed>``)."""
 
 import ml_collections
 
@@ -13,6 +14,8 @@ def get_config(arg: str | None = None):
         num_samples=2000,
         num_steps=500,
         method="euler_maruyama",  # the conditional sampler's fixed-step method
+        train_seeds=(0, 1, 2),  # the models (tweedie.py's, one per training seed)
+        sample_seeds=2,  # sampling seeds per score
         seed=0,
     ))
     return base.apply_shortcuts(config, arg)

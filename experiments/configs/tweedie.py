@@ -1,5 +1,6 @@
-"""``experiments.tweedie``: Tweedie moments of the MLP trained on the asymmetric 2-D mixture
-(in ``<workdir>/model``; ``experiments.main`` with this file trains the same model)."""
+"""``experiments.tweedie``: Tweedie moments of the MLPs trained on the asymmetric 2-D mixture
+(one per training seed, in ``<workdir>/model_s<seed>``; ``experiments.main`` with this file and
+``:seed=<seed>`` trains the same model)."""
 
 import ml_collections
 
@@ -12,6 +13,7 @@ def get_config(arg: str | None = None):
     config.experiment = ml_collections.ConfigDict(dict(
         times=(0.02, 0.05, 0.1, 0.2, 0.4, 0.7),  # noise levels
         num_points=1000,  # x_t samples per level
+        train_seeds=(0, 1, 2),  # one model per training seed
         seed=0,
     ))
     return base.apply_shortcuts(config, arg)

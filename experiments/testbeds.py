@@ -1,0 +1,394 @@
+r"""Samplers on testbeds that favour none of them, measured with the oracle's exact error.
+
+The main job's data, a pair of unit-variance Gaussians, favours some samplers (its README
+section says which). This module runs every sampler at every NFE target on four testbeds:
+
+* ``pair``: the main job's data in d = 2 (kept, for comparison);
+* ``anisotropic``: ``sde_lib.anisotropic_mixture_2d``, three components with unequal weights and
+  small, unequal, rotated covariances (standard deviations 0.03 to 0.7);
+* ``small_ring``: eight equal modes of sd 0.05 on a circle of radius 2;
+* ``pair64``: the seeds' Gaussian pair in d = 64, learned by the seeds' Transformer denoiser
+  (``experiments/configs/testbeds.py``, one model per training seed in
+  ``<workdir>/model_s<seed>``; a second run in the same workdir reloads them), sampled with the
+  models and with the exact score.
+
+Every run is measured against the exact mixture, and every row reports the mean and sd over its
+runs (``sample_seeds`` sampling seeds, times the training seeds for a model):
+
+* ``kl`` (deterministic samplers: PF-ODE Euler/Heun, DDIM): KL(sampler || data) in nats by the
+  change of variables along the sampler's map (``sde_lib.evaluation.flow_kl``), with each run's
+  standard error ``kl_se``; the exact score in every testbed, not the Transformer (a 64 x 64
+  Jacobian through it per point is out of this budget);
+* ``path`` (stochastic samplers, exact score): the pathwise RMS error against a ``ref_steps``-step
+  run of the same sampler from the same prior draws on the same Brownian path
+  (``sde_lib.evaluation.coupled_error``), with each run's standard error ``path_se``;
+* ``sw2``: sliced W2 to as many exact samples, with the floor row (``FLOOR_PAIRS`` pairs of
+  independent exact sets, every measure below);
+* ``weight_err``: the largest error of a mode weight, and ``weight_z``, the largest ratio of a
+  weight error to its standard error (``sde_lib.evaluation.mode_errors``: above ~3 the sampler
+  gets that weight wrong);
+* ``mean_err``, ``cov_err``: the largest per-mode mean error and relative covariance error (the
+  floor row gives their values for exact samples);
+* ``mmd_reject``: the fraction of runs whose MMD permutation test against exact samples
+  (``mmd_points`` of each, ``sde_lib.evaluation.mmd_test``) rejects at level 0.05 (0.05 for
+  exact samples).
+
+Writes ``results.csv/md``, ``summary.md`` (per testbed: the sampler error, sliced W2 and mode
+tables by sampler and NFE), ``testbeds.png`` and ``samples.png`` into the workdir.
+
+Run: ``python -m experiments.testbeds --workdir runs/testbeds``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+import sde_lib
+from experiments import cli, reporting, sample_quality, train
+from experiments.compare_samplers import flow_kl_fn, sampler_fn
+from experiments.config_types import experiment_config
+from experiments.configs import base
+from sde_lib import evaluation, sampling
+
+EXACT_TESTBEDS = {
+    "pair": lambda: sde_lib.gaussian_pair(jax.random.fold_in(jax.random.PRNGKey(0), 0), 2),
+    "anisotropic": sde_lib.anisotropic_mixture_2d,
+    "small_ring": lambda: sde_lib.ring_of_gaussians(num_components=8, radius=2.0, std=0.05),
+}
+LEARNED_TESTBEDS = ("pair64",)  # the model config's data (gaussian_pair, data.dim = 64)
+TESTBEDS = (*EXACT_TESTBEDS, *LEARNED_TESTBEDS)
+FLOOR_PAIRS = 20  # pairs of independent exact sample sets behind the floor row
+
+
+@dataclasses.dataclass(frozen=True)
+class TestbedsConfig:
+    """The ``experiment`` section of ``experiments/configs/testbeds.py``.
+
+    Attributes:
+      testbeds: names among ``TESTBEDS``.
+      methods: fixed-step sampler names (``sde_lib.SAMPLERS``; not ``pc``, whose error is not
+        pathwise-comparable, nor the adaptive solver).
+      nfes: NFE targets; a sampler takes ``Sampler.num_steps_for(nfe)`` steps.
+      model_nfes: the NFE targets of the Transformer runs (a subset of ``nfes``).
+      model_methods: the samplers run with the Transformer (a subset of ``methods``).
+      num_samples: samples per run (and exact samples to compare with).
+      sample_seeds: sampling seeds per score.
+      train_seeds: one Transformer per training seed.
+      ref_steps: steps of the reference run of the pathwise error.
+      flow_kl_points: prior draws per run for the flow KL.
+      mmd_points: samples of each set in the MMD test.
+      seed: sampling and evaluation seed.
+    """
+
+    testbeds: tuple[str, ...]
+    methods: tuple[str, ...]
+    nfes: tuple[int, ...]
+    model_nfes: tuple[int, ...]
+    model_methods: tuple[str, ...]
+    num_samples: int
+    sample_seeds: int
+    train_seeds: tuple[int, ...]
+    ref_steps: int
+    flow_kl_points: int
+    mmd_points: int
+    seed: int
+
+    def __post_init__(self):
+        unknown = sorted(set(self.testbeds) - set(TESTBEDS))
+        if unknown:
+            raise ValueError(f"testbeds {unknown} are not testbeds; valid: {list(TESTBEDS)}")
+        valid = [m for m, s in sde_lib.SAMPLERS.items() if s.affine and not s.adaptive]
+        bad = sorted(set(self.methods) - set(valid))
+        if bad:
+            raise ValueError(f"methods {bad} cannot be measured here; valid: {valid}")
+        if not set(self.model_methods) <= set(self.methods):
+            raise ValueError(f"model_methods must be a subset of methods {self.methods}, got "
+                             f"{self.model_methods}")
+        if not self.nfes or min(self.nfes) < 2 or not set(self.model_nfes) <= set(self.nfes):
+            raise ValueError(f"nfes must be integers >= 2 and model_nfes a subset of them, got "
+                             f"{self.nfes!r} and {self.model_nfes!r}")
+        if not self.train_seeds or min(self.train_seeds) < 0:
+            raise ValueError(f"train_seeds must be integers >= 0, got {self.train_seeds!r}")
+        for name in ("num_samples", "sample_seeds", "ref_steps", "flow_kl_points",
+                     "mmd_points"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.mmd_points > self.num_samples:
+            raise ValueError(f"mmd_points must be <= num_samples={self.num_samples}, got "
+                             f"{self.mmd_points}")
+
+
+def _valid(sde, method, num_steps) -> bool:
+    try:
+        sampling.build_sampler(sde, lambda x, t: x, method, num_steps)
+    except ValueError:  # e.g. reverse diffusion with a beta_i >= 1
+        return False
+    return True
+
+
+def sample_metrics(rng, gmm, x, exact, mmd_points) -> dict:
+    """The sample-based measures of one run ``x`` against the exact set ``exact``."""
+    if not np.all(np.isfinite(x)):
+        return {"sw2": math.inf, "weight_err": math.inf, "weight_z": math.inf,
+                "mean_err": math.inf, "cov_err": math.inf, "mmd_reject": 1.0}
+    k_sw, k_mode, k_mmd = jax.random.split(rng, 3)
+    e = evaluation.mode_errors(k_mode, gmm, x)
+    _, p = evaluation.mmd_test(k_mmd, x[:mmd_points], exact[:mmd_points])
+    return {"sw2": sample_quality.sliced_wasserstein(x, exact, k_sw),
+            "weight_err": float(np.max(np.abs(e.weight))),
+            "weight_z": float(np.max(np.abs(e.weight) / e.weight_se)),
+            "mean_err": float(np.max(e.mean)), "cov_err": float(np.max(e.cov)),
+            "mmd_reject": float(p <= 0.05)}
+
+
+METRICS = ("sw2", "weight_err", "weight_z", "mean_err", "cov_err", "mmd_reject", "kl", "kl_se",
+           "path", "path_se")
+
+
+def _summarize(runs) -> dict:
+    names = [m for m in METRICS if m in runs[0]]
+    out = reporting.summarize(runs, names)
+    for name in ("kl_se", "path_se"):
+        out.pop(f"{name}_sd", None)
+    return {**out, "runs": len(runs)}
+
+
+def evaluate_testbed(rng, name, sde, gmm, score_fns, exp, progress):
+    """Rows for one testbed: the floor, then one per (score, method, NFE target)."""
+    n, dim = exp.num_samples, gmm.dim
+    rng_exact, rng_metric, rng_sample = jax.random.split(rng, 3)
+    exacts = [np.asarray(gmm.sample(jax.random.fold_in(rng_exact, 100 + r), n))
+              for r in range(exp.sample_seeds)]
+    floor = [sample_metrics(jax.random.fold_in(rng_metric, i), gmm,
+                            np.asarray(gmm.sample(jax.random.fold_in(rng_exact, 2 * i + 1), n)),
+                            np.asarray(gmm.sample(jax.random.fold_in(rng_exact, 2 * i + 2), n)),
+                            exp.mmd_points) for i in range(FLOOR_PAIRS)]
+    rows = [{"testbed": name, "score": "exact samples", "sampler": "-", "nfe_target": 0,
+             **_summarize(floor)}]
+    samples = {}
+    for method in exp.methods:
+        sampler = sde_lib.SAMPLERS[method]
+        deterministic = sampler.deterministic(sampler.check_options({}))
+        for kind, fns in score_fns.items():
+            nfes = exp.nfes if kind == "exact" else exp.model_nfes
+            if kind != "exact" and method not in exp.model_methods:
+                continue
+            for nfe_target in nfes:
+                num_steps = sampler.num_steps_for(nfe_target)
+                row = {"testbed": name, "score": kind, "sampler": method,
+                       "nfe_target": nfe_target}
+                progress.update(1)
+                if not _valid(sde, method, num_steps):
+                    rows.append(row)
+                    continue
+                fn = sampler_fn(sde, (n, dim), method, num_steps, {})
+                kl_fn = (flow_kl_fn(sde, gmm, exp.flow_kl_points, dim, method, num_steps)
+                         if deterministic and kind == "exact" else None)
+                runs = []
+                for i, score_fn in enumerate(fns):
+                    for r in range(exp.sample_seeds):
+                        key = jax.random.fold_in(rng_sample, r)
+                        x, nfe = fn(key, score_fn)
+                        x = np.asarray(x)
+                        run = sample_metrics(jax.random.fold_in(rng_metric, 1000 + r), gmm, x,
+                                             exacts[r], exp.mmd_points)
+                        if kl_fn is not None:
+                            kl, kl_se = kl_fn(key, score_fn)
+                            run.update(kl=float(kl), kl_se=float(kl_se))
+                        if not deterministic and kind == "exact":
+                            path, path_se, _ = evaluation.coupled_error(
+                                key, sde, score_fn, (n, dim), method, (num_steps,),
+                                exp.ref_steps)
+                            run.update(path=float(path[0]), path_se=float(path_se[0]))
+                        runs.append(run)
+                        if i == 0 and r == 0:
+                            samples[(kind, method, nfe_target)] = x
+                rows.append({**row, "nfe": int(nfe), **_summarize(runs)})
+    return rows, samples
+
+
+# ----- reporting ---------------------------------------------------------------------------------
+
+COLUMNS = ("testbed", "score", "sampler", "nfe_target", "nfe", "runs", "kl", "kl_sd", "kl_se",
+           "path", "path_sd", "path_se", "sw2", "sw2_sd", "weight_err", "weight_err_sd",
+           "weight_z", "mean_err", "mean_err_sd", "cov_err", "cov_err_sd", "mmd_reject")
+
+
+def _pm(row, name) -> str | None:
+    if row.get(name) is None:
+        return None
+    sd = row.get(f"{name}_sd")
+    return reporting.fmt(row[name]) + ("" if sd is None else f" +- {reporting.fmt(sd)}")
+
+
+def _grid(rows, testbed, score, methods, nfes, cell) -> list[dict]:
+    table = []
+    for method in methods:
+        cells = {r["nfe_target"]: cell(r) for r in rows if r["testbed"] == testbed
+                 and r["score"] == score and r["sampler"] == method}
+        if any(v is not None for v in cells.values()):
+            table.append({"sampler": method, **{str(n): cells.get(n) for n in nfes}})
+    return table
+
+
+def write_summary(workdir, rows, exp) -> dict[str, str]:
+    """``summary.md``: per testbed and score, the sampler error (flow KL or pathwise error),
+    sliced W2 and the mode errors, by sampler and NFE target."""
+    parts = []
+    for testbed in exp.testbeds:
+        floor = [r for r in rows if r["testbed"] == testbed and r["score"] == "exact samples"][0]
+        scores = ["exact"] + (["model"] if testbed in LEARNED_TESTBEDS else [])
+        for score in scores:
+            nfes = exp.nfes if score == "exact" else exp.model_nfes
+            methods = exp.methods if score == "exact" else exp.model_methods
+            runs = max([r.get("runs") or 0 for r in rows
+                        if r["testbed"] == testbed and r["score"] == score])
+            head = f"### {testbed}, {score} score ({runs} runs per cell, mean +- sd)"
+            cols = ["sampler", *map(str, nfes)]
+            if score == "exact":
+                kl = _grid(rows, testbed, score, methods, nfes, lambda r: _pm(r, "kl"))
+                se = max([r["kl_se"] for r in rows if r["testbed"] == testbed
+                          and r.get("kl_se") is not None], default=math.nan)
+                path = _grid(rows, testbed, score, methods, nfes, lambda r: _pm(r, "path"))
+                pse = max([r["path_se"] for r in rows if r["testbed"] == testbed
+                           and r.get("path_se") is not None], default=math.nan)
+                parts.append(f"{head}\n\nKL(sampler || data), nats, deterministic samplers "
+                             f"(each run's standard error <= {se:.2g}):\n\n"
+                             + reporting.markdown_table(kl, cols)
+                             + f"\nPathwise RMS error to {exp.ref_steps} steps on the same "
+                               f"Brownian path, stochastic samplers (each run's standard error "
+                               f"<= {pse:.2g}):\n\n" + reporting.markdown_table(path, cols))
+            else:
+                parts.append(head + "\n")
+            sw2 = _grid(rows, testbed, score, methods, nfes, lambda r: _pm(r, "sw2"))
+            parts.append(f"Sliced W2 to exact samples (floor, exact vs exact: "
+                         f"{_pm(floor, 'sw2')}):\n\n" + reporting.markdown_table(sw2, cols))
+            mode = _grid(rows, testbed, score, methods, nfes, lambda r: None if r.get(
+                "weight_err") is None else (f"{reporting.fmt(r['weight_err'])} (z "
+                                            f"{r['weight_z']:.1f}) / "
+                                            f"{reporting.fmt(r['mean_err'])} / "
+                                            f"{reporting.fmt(r['mmd_reject'])}"))
+            parts.append(f"Largest mode-weight error (largest z) / largest mode-mean error / "
+                         f"fraction of MMD tests rejecting at 0.05 (floor: "
+                         f"{reporting.fmt(floor['weight_err'])} (z {floor['weight_z']:.1f}) / "
+                         f"{reporting.fmt(floor['mean_err'])} / "
+                         f"{reporting.fmt(floor['mmd_reject'])}):\n\n"
+                         + reporting.markdown_table(mode, cols))
+    return {"summary.md": reporting.write_atomic(os.path.join(workdir, "summary.md"),
+                                                 "\n".join(parts))}
+
+
+def write_figures(workdir, rows, samples, gmms, exp) -> dict[str, str]:
+    """``testbeds.png``: per testbed (columns), the flow KL of the deterministic samplers, the
+    pathwise error of the stochastic ones and the sliced W2 (rows) against NFE, exact score,
+    mean with +-1 sd bands; ``samples.png``: each 2-D testbed's samples at the smallest NFE."""
+    plt = reporting.pyplot()
+    paths = {}
+    panels = (("kl", "KL(sampler || data), nats"), ("path", "pathwise RMS error"),
+              ("sw2", "sliced W2 to exact samples"))
+    fig, axes = plt.subplots(len(panels), len(exp.testbeds), squeeze=False,
+                             figsize=(4.4 * len(exp.testbeds), 3.4 * len(panels)))
+    colors = dict(zip(exp.methods, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 2,
+                      strict=False))
+    for j, testbed in enumerate(exp.testbeds):
+        floor = [r for r in rows if r["testbed"] == testbed and r["score"] == "exact samples"][0]
+        for i, (metric, label) in enumerate(panels):
+            ax = axes[i, j]
+            for method in exp.methods:
+                pts = sorted((r["nfe"], r[metric], r.get(f"{metric}_sd") or 0.0) for r in rows
+                             if r["testbed"] == testbed and r["score"] == "exact"
+                             and r["sampler"] == method and r.get(metric) is not None
+                             and math.isfinite(r[metric]))
+                if pts:
+                    nfe, mean, sd = map(np.array, zip(*pts, strict=True))
+                    ax.plot(nfe, np.maximum(mean, 1e-4), marker="o", ms=3, label=method,
+                            color=colors[method])
+                    ax.fill_between(nfe, np.maximum(mean - sd, 1e-4), mean + sd, alpha=0.15,
+                                    color=colors[method])
+            if metric == "sw2":
+                ax.axhspan(floor["sw2"] - floor["sw2_sd"], floor["sw2"] + floor["sw2_sd"],
+                           color="k", alpha=0.1, label="exact vs exact (+-1 sd)")
+            ax.set(xscale="log", yscale="log", title=f"{testbed}, exact score",
+                   xlabel="NFE (score evaluations)", ylabel=label)
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    paths.update(reporting.save_figure(fig, workdir, "testbeds.png"))
+    flat = [t for t in exp.testbeds if gmms[t].dim == 2]
+    if flat:
+        nfe = min(exp.nfes)
+        fig, axes = plt.subplots(len(flat), len(exp.methods), squeeze=False,
+                                 figsize=(2.6 * len(exp.methods), 2.6 * len(flat)))
+        for i, testbed in enumerate(flat):
+            gmm = gmms[testbed]
+            lim = float(np.abs(np.asarray(gmm.means)).max()) + 1.5
+            g = np.linspace(-lim, lim, 150)
+            xx, yy = np.meshgrid(g, g)
+            logp = np.asarray(gmm.log_prob(np.stack([xx.ravel(), yy.ravel()], 1)))
+            for j, method in enumerate(exp.methods):
+                ax = axes[i, j]
+                ax.contour(xx, yy, logp.reshape(xx.shape), levels=np.arange(-12, 4, 2),
+                           colors="k", linewidths=0.4)
+                x = samples[testbed].get(("exact", method, nfe))
+                if x is not None:
+                    ax.scatter(x[:1000, 0], x[:1000, 1], s=1, alpha=0.4)
+                ax.set(xlim=(-lim, lim), ylim=(-lim, lim), xticks=[], yticks=[],
+                       title=f"{testbed}: {method}" if i == 0 else testbed)
+                ax.title.set_fontsize(7)
+        fig.suptitle(f"exact score, NFE target {nfe}; contours: log-density of the data "
+                     f"(every 2 nats)")
+        fig.tight_layout()
+        paths.update(reporting.save_figure(fig, workdir, "samples.png"))
+    return paths
+
+
+# ----- the job ----------------------------------------------------------------------------------
+
+def testbeds(config, workdir: str) -> dict[str, str]:
+    """Trains (or reloads) the Transformers, runs every testbed; returns the paths written."""
+    exp = experiment_config(TestbedsConfig, config)
+    learned = [t for t in exp.testbeds if t in LEARNED_TESTBEDS]
+    configs = {seed: base.override(config, {"training.seed": seed})
+               for seed in exp.train_seeds} if learned else {}
+    for c in configs.values():  # every model checked before anything trains
+        train.validate_config(c)
+    sde = sde_lib.VPSDE()
+    rng = jax.random.key(exp.seed)
+    rows, samples, gmms = [], {}, {}
+    for index, testbed in enumerate(exp.testbeds):
+        if testbed in LEARNED_TESTBEDS:
+            models = [train.train_and_evaluate(c, os.path.join(workdir, f"model_s{seed}"))
+                      for seed, c in configs.items()]
+            sde, gmm = models[0]["sde"], models[0]["dataset"].gmm
+            score_fns = {"exact": [jax.tree_util.Partial(gmm.score_fn(sde))],
+                         "model": [m["score_fn"] for m in models]}
+        else:
+            gmm = EXACT_TESTBEDS[testbed]()
+            score_fns = {"exact": [jax.tree_util.Partial(gmm.score_fn(sde))]}
+        total = len(exp.methods) * len(exp.nfes) + (
+            len(exp.model_methods) * len(exp.model_nfes) if "model" in score_fns else 0)
+        with tqdm(total=total, desc=f"{testbed}", unit="setting") as progress:
+            tb_rows, samples[testbed] = evaluate_testbed(jax.random.fold_in(rng, index), testbed,
+                                                         sde, gmm, score_fns, exp, progress)
+        rows += tb_rows
+        gmms[testbed] = gmm
+    paths = reporting.write_table(workdir, "results", rows, COLUMNS)
+    paths.update(write_summary(workdir, rows, exp))
+    paths.update(write_figures(workdir, rows, samples, gmms, exp))
+    return paths
+
+
+run = testbeds
+
+
+def main(argv=None):
+    cli.run_main(testbeds, "testbeds", argv)
+
+
+if __name__ == "__main__":
+    main()
