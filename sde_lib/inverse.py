@@ -32,6 +32,7 @@ from jax.typing import ArrayLike
 
 from sde_lib._checks import batch_coeff
 from sde_lib.sampling.driver import build_sampler, get_sampler, sample, scan_steps
+from sde_lib.sampling.steps import Multistep
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 GUIDANCE = ("projection", "dps", "tmpd")
@@ -124,8 +125,8 @@ def conditional_sample(rng: jax.Array, sde, score_fn: ScoreFn, shape: Sequence[i
 
     Raises:
       ValueError: bad shapes of ``A`` or ``y``, ``sigma_y < 0``, an unknown guidance (the valid
-        ones are listed), ``dps`` with ``sigma_y = 0``, ``projection`` with an adaptive method,
-        and everything ``sample`` rejects; before anything is traced.
+        ones are listed), ``dps`` with ``sigma_y = 0``, ``projection`` with an adaptive or a
+        multistep method, and everything ``sample`` rejects; before anything is traced.
     """
     if guidance not in GUIDANCE:
         raise ValueError(f"guidance must be one of {GUIDANCE}, got {guidance!r}")
@@ -141,6 +142,9 @@ def conditional_sample(rng: jax.Array, sde, score_fn: ScoreFn, shape: Sequence[i
         raise ValueError(f"guidance='projection' needs a fixed-step method; {method!r} is "
                          f"adaptive")
     step, coeffs, nfe = build_sampler(sde, score_fn, method, num_steps, eps, **options)
+    if isinstance(step, Multistep):
+        raise ValueError(f"guidance='projection' needs a one-state method (the projection "
+                         f"acts on x); {method!r} carries earlier model outputs")
     A_pinv = jnp.linalg.pinv(A)  # (d, m)
     step = functools.partial(_projected_step, step=step, A=A, A_pinv=A_pinv, y=y)
     rng_prior, rng_steps = jax.random.split(rng)

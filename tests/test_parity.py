@@ -210,6 +210,18 @@ def test_karras_grid():
         assert t[0] == sde.T and t[-1] == eps and np.all(np.diff(t) < 0)
 
 
+def test_logsnr_grid():
+    """``time_grid="logsnr"``: ``log(alpha / sigma)`` (computed here from the marginal) uniform
+    between its values at T and eps, on VP, VE and sub-VP; endpoints exact."""
+    for sde in (sde_lib.VPSDE(), sde_lib.VESDE(), sde_lib.subVPSDE()):
+        K, eps = 12, 1e-3
+        t = grid.evaluation_times("logsnr", K, sde, eps)
+        alpha, sigma = (np.asarray(v, np.float64) for v in sde.marginal_coeffs(jnp.asarray(t)))
+        lam = np.log(alpha / sigma)
+        np.testing.assert_allclose(np.diff(lam), (lam[-1] - lam[0]) / (K - 1), rtol=1e-5)
+        assert t[0] == sde.T and t[-1] == eps and np.all(np.diff(t) < 0)
+
+
 def test_bad_grid_and_clip_raise():
     sde = sde_lib.DiscreteVPSDE(N=100)
     with pytest.raises(ValueError, match="needs num_steps <= N = 100"):

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 import diffrax
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from sde_lib._checks import check_num_steps
@@ -213,6 +214,61 @@ def _build_pc(sde, score_fn, num_steps, eps, o):
     return step, coeffs
 
 
+def _build_exponential(step_fn, multistep):
+    def build(sde, score_fn, num_steps, eps, o):
+        coeffs = _continuous(sde, num_steps, eps, o["time_grid"])
+        kwargs = {"order": o["order"]} if "order" in o else {}
+        if multistep:
+            step = functools.partial(step_fn, score_fn=score_fn, num_steps=num_steps, **kwargs)
+            init = steps.dpm_solver_pp_init if step_fn is steps.dpm_solver_pp else steps.unipc_init
+            return steps.Multistep(init, step), coeffs
+        return functools.partial(step_fn, score_fn=score_fn), coeffs
+    return build
+
+
+def _ratio(alpha, sigma):
+    return np.asarray(sigma, np.float64) / np.asarray(alpha, np.float64)
+
+
+def _build_dpm_solver_2s(sde, score_fn, num_steps, eps, o):
+    coeffs = _continuous(sde, num_steps, eps, o["time_grid"])
+    r = _ratio(coeffs.alpha, coeffs.sigma)
+    r_next = _ratio(coeffs.alpha_next, coeffs.sigma_next)
+    t = np.asarray(coeffs.t, np.float64)
+    last = r_next == 0  # the last step, to sigma = 0, is first order
+    t_mid = np.where(last, t, grid.times_for_ratio(sde, np.sqrt(r * np.where(last, r, r_next)),
+                                                   eps))
+    alpha_mid, sigma_mid = sde.marginal_coeffs(jnp.asarray(t_mid, coeffs.t.dtype))
+    step = functools.partial(steps.dpm_solver_2s, score_fn=score_fn)
+    return step, coeffs._replace(t_mid=jnp.asarray(t_mid, coeffs.t.dtype), alpha_mid=alpha_mid,
+                                 sigma_mid=sigma_mid)
+
+
+def _build_edm(sde, score_fn, num_steps, eps, o):
+    coeffs = _continuous(sde, num_steps, eps, o["time_grid"])
+    if "s_churn" not in o:
+        return functools.partial(steps.edm_heun, score_fn=score_fn), coeffs
+    r = _ratio(coeffs.alpha, coeffs.sigma)
+    inside = (r >= o["s_tmin"]) & (r <= o["s_tmax"])
+    gamma = np.where(inside, min(o["s_churn"] / num_steps, math.sqrt(2.0) - 1.0), 0.0)
+    t = np.asarray(coeffs.t, np.float64)
+    t_hat = np.where(gamma > 0, grid.times_for_ratio(sde, (1.0 + gamma) * r, eps,
+                                                     t_max=4.0 * sde.T), t)
+    alpha_hat, sigma_hat = sde.marginal_coeffs(jnp.asarray(t_hat, coeffs.t.dtype))
+    if not np.allclose(_ratio(alpha_hat, sigma_hat), (1.0 + gamma) * r, rtol=1e-4):
+        raise ValueError("s_churn raises the noise level beyond what this SDE reaches by "
+                         "t = 4 T; lower s_churn or s_tmax")
+    step = functools.partial(steps.edm_stochastic, score_fn=score_fn, s_noise=o["s_noise"])
+    return step, coeffs._replace(t_hat=jnp.asarray(t_hat, coeffs.t.dtype), alpha_hat=alpha_hat,
+                                 sigma_hat=sigma_hat)
+
+
+def _check_order(name, value):
+    if value not in (1, 2, 3) or isinstance(value, bool):
+        raise ValueError(f"{name} must be 1, 2 or 3, got {value!r}")
+    return int(value)
+
+
 def _heun_nfe(num_steps, o):
     return 2 * num_steps - 1  # the last step, to t = 0, is an Euler step
 
@@ -222,6 +278,8 @@ def _pc_nfe(num_steps, o):
 
 
 _GRID = ("uniform", _check_grid)
+_LOGSNR = ("logsnr", _check_grid)
+_KARRAS = ("karras", _check_grid)
 _CHAIN = (None, _check_chain)
 _CLIP = (None, _check_clip)
 SAMPLERS: dict[str, Sampler] = {sampler.name: sampler for sampler in (
@@ -246,6 +304,20 @@ SAMPLERS: dict[str, Sampler] = {sampler.name: sampler for sampler in (
         "snr": (0.16, _check_pos), "corrector_steps": (1, check_num_steps),
         "predictor": ("reverse_diffusion", functools.partial(_check_choice, choices=PREDICTORS)),
         "time_grid": _GRID}, _build_pc, nfe=_pc_nfe, affine=False),
+    Sampler("dpm_solver_pp", {"order": (2, _check_order), "time_grid": _LOGSNR},
+            _build_exponential(steps.dpm_solver_pp, multistep=True), affine=False,
+            deterministic=lambda o: True),
+    Sampler("dpm_solver_2s", {"time_grid": _LOGSNR}, _build_dpm_solver_2s, nfe=_heun_nfe,
+            deterministic=lambda o: True),
+    Sampler("unipc", {"time_grid": _LOGSNR}, _build_exponential(steps.unipc, multistep=True),
+            affine=False, deterministic=lambda o: True),
+    Sampler("edm_heun", {"time_grid": _KARRAS}, _build_edm, nfe=_heun_nfe,
+            deterministic=lambda o: True),
+    Sampler("edm_stochastic", {
+        "s_churn": (10.0, _check_nonneg), "s_tmin": (0.05, _check_nonneg),
+        "s_tmax": (50.0, _check_nonneg), "s_noise": (1.0, _check_pos), "time_grid": _KARRAS},
+        _build_edm, nfe=_heun_nfe, affine=False,
+        deterministic=lambda o: o["s_churn"] == 0),
 )}
 
 
@@ -372,15 +444,17 @@ def build_sampler(sde, score_fn: ScoreFn, method: str, num_steps: int, eps: floa
 
 
 def scan_steps(step, rng: jax.Array, x: jax.Array, coeffs: grid.GridCoeffs) -> jax.Array:
-    """The driver: ``lax.scan`` of ``step(key_k, x, c_k)`` over the grid; the last step's mean."""
+    """The driver: ``lax.scan`` of ``step(key_k, x, c_k)`` over the grid; the last step's mean.
+    A ``steps.Multistep`` carries its state (``init(x)``) instead of ``x``."""
     coeffs = jax.tree.map(lambda a: a.astype(x.dtype), coeffs)
     keys = jax.random.split(rng, coeffs.t.shape[0])
+    state, fn = (step.init(x), step.step) if isinstance(step, steps.Multistep) else (x, step)
 
     def body(carry, inputs):
         key, c = inputs
-        return step(key, carry[0], c), None
+        return fn(key, carry[0], c), None
 
-    (_, x_mean), _ = lax.scan(body, (x, x), (keys, coeffs))
+    (_, x_mean), _ = lax.scan(body, (state, x), (keys, coeffs))
     return x_mean
 
 

@@ -22,7 +22,9 @@ Grid kinds (``time_grid``):
 * ``"uniform"`` in ``t``; ``"quadratic"`` (``t`` quadratic in the step index, dense near ``eps``;
   Song, Meng & Ermon 2021, Appendix D.2); ``"karras"``: uniform in ``r^{1/rho}`` with ``rho = 7``
   where ``r = sigma_t / alpha_t`` (Karras et al. 2022, Eq. 5, through the noise-to-signal ratio
-  of any linear SDE; ``karras_times`` for another ``rho``). All three run from ``T`` to ``eps``.
+  of any linear SDE; ``karras_times`` for another ``rho``); ``"logsnr"``: uniform in
+  ``lambda = log(alpha_t / sigma_t) = -log r`` (Lu et al. 2022). All four run from ``T`` to
+  ``eps``.
 * diffusers' timestep spacings, on the indices ``tau`` of the SDE's ``N``-step chain, at the
   times ``t = (tau + 1) T / N`` (``eps`` is not used): ``"leading"`` ``tau = k (N // K)``
   (diffusers' default, ``steps_offset = 0``), ``"trailing"`` ``tau = round(N - k N / K) - 1``
@@ -39,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-TIME_GRIDS = ("uniform", "quadratic", "karras", "leading", "trailing", "linspace")
+TIME_GRIDS = ("uniform", "quadratic", "karras", "logsnr", "leading", "trailing", "linspace")
 INDEX_SPACINGS = ("leading", "trailing", "linspace")
 KARRAS_RHO = 7.0
 
@@ -49,23 +51,45 @@ def _noise_to_signal(sde, t: np.ndarray) -> np.ndarray:
     return np.asarray(sigma, np.float64) / np.asarray(alpha, np.float64)
 
 
+def times_for_ratio(sde, ratio: np.ndarray, eps: float, t_max: float | None = None
+                    ) -> np.ndarray:
+    """The times in ``[eps, t_max]`` (default ``T``) at which the noise-to-signal ratio ``r(t) =
+    sigma_t / alpha_t`` takes the values ``ratio`` (bisection, float64; ``r`` increases with
+    ``t`` for every SDE of the family), clipped to the ends."""
+    ratio = np.asarray(ratio, np.float64)
+    hi_t = float(sde.T if t_max is None else t_max)
+    lo, hi = np.full(ratio.shape, float(eps)), np.full(ratio.shape, hi_t)
+    for _ in range(64):
+        mid = 0.5 * (lo + hi)
+        above = _noise_to_signal(sde, mid) > ratio
+        hi, lo = np.where(above, mid, hi), np.where(above, lo, mid)
+    return 0.5 * (lo + hi)
+
+
 def karras_times(sde, num_steps: int, eps: float, rho: float = KARRAS_RHO) -> np.ndarray:
     r"""Times ``T = t_0 > ... > t_{K-1} = eps`` whose noise-to-signal ratios ``r = sigma / alpha``
     are Karras et al. 2022's (Eq. 5): ``r_k = (r_max^{1/rho} + k / (K - 1) (r_min^{1/rho} -
-    r_max^{1/rho}))^rho`` with ``r_max = r(T)``, ``r_min = r(eps)``; each ``t_k`` solves
-    ``r(t_k) = r_k`` by bisection (``r`` increases with ``t`` for every SDE of the family)."""
+    r_max^{1/rho}))^rho`` with ``r_max = r(T)``, ``r_min = r(eps)``."""
     if num_steps == 1:
         return np.array([sde.T], np.float64)
     lo_hi = _noise_to_signal(sde, np.array([eps, sde.T]))
     k = np.arange(num_steps) / (num_steps - 1)
     inv = 1.0 / rho
     target = (lo_hi[1] ** inv + k * (lo_hi[0] ** inv - lo_hi[1] ** inv)) ** rho
-    lo, hi = np.full(num_steps, float(eps)), np.full(num_steps, float(sde.T))
-    for _ in range(64):
-        mid = 0.5 * (lo + hi)
-        above = _noise_to_signal(sde, mid) > target
-        hi, lo = np.where(above, mid, hi), np.where(above, lo, mid)
-    t = 0.5 * (lo + hi)
+    t = times_for_ratio(sde, target, eps)
+    t[0], t[-1] = sde.T, eps
+    return t
+
+
+def logsnr_times(sde, num_steps: int, eps: float) -> np.ndarray:
+    r"""Times ``T = t_0 > ... > t_{K-1} = eps`` uniform in the log signal-to-noise ratio
+    ``lambda = log(alpha_t / sigma_t)`` (Lu et al. 2022, Sec. 3.3: the step of the exponential
+    integrators is ``h = lambda_{k+1} - lambda_k``)."""
+    if num_steps == 1:
+        return np.array([sde.T], np.float64)
+    lam = -np.log(_noise_to_signal(sde, np.array([sde.T, eps])))
+    target = np.exp(-np.linspace(lam[0], lam[1], num_steps))
+    t = times_for_ratio(sde, target, eps)
     t[0], t[-1] = sde.T, eps
     return t
 
@@ -92,7 +116,8 @@ def evaluation_times(kind: str | Sequence[float], num_steps: int, sde,
                      eps: float) -> np.ndarray:
     """The ``K`` decreasing evaluation times (float64 numpy) of a ``time_grid`` on ``sde``.
 
-    ``"uniform"``, ``"quadratic"`` and ``"karras"`` run from ``t_0 = T`` to ``t_{K-1} = eps``;
+    ``"uniform"``, ``"quadratic"``, ``"karras"`` and ``"logsnr"`` run from ``t_0 = T`` to
+    ``t_{K-1} = eps``;
     the index spacings are at chain times ``(tau + 1) T / N``.
 
     Raises:
@@ -108,6 +133,8 @@ def evaluation_times(kind: str | Sequence[float], num_steps: int, sde,
             return (chain_indices(kind, num_steps, sde.N) + 1) * (T / sde.N)
         if kind == "karras":
             return karras_times(sde, num_steps, eps)
+        if kind == "logsnr":
+            return logsnr_times(sde, num_steps, eps)
         if num_steps == 1:
             return np.array([T])
         u = np.linspace(1.0, 0.0, num_steps)  # 1 at T, 0 at eps
@@ -127,7 +154,8 @@ class GridCoeffs(NamedTuple):
 
     ``t`` and ``t_next`` (``t_K = 0``), the marginal coefficients ``alpha, sigma`` at ``t`` and
     ``alpha_next, sigma_next`` at ``t_next`` (``1`` and ``0`` at ``t = 0``). Steps that need only
-    the times may leave the rest ``None``.
+    the times may leave the rest ``None``; ``*_mid`` is the log-SNR midpoint of the step
+    (DPM-Solver-2S) and ``*_hat`` the raised noise level of EDM's stochastic sampler.
     """
 
     t: jax.Array
@@ -136,6 +164,12 @@ class GridCoeffs(NamedTuple):
     alpha_next: jax.Array | None = None
     sigma: jax.Array | None = None
     sigma_next: jax.Array | None = None
+    t_mid: jax.Array | None = None
+    alpha_mid: jax.Array | None = None
+    sigma_mid: jax.Array | None = None
+    t_hat: jax.Array | None = None
+    alpha_hat: jax.Array | None = None
+    sigma_hat: jax.Array | None = None
 
 
 def _pack(t, alpha, sigma) -> GridCoeffs:
