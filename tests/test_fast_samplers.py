@@ -49,15 +49,23 @@ def _slope(ks, errors):
     return -np.polyfit(np.log(ks), np.log(errors), 1)[0]
 
 
+SLOW = pytest.mark.slow
+
+
 @pytest.mark.parametrize("sde,method,options,ks,order", [
-    (sde_lib.VPSDE(), "dpm_solver_pp", {}, (16, 32, 64), 2.0),
-    (sde_lib.VESDE(), "dpm_solver_pp", {}, (16, 32, 64), 2.0),
-    (sde_lib.VPSDE(), "dpm_solver_pp", {"order": 1}, (8, 16, 32, 64), 1.0),
-    (sde_lib.VPSDE(), "dpm_solver_2s", {}, (8, 16, 32, 64), 2.0),
-    (sde_lib.VPSDE(), "unipc", {}, (16, 32, 64), 3.0),
-    (sde_lib.VPSDE(), "edm_heun", {}, (32, 64, 128), 2.0),
-    (sde_lib.VESDE(), "edm_heun", {}, (32, 64, 128), 2.0),
-], ids=["vp-2m", "ve-2m", "vp-dpm1", "vp-2s", "vp-unipc", "vp-edm-heun", "ve-edm-heun"])
+    pytest.param(sde_lib.VPSDE(), "dpm_solver_pp", {}, (16, 32, 64), 2.0, id="vp-2m"),
+    pytest.param(sde_lib.VESDE(), "dpm_solver_pp", {}, (16, 32, 64), 2.0, id="ve-2m",
+                 marks=SLOW),
+    pytest.param(sde_lib.VPSDE(), "dpm_solver_pp", {"order": 1}, (8, 16, 32, 64), 1.0,
+                 id="vp-dpm1", marks=SLOW),
+    pytest.param(sde_lib.VPSDE(), "dpm_solver_2s", {}, (8, 16, 32, 64), 2.0, id="vp-2s",
+                 marks=SLOW),
+    pytest.param(sde_lib.VPSDE(), "unipc", {}, (16, 32, 64), 3.0, id="vp-unipc"),
+    pytest.param(sde_lib.VPSDE(), "edm_heun", {}, (32, 64, 128), 2.0, id="vp-edm-heun",
+                 marks=SLOW),
+    pytest.param(sde_lib.VESDE(), "edm_heun", {}, (32, 64, 128), 2.0, id="ve-edm-heun",
+                 marks=SLOW),
+])
 def test_convergence_order(sde, method, options, ks, order):
     """Largest error against the closed-form flow (64 draws in d = 3); the fitted slope in K is
     the method's order within 0.15 (DPM-Solver++(2M) and 2S: 2, UniPC (UniP-2 with UniC): 3,
@@ -67,6 +75,7 @@ def test_convergence_order(sde, method, options, ks, order):
     assert np.all(np.diff(errors) < 0) and abs(slope - order) < 0.15, (errors, slope)
 
 
+@SLOW
 def test_dpm_solver_3m_order():
     """DPM-Solver++(3M) with its lower-order warm-up: third order while the warm-up's error is
     small (local slope 3.9 from 8 to 16 steps, fitted 2.9 over 8-64), tending to 2 (the first,
@@ -106,6 +115,7 @@ def test_edm_stochastic_without_churn_is_edm_heun():
         assert np.all(np.isfinite(np.asarray(c))) and np.abs(np.asarray(c - a)).max() > 1e-2
 
 
+@SLOW
 def test_exact_laws_of_the_one_state_fast_samplers():
     """DPM-Solver-2S and EDM's Heun are affine steps on Gaussian data: the exact law of
     ``sde_lib.evaluation`` equals the closed-form flow's at many steps and its KL falls with K;

@@ -77,9 +77,10 @@ def test_public_api_names():
     assert list(params)[:8] == ["rng", "sde", "score_fn", "shape", "method", "num_steps", "eps",
                                 "options"]
     assert params["method"].default == "euler_maruyama" and params["eps"].default == 1e-3
-    assert set(sde_lib.SAMPLERS) == {"euler_maruyama", "reverse_diffusion", "ddpm_ancestral",
-                                     "ddim", "pf_ode_euler", "pf_ode_heun", "pf_ode_adaptive",
-                                     "pc"}
+    api = {"euler_maruyama", "reverse_diffusion", "ddpm_ancestral", "ddim", "pf_ode_euler",
+           "pf_ode_heun", "pf_ode_adaptive", "pc"}  # API.md's, and the fast samplers beside
+    assert set(sde_lib.SAMPLERS) == api | {"dpm_solver_pp", "dpm_solver_2s", "unipc",
+                                           "edm_heun", "edm_stochastic"}
     assert list(inspect.signature(sde_lib.log_likelihood).parameters)[:4] == [
         "rng", "sde", "score_fn", "x"]
 
