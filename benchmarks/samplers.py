@@ -27,7 +27,8 @@ import models
 import sde_lib
 
 FIXED = ("euler_maruyama", "reverse_diffusion", "ddpm_ancestral", "ddim", "pf_ode_euler",
-         "pf_ode_heun", "pc")
+         "pf_ode_heun", "pc", "dpm_solver_pp", "dpm_solver_2s", "unipc", "edm_heun",
+         "edm_stochastic")
 
 
 def _time(fn, *args, repeats=1):

@@ -50,6 +50,7 @@ from sde_lib import evaluation
 
 # adaptive solves take tolerances, not steps: one tolerance per NFE column, the NFE is measured
 ADAPTIVE_TOLERANCES = (3e-1, 1e-1, 3e-2, 1e-2, 1e-3, 1e-4)
+REFERENCE = "euler_maruyama"  # also run at ``reference_steps``: the quality target
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +70,8 @@ class ComparisonConfig:
       flow_kl_dims, flow_kl_points: the dimensions in which the deterministic samplers' output
         KL to the mixture is computed by change of variables (``sde_lib.evaluation.flow_kl``,
         a d x d Jacobian per point), and its number of prior draws per run.
+      reference_steps: Euler-Maruyama also runs with this many steps, the quality each sampler's
+        "NFE to reach the reference" is measured against.
       seed: sampling and evaluation seed.
     """
 
@@ -83,6 +86,7 @@ class ComparisonConfig:
     gaussian_var: tuple[float, float]
     flow_kl_dims: tuple[int, ...]
     flow_kl_points: int
+    reference_steps: int
     seed: int
 
     def __post_init__(self):
@@ -102,7 +106,7 @@ class ComparisonConfig:
             raise ValueError(f"gaussian_var must be (lo, hi) with 0 < lo <= hi, got "
                              f"{self.gaussian_var!r}")
         for name in ("num_samples", "num_heldout", "sample_seeds", "gaussian_dim",
-                     "flow_kl_points"):
+                     "flow_kl_points", "reference_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
 
@@ -163,7 +167,8 @@ def evaluate_runs(rng, sde, gmm, score_fns, exp, progress, dim):
               for r in range(exp.sample_seeds)]
     rows, samples = [], {}
     for method in exp.methods:
-        for column, nfe_target in enumerate(exp.nfes):
+        targets = exp.nfes + ((exp.reference_steps,) if method == REFERENCE else ())
+        for column, nfe_target in enumerate(targets):
             num_steps, options = sampler_settings(method, nfe_target, column)
             fn = sampler_fn(sde, (n, dim), method, num_steps, options)
             sampler = sde_lib.SAMPLERS[method]
@@ -241,14 +246,16 @@ def exact_gaussian_errors(sde, exp) -> list[dict]:
     """Exact sampler error with no Monte Carlo (``sde_lib.evaluation``): KL(sampler || data)
     and W2 for the Gaussian ``N(mu, diag(s^2))`` in ``exp.gaussian_dim`` dimensions, ``s^2``
     log-spaced over ``exp.gaussian_var`` and ``mu ~ N(0, I)`` (seed ``exp.seed``), for every
-    affine sampler at every NFE target."""
+    affine or deterministic sampler at every NFE target (and the reference)."""
     data = gaussian_testbed(exp)
     rows = []
     for method in exp.methods:
         sampler = sde_lib.SAMPLERS[method]
-        if sampler.adaptive or not sampler.affine:
+        if sampler.adaptive or not (sampler.affine
+                                    or sampler.deterministic(sampler.check_options({}))):
             continue
-        for nfe_target in exp.nfes:
+        targets = exp.nfes + ((exp.reference_steps,) if method == REFERENCE else ())
+        for nfe_target in targets:
             num_steps = sampler.num_steps_for(nfe_target)
             row = {"sampler": method, "nfe_target": nfe_target}
             try:
@@ -290,24 +297,49 @@ def write_results(workdir, rows, likelihood, gaussian):
     return paths
 
 
+def first_nfe_within(values: dict, target: float, nfes) -> str:
+    """The smallest NFE target whose value (a mean) is at most ``target``; ``> max`` if none."""
+    for n in nfes:
+        if values.get(n) is not None and values[n] <= target:
+            return str(n)
+    return f"> {max(nfes)}"
+
+
 def write_summary(workdir, rows, gaussian, exp):
     """``summary.md``: sliced W2 (mean +- sd over the runs) per sampler and NFE target, one table
-    per dimension and score, with the exact-vs-exact floor; then the exact Gaussian KL table."""
+    per dimension and score, with the exact-vs-exact floor and the NFE at which each sampler
+    reaches Euler-Maruyama at ``reference_steps`` (its mean within the reference's mean + sd);
+    the deterministic samplers' flow KL; then the exact Gaussian KL table (reaching the
+    reference's exact KL)."""
     parts = []
+    reach = f"NFE to EM-{exp.reference_steps}"
     for dim in exp.dims:
         ref = [r for r in rows if r["dim"] == dim and r["score"] == "exact samples"][0]
         for score in ("model", "exact"):
             table = []
+            target = [r for r in rows if r["dim"] == dim and r["score"] == score and r[
+                "sampler"] == REFERENCE and r["nfe_target"] == exp.reference_steps]
+            target = target[0] if target and target[0].get("sw2") is not None else None
             for method in exp.methods:
-                cells = {r["nfe_target"]: _pm(r.get("sw2"), r.get("sw2_sd")) for r in rows
-                         if r["dim"] == dim and r["score"] == score and r["sampler"] == method}
+                mine = [r for r in rows if r["dim"] == dim and r["score"] == score
+                        and r["sampler"] == method]
+                cells = {r["nfe_target"]: _pm(r.get("sw2"), r.get("sw2_sd")) for r in mine}
                 runs = max([r.get("runs") or 0 for r in rows if r["dim"] == dim and
                             r["score"] == score], default=0)
-                table.append({"sampler": method, **{str(n): cells.get(n) for n in exp.nfes}})
-            parts.append(f"### d = {dim}, {score} score: sliced W2 by NFE target, mean +- sd "
-                         f"over {runs} runs (exact vs exact: {ref['sw2']:.3f} +- "
-                         f"{ref['sw2_sd']:.3f} over 8 pairs)\n\n"
-                         + reporting.markdown_table(table, ["sampler", *map(str, exp.nfes)]))
+                row = {"sampler": method, **{str(n): cells.get(n) for n in exp.nfes}}
+                if target is not None:
+                    row[reach] = first_nfe_within(
+                        {r["nfe_target"]: r.get("sw2") for r in mine},
+                        target["sw2"] + (target.get("sw2_sd") or 0.0), exp.nfes)
+                table.append(row)
+            head = (f"### d = {dim}, {score} score: sliced W2 by NFE target, mean +- sd over "
+                    f"{runs} runs (exact vs exact: {ref['sw2']:.3f} +- {ref['sw2_sd']:.3f} over "
+                    f"8 pairs")
+            if target is not None:
+                head += (f"; Euler-Maruyama at {exp.reference_steps} steps: "
+                         f"{_pm(target['sw2'], target.get('sw2_sd'))}")
+            parts.append(head + ")\n\n" + reporting.markdown_table(
+                table, ["sampler", *map(str, exp.nfes)] + ([reach] if target else [])))
     for dim in exp.flow_kl_dims:
         for score in ("model", "exact"):
             table, runs = [], 0
@@ -330,13 +362,22 @@ def write_summary(workdir, rows, gaussian, exp):
                              + reporting.markdown_table(table,
                                                         ["sampler", *map(str, exp.nfes)]))
     table = []
+    target = [r.get("kl_nats") for r in gaussian if r["sampler"] == REFERENCE
+              and r["nfe_target"] == exp.reference_steps]
+    target = target[0] if target else None
     for method in dict.fromkeys(r["sampler"] for r in gaussian):
-        cells = {r["nfe_target"]: r.get("kl_nats") for r in gaussian if r["sampler"] == method}
-        table.append({"sampler": method, **{str(n): cells.get(n) for n in exp.nfes}})
-    parts.append(f"### Exact sampler error: KL(sampler || data) in nats, Gaussian data in "
-                 f"d = {exp.gaussian_dim} with variances {exp.gaussian_var[0]:g} .. "
-                 f"{exp.gaussian_var[1]:g}, exact score, no Monte Carlo\n\n"
-                 + reporting.markdown_table(table, ["sampler", *map(str, exp.nfes)]))
+        values = {r["nfe_target"]: r.get("kl_nats") for r in gaussian if r["sampler"] == method}
+        row = {"sampler": method, **{str(n): values.get(n) for n in exp.nfes}}
+        if target is not None:
+            row[reach] = first_nfe_within(values, target, exp.nfes)
+        table.append(row)
+    head = (f"### Exact sampler error: KL(sampler || data) in nats, Gaussian data in "
+            f"d = {exp.gaussian_dim} with variances {exp.gaussian_var[0]:g} .. "
+            f"{exp.gaussian_var[1]:g}, exact score, no Monte Carlo")
+    if target is not None:
+        head += f" (Euler-Maruyama at {exp.reference_steps} steps: {target:.3g})"
+    parts.append(head + "\n\n" + reporting.markdown_table(
+        table, ["sampler", *map(str, exp.nfes)] + ([reach] if target is not None else [])))
     return {"summary.md": reporting.write_atomic(os.path.join(workdir, "summary.md"),
                                                  "\n".join(parts))}
 
@@ -350,8 +391,8 @@ def write_figures(workdir, rows, gaussian, samples, gmm_2d, exp):
     scores = ("model", "exact")
     fig, axes = plt.subplots(len(exp.dims) + 1, len(scores), squeeze=False,
                              figsize=(5.2 * len(scores), 3.6 * (len(exp.dims) + 1)))
-    colors = dict(zip(exp.methods, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 2,
-                      strict=False))
+    cmap = plt.get_cmap("tab20")
+    colors = {m: cmap(i % 20) for i, m in enumerate(exp.methods)}
     for i, dim in enumerate(exp.dims):
         ref = [r for r in rows if r["dim"] == dim and r["score"] == "exact samples"][0]
         for j, score in enumerate(scores):
@@ -429,7 +470,8 @@ def compare_samplers(config, workdir: str) -> dict[str, str]:
         score_fns = {"model": [m["score_fn"] for m in models],
                      "exact": [jax.tree_util.Partial(gmm.score_fn(sde))]}
         key_eval = jax.random.fold_in(rng, dim)
-        with tqdm(total=2 * len(exp.methods) * len(exp.nfes), desc=f"sampler runs d={dim}",
+        with tqdm(total=2 * (len(exp.methods) * len(exp.nfes) + (REFERENCE in exp.methods)),
+                  desc=f"sampler runs d={dim}",
                   unit="setting") as progress:
             dim_rows, samples = evaluate_runs(key_eval, sde, gmm, score_fns, exp, progress, dim)
         rows += dim_rows

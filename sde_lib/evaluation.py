@@ -91,20 +91,32 @@ def gaussian_sampler_law(sde, mean: ArrayLike, var: ArrayLike, method: str,
     Returns:
       ``GaussianLaw(mean, var)`` of the samples, each ``(D,)``.
 
+    A deterministic sampler whose step carries more than ``x`` (the multistep DPM-Solver++ and
+    UniPC) is an affine map ``x_0 = a x_T + b`` of the prior draw as a whole, coordinate by
+    coordinate: ``b = Phi(0)``, ``a = Phi(1) - Phi(0)`` from its own map (``sampler_map``).
+
     Raises:
-      ValueError: a method that is not affine (``pc``) or adaptive, ``clip_denoised`` (a
-        nonlinear step), or bad options, naming them.
+      ValueError: a method that is neither affine nor deterministic (``pc``, ``edm_stochastic``
+        with churn) or adaptive, ``clip_denoised`` (a nonlinear step), or bad options, naming
+        them.
     """
     data = _data(mean, var)
     sampler = get_sampler(method)
-    if sampler.adaptive or not sampler.affine:
-        affine = [name for name, s in SAMPLERS.items() if s.affine and not s.adaptive]
+    opts = sampler.check_options(options) if not sampler.adaptive else {}
+    if sampler.adaptive or not (sampler.affine or sampler.deterministic(opts)):
+        affine = [name for name, s in SAMPLERS.items() if not s.adaptive and (
+            s.affine or s.deterministic(s.check_options({})))]
         raise ValueError(f"method must be an affine fixed-step sampler, one of {affine}, got "
                          f"{method!r}")
-    opts = sampler.check_options(options)
     if opts.get("clip_denoised") is not None:
         raise ValueError("clip_denoised makes the step nonlinear; its law is not Gaussian")
-    step, coeffs = sampler.build(sde, gaussian_score_fn(sde, *data), num_steps, eps, opts)
+    if not sampler.affine:  # deterministic as a whole: the map at 0 and 1
+        phi = sampler_map(sde, gaussian_score_fn(sde, *data), method, num_steps, eps, **options)
+        ends = phi(jnp.stack([jnp.zeros_like(data.mean), jnp.ones_like(data.mean)]))
+        a = ends[1] - ends[0]
+        return GaussianLaw(ends[0], a**2 * sde.prior_std**2)
+    with jax.ensure_compile_time_eval():
+        step, coeffs = sampler.build(sde, gaussian_score_fn(sde, *data), num_steps, eps, opts)
     dtype = data.mean.dtype
     coeffs = jax.tree.map(lambda a: jnp.asarray(a, dtype), coeffs)
     x = jnp.stack([jnp.zeros_like(data.mean), jnp.ones_like(data.mean)])
@@ -152,7 +164,8 @@ def sampler_map(sde, score_fn, method: str, num_steps: int, eps: float = 1e-3, *
                  if not s.adaptive and s.deterministic(s.check_options({}))]
         raise ValueError(f"method must be a deterministic fixed-step sampler, one of {names} "
                          f"(ddim with eta=0), got {method!r} with {options}")
-    step, coeffs = sampler.build(sde, score_fn, num_steps, eps, opts)
+    with jax.ensure_compile_time_eval():  # the grid is a constant, also under a caller's jit
+        step, coeffs = sampler.build(sde, score_fn, num_steps, eps, opts)
     return lambda x_T: scan_steps(step, jax.random.key(0), x_T, coeffs)
 
 

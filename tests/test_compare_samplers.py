@@ -53,12 +53,14 @@ def test_mode_weights_and_nll_against_the_oracle():
 def test_main_job_tiny(tmp_path):
     """All samplers at two NFE targets with two briefly trained models (two sampling seeds each)
     and the exact score: one row per (score, sampler, NFE) with its mean and sd over the runs,
-    files written; with the exact score the errors shrink with NFE (averaged over the samplers
-    that ran at both); the deterministic samplers' KL by change of variables falls with NFE; the
-    exact Gaussian KL falls with NFE for every affine sampler and is ``sde_lib.evaluation``'s."""
+    and Euler-Maruyama at the reference steps, files written; with the exact score the errors
+    shrink with NFE (averaged over the samplers that ran at both); the deterministic samplers'
+    KL by change of variables falls with NFE; the exact Gaussian KL falls with NFE for every
+    affine or deterministic sampler and is ``sde_lib.evaluation``'s; the summary says at which
+    NFE each sampler reaches the reference."""
     config = tiny(compare_samplers_config, dict(dims=(2,), nfes=(10, 200), num_samples=1000,
                                                 num_heldout=20, train_seeds=(0, 1),
-                                                sample_seeds=2), **{
+                                                sample_seeds=2, reference_steps=300), **{
         "training.num_train_steps": 100, "training.checkpoint_every": 100})
     paths = compare_samplers.compare_samplers(config, str(tmp_path))
     for name in ("results.csv", "results.md", "summary.md", "likelihood.md", "likelihood.csv",
@@ -67,8 +69,9 @@ def test_main_job_tiny(tmp_path):
         assert paths[name] == str(tmp_path / name)
     rows = list(csv.DictReader(open(paths["results.csv"])))
     runs = [(r["score"], r["sampler"], r["nfe_target"]) for r in rows if r["sampler"] != "-"]
-    assert sorted(runs) == sorted((s, m, str(n)) for s in ("model", "exact")
-                                  for m in METHODS for n in (10, 200))
+    assert sorted(runs) == sorted([(s, m, str(n)) for s in ("model", "exact")
+                                   for m in METHODS for n in (10, 200)]
+                                  + [(s, "euler_maruyama", "300") for s in ("model", "exact")])
     exact = {(r["sampler"], int(r["nfe_target"])): float(r["sw2"]) for r in rows
              if r["score"] == "exact" and r["sw2"]}
     both = [m for m in METHODS if (m, 10) in exact and (m, 200) in exact]
@@ -82,13 +85,16 @@ def test_main_job_tiny(tmp_path):
     assert all(r["sw2_sd"] for r in rows if r["runs"])
     flow = {(r["sampler"], int(r["nfe_target"])): float(r["kl"]) for r in rows
             if r["score"] == "exact" and r["kl"]}
-    assert {m for m, _ in flow} == {"pf_ode_euler", "pf_ode_heun", "ddim"}
+    assert {m for m, _ in flow} == {m for m, s in sde_lib.SAMPLERS.items() if not s.adaptive
+                                    and s.deterministic(s.check_options({}))}
+    assert {"pf_ode_euler", "pf_ode_heun", "ddim", "dpm_solver_pp", "unipc"} <= {m for m, _ in flow}
     assert all(flow[(m, 200)] < flow[(m, 10)] for m, _ in flow), flow
     gaussian = list(csv.DictReader(open(paths["gaussian.csv"])))
     kl = {(r["sampler"], int(r["nfe_target"])): float(r["kl_nats"]) for r in gaussian
           if r["kl_nats"]}
-    affine = [m for m, s in sde_lib.SAMPLERS.items() if s.affine and not s.adaptive]
-    assert {m for m, _ in kl} == set(affine)
+    affine = [m for m, s in sde_lib.SAMPLERS.items() if not s.adaptive
+              and (s.affine or s.deterministic(s.check_options({})))]
+    assert {m for m, _ in kl} == set(affine) and ("euler_maruyama", 300) in kl
     assert all(kl[(m, 200)] < kl[(m, 10)] for m in affine if (m, 10) in kl), kl
     exp = experiment_config(compare_samplers.ComparisonConfig, config)
     mean = jax.random.normal(jax.random.key(exp.seed), (exp.gaussian_dim,))
@@ -96,6 +102,8 @@ def test_main_job_tiny(tmp_path):
     law = evaluation.gaussian_sampler_law(sde_lib.VPSDE(), mean, var, "ddim", 200)
     want = float(evaluation.gaussian_kl(law, evaluation.GaussianLaw(mean, var)))
     np.testing.assert_allclose(kl[("ddim", 200)], want, rtol=1e-3)
+    summary = open(paths["summary.md"]).read()
+    assert summary.count("NFE to EM-300") == 3  # model and exact sW2 tables, the Gaussian one
 
 
 def test_bad_config(tmp_path):
