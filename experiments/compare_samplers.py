@@ -71,7 +71,7 @@ class ComparisonConfig:
         KL to the mixture is computed by change of variables (``sde_lib.evaluation.flow_kl``,
         a d x d Jacobian per point), and its number of prior draws per run.
       reference_steps: Euler-Maruyama also runs with this many steps, the quality each sampler's
-        "NFE to reach the reference" is measured against.
+        "NFE to reach the reference" is measured against; 0 for none.
       seed: sampling and evaluation seed.
     """
 
@@ -106,9 +106,12 @@ class ComparisonConfig:
             raise ValueError(f"gaussian_var must be (lo, hi) with 0 < lo <= hi, got "
                              f"{self.gaussian_var!r}")
         for name in ("num_samples", "num_heldout", "sample_seeds", "gaussian_dim",
-                     "flow_kl_points", "reference_steps"):
+                     "flow_kl_points"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.reference_steps < 0:
+            raise ValueError(f"reference_steps must be >= 0 (0: none), got "
+                             f"{self.reference_steps!r}")
 
 
 def sampler_settings(method: str, nfe: int, column: int) -> tuple[int, dict]:
@@ -167,7 +170,8 @@ def evaluate_runs(rng, sde, gmm, score_fns, exp, progress, dim):
               for r in range(exp.sample_seeds)]
     rows, samples = [], {}
     for method in exp.methods:
-        targets = exp.nfes + ((exp.reference_steps,) if method == REFERENCE else ())
+        targets = exp.nfes + ((exp.reference_steps,) if method == REFERENCE
+                              and exp.reference_steps else ())
         for column, nfe_target in enumerate(targets):
             num_steps, options = sampler_settings(method, nfe_target, column)
             fn = sampler_fn(sde, (n, dim), method, num_steps, options)
@@ -254,7 +258,8 @@ def exact_gaussian_errors(sde, exp) -> list[dict]:
         if sampler.adaptive or not (sampler.affine
                                     or sampler.deterministic(sampler.check_options({}))):
             continue
-        targets = exp.nfes + ((exp.reference_steps,) if method == REFERENCE else ())
+        targets = exp.nfes + ((exp.reference_steps,) if method == REFERENCE
+                              and exp.reference_steps else ())
         for nfe_target in targets:
             num_steps = sampler.num_steps_for(nfe_target)
             row = {"sampler": method, "nfe_target": nfe_target}
@@ -391,8 +396,10 @@ def write_figures(workdir, rows, gaussian, samples, gmm_2d, exp):
     scores = ("model", "exact")
     fig, axes = plt.subplots(len(exp.dims) + 1, len(scores), squeeze=False,
                              figsize=(5.2 * len(scores), 3.6 * (len(exp.dims) + 1)))
-    cmap = plt.get_cmap("tab20")
-    colors = {m: cmap(i % 20) for i, m in enumerate(exp.methods)}
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    if len(exp.methods) > len(cycle):
+        cycle = [plt.get_cmap("tab20")(i % 20) for i in range(len(exp.methods))]
+    colors = dict(zip(exp.methods, cycle, strict=False))
     for i, dim in enumerate(exp.dims):
         ref = [r for r in rows if r["dim"] == dim and r["score"] == "exact samples"][0]
         for j, score in enumerate(scores):
@@ -470,7 +477,8 @@ def compare_samplers(config, workdir: str) -> dict[str, str]:
         score_fns = {"model": [m["score_fn"] for m in models],
                      "exact": [jax.tree_util.Partial(gmm.score_fn(sde))]}
         key_eval = jax.random.fold_in(rng, dim)
-        with tqdm(total=2 * (len(exp.methods) * len(exp.nfes) + (REFERENCE in exp.methods)),
+        with tqdm(total=2 * (len(exp.methods) * len(exp.nfes)
+                             + (REFERENCE in exp.methods and exp.reference_steps > 0)),
                   desc=f"sampler runs d={dim}",
                   unit="setting") as progress:
             dim_rows, samples = evaluate_runs(key_eval, sde, gmm, score_fns, exp, progress, dim)

@@ -60,7 +60,8 @@ def test_main_job_tiny(tmp_path):
     NFE each sampler reaches the reference."""
     config = tiny(compare_samplers_config, dict(dims=(2,), nfes=(10, 200), num_samples=1000,
                                                 num_heldout=20, train_seeds=(0, 1),
-                                                sample_seeds=2, reference_steps=300), **{
+                                                sample_seeds=2, reference_steps=300,
+                                                methods=METHODS), **{
         "training.num_train_steps": 100, "training.checkpoint_every": 100})
     paths = compare_samplers.compare_samplers(config, str(tmp_path))
     for name in ("results.csv", "results.md", "summary.md", "likelihood.md", "likelihood.csv",
@@ -112,7 +113,8 @@ def test_bad_config(tmp_path):
                             ({"dims": ()}, "dims must be integers >= 1"),
                             ({"train_seeds": ()}, "train_seeds must be"),
                             ({"gaussian_var": (1.0, 0.1)}, "gaussian_var must be"),
-                            ({"sample_seeds": 0}, "sample_seeds must be >= 1")):
+                            ({"sample_seeds": 0}, "sample_seeds must be >= 1"),
+                            ({"reference_steps": -1}, "reference_steps must be >= 0")):
         with pytest.raises(ValueError, match=message):
             compare_samplers.run(tiny(compare_samplers_config, change), str(tmp_path / "w"))
     with pytest.raises(ValueError, match="training.batch_size"):
