@@ -4,7 +4,8 @@ pathwise for stochastic ones, and per mode or by a two-sample test for any sampl
 For Gaussian data ``N(mu, diag(s^2))`` and a linear SDE, ``p_t = N(alpha_t mu, diag(alpha_t^2 s^2
 + sigma_t^2))`` and its score ``-(x - alpha_t mu) / (alpha_t^2 s^2 + sigma_t^2)`` is affine in
 ``x``. Every affine sampler step (``Sampler.affine``: Euler-Maruyama, reverse diffusion, DDPM
-ancestral with either variance, DDIM with any ``eta``, probability-flow Euler and Heun) then maps
+ancestral with either variance, DDIM with any ``eta``, probability-flow Euler and Heun,
+DPM-Solver-2S, EDM's Heun; a deterministic multistep sampler is affine as a whole map) then maps
 each coordinate as ``x_{k+1} = a_k x_k + b_k + c_k z_k`` with ``z_k ~ N(0, 1)`` independent of
 ``x_k``, so from the prior ``N(0, prior_std^2)`` the output is Gaussian with
 
