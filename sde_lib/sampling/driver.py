@@ -104,7 +104,9 @@ class Sampler:
         Gaussian data), is an affine map of ``x`` plus a scaled draw of
         ``jax.random.normal(key, x.shape)``, so that ``sde_lib.evaluation.gaussian_sampler_law``
         propagates its output law exactly; ``False`` for ``pc``, whose Langevin step size depends
-        on the norms of the score and the noise.
+        on the norms of the score and the noise, for the multistep samplers (their step carries
+        earlier model outputs; ``deterministic`` ones get their law from the whole map) and
+        for ``edm_stochastic`` (its noise enters before the Heun step).
       deterministic: fixed-step samplers: ``deterministic(options)``, whether the sampler is a
         deterministic map of its prior draw (no noise after it), so that
         ``sde_lib.evaluation.flow_log_density`` gives its output density by change of variables.
