@@ -309,6 +309,7 @@ def test_brownian_normals_are_one_brownian_path():
     assert want.max() > 0.5  # the coupling is strong where the grids share intervals
 
 
+@pytest.mark.slow
 def test_coupled_error_is_zero_against_itself_and_falls():
     """The reference run against itself (same steps, the same path) is zero to round-off;
     ancestral sampling's pathwise error falls with the steps."""
@@ -385,6 +386,7 @@ def test_mode_errors_of_exact_samples():
     assert float(fewer.weight[1]) < -Z * float(fewer.weight_se[1])
 
 
+@pytest.mark.slow
 def test_mode_error_intervals_are_calibrated():
     """Separated modes (a ring of 4, std 0.1), 200 replicates of 500 samples: the weight's
     standard error is the binomial one and matches the replicates' sd of exact samples' weights

@@ -207,8 +207,9 @@ def test_testbeds_exact(tmp_path):
     assert all(r["runs"] == "2" for r in em + ddim)
 
 
+@pytest.mark.slow
 def test_testbeds_sample_metrics():
-    """The fast tier's check of the testbeds' measures: exact samples against exact samples
+    """The testbeds' measures on their own: exact samples against exact samples
     are at the null (no mode-weight z above 4, MMD not rejecting); the samples
     of a sampler that misses a mode are caught by both, and their sliced W2 is larger."""
     gmm = testbeds.EXACT_TESTBEDS["small_ring"]()

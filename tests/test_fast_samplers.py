@@ -89,6 +89,7 @@ def test_dpm_solver_3m_order():
     assert np.all(errors[1:] < second), (errors, second)
 
 
+@SLOW
 def test_dpm_solver_1_is_ddim():
     """DPM-Solver-1 (order 1) is DDIM with eta = 0 on the same grid, to round-off."""
     sde = sde_lib.VPSDE()
@@ -101,6 +102,7 @@ def test_dpm_solver_1_is_ddim():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
 
 
+@SLOW
 def test_edm_stochastic_without_churn_is_edm_heun():
     """``edm_stochastic`` with ``s_churn = 0`` is ``edm_heun`` (to round-off), on VP and VE; with
     churn its samples differ and stay finite."""
