@@ -50,7 +50,7 @@ import numpy as np
 from tqdm import tqdm
 
 import sde_lib
-from experiments import cli, reporting, sample_quality, train
+from experiments import cli, compare_samplers, reporting, sample_quality, train
 from experiments.compare_samplers import flow_kl_fn, sampler_fn
 from experiments.config_types import experiment_config
 from experiments.configs import base
@@ -221,10 +221,9 @@ COLUMNS = ("testbed", "score", "sampler", "nfe_target", "nfe", "runs", "kl", "kl
 
 
 def _pm(row, name) -> str | None:
-    if row.get(name) is None:
-        return None
-    sd = row.get(f"{name}_sd")
-    return reporting.fmt(row[name]) + ("" if sd is None else f" +- {reporting.fmt(sd)}")
+    """``mean +- sd`` of ``row``'s ``name``; ``None`` where the row has no value."""
+    return None if row.get(name) is None else compare_samplers._pm(row[name],
+                                                                    row.get(f"{name}_sd"))
 
 
 def _grid(rows, testbed, score, methods, nfes, cell) -> list[dict]:

@@ -216,15 +216,12 @@ def _build_pc(sde, score_fn, num_steps, eps, o):
     return step, coeffs
 
 
-def _build_exponential(step_fn, multistep):
+def _build_multistep(step_fn, init):
     def build(sde, score_fn, num_steps, eps, o):
         coeffs = _continuous(sde, num_steps, eps, o["time_grid"])
         kwargs = {"order": o["order"]} if "order" in o else {}
-        if multistep:
-            step = functools.partial(step_fn, score_fn=score_fn, num_steps=num_steps, **kwargs)
-            init = steps.dpm_solver_pp_init if step_fn is steps.dpm_solver_pp else steps.unipc_init
-            return steps.Multistep(init, step), coeffs
-        return functools.partial(step_fn, score_fn=score_fn), coeffs
+        step = functools.partial(step_fn, score_fn=score_fn, num_steps=num_steps, **kwargs)
+        return steps.Multistep(init, step), coeffs
     return build
 
 
@@ -307,11 +304,11 @@ SAMPLERS: dict[str, Sampler] = {sampler.name: sampler for sampler in (
         "predictor": ("reverse_diffusion", functools.partial(_check_choice, choices=PREDICTORS)),
         "time_grid": _GRID}, _build_pc, nfe=_pc_nfe, affine=False),
     Sampler("dpm_solver_pp", {"order": (2, _check_order), "time_grid": _LOGSNR},
-            _build_exponential(steps.dpm_solver_pp, multistep=True), affine=False,
+            _build_multistep(steps.dpm_solver_pp, steps.dpm_solver_pp_init), affine=False,
             deterministic=lambda o: True),
     Sampler("dpm_solver_2s", {"time_grid": _LOGSNR}, _build_dpm_solver_2s, nfe=_heun_nfe,
             deterministic=lambda o: True),
-    Sampler("unipc", {"time_grid": _LOGSNR}, _build_exponential(steps.unipc, multistep=True),
+    Sampler("unipc", {"time_grid": _LOGSNR}, _build_multistep(steps.unipc, steps.unipc_init),
             affine=False, deterministic=lambda o: True),
     Sampler("edm_heun", {"time_grid": _KARRAS}, _build_edm, nfe=_heun_nfe,
             deterministic=lambda o: True),
