@@ -15,7 +15,9 @@ the exact mixture, and every row reports the mean and sd over its runs:
   sets;
 * ``kl`` (deterministic samplers in ``flow_kl_dims``): KL(sampler || data) in nats by the change
   of variables along the sampler's discrete map (``sde_lib.evaluation.flow_log_density``), with
-  each run's standard error ``kl_se``;
+  each run's standard error ``kl_se``, over the first sampling seed of each score (``kl_runs``);
+  the ``exact samples`` row holds the limit every deterministic sampler's KL tends to with the
+  exact score, ``flow_limit = KL(prior || p_T)`` (``sde_lib.evaluation.flow_limit_kl``);
 * ``nll``: mean true negative log-density of the samples, nats/dim (exact samples: the entropy);
 * ``mode_err``: largest error of the mode weights (fraction per component minus its weight);
 * ``wall_s``: wall time of the compiled sampler (compile time separately, ``compile_s``).
@@ -151,9 +153,11 @@ def _metrics(gmm, x, exact, rng_sw) -> dict:
 
 def _summarize(runs: list[dict]) -> dict:
     """Mean and sd (over the runs) of each metric; the wall time and the KL's standard error
-    as means only."""
-    flow = ("kl", "kl_se") if "kl" in runs[0] else ()
-    out = reporting.summarize(runs, ("sw2", "nll", "mode_err", "wall_s") + flow)
+    as means only. The flow KL is over the runs that have it (``kl_runs`` of them)."""
+    out = reporting.summarize(runs, ("sw2", "nll", "mode_err", "wall_s"))
+    flow = [r for r in runs if "kl" in r]
+    if flow:
+        out.update(reporting.summarize(flow, ("kl", "kl_se")), kl_runs=len(flow))
     for name in ("wall_s_sd", "kl_se_sd"):
         out.pop(name, None)
     return {**out, "runs": len(runs)}
@@ -196,7 +200,7 @@ def evaluate_runs(rng, sde, gmm, score_fns, exp, progress, dim):
                             wall_s = time.perf_counter() - start
                             x = np.asarray(x)
                             run = {**_metrics(gmm, x, exacts[r], rng_sw), "wall_s": wall_s}
-                            if kl_fn is not None:
+                            if kl_fn is not None and r == 0:  # one per score: its own SE
                                 kl, kl_se = kl_fn(key, score_fn)
                                 run.update(kl=float(kl), kl_se=float(kl_se))
                             runs.append(run)
@@ -215,6 +219,10 @@ def evaluate_runs(rng, sde, gmm, score_fns, exp, progress, dim):
                       rng_sw) | {"wall_s": 0.0} for i in range(8)]
     reference = {"dim": dim, "score": "exact samples", "sampler": "-", "nfe_target": 0, "nfe": 0,
                  "compile_s": 0.0, **_summarize(floor)}
+    if dim in exp.flow_kl_dims:  # the limit of the exact-score flow KL: KL(prior || p_T)
+        kl, se = evaluation.flow_limit_kl(jax.random.fold_in(rng_exact, 99), sde,
+                                          gmm.marginal(sde, sde.T).log_prob, 100_000, dim)
+        reference.update(flow_limit=float(kl), flow_limit_se=float(se))
     return [reference] + rows, samples
 
 
@@ -244,6 +252,18 @@ def gaussian_testbed(exp) -> evaluation.GaussianLaw:
     lo, hi = exp.gaussian_var
     return evaluation.GaussianLaw(jax.random.normal(jax.random.key(exp.seed), (exp.gaussian_dim,)),
                                   jnp.geomspace(lo, hi, exp.gaussian_dim))
+
+
+def gaussian_flow_limit(sde, exp) -> float:
+    """``KL(prior || p_T)`` in nats for the exact table's Gaussian: the limit of every
+    deterministic sampler's exact KL there (``sde_lib.evaluation.flow_limit_kl``; here in
+    closed form)."""
+    data = gaussian_testbed(exp)
+    alpha, sigma = sde.marginal_coeffs(jnp.asarray(sde.T, data.mean.dtype))
+    prior = evaluation.GaussianLaw(jnp.zeros_like(data.mean),
+                                   jnp.full_like(data.var, sde.prior_std**2))
+    p_T = evaluation.GaussianLaw(alpha * data.mean, alpha**2 * data.var + sigma**2)
+    return float(evaluation.gaussian_kl(prior, p_T))
 
 
 def exact_gaussian_errors(sde, exp) -> list[dict]:
@@ -277,8 +297,9 @@ def exact_gaussian_errors(sde, exp) -> list[dict]:
 
 # ----- reporting ---------------------------------------------------------------------------------
 
-COLUMNS = ("dim", "score", "sampler", "nfe_target", "nfe", "runs", "sw2", "sw2_sd", "kl",
-           "kl_sd", "kl_se", "nll", "nll_sd", "mode_err", "mode_err_sd", "compile_s", "wall_s")
+COLUMNS = ("dim", "score", "sampler", "nfe_target", "nfe", "runs", "sw2", "sw2_sd", "kl_runs",
+           "kl", "kl_sd", "kl_se", "flow_limit", "flow_limit_se", "nll", "nll_sd", "mode_err",
+           "mode_err_sd", "compile_s", "wall_s")
 GAUSSIAN_COLUMNS = ("sampler", "nfe_target", "nfe", "kl_nats", "w2")
 
 
@@ -310,12 +331,13 @@ def first_nfe_within(values: dict, target: float, nfes) -> str:
     return f"> {max(nfes)}"
 
 
-def write_summary(workdir, rows, gaussian, exp):
+def write_summary(workdir, rows, gaussian, flow_limit, exp):
     """``summary.md``: sliced W2 (mean +- sd over the runs) per sampler and NFE target, one table
     per dimension and score, with the exact-vs-exact floor and the NFE at which each sampler
     reaches Euler-Maruyama at ``reference_steps`` (its mean within the reference's mean + sd);
-    the deterministic samplers' flow KL; then the exact Gaussian KL table (reaching the
-    reference's exact KL)."""
+    the deterministic samplers' flow KL (with the exact score's limit ``KL(prior || p_T)``);
+    then the exact Gaussian KL table (reaching the reference's exact KL, and for the
+    deterministic samplers 1.1 times their limit ``flow_limit``)."""
     parts = []
     reach = f"NFE to EM-{exp.reference_steps}"
     for dim in exp.dims:
@@ -346,13 +368,14 @@ def write_summary(workdir, rows, gaussian, exp):
             parts.append(head + ")\n\n" + reporting.markdown_table(
                 table, ["sampler", *map(str, exp.nfes)] + ([reach] if target else [])))
     for dim in exp.flow_kl_dims:
+        ref = [r for r in rows if r["dim"] == dim and r["score"] == "exact samples"][0]
         for score in ("model", "exact"):
             table, runs = [], 0
             for method in exp.methods:
                 cells = {r["nfe_target"]: _pm(r.get("kl"), r.get("kl_sd")) for r in rows
                          if r["dim"] == dim and r["score"] == score and r["sampler"] == method
                          and r.get("kl") is not None}
-                runs = max([runs] + [r["runs"] for r in rows if r["dim"] == dim and
+                runs = max([runs] + [r["kl_runs"] for r in rows if r["dim"] == dim and
                                      r["score"] == score and r.get("kl") is not None])
                 if cells:
                     table.append({"sampler": method,
@@ -360,34 +383,45 @@ def write_summary(workdir, rows, gaussian, exp):
             if table:
                 se = max(r["kl_se"] for r in rows if r["dim"] == dim and r["score"] == score
                          and r.get("kl") is not None)
-                parts.append(f"### d = {dim}, {score} score: KL(sampler || data) in nats of the "
-                             f"deterministic samplers (change of variables, "
-                             f"{exp.flow_kl_points} prior draws per run), mean +- sd over "
-                             f"{runs} runs (each run's standard error <= {se:.2g})\n\n"
-                             + reporting.markdown_table(table,
-                                                        ["sampler", *map(str, exp.nfes)]))
+                head = (f"### d = {dim}, {score} score: KL(sampler || data) in nats of the "
+                        f"deterministic samplers (change of variables, {exp.flow_kl_points} "
+                        f"prior draws per run), mean +- sd over {runs} runs (each run's "
+                        f"standard error <= {se:.2g})")
+                if score == "exact" and "flow_limit" in ref:
+                    head += (f". Their limit with the exact score, KL(prior || p_T) (the exact "
+                             f"flow preserves KL): {ref['flow_limit']:.2g} +- "
+                             f"{ref['flow_limit_se']:.1g}")
+                parts.append(head + "\n\n" + reporting.markdown_table(
+                    table, ["sampler", *map(str, exp.nfes)]))
     table = []
     target = [r.get("kl_nats") for r in gaussian if r["sampler"] == REFERENCE
               and r["nfe_target"] == exp.reference_steps]
     target = target[0] if target else None
+    near_limit = "NFE to 1.1 x flow limit"
     for method in dict.fromkeys(r["sampler"] for r in gaussian):
         values = {r["nfe_target"]: r.get("kl_nats") for r in gaussian if r["sampler"] == method}
         row = {"sampler": method, **{str(n): values.get(n) for n in exp.nfes}}
         if target is not None:
             row[reach] = first_nfe_within(values, target, exp.nfes)
+        sampler = sde_lib.SAMPLERS[method]
+        if sampler.deterministic(sampler.check_options({})):
+            row[near_limit] = first_nfe_within(values, 1.1 * flow_limit, exp.nfes)
         table.append(row)
     head = (f"### Exact sampler error: KL(sampler || data) in nats, Gaussian data in "
             f"d = {exp.gaussian_dim} with variances {exp.gaussian_var[0]:g} .. "
-            f"{exp.gaussian_var[1]:g}, exact score, no Monte Carlo")
+            f"{exp.gaussian_var[1]:g}, exact score, no Monte Carlo. The deterministic "
+            f"samplers' limit, KL(prior || p_T) (the exact flow preserves KL): "
+            f"{flow_limit:.3g}")
     if target is not None:
-        head += f" (Euler-Maruyama at {exp.reference_steps} steps: {target:.3g})"
+        head += f"; Euler-Maruyama at {exp.reference_steps} steps: {target:.3g}"
     parts.append(head + "\n\n" + reporting.markdown_table(
-        table, ["sampler", *map(str, exp.nfes)] + ([reach] if target is not None else [])))
+        table, ["sampler", *map(str, exp.nfes)] + ([reach] if target is not None else [])
+        + [near_limit]))
     return {"summary.md": reporting.write_atomic(os.path.join(workdir, "summary.md"),
                                                  "\n".join(parts))}
 
 
-def write_figures(workdir, rows, gaussian, samples, gmm_2d, exp):
+def write_figures(workdir, rows, gaussian, flow_limit, samples, gmm_2d, exp):
     """``quality_vs_nfe.png`` (sliced W2 against NFE, mean with a +-1 sd band over the runs, one
     panel per dimension and score, and the exact Gaussian KL) and ``samples_2d.png`` (model
     samples at the middle NFE over the true density's contours)."""
@@ -425,6 +459,8 @@ def write_figures(workdir, rows, gaussian, samples, gmm_2d, exp):
         if pts:
             ax.loglog(*zip(*pts, strict=True), marker="o", ms=3, label=method,
                       color=colors[method])
+    ax.axhline(flow_limit, color="k", ls="--", lw=0.8,
+               label="deterministic samplers' limit KL(prior || p_T)")
     ax.set(title=f"exact error, Gaussian d = {exp.gaussian_dim} (exact score, no Monte Carlo)",
            xlabel="NFE (score evaluations)", ylabel="KL(sampler || data), nats")
     ax.legend(fontsize=7)
@@ -489,8 +525,9 @@ def compare_samplers(config, workdir: str) -> dict[str, str]:
             samples_2d, gmm_2d = samples, gmm
     gaussian = exact_gaussian_errors(sde, exp)
     paths = write_results(workdir, rows, likelihood, gaussian)
-    paths.update(write_summary(workdir, rows, gaussian, exp))
-    paths.update(write_figures(workdir, rows, gaussian, samples_2d, gmm_2d, exp))
+    flow_limit = gaussian_flow_limit(sde, exp)
+    paths.update(write_summary(workdir, rows, gaussian, flow_limit, exp))
+    paths.update(write_figures(workdir, rows, gaussian, flow_limit, samples_2d, gmm_2d, exp))
     return paths
 
 

@@ -13,7 +13,6 @@ All take ``(n, d)`` arrays and return Python floats or numpy arrays.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from sde_lib.gmm import GaussianMixture
@@ -21,14 +20,16 @@ from sde_lib.gmm import GaussianMixture
 
 def sliced_wasserstein(x, y, rng: jax.Array, num_projections: int = 256) -> float:
     """``SW_2`` between the empirical laws of ``x`` and ``y``, both ``(n, d)``."""
-    x, y = jnp.asarray(x), jnp.asarray(y)
+    x, y = np.asarray(x), np.asarray(y)
     if x.shape != y.shape or x.ndim != 2:
         raise ValueError(f"x and y must be (n, d) arrays of the same shape, got {x.shape}, "
                          f"{y.shape}")
-    theta = jax.random.normal(rng, (x.shape[1], num_projections), x.dtype)
-    theta = theta / jnp.linalg.norm(theta, axis=0, keepdims=True)
-    px, py = jnp.sort(x @ theta, axis=0), jnp.sort(y @ theta, axis=0)
-    return float(jnp.sqrt(jnp.mean((px - py) ** 2)))
+    dtype = np.result_type(x.dtype, y.dtype, np.float32)
+    theta = np.array(jax.random.normal(rng, (x.shape[1], num_projections), dtype))
+    theta /= np.linalg.norm(theta, axis=0, keepdims=True)
+    # numpy's sort: about 15 times faster than XLA's on the CPU for (2000, 256)
+    px, py = np.sort(x @ theta, axis=0), np.sort(y @ theta, axis=0)
+    return float(np.sqrt(np.mean((px - py) ** 2)))
 
 
 def component_log_probs(gmm: GaussianMixture, x) -> np.ndarray:

@@ -62,13 +62,14 @@ from sde_lib.evaluation import (  # noqa: E402
     GaussianLaw,
     coupled_error,
     flow_kl,
+    flow_limit_kl,
     gaussian_sampler_law,
     mmd_test,
     mode_errors,
 )
 
-__all__ += ["GaussianLaw", "coupled_error", "evaluation", "flow_kl", "gaussian_sampler_law",
-            "mmd_test", "mode_errors"]
+__all__ += ["GaussianLaw", "coupled_error", "evaluation", "flow_kl", "flow_limit_kl",
+            "gaussian_sampler_law", "mmd_test", "mode_errors"]
 from sde_lib import inverse  # noqa: E402
 from sde_lib.inverse import GUIDANCE, conditional_sample, guided_score_fn  # noqa: E402
 

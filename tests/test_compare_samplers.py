@@ -56,8 +56,9 @@ def test_main_job_tiny(tmp_path):
     and Euler-Maruyama at the reference steps, files written; with the exact score the errors
     shrink with NFE (averaged over the samplers that ran at both); the deterministic samplers'
     KL by change of variables falls with NFE; the exact Gaussian KL falls with NFE for every
-    affine or deterministic sampler and is ``sde_lib.evaluation``'s; the summary says at which
-    NFE each sampler reaches the reference."""
+    affine or deterministic sampler and is ``sde_lib.evaluation``'s; the deterministic samplers'
+    limit KL(prior || p_T) is reported (and Heun at 1000 steps reaches it); the summary says at
+    which NFE each sampler reaches the reference."""
     config = tiny(compare_samplers_config, dict(dims=(2,), nfes=(10, 200), num_samples=1000,
                                                 num_heldout=20, train_seeds=(0, 1),
                                                 sample_seeds=2, reference_steps=300,
@@ -90,6 +91,10 @@ def test_main_job_tiny(tmp_path):
                                     and s.deterministic(s.check_options({}))}
     assert {"pf_ode_euler", "pf_ode_heun", "ddim", "dpm_solver_pp", "unipc"} <= {m for m, _ in flow}
     assert all(flow[(m, 200)] < flow[(m, 10)] for m, _ in flow), flow
+    kl_runs = {r["score"]: r["kl_runs"] for r in rows if r["kl"]}
+    assert kl_runs == {"model": "2", "exact": "1"}  # the first sampling seed of each score
+    floor = [r for r in rows if r["score"] == "exact samples"][0]
+    assert 0 < float(floor["flow_limit"]) < 0.01 and float(floor["flow_limit_se"]) > 0
     gaussian = list(csv.DictReader(open(paths["gaussian.csv"])))
     kl = {(r["sampler"], int(r["nfe_target"])): float(r["kl_nats"]) for r in gaussian
           if r["kl_nats"]}
@@ -105,6 +110,12 @@ def test_main_job_tiny(tmp_path):
     np.testing.assert_allclose(kl[("ddim", 200)], want, rtol=1e-3)
     summary = open(paths["summary.md"]).read()
     assert summary.count("NFE to EM-300") == 3  # model and exact sW2 tables, the Gaussian one
+    assert summary.count("KL(prior || p_T)") == 2  # the exact flow-KL table, the Gaussian one
+    limit = compare_samplers.gaussian_flow_limit(sde_lib.VPSDE(), exp)
+    heun = evaluation.gaussian_sampler_law(sde_lib.VPSDE(), mean, var, "pf_ode_heun", 1000)
+    heun_kl = float(evaluation.gaussian_kl(heun, evaluation.GaussianLaw(mean, var)))
+    assert abs(heun_kl - limit) < 0.01 * limit, (heun_kl, limit)  # Heun converges to it
+    assert f"{limit:.3g}" in summary and "NFE to 1.1 x flow limit" in summary
 
 
 def test_bad_config(tmp_path):

@@ -9,6 +9,7 @@ trains the same one.
 
 import ml_collections
 
+import sde_lib
 from experiments.configs import base, mixture_mlp
 
 
@@ -17,13 +18,10 @@ def get_config(arg: str | None = None):
     config.data.name = "gaussian_pair"
     config.experiment = ml_collections.ConfigDict(dict(
         dims=(2, 16),
-        # the samplers of the committed results; the fast ones (dpm_solver_pp ...
-        # edm_stochastic) run in experiments/configs/fast_samplers.py
-        methods=("ddpm_ancestral", "euler_maruyama", "reverse_diffusion", "pf_ode_euler",
-                 "pf_ode_heun", "pf_ode_adaptive", "ddim", "pc"),
-        # Heun takes (nfe + 1) // 2 steps, pc nfe // 2; the full-size run adds 1000:
-        # --config.experiment.nfes="(10, 20, 50, 100, 250, 1000)"
-        nfes=(10, 20, 50, 100, 250),
+        methods=tuple(sde_lib.SAMPLERS),  # every registered sampler
+        # Heun takes (nfe + 1) // 2 steps, pc nfe // 2; a longer run adds more:
+        # --config.experiment.nfes="(10, 20, 50, 100, 250)"
+        nfes=(10, 20, 50, 100),
         num_samples=2000,  # samples per run, and exact samples to compare with
         num_heldout=200,  # held-out points for the probability-flow NLL
         train_seeds=(0, 1, 2),  # one model per training seed (and dimension)
@@ -31,8 +29,8 @@ def get_config(arg: str | None = None):
         gaussian_dim=16,  # the exact (Monte-Carlo-free) table: N(mu, diag(s^2)) in this
         gaussian_var=(0.01, 1.0),  # dimension, s^2 log-spaced over this range
         flow_kl_dims=(2,),  # deterministic samplers' KL by change of variables in these dims
-        flow_kl_points=1000,  # prior draws per run for it
-        reference_steps=0,  # Euler-Maruyama at this many steps as a quality target (0: none)
+        flow_kl_points=1000,  # prior draws per run for it (first sampling seed of each score)
+        reference_steps=1000,  # Euler-Maruyama at this many steps: the quality target (0: none)
         seed=0,  # sampling and evaluation
     ))
     return base.apply_shortcuts(config, arg)
