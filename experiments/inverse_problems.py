@@ -1,16 +1,17 @@
 r"""Linear inverse problems on mixture data against the exact posterior ``p(x_0 | y)``.
 
 The three-component 2-D mixture is observed through ``y = x_1 + sigma_y z`` (``A = [1, 0]``) at
-several values of ``y``; ``sde_lib.conditional_sample`` with each guidance (projection, DPS,
-TMPD) and both the exact score and trained models (those of ``experiments.tweedie``, one per
-training seed in ``<workdir>/model_s<seed>``) is compared with the exact posterior
+several values of ``y``; ``sde_lib.conditional_sample`` with each guidance (projection; DPS with
+the likelihood's weight and with Chung et al.'s normalised step at several ``zeta'``; TMPD; PiGDM's
+scalar covariance) and both the exact score and trained models (those of ``experiments.tweedie``,
+one per training seed in ``<workdir>/model_s<seed>``) is compared with the exact posterior
 ``GaussianMixture.condition(A, y, sigma_y)``: error of the posterior mean of the unobserved
 coordinate (``mean_err_x2``, with its Monte Carlo standard error ``mean_err_x2_se``), of its
 standard deviation, of the mode weights (components assigned from x_2), and the 2-Wasserstein
-distance of the x_2 samples to as many exact posterior samples (``w2_x2``; ``w2_floor`` between
-two exact sets). Every value is the mean and sd over the runs: ``sample_seeds`` sampling seeds,
-times the training seeds for the model; ``finite`` counts the runs whose samples are finite
-(the others are left out; none finite: n/a). Inpainting of digits is in ``experiments/digits.py``.
+distance of the x_2 samples to as many exact posterior samples (``w2_x2``; ``w2_floor`` between two
+exact sets). Every value is the mean and sd over the runs: ``sample_seeds`` sampling seeds, times
+the training seeds for the model; ``finite`` counts the runs whose samples are finite (the others
+are left out; none finite: n/a). Inpainting of digits is in ``experiments/digits.py``.
 
 Writes ``inverse.csv/md`` and ``inverse.png`` (samples over the posterior density for one ``y``).
 Run: ``python -m experiments.inverse_problems --workdir runs/inverse``.
@@ -30,7 +31,16 @@ from experiments import cli, reporting, sample_quality
 from experiments.config_types import experiment_config
 from experiments.tweedie import train_models
 
-GUIDANCES = (("projection", 0.0), ("dps", 0.2), ("tmpd", 0.2), ("tmpd", 0.0))
+# (name in the tables, guidance, sigma_y, options of conditional_sample): DPS with the
+# likelihood's own weight and with Chung et al.'s normalised step at three zeta', TMPD with its
+# Tweedie covariance (kept positive semidefinite) and PiGDM's scalar one
+GUIDANCES = (("projection", "projection", 0.0, {}),
+             ("dps", "dps", 0.2, {}),
+             *((f"dps-norm {zeta:g}", "dps", 0.2, {"normalize": True, "scale": zeta})
+               for zeta in (0.01, 0.05, 0.2)),
+             ("tmpd", "tmpd", 0.2, {}),
+             ("tmpd", "tmpd", 0.0, {}),
+             ("pigdm", "pigdm", 0.2, {}))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +98,7 @@ def run(config, workdir: str) -> dict[str, str]:
     n = exp.num_samples
     rows, shown = [], {}
     for y in exp.ys:
-        for guidance, sigma_y in GUIDANCES:
+        for label, guidance, sigma_y, options in GUIDANCES:
             post = gmm.condition(A, jnp.array([y]), max(sigma_y, 1e-6))
             # the law of the unobserved x_2 (the x_1 part is degenerate when sigma_y = 0)
             marginal = sde_lib.GaussianMixture(np.asarray(post.weights),
@@ -97,9 +107,10 @@ def run(config, workdir: str) -> dict[str, str]:
             exacts = [np.asarray(marginal.sample(jax.random.fold_in(key_ref, r), n))
                       for r in range(exp.sample_seeds + 1)]
             floor = sample_quality.sliced_wasserstein(exacts[-1], exacts[0], key_ref)
-            sample = jax.jit(lambda k, obs, sf, g=guidance, s=sigma_y: sde_lib.conditional_sample(
-                k, sde, sf, (n, 2), A, obs, s, guidance=g, method=exp.method,
-                num_steps=exp.num_steps)[0])
+            sample = jax.jit(lambda k, obs, sf, g=guidance, s=sigma_y, o=options:
+                             sde_lib.conditional_sample(k, sde, sf, (n, 2), A, obs, s, guidance=g,
+                                                        method=exp.method,
+                                                        num_steps=exp.num_steps, **o)[0])
             for score_name, score_fns in scores.items():
                 runs, total = [], 0
                 for score_fn in score_fns:
@@ -112,8 +123,8 @@ def run(config, workdir: str) -> dict[str, str]:
                             runs.append(run_metrics)
                         if (y == exp.ys[len(exp.ys) // 2] and score_name == "exact"
                                 and r == 0):
-                            shown[(guidance, sigma_y)] = (x, post)
-                row = {"y": y, "sigma_y": sigma_y, "guidance": guidance, "score": score_name,
+                            shown[(label, sigma_y)] = (x, post)
+                row = {"y": y, "sigma_y": sigma_y, "guidance": label, "score": score_name,
                        "exact_mean_x2": float(np.asarray(post.mean())[1]),
                        "finite": f"{len(runs)}/{total}", "w2_floor": floor}
                 if runs:

@@ -9,12 +9,28 @@ second term is intractable and each method approximates it, all through the samp
   ``x <- x + A^+ (y_{t'} - A x)``. For ``sigma_y = 0``; the samples satisfy ``A x = y`` exactly.
 * ``"dps"`` (Chung et al. 2023, Eq. 16): ``p_t(y | x) ~ N(y; A \hat x_0(x), sigma_y^2 I)`` with the
   Tweedie mean ``\hat x_0`` (gradient through the score network); ``scale`` multiplies the term
-  (Chung et al. tune it as a step size; ``scale = 1`` is the Gaussian likelihood itself).
+  (``scale = 1`` is the Gaussian likelihood itself).
+* ``"dps"`` with ``normalize=True``: Chung et al.'s step as they run it (their Algorithm 1 with
+  the released code's norm): after each step of the unguided sampler from ``x_k``,
+  ``x_{k+1} <- x_{k+1} - zeta' grad_{x_k} ||y - A \hat x_0(x_k)||`` (``zeta' = scale``;
+  ``grad ||r|| = -J^T A^T r / ||r||``). The move has length about ``zeta' ||J^T A^T r|| / ||r||``
+  per step whatever the residual, so it neither grows as ``1 / sigma_y^2`` nor with a network's
+  Tweedie errors at high noise (magnified by ``1 / alpha_t``); it ignores ``sigma_y`` and its
+  strength is ``zeta'`` times the number of steps, so it is a heuristic whose ``zeta'`` is tuned
+  per problem and step count (Chung et al.: 1000 DDPM steps). Not a score term:
+  ``conditional_sample`` only, with a one-state fixed-step method.
 * ``"tmpd"`` (Boys et al. 2023, Tweedie moment projection; Song et al. 2023, PiGDM, with the full
   covariance): ``p_t(y | x) ~ N(y; A \hat x_0, A C_t A^T + sigma_y^2 I)`` with the Tweedie
   covariance ``C_t = sigma_t^2 / alpha_t\, \partial \hat x_0 / \partial x`` held fixed in the
   gradient. Exact when the data are Gaussian (then ``p(x_0 | x_t)`` is Gaussian and ``C_t`` does
-  not depend on ``x``); costs ``m`` Jacobian-vector products per call.
+  not depend on ``x``); costs ``m`` Jacobian-vector products per call. A network's Jacobian need
+  not be symmetric positive semidefinite: the symmetrized ``A C_t A^T`` is projected onto the
+  positive semidefinite cone (negative eigenvalues set to 0), and ``S^{-1}`` is the
+  pseudo-inverse of ``S = A C_t A^T + sigma_y^2 I`` (eigenvalues below ``1e-6`` of the largest
+  dropped), so the observation covariance is never indefinite.
+* ``"pigdm"`` (Song et al. 2023, PiGDM): the same with the scalar Tweedie covariance of
+  unit-variance data, ``C_t = r_t^2 I``, ``r_t^2 = sigma_t^2 / (alpha_t^2 + sigma_t^2)``: no
+  Jacobian-vector products, positive definite by construction; exact for data ``N(mu, I)``.
 
 ``A`` is ``(m, d)`` acting on flattened data ``d = prod(D)``; ``y`` is ``(m,)`` (one observation,
 shared by the batch) or ``(B, m)``.
@@ -35,7 +51,8 @@ from sde_lib.sampling.driver import build_sampler, get_sampler, sample, scan_ste
 from sde_lib.sampling.steps import Multistep
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
-GUIDANCE = ("projection", "dps", "tmpd")
+GUIDANCE = ("projection", "dps", "tmpd", "pigdm")
+GUIDED = ("dps", "tmpd", "pigdm")  # a guided score: the likelihood term added to the score
 
 
 def _check_problem(A, y, sigma_y, dim: int) -> tuple[jax.Array, jax.Array, float]:
@@ -53,26 +70,29 @@ def _check_problem(A, y, sigma_y, dim: int) -> tuple[jax.Array, jax.Array, float
 
 def guided_score_fn(score_fn: ScoreFn, sde, A: ArrayLike, y: ArrayLike, sigma_y: float,
                     guidance: str = "tmpd", scale: float = 1.0) -> ScoreFn:
-    r"""``score_fn(x, t) + scale * grad_x log \hat p_t(y | x)`` for ``"dps"`` or ``"tmpd"``.
+    r"""``score_fn(x, t) + scale * grad_x log \hat p_t(y | x)`` for ``"dps"``, ``"tmpd"`` or
+    ``"pigdm"`` (module docstring).
 
     Args:
       score_fn: prior score ``(B, *D), (B,) -> (B, *D)``.
       sde: a ``LinearSDE``.
       A: ``(m, d)``; y: ``(m,)`` or ``(B, m)``; sigma_y: observation noise std (``> 0`` for dps).
-      guidance: ``"dps"`` or ``"tmpd"``.
+      guidance: one of ``GUIDED``.
       scale: weight of the likelihood term, ``> 0``.
 
     Returns:
       the guided ``score_fn(x, t)``.
     """
-    if guidance not in ("dps", "tmpd"):
-        raise ValueError(f"guidance must be 'dps' or 'tmpd' for a guided score, got {guidance!r}")
+    if guidance not in GUIDED:
+        raise ValueError(f"guidance must be one of {GUIDED} for a guided score, got "
+                         f"{guidance!r}")
     if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0:
         raise ValueError(f"scale must be a positive real number, got {scale!r}")
     A, y, sigma_y = jnp.asarray(A), jnp.asarray(y), float(sigma_y)
     if guidance == "dps" and sigma_y == 0:
         raise ValueError("sigma_y must be > 0 for guidance='dps' (its likelihood is N(y; A x0, "
-                         "sigma_y^2 I)); use 'projection' for noiseless observations")
+                         "sigma_y^2 I)); use 'projection' for noiseless observations, or "
+                         "conditional_sample's normalize=True")
 
     def guided(x, t):
         B = x.shape[0]
@@ -83,32 +103,47 @@ def guided_score_fn(score_fn: ScoreFn, sde, A: ArrayLike, y: ArrayLike, sigma_y:
             x0 = (x + batch_coeff(sigma**2, x) * s) / batch_coeff(alpha, x)
             return x0.reshape(B, -1), s
 
-        if guidance == "dps":
-            x0, pullback, s = jax.vjp(x0_flat, x, has_aux=True)
-        else:
+        if guidance == "tmpd":
             x0, jvp, s = jax.linearize(x0_flat, x, has_aux=True)
             pullback = jax.linear_transpose(jvp, x)
+        else:
+            x0, pullback, s = jax.vjp(x0_flat, x, has_aux=True)
         r = jnp.broadcast_to(y, (B, A.shape[0])) - x0 @ A.T  # (B, m)
         if guidance == "dps":
             w = r / sigma_y**2
+        elif guidance == "pigdm":  # S = r_t^2 A A^T + sigma_y^2 I
+            r2 = sigma**2 / (alpha**2 + sigma**2)
+            S = r2[:, None, None] * (A @ A.T)[None] + sigma_y**2 * jnp.eye(A.shape[0])[None]
+            w = jnp.linalg.solve(S, r[..., None])[..., 0]
         else:
             # J A^T one column of A^T at a time, (m, B, d); A C A^T = sigma^2 / alpha A J A^T
             JAt = jax.vmap(lambda a: jvp(jnp.broadcast_to(a, (B, a.shape[0])).reshape(x.shape))
                            )(A)
             ACA = jnp.einsum("md,nbd->bmn", A, JAt) * (sigma**2 / alpha)[:, None, None]
-            S = 0.5 * (ACA + jnp.swapaxes(ACA, 1, 2)) + sigma_y**2 * jnp.eye(A.shape[0])[None]
-            w = jnp.linalg.solve(jax.lax.stop_gradient(S), r[..., None])[..., 0]
+            w = _psd_solve(jax.lax.stop_gradient(0.5 * (ACA + jnp.swapaxes(ACA, 1, 2))),
+                           sigma_y**2, r)
         (grad,) = pullback(w @ A)  # J^T A^T w: the gradient of -r^T S^{-1} r / 2 through x0
         return s + scale * grad.reshape(x.shape)
 
     return guided
 
 
+def _psd_solve(M: jax.Array, noise_var: float, r: jax.Array) -> jax.Array:
+    """``S^+ r`` for ``S = M_+ + noise_var I``, ``M`` symmetric ``(B, m, m)`` and ``M_+`` its
+    projection onto the positive semidefinite cone; eigenvalues of ``S`` below ``1e-6`` of its
+    largest are dropped (a pseudo-inverse)."""
+    lam, V = jnp.linalg.eigh(M)
+    lam = jnp.maximum(lam, 0.0) + noise_var
+    keep = lam > 1e-6 * jnp.max(lam, axis=-1, keepdims=True)
+    inv = jnp.where(keep, 1.0 / jnp.where(keep, lam, 1.0), 0.0)
+    return jnp.einsum("bij,bj,bkj,bk->bi", V, inv, V, r)
+
+
 def conditional_sample(rng: jax.Array, sde, score_fn: ScoreFn, shape: Sequence[int],
                        A: ArrayLike, y: ArrayLike, sigma_y: float = 0.0,
                        guidance: str = "projection", method: str = "euler_maruyama",
                        num_steps: int = 1000, eps: float = 1e-3, scale: float = 1.0,
-                       **options) -> tuple[jax.Array, jax.Array | int]:
+                       normalize: bool = False, **options) -> tuple[jax.Array, jax.Array | int]:
     """Samples of ``p(x_0 | y)`` for ``y = A x_0 + sigma_y z`` with the prior ``score_fn``.
 
     Args:
@@ -117,7 +152,9 @@ def conditional_sample(rng: jax.Array, sde, score_fn: ScoreFn, shape: Sequence[i
       y: ``(m,)`` or ``(B, m)``.
       sigma_y: observation noise std.
       guidance: one of ``GUIDANCE``.
-      scale: weight of the likelihood term (``dps``, ``tmpd``).
+      scale: weight of the likelihood term (``dps``, ``tmpd``, ``pigdm``).
+      normalize: ``dps`` only: Chung et al.'s normalised step after each sampler step
+        (module docstring), ``zeta' = scale``; needs a one-state fixed-step method.
 
     Returns:
       ``x`` ``(B, *D)`` and the NFE of the prior score (a guided call costs one evaluation of
@@ -125,8 +162,9 @@ def conditional_sample(rng: jax.Array, sde, score_fn: ScoreFn, shape: Sequence[i
 
     Raises:
       ValueError: bad shapes of ``A`` or ``y``, ``sigma_y < 0``, an unknown guidance (the valid
-        ones are listed), ``dps`` with ``sigma_y = 0``, ``projection`` with an adaptive or a
-        multistep method, and everything ``sample`` rejects; before anything is traced.
+        ones are listed), ``dps`` with ``sigma_y = 0`` (unless ``normalize``), ``normalize``
+        with another guidance, ``projection`` with an adaptive or a multistep method, and
+        everything ``sample`` rejects; before anything is traced.
     """
     if guidance not in GUIDANCE:
         raise ValueError(f"guidance must be one of {GUIDANCE}, got {guidance!r}")
@@ -134,21 +172,50 @@ def conditional_sample(rng: jax.Array, sde, score_fn: ScoreFn, shape: Sequence[i
     A, y, sigma_y = _check_problem(A, y, sigma_y, math.prod(shape[1:]) if shape else 0)
     if y.ndim == 2 and y.shape[0] != shape[0]:
         raise ValueError(f"y of shape (B, m) must have B = shape[0] = {shape[0]}, got {y.shape}")
-    if guidance != "projection":
+    if not isinstance(normalize, bool):
+        raise ValueError(f"normalize must be True or False, got {normalize!r}")
+    if normalize and guidance != "dps":
+        raise ValueError(f"normalize=True is DPS's normalised step; guidance must be 'dps', got "
+                         f"{guidance!r}")
+    if guidance in GUIDED and not normalize:
         guided = guided_score_fn(score_fn, sde, A, y, sigma_y, guidance, scale)
         return sample(rng, sde, guided, shape, method=method, num_steps=num_steps, eps=eps,
                       **options)
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0:
+        raise ValueError(f"scale must be a positive real number, got {scale!r}")
+    name = "dps with normalize=True" if normalize else "projection"
     if get_sampler(method).adaptive:
-        raise ValueError(f"guidance='projection' needs a fixed-step method; {method!r} is "
+        raise ValueError(f"guidance='{name}' needs a fixed-step method; {method!r} is "
                          f"adaptive")
     step, coeffs, nfe = build_sampler(sde, score_fn, method, num_steps, eps, **options)
     if isinstance(step, Multistep):
-        raise ValueError(f"guidance='projection' needs a one-state method (the projection "
-                         f"acts on x); {method!r} carries earlier model outputs")
-    A_pinv = jnp.linalg.pinv(A)  # (d, m)
-    step = functools.partial(_projected_step, step=step, A=A, A_pinv=A_pinv, y=y)
+        raise ValueError(f"guidance='{name}' needs a one-state method (it acts on x); "
+                         f"{method!r} carries earlier model outputs")
+    if normalize:
+        step = functools.partial(_dps_step, step=step, sde=sde, score_fn=score_fn, A=A, y=y,
+                                 zeta=float(scale))
+    else:
+        A_pinv = jnp.linalg.pinv(A)  # (d, m)
+        step = functools.partial(_projected_step, step=step, A=A, A_pinv=A_pinv, y=y)
     rng_prior, rng_steps = jax.random.split(rng)
     return scan_steps(step, rng_steps, sde.prior_sampling(rng_prior, shape), coeffs), nfe
+
+
+def _dps_step(key, x, c, *, step, sde, score_fn, A, y, zeta):
+    """``step`` from ``x`` at ``c.t``, then ``- zeta grad_x ||y - A x0_hat(x)||`` per example
+    (Chung et al.'s normalised DPS step), on the sample and on its mean."""
+    x_next, x_mean = step(key, x, c)
+    B = x.shape[0]
+    t = jnp.full((B,), c.t, x.dtype)
+    alpha, sigma = sde.marginal_coeffs(t)
+
+    def residual_norms(x):  # sum over the batch of ||y - A x0_hat(x)||: per-example gradients
+        x0 = (x + batch_coeff(sigma**2, x) * score_fn(x, t)) / batch_coeff(alpha, x)
+        r = jnp.broadcast_to(y, (B, A.shape[0])) - x0.reshape(B, -1) @ A.T
+        return jnp.sum(jnp.sqrt(jnp.sum(r**2, axis=1) + jnp.finfo(x.dtype).tiny))
+
+    move = zeta * jax.grad(residual_norms)(x)
+    return x_next - move, x_mean - move
 
 
 def _projected_step(key, x, c, *, step, A, A_pinv, y):

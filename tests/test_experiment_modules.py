@@ -18,13 +18,14 @@ from experiments import (
     ddpm_to_sde,
     diagnostics,
     digits,
+    digits_metric,
     inverse_problems,
     ou_process,
     testbeds,
     train,
     tweedie,
 )
-from experiments.config_types import experiment_config
+from experiments.config_types import experiment_config, parse_config
 from experiments.configs import compare_losses as compare_losses_config
 from experiments.configs import ddpm_to_sde as ddpm_to_sde_config
 from experiments.configs import diagnostics as diagnostics_config
@@ -104,7 +105,7 @@ def test_tweedie(tmp_path, mixture_model):
 def test_inverse_problems(tmp_path, mixture_model):
     """With the exact score, DPS at sigma_y = 0.2 lands within 0.25 of the exact posterior mean
     of the unobserved coordinate (measured 0.03-0.07 at 500 steps), both sampling seeds finite
-    with a spread between them; every row is written."""
+    with a spread between them; every row is written, normalised DPS, TMPD and PiGDM finite."""
     shutil.copytree(mixture_model, tmp_path / "model_s0")
     config = tiny(inverse_config, dict(ys=(1.5,), num_samples=400, num_steps=100,
                                        train_seeds=(0,), sample_seeds=2))
@@ -115,22 +116,48 @@ def test_inverse_problems(tmp_path, mixture_model):
     dps = [r for r in rows if r["guidance"] == "dps" and r["score"] == "exact"][0]
     assert abs(float(dps["mean_err_x2"])) < 0.25 and dps["finite"] == "2/2"
     assert float(dps["mean_err_x2_sd"]) > 0 and float(dps["w2_floor"]) > 0
+    assert {r["guidance"] for r in rows} == {g[0] for g in inverse_problems.GUIDANCES}
+    assert all(r["finite"] == "2/2" for r in rows if r["score"] == "exact"
+               and r["guidance"] in ("dps-norm 0.05", "pigdm", "tmpd"))
 
 
 @pytest.mark.slow
 def test_digits(tmp_path):
-    """A few U-Net steps on the digits prepared offline into tmp_path: bits/dim are finite and
-    positive, every sampler's grid and the inpainting figure are written."""
-    config = tiny(digits_config, dict(num_steps=21, num_samples=2, num_test=4), mlp=False, **{
+    """A few U-Net steps on the digits prepared offline into tmp_path: every bits/dim row is
+    finite and positive, the baselines are the closed forms (uniform log2 17, the pixel model's
+    mean over the test digits), the quality table has the floor, the pixel model and every
+    sampler at every NFE with a finite FD, the inverse problems every task and method; every
+    figure is written."""
+    methods = ("ddpm_ancestral", "pf_ode_adaptive")
+    config = tiny(digits_config, dict(methods=methods, nfes=(21, 30), num_samples=20,
+                                      num_test=4, num_inverse=3, inverse_steps=5,
+                                      zetas=(0.1,)), mlp=False, **{
         "data.data_dir": str(tmp_path / "tfds"), "training.num_train_steps": 4,
-        "training.steps_per_call": 1, "training.checkpoint_every": 4, "eval.num_samples": 8,
-        "sampling.num_steps": 5, "training.num_devices": 1, "training.batch_size": 16,
-        "eval.batch_size": 16})
+        "training.steps_per_call": 1, "training.checkpoint_every": 4,
+        "training.eval_every": 2, "eval.num_samples": 8, "sampling.num_steps": 5,
+        "training.num_devices": 1, "training.batch_size": 16, "eval.batch_size": 16})
     paths = digits.run(config, str(tmp_path / "run"))
-    summary = _rows(paths["digits.csv"])[0]
-    assert 0 < float(summary["pf_ode_bpd"]) < 100 and 0 < float(summary["ddpm_elbo_bpd"]) < 100
-    assert [r["sampler"] for r in _rows(paths["samplers.csv"])] == list(digits.SAMPLERS)
-    for name in ("samples.png", "inpainting.png"):
+    bpd = {r["model"]: float(r["bits_per_dim"]) for r in _rows(paths["digits.csv"])}
+    assert len(bpd) == 5 and all(0 < v < 100 for v in bpd.values()), bpd
+    assert bpd["uniform code"] == pytest.approx(np.log2(17), rel=1e-12)
+    data_config = parse_config(config).data
+    v_test, levels = digits.load_images(data_config, "test")
+    v_train, _ = digits.load_images(data_config, "train")
+    pixel = digits_metric.PixelModel(v_train, levels).bits_per_dim(v_test[:4]).mean()
+    assert bpd["independent pixels (fitted on train)"] == pytest.approx(pixel, rel=1e-9)
+    quality = _rows(paths["quality.csv"])
+    assert [r["sampler"] for r in quality[:2]] == ["training digits (floor)",
+                                                   "independent pixels"]
+    assert [(r["sampler"], r["nfe_target"]) for r in quality[2:]] == [
+        (m, str(n)) for m in methods for n in (21, 30)]
+    assert all(np.isfinite(float(r["fd"])) for r in quality)
+    assert [int(r["step"]) for r in _rows(paths["loss.csv"])] == [2, 4]
+    inverse = _rows(paths["inverse.csv"])
+    assert {(r["task"], r["method"]) for r in inverse} == {
+        (t, m) for t, s in digits.TASKS for m in
+        ["mean training image", "nearest training digit", "dps-norm 0.1", "pigdm"]
+        + (["projection"] if not s else [])}
+    for name in ("samples.png", "inverse.png", "quality_vs_nfe.png", "loss.png"):
         assert (tmp_path / "run" / name).stat().st_size > 0
 
 
@@ -245,8 +272,10 @@ def test_module_configs_reject_bad_values(tmp_path):
     """The fast tier's check of the modules whose runs are in the slow tier: bad values raise
     before anything trains, and nothing is written."""
     for module, config_module, change, message in (
-            (digits, digits_config, {"experiment.num_steps": 20}, "num_steps must be > 20"),
-            (digits, digits_config, {"experiment.num_test": 0}, "num_test must be >= 1"),
+            (digits, digits_config, {"experiment.nfes": (1,)}, "nfes must be integers >= 2"),
+            (digits, digits_config, {"experiment.num_test": 0}, r"num_test must be in 1 \.\. 297"),
+            (digits, digits_config, {"experiment.methods": ("heun",)}, "are not samplers"),
+            (digits, digits_config, {"experiment.zetas": (0.0,)}, "zetas must be positive"),
             (digits, digits_config, {"experiment.steps": 3}, r"unknown keys \['steps'\]"),
             (compare_losses, compare_losses_config, {"experiment.losses": ("hinge",)},
              "are unknown"),
