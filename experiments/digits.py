@@ -1,29 +1,47 @@
-r"""Digits: the tiny U-Net on the embedded 8x8 handwritten digits (scikit-learn's, via tfds).
+r"""Digits: the tiny U-Net on the embedded 8x8 handwritten digits (scikit-learn's, via tfds), with
+a sample-quality metric, baselines and inverse problems.
 
-Trains ``unet_digits`` with DDPM's eps loss on the DDPM chain (``DiscreteVPSDE``) on the train
-split (``experiments/configs/digits.py``, trained by ``experiments.train`` in ``<workdir>/model``;
-a second run in the same workdir reuses it), then on the test split (each bits/dim with its
-standard error over the test images):
+Trains ``unet_digits`` with DDPM's eps loss on the DDPM chain (``DiscreteVPSDE``) on the 1,500
+training digits (``experiments/configs/digits.py``, trained by ``experiments.train`` in
+``<workdir>/model``, checkpointed and resumable; a second run in the same workdir reuses it), then
+on the 297 test digits:
 
-* probability-flow bits/dim (``sde_lib.log_likelihood`` with Hutchinson probes, uniform
-  dequantization of the 17 grey levels in bins centred on the training values,
-  ``sde_lib.bits_per_dim`` with ``num_bins=17``);
-* the DDPM negative ELBO in bits/dim (``sde_lib.ddpm_negative_elbo``, discretized decoder with 17
-  bins) on the same chain;
-* sample grids from every sampler (``samples.png``, one row per sampler) with their NFE and time;
-* inpainting: the bottom half of test digits restored from the top half by projection and by DPS
-  (``inpainting.png``: originals, observed halves, restorations), with the mean squared error of
-  the restored half.
+* **bits/dim** with their standard errors over the test digits: the probability-flow NLL
+  (``sde_lib.log_likelihood``, Hutchinson probes, uniform dequantization of the 17 grey levels in
+  bins centred on the training values), the DDPM negative ELBO with the ``beta`` and the
+  ``beta_tilde`` reverse variances (discretized decoder, 17 bins), next to the baselines every
+  model must beat: the uniform code (``log2 17 = 4.09``) and the independent-pixel model fitted
+  on the training digits (``experiments.digits_metric.PixelModel``); ``digits.csv/md``;
+* **the held-out loss curve** from the trainer's evaluations (``loss.csv``, ``loss.png``);
+* **sample quality against NFE** for every sampler: the Frechet distance of a small digit
+  classifier's features (``experiments.digits_metric``, trained on the training digits on first
+  use and cached in ``<workdir>/classifier``; its test accuracy is reported) between
+  ``num_samples`` samples and the test digits, with its bootstrap sd; the class histogram's
+  total-variation distance to uniform; the floor (as many training digits against the same test
+  digits, mean +- sd over draws) and the independent-pixel model's samples as reference rows
+  (``quality.csv/md``, ``quality_vs_nfe.png``), and a grid of samples per sampler at the
+  smallest and largest NFE (``samples.png``);
+* **inverse problems** on ``num_inverse`` test digits: inpainting (the bottom half missing),
+  super-resolution (2x2 average pooling observed) and denoising (``sigma_y = 0.2``): projection
+  (noiseless tasks), DPS with Chung et al.'s normalised step at each ``zeta'``, PiGDM, against
+  the baselines of the mean training image, nearest-neighbour completion (the training digit
+  closest to the observation) and the observation itself (super-resolution: the block means
+  upsampled; denoising: the noisy image); mean squared error of the unobserved part
+  (inpainting) or of the whole image, with standard errors over the digits (``inverse.csv/md``,
+  ``inverse.png``). A posterior sample's expected error is twice the posterior mean's (the
+  MMSE), so the samplers' rows carry that factor against point estimates.
 
-Writes ``digits.csv/md``, ``samplers.csv/md``, ``samples.png`` and ``inpainting.png``.
 Run: ``python -m experiments.digits --workdir runs/digits``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import glob
+import json
 import math
 import os
+import re
 import time
 
 import jax
@@ -31,30 +49,48 @@ import jax.numpy as jnp
 import numpy as np
 
 import sde_lib
-from experiments import cli, data, reporting, train
+from experiments import cli, data, digits_metric, reporting, train
 from experiments.config_types import experiment_config, parse_config
 
-# the samplers of the committed results (the fast samplers join when they are regenerated)
-SAMPLERS = ("ddpm_ancestral", "euler_maruyama", "reverse_diffusion", "pf_ode_euler",
-            "pf_ode_heun", "pf_ode_adaptive", "ddim", "pc")
+# the inverse problems' tasks: (name, noise sd of the observation)
+TASKS = (("inpainting", 0.0), ("super-resolution", 0.0), ("denoising", 0.2))
 
 
 @dataclasses.dataclass(frozen=True)
 class DigitsConfig:
-    """The ``experiment`` section: num_steps: sampler steps; num_samples: images per sampler;
-    num_test: test images for the likelihoods and inpainting; seed: of the evaluation."""
+    """The ``experiment`` section. methods: samplers of the quality table; nfes: their NFE
+    targets; num_samples: samples per sampler and NFE (and training digits of the floor);
+    num_test: test digits for the likelihoods; num_inverse: test digits for the inverse
+    problems; inverse_steps: sampler steps there; zetas: DPS's normalised step sizes; seed: of
+    the evaluation."""
 
-    num_steps: int
+    methods: tuple[str, ...]
+    nfes: tuple[int, ...]
     num_samples: int
     num_test: int
+    num_inverse: int
+    inverse_steps: int
+    zetas: tuple[float, ...]
     seed: int
 
     def __post_init__(self):
-        if self.num_steps <= 20:  # reverse diffusion and pc need a num_steps-step chain, beta < 1
-            raise ValueError(f"num_steps must be > 20 (VP beta_max = 20), got {self.num_steps}")
-        for name in ("num_samples", "num_test"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        unknown = sorted(set(self.methods) - set(sde_lib.SAMPLERS))
+        if unknown or not self.methods:
+            raise ValueError(f"methods {unknown or '()'} are not samplers; valid: "
+                             f"{sorted(sde_lib.SAMPLERS)}")
+        if not self.nfes or min(self.nfes) < 2:
+            raise ValueError(f"nfes must be integers >= 2, got {self.nfes!r}")
+        for name in ("num_test", "num_inverse"):
+            if not 1 <= getattr(self, name) <= 297:
+                raise ValueError(f"{name} must be in 1 .. 297 (the test digits), got "
+                                 f"{getattr(self, name)!r}")
+        if not 2 <= self.num_samples <= 1500:
+            raise ValueError(f"num_samples must be in 2 .. 1500 (the training digits of the "
+                             f"floor), got {self.num_samples!r}")
+        if self.inverse_steps < 1:
+            raise ValueError(f"inverse_steps must be >= 1, got {self.inverse_steps!r}")
+        if not self.zetas or min(self.zetas) <= 0:
+            raise ValueError(f"zetas must be positive, got {self.zetas!r}")
 
 
 def load_images(data_config: data.DataConfig, split: str) -> tuple[np.ndarray, int]:
@@ -64,14 +100,15 @@ def load_images(data_config: data.DataConfig, split: str) -> tuple[np.ndarray, i
     return v.astype(np.int32), ds.num_levels
 
 
-def _se(values: np.ndarray) -> float:
-    """Standard error of the mean over the test images (nan for one image)."""
+def _se(values) -> float:
+    """Standard error of the mean over the digits (nan for one)."""
+    values = np.asarray(values)
     return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else math.nan
 
 
 def _grid(rows_of_images, titles, plt):
     rows, cols = len(rows_of_images), max(len(r) for r in rows_of_images)
-    fig, axes = plt.subplots(rows, cols, squeeze=False, figsize=(0.7 * cols + 1.6, 0.8 * rows))
+    fig, axes = plt.subplots(rows, cols, squeeze=False, figsize=(0.7 * cols + 2.2, 0.8 * rows))
     for i, (images, title) in enumerate(zip(rows_of_images, titles, strict=True)):
         for j in range(cols):
             ax = axes[i, j]
@@ -86,6 +123,190 @@ def _grid(rows_of_images, titles, plt):
     return fig
 
 
+# ----- likelihoods and baselines -----------------------------------------------------------------
+
+def likelihood_rows(rng, sde, score_fn, v_test, v_train, levels) -> list[dict]:
+    """Bits/dim of the test digits (mean and standard error over them): baselines, PF-ODE NLL
+    and the DDPM ELBO with both reverse variances."""
+    k_deq, k_ll, k_elbo = jax.random.split(rng, 3)
+    D = math.prod(v_test.shape[1:])
+    half = 1.0 / (levels - 1)  # bins of width 2 / (L - 1) centred on the levels
+    data_range = (-1.0 - half, 1.0 + half)
+    pixel = digits_metric.PixelModel(v_train, levels).bits_per_dim(v_test)
+    rows = [{"model": "uniform code", "bits_per_dim": math.log2(levels), "se": 0.0, "nfe": 0},
+            {"model": "independent pixels (fitted on train)", "bits_per_dim": float(pixel.mean()),
+             "se": _se(pixel), "nfe": 0}]
+    x_deq = sde_lib.uniform_dequantize(k_deq, v_test, data_range, num_bins=levels)
+    logp, nfe = sde_lib.log_likelihood(k_ll, sde, score_fn, x_deq, divergence="rademacher",
+                                       rtol=1e-4, atol=1e-4)
+    bpd = np.asarray(sde_lib.bits_per_dim(logp, D, data_range, num_bins=levels))
+    rows.append({"model": "PF-ODE NLL (U-Net)", "bits_per_dim": float(bpd.mean()),
+                 "se": _se(bpd), "nfe": int(nfe)})
+    rows.append({"model": "closed form: what variance beta costs over beta_tilde",
+                 "bits_per_dim": beta_variance_cost(sde), "se": 0.0, "nfe": 0})
+    x_test = jnp.asarray(data.scale_images(v_test, levels))
+    for variance in ("beta", "beta_tilde"):
+        elbo = np.asarray(sde_lib.ddpm_negative_elbo(k_elbo, sde, score_fn, x_test,
+                                                     variance=variance, num_bins=levels).bpd)
+        rows.append({"model": f"DDPM negative ELBO, variance {variance} (U-Net)",
+                     "bits_per_dim": float(elbo.mean()), "se": _se(elbo),
+                     "nfe": sde.N})
+    return rows
+
+
+def beta_variance_cost(sde) -> float:
+    r"""Bits/dim that the reverse variance ``beta_i`` costs in the DDPM ELBO where the true
+    reverse kernel ``q(x_{i-1} | x_i, x_0)`` has variance ``beta_tilde_i`` and the model's mean is
+    its mean: ``sum_{i >= 1} (r_i - 1 - ln r_i) / (2 ln 2)``, ``r_i = beta_tilde_i / beta_i``. For
+    discrete data the posterior of ``x_0`` given ``x_i`` is a point mass at the first steps, so
+    ``beta_tilde_i`` is the true variance there; mean errors shrink the gap (they are divided by
+    the larger ``beta_i``). About 0.49 bits/dim for Ho et al.'s linear schedule, 0.34 of it in
+    the first 5 steps."""
+    chain = sde_lib.DDPMChain.from_sde(sde)
+    r = np.asarray(chain.posterior_variance, np.float64)[1:] / np.asarray(chain.betas,
+                                                                          np.float64)[1:]
+    return float(np.sum(r - 1.0 - np.log(r)) / (2.0 * math.log(2.0)))
+
+
+def loss_curve(model_dir: str) -> list[dict]:
+    """The trainer's held-out loss at each evaluation (``eval_<step>.json``), by step."""
+    rows = []
+    for path in glob.glob(os.path.join(model_dir, "eval_*.json")):
+        if re.fullmatch(r"eval_\d+\.json", os.path.basename(path)):
+            with open(path) as f:
+                record = json.load(f)
+            rows.append({"step": int(record["step"]), "test_loss": record["test_loss"]})
+    return sorted(rows, key=lambda r: r["step"])
+
+
+# ----- sample quality ----------------------------------------------------------------------------
+
+def quality_rows(rng, sde, score_fn, exp, clf, x_test, x_train, v_train, levels):
+    """FD (with bootstrap sd) and class-histogram TV for every sampler and NFE target, with the
+    floor and the independent-pixel model as reference rows; and the samples by (sampler, NFE)."""
+    np_rng = np.random.default_rng(exp.seed)
+    ref = clf.features(x_test)
+    floor, floor_sd = digits_metric.real_floor(np_rng, ref, clf.features(x_train),
+                                               exp.num_samples)
+    pixel = data.scale_images(digits_metric.PixelModel(v_train, levels).sample(
+        np_rng, exp.num_samples), levels)
+    fd, fd_sd = digits_metric.frechet_interval(np_rng, clf.features(pixel), ref)
+    rows = [{"sampler": "training digits (floor)", "nfe_target": 0, "nfe": 0, "fd": floor,
+             "fd_sd": floor_sd, "class_tv": digits_metric.class_histogram_tv(
+                 clf.probs(x_train[:exp.num_samples]))},
+            {"sampler": "independent pixels", "nfe_target": 0, "nfe": 0, "fd": fd,
+             "fd_sd": fd_sd, "class_tv": digits_metric.class_histogram_tv(clf.probs(pixel))}]
+    shape = (exp.num_samples, *x_test.shape[1:])
+    samples = {}
+    for method in exp.methods:
+        sampler = sde_lib.SAMPLERS[method]
+        for column, nfe_target in enumerate(exp.nfes):
+            if sampler.adaptive:  # tolerances, not steps: one per column, the NFE is measured
+                options = {"rtol": 10.0 ** -(column + 2), "atol": 10.0 ** -(column + 2)}
+                num_steps = 1
+            else:
+                options, num_steps = {}, sampler.num_steps_for(nfe_target)
+            row = {"sampler": method, "nfe_target": nfe_target}
+            try:
+                fn = jax.jit(lambda k, m=method, s=num_steps, o=options: sde_lib.sample(
+                    k, sde, score_fn, shape, method=m, num_steps=s, **o))
+                start = time.perf_counter()
+                x, nfe = jax.block_until_ready(fn(rng))
+            except ValueError:  # the method rejects this setting (reverse diffusion, beta >= 1)
+                rows.append(row)
+                continue
+            x = np.asarray(x)
+            row.update(nfe=int(nfe), seconds=time.perf_counter() - start)
+            if np.all(np.isfinite(x)):
+                fd, fd_sd = digits_metric.frechet_interval(np_rng, clf.features(x), ref)
+                row.update(fd=fd, fd_sd=fd_sd,
+                           class_tv=digits_metric.class_histogram_tv(clf.probs(x)))
+            rows.append(row)
+            samples[(method, nfe_target)] = x
+    return rows, samples
+
+
+# ----- inverse problems --------------------------------------------------------------------------
+
+def observation(task: str, shape) -> np.ndarray:
+    """``A`` ``(m, 64)`` of a task on 8x8 images."""
+    D = math.prod(shape)
+    if task == "inpainting":  # the top half (rows 0-3) observed
+        mask = np.zeros(shape, bool)
+        mask[:4] = True
+        return np.eye(D)[mask.ravel()]
+    if task == "super-resolution":  # 2x2 average pooling: 16 observed means
+        h, w = shape[0] // 2, shape[1] // 2
+        A = np.zeros((h * w, D))
+        for i in range(h):
+            for j in range(w):
+                for di in range(2):
+                    for dj in range(2):
+                        A[i * w + j, (2 * i + di) * shape[1] + 2 * j + dj] = 0.25
+        return A
+    if task == "denoising":
+        return np.eye(D)
+    raise ValueError(f"task must be one of {[t for t, _ in TASKS]}, got {task!r}")
+
+
+def inverse_rows(rng, sde, score_fn, exp, x_test, x_train):
+    """Per task and method the mean squared error over the digits (of the missing half for
+    inpainting, of the whole image otherwise) with its standard error; the restorations."""
+    n = exp.num_inverse
+    truth = x_test[:n]
+    flat_train = x_train.reshape(len(x_train), -1)
+    shape = truth.shape[1:]
+    rows, shown = [], {}
+    for t, (task, sigma_y) in enumerate(TASKS):
+        A = observation(task, shape[:2])
+        key = jax.random.fold_in(rng, t)
+        y = truth.reshape(n, -1) @ A.T
+        if sigma_y:
+            y = y + sigma_y * np.asarray(jax.random.normal(jax.random.fold_in(key, 1), y.shape))
+        scored = (slice(None), slice(4, None)) if task == "inpainting" else (slice(None),)
+
+        def err(x, truth=truth, scored=scored):
+            d = (np.asarray(x).reshape(truth.shape) - truth)[scored]
+            return (d**2).reshape(n, -1).mean(1)
+
+        mean_image = np.broadcast_to(flat_train.mean(0), (n, flat_train.shape[1]))
+        nearest = flat_train[np.argmin(((y[:, None] - (flat_train @ A.T)[None]) ** 2).sum(-1), 1)]
+        candidates = [("mean training image", mean_image), ("nearest training digit", nearest)]
+        if task != "inpainting":  # the observation itself (the pooled means upsampled)
+            candidates.append(("observation", _observed_image(task, y, A, shape)))
+        methods = ([("projection", "projection", {})] if not sigma_y else [])
+        methods += [(f"dps-norm {z:g}", "dps", {"normalize": True, "scale": z})
+                    for z in exp.zetas]
+        methods += [("pigdm", "pigdm", {})]
+        for name, guidance, options in methods:
+            fn = jax.jit(lambda k, g=guidance, o=options, A=A, y=y, s=sigma_y:
+                         sde_lib.conditional_sample(k, sde, score_fn, (n, *shape), A, y, s,
+                                                    guidance=g, method="ddpm_ancestral",
+                                                    num_steps=exp.inverse_steps, **o)[0])
+            candidates.append((name, np.asarray(fn(key))))
+        for name, x in candidates:
+            finite = bool(np.all(np.isfinite(x)))
+            e = err(x) if finite else None
+            rows.append({"task": task, "sigma_y": sigma_y, "method": name,
+                         "mse": None if e is None else float(e.mean()),
+                         "mse_se": None if e is None else _se(e), "digits": n})
+            shown[(task, name)] = np.asarray(x).reshape(truth.shape)[:8]
+        shown[(task, "observed")] = _observed_image(task, y[:8], A, shape)
+    return rows, shown
+
+
+def _observed_image(task, y, A, shape):
+    """What is observed, as an image: the known half (the rest -1), the pooled means upsampled,
+    or the noisy image."""
+    if task == "inpainting":
+        x = np.full((len(y), math.prod(shape)), -1.0)
+        x[:, np.argmax(A, 1)] = y
+        return x.reshape(len(y), *shape)
+    return (y @ (A / np.sum(A**2, 1, keepdims=True))).reshape(len(y), *shape)
+
+
+# ----- the module --------------------------------------------------------------------------------
+
 def run(config, workdir: str) -> dict[str, str]:
     """Trains (or reloads) the U-Net of ``config`` in ``workdir/model``, then measures it;
     returns the paths written."""
@@ -93,65 +314,80 @@ def run(config, workdir: str) -> dict[str, str]:
     data_config = parse_config(config).data
     if data_config.name != data.DIGITS:
         raise ValueError(f"data.name must be {data.DIGITS!r} here, got {data_config.name!r}")
-    trained = train.train_and_evaluate(config, os.path.join(workdir, "model"))
+    train.validate_config(config)
+    model_dir = os.path.join(workdir, "model")
+    trained = train.train_and_evaluate(config, model_dir)
     sde, score_fn = trained["sde"], trained["score_fn"]
     v_test, levels = load_images(data_config, data_config.eval_split)
-    v_test = v_test[:exp.num_test]
-    rng = jax.random.key(exp.seed + 1)
-    k_deq, k_ll, k_elbo, k_sample, k_inpaint = jax.random.split(rng, 5)
-    D = math.prod(v_test.shape[1:])
-    # bins of width 2 / (L - 1) centred on the training levels 2 v / (L - 1) - 1
-    half = 1.0 / (levels - 1)
-    data_range = (-1.0 - half, 1.0 + half)
-    x_deq = sde_lib.uniform_dequantize(k_deq, v_test, data_range, num_bins=levels)
-    logp, nfe_ll = sde_lib.log_likelihood(k_ll, sde, score_fn, x_deq, divergence="rademacher",
-                                          rtol=1e-4, atol=1e-4)
-    bpd = np.asarray(sde_lib.bits_per_dim(logp, D, data_range, num_bins=levels))
-    x_test = jnp.asarray(data.scale_images(v_test, levels))
-    elbo = sde_lib.ddpm_negative_elbo(k_elbo, sde, score_fn, x_test, num_bins=levels)
-    summary = [{"train_steps": int(trained["state"].step),
-                "test_loss": trained["eval"]["test_loss"],
-                "pf_ode_bpd": float(bpd.mean()), "pf_ode_bpd_se": _se(bpd),
-                "pf_ode_nfe": int(nfe_ll), "ddpm_elbo_bpd": float(jnp.mean(elbo.bpd)),
-                "ddpm_elbo_bpd_se": _se(np.asarray(elbo.bpd)), "num_test": len(v_test)}]
-    paths = reporting.write_table(workdir, "digits", summary, list(summary[0]))
-    shape = (exp.num_samples, *v_test.shape[1:])
+    v_train, _ = load_images(data_config, "train")
+    x_test = data.scale_images(v_test, levels)
+    x_train = data.scale_images(v_train, levels)
+    clf = digits_metric.load_classifier(os.path.join(workdir, "classifier"))
+    k_ll, k_sample, k_inverse = jax.random.split(jax.random.key(exp.seed + 1), 3)
     plt = reporting.pyplot()
-    sampler_rows, grids = [], []
-    for method in SAMPLERS:
-        options = {"rtol": 1e-3, "atol": 1e-3} if sde_lib.SAMPLERS[method].adaptive else {}
-        fn = jax.jit(lambda k, m=method, o=options: sde_lib.sample(
-            k, sde, score_fn, shape, method=m, num_steps=exp.num_steps, **o))
-        start = time.perf_counter()
-        x, nfe = jax.block_until_ready(fn(k_sample))
-        sampler_rows.append({"sampler": method, "nfe": int(nfe),
-                             "seconds": time.perf_counter() - start})
-        grids.append(np.asarray(x))
-    paths.update(reporting.write_table(workdir, "samplers", sampler_rows,
-                                       ["sampler", "nfe", "seconds"]))
-    paths.update(reporting.save_figure(_grid(grids, list(SAMPLERS), plt), workdir,
-                                       "samples.png"))
-    # inpainting: observe the top half (rows 0-3), restore the bottom half
-    n = min(8, len(v_test))
-    truth = np.asarray(x_test[:n])
-    mask = np.zeros(v_test.shape[1:], bool)
-    mask[:4] = True
-    A = np.eye(D)[mask.ravel()]
-    y = truth.reshape(n, D) @ A.T
-    restored, inpaint_rows = [], []
-    for guidance, sigma_y in (("projection", 0.0), ("dps", 0.1)):
-        x, _ = jax.jit(lambda k, g=guidance, s=sigma_y: sde_lib.conditional_sample(
-            k, sde, score_fn, (n, *v_test.shape[1:]), A, y, s, guidance=g,
-            num_steps=exp.num_steps))(k_inpaint)
-        x = np.asarray(x)
-        restored.append(x)
-        inpaint_rows.append({"guidance": guidance, "sigma_y": sigma_y,
-                             "mse_missing_half": float(np.mean((x - truth)[:, 4:] ** 2))})
-    paths.update(reporting.write_table(workdir, "inpainting", inpaint_rows,
-                                       ["guidance", "sigma_y", "mse_missing_half"]))
-    observed = np.where(mask[None], truth, -1.0)
-    fig = _grid([truth, observed, *restored], ["original", "observed", "projection", "dps"], plt)
-    paths.update(reporting.save_figure(fig, workdir, "inpainting.png"))
+
+    likelihood = likelihood_rows(k_ll, sde, score_fn, v_test[:exp.num_test], v_train, levels)
+    for row in likelihood:
+        row["test_digits"] = exp.num_test
+    paths = reporting.write_table(workdir, "digits", likelihood,
+                                  ["model", "bits_per_dim", "se", "nfe", "test_digits"])
+    curve = loss_curve(model_dir)
+    if curve:
+        paths.update(reporting.write_table(workdir, "loss", curve, ["step", "test_loss"]))
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        ax.plot([r["step"] for r in curve], [r["test_loss"] for r in curve], marker="o", ms=3)
+        ax.set(xlabel="training step", ylabel="held-out loss (eps MSE per pixel)",
+               yscale="log", title="digits U-Net, held-out loss (EMA parameters)")
+        fig.tight_layout()
+        paths.update(reporting.save_figure(fig, workdir, "loss.png"))
+
+    quality, samples = quality_rows(k_sample, sde, score_fn, exp, clf, x_test, x_train,
+                                    v_train, levels)
+    accuracy = digits_metric.test_accuracy(clf)
+    for row in quality:
+        row["classifier_test_accuracy"] = accuracy
+    paths.update(reporting.write_table(
+        workdir, "quality", quality, ["sampler", "nfe_target", "nfe", "fd", "fd_sd", "class_tv",
+                                      "seconds", "classifier_test_accuracy"]))
+    fig, ax = plt.subplots(figsize=(7, 4.4))
+    floor = quality[0]
+    ax.axhspan(floor["fd"] - floor["fd_sd"], floor["fd"] + floor["fd_sd"], color="k", alpha=0.15,
+               label="training digits (floor, +-1 sd)")
+    ax.axhline(quality[1]["fd"], color="k", ls="--", lw=0.8, label="independent pixels")
+    cycle = [plt.get_cmap("tab20")(i % 20) for i in range(len(exp.methods))]
+    for color, method in zip(cycle, exp.methods, strict=True):
+        pts = sorted((r["nfe"], r["fd"], r["fd_sd"]) for r in quality
+                     if r["sampler"] == method and r.get("fd") is not None)
+        if pts:
+            nfe, fd, sd = map(np.array, zip(*pts, strict=True))
+            ax.errorbar(nfe, fd, yerr=sd, marker="o", ms=3, capsize=2, label=method,
+                        color=color)
+    ax.set(xscale="log", yscale="log", xlabel="NFE (score evaluations)",
+           ylabel="Frechet distance to test digits",
+           title=f"digits: classifier FD of {exp.num_samples} samples (+-1 bootstrap sd)")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    paths.update(reporting.save_figure(fig, workdir, "quality_vs_nfe.png"))
+    grid_rows, titles = [], []
+    for nfe_target in (min(exp.nfes), max(exp.nfes)):
+        for method in exp.methods:
+            x = samples.get((method, nfe_target))
+            if x is not None:
+                grid_rows.append(x[:16])
+                titles.append(f"{method} @ {nfe_target}")
+    paths.update(reporting.save_figure(_grid(grid_rows, titles, plt), workdir, "samples.png"))
+
+    inverse, shown = inverse_rows(k_inverse, sde, score_fn, exp, x_test, x_train)
+    paths.update(reporting.write_table(workdir, "inverse", inverse,
+                                       ["task", "sigma_y", "method", "mse", "mse_se", "digits"]))
+    grid_rows, titles = [x_test[:8]], ["original"]
+    for task, _ in TASKS:
+        for (t, name), x in shown.items():
+            if t == task and name in ("observed", "nearest training digit", "projection",
+                                      *(f"dps-norm {z:g}" for z in exp.zetas)):
+                grid_rows.append(x)
+                titles.append(f"{task}: {name}")
+    paths.update(reporting.save_figure(_grid(grid_rows, titles, plt), workdir, "inverse.png"))
     return paths
 
 

@@ -15,11 +15,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 
-def write_atomic(path: str, text: str) -> str:
-    """Writes ``text`` to ``path`` through a temporary file; returns ``path``."""
+def write_atomic(path: str, text: str | bytes) -> str:
+    """Writes ``text`` (or bytes) to ``path`` through a temporary file; returns ``path``."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
+    with (open(tmp, "wb") if isinstance(text, bytes) else open(tmp, "w", newline="")) as f:
         f.write(text)
     os.replace(tmp, path)
     return path

@@ -138,7 +138,7 @@ def test_digits(tmp_path):
         "training.num_devices": 1, "training.batch_size": 16, "eval.batch_size": 16})
     paths = digits.run(config, str(tmp_path / "run"))
     bpd = {r["model"]: float(r["bits_per_dim"]) for r in _rows(paths["digits.csv"])}
-    assert len(bpd) == 5 and all(0 < v < 100 for v in bpd.values()), bpd
+    assert len(bpd) == 6 and all(0 < v < 100 for v in bpd.values()), bpd
     assert bpd["uniform code"] == pytest.approx(np.log2(17), rel=1e-12)
     data_config = parse_config(config).data
     v_test, levels = digits.load_images(data_config, "test")
@@ -156,7 +156,7 @@ def test_digits(tmp_path):
     assert {(r["task"], r["method"]) for r in inverse} == {
         (t, m) for t, s in digits.TASKS for m in
         ["mean training image", "nearest training digit", "dps-norm 0.1", "pigdm"]
-        + (["projection"] if not s else [])}
+        + (["projection"] if not s else []) + (["observation"] if t != "inpainting" else [])}
     for name in ("samples.png", "inverse.png", "quality_vs_nfe.png", "loss.png"):
         assert (tmp_path / "run" / name).stat().st_size > 0
 

@@ -135,6 +135,7 @@ def test_bad_input(kwargs, match):
                                    **args)
 
 
+@pytest.mark.slow
 def test_tmpd_keeps_its_covariance_positive_semidefinite():
     """A score twice as sharp as the data's makes the Tweedie covariance A C_t A^T negative
     definite at t = 0.8 (checked here by autodiff); TMPD then projects it to 0, so its guided
