@@ -61,8 +61,8 @@ class DigitsConfig:
     """The ``experiment`` section. methods: samplers of the quality table; nfes: their NFE
     targets; num_samples: samples per sampler and NFE (and training digits of the floor);
     num_test: test digits for the likelihoods; num_inverse: test digits for the inverse
-    problems; inverse_steps: sampler steps there; zetas: DPS's normalised step sizes; seed: of
-    the evaluation."""
+    problems; inverse_steps: sampler steps there; zetas: DPS's normalised step sizes; tasks:
+    the inverse problems (of ``TASKS``); seed: of the evaluation."""
 
     methods: tuple[str, ...]
     nfes: tuple[int, ...]
@@ -71,6 +71,7 @@ class DigitsConfig:
     num_inverse: int
     inverse_steps: int
     zetas: tuple[float, ...]
+    tasks: tuple[str, ...]
     seed: int
 
     def __post_init__(self):
@@ -89,6 +90,9 @@ class DigitsConfig:
                              f"floor), got {self.num_samples!r}")
         if self.inverse_steps < 1:
             raise ValueError(f"inverse_steps must be >= 1, got {self.inverse_steps!r}")
+        unknown = sorted(set(self.tasks) - {t for t, _ in TASKS})
+        if unknown:
+            raise ValueError(f"tasks {unknown} are not tasks; valid: {[t for t, _ in TASKS]}")
         if not self.zetas or min(self.zetas) <= 0:
             raise ValueError(f"zetas must be positive, got {self.zetas!r}")
 
@@ -258,6 +262,8 @@ def inverse_rows(rng, sde, score_fn, exp, x_test, x_train):
     shape = truth.shape[1:]
     rows, shown = [], {}
     for t, (task, sigma_y) in enumerate(TASKS):
+        if task not in exp.tasks:
+            continue
         A = observation(task, shape[:2])
         key = jax.random.fold_in(rng, t)
         y = truth.reshape(n, -1) @ A.T
@@ -381,7 +387,7 @@ def run(config, workdir: str) -> dict[str, str]:
     paths.update(reporting.write_table(workdir, "inverse", inverse,
                                        ["task", "sigma_y", "method", "mse", "mse_se", "digits"]))
     grid_rows, titles = [x_test[:8]], ["original"]
-    for task, _ in TASKS:
+    for task in exp.tasks:
         for (t, name), x in shown.items():
             if t == task and name in ("observed", "nearest training digit", "projection",
                                       *(f"dps-norm {z:g}" for z in exp.zetas)):

@@ -59,9 +59,9 @@ def test_main_job_tiny(tmp_path):
     affine or deterministic sampler and is ``sde_lib.evaluation``'s; the deterministic samplers'
     limit KL(prior || p_T) is reported (and Heun at 1000 steps reaches it); the summary says at
     which NFE each sampler reaches the reference."""
-    config = tiny(compare_samplers_config, dict(dims=(2,), nfes=(10, 200), num_samples=1000,
+    config = tiny(compare_samplers_config, dict(dims=(2,), nfes=(10, 100), num_samples=1000,
                                                 num_heldout=20, train_seeds=(0, 1),
-                                                sample_seeds=2, reference_steps=300,
+                                                sample_seeds=2, reference_steps=200,
                                                 methods=METHODS), **{
         "training.num_train_steps": 100, "training.checkpoint_every": 100})
     paths = compare_samplers.compare_samplers(config, str(tmp_path))
@@ -72,14 +72,14 @@ def test_main_job_tiny(tmp_path):
     rows = list(csv.DictReader(open(paths["results.csv"])))
     runs = [(r["score"], r["sampler"], r["nfe_target"]) for r in rows if r["sampler"] != "-"]
     assert sorted(runs) == sorted([(s, m, str(n)) for s in ("model", "exact")
-                                   for m in METHODS for n in (10, 200)]
-                                  + [(s, "euler_maruyama", "300") for s in ("model", "exact")])
+                                   for m in METHODS for n in (10, 100)]
+                                  + [(s, "euler_maruyama", "200") for s in ("model", "exact")])
     exact = {(r["sampler"], int(r["nfe_target"])): float(r["sw2"]) for r in rows
              if r["score"] == "exact" and r["sw2"]}
-    both = [m for m in METHODS if (m, 10) in exact and (m, 200) in exact]
+    both = [m for m in METHODS if (m, 10) in exact and (m, 100) in exact]
     assert len(both) >= 6
     coarse = np.mean([exact[(m, 10)] for m in both])
-    fine = np.mean([exact[(m, 200)] for m in both])
+    fine = np.mean([exact[(m, 100)] for m in both])
     assert fine < coarse, (coarse, fine)
     assert "n/a" in open(paths["results.md"]).read()  # reverse diffusion at 10 steps on VP
     counts = {(r["score"], r["sampler"]): r["runs"] for r in rows if r["runs"]}
@@ -90,7 +90,7 @@ def test_main_job_tiny(tmp_path):
     assert {m for m, _ in flow} == {m for m, s in sde_lib.SAMPLERS.items() if not s.adaptive
                                     and s.deterministic(s.check_options({}))}
     assert {"pf_ode_euler", "pf_ode_heun", "ddim", "dpm_solver_pp", "unipc"} <= {m for m, _ in flow}
-    assert all(flow[(m, 200)] < flow[(m, 10)] for m, _ in flow), flow
+    assert all(flow[(m, 100)] < flow[(m, 10)] for m, _ in flow), flow
     kl_runs = {r["score"]: r["kl_runs"] for r in rows if r["kl"]}
     assert kl_runs == {"model": "2", "exact": "1"}  # the first sampling seed of each score
     floor = [r for r in rows if r["score"] == "exact samples"][0]
@@ -100,16 +100,16 @@ def test_main_job_tiny(tmp_path):
           if r["kl_nats"]}
     affine = [m for m, s in sde_lib.SAMPLERS.items() if not s.adaptive
               and (s.affine or s.deterministic(s.check_options({})))]
-    assert {m for m, _ in kl} == set(affine) and ("euler_maruyama", 300) in kl
-    assert all(kl[(m, 200)] < kl[(m, 10)] for m in affine if (m, 10) in kl), kl
+    assert {m for m, _ in kl} == set(affine) and ("euler_maruyama", 200) in kl
+    assert all(kl[(m, 100)] < kl[(m, 10)] for m in affine if (m, 10) in kl), kl
     exp = experiment_config(compare_samplers.ComparisonConfig, config)
     mean = jax.random.normal(jax.random.key(exp.seed), (exp.gaussian_dim,))
     var = jnp.geomspace(*exp.gaussian_var, exp.gaussian_dim)
-    law = evaluation.gaussian_sampler_law(sde_lib.VPSDE(), mean, var, "ddim", 200)
+    law = evaluation.gaussian_sampler_law(sde_lib.VPSDE(), mean, var, "ddim", 100)
     want = float(evaluation.gaussian_kl(law, evaluation.GaussianLaw(mean, var)))
-    np.testing.assert_allclose(kl[("ddim", 200)], want, rtol=1e-3)
+    np.testing.assert_allclose(kl[("ddim", 100)], want, rtol=1e-3)
     summary = open(paths["summary.md"]).read()
-    assert summary.count("NFE to EM-300") == 3  # model and exact sW2 tables, the Gaussian one
+    assert summary.count("NFE to EM-200") == 3  # model and exact sW2 tables, the Gaussian one
     # the exact sW2 and flow-KL tables, the Gaussian one
     assert summary.count("KL(prior || p_T)") == 3
     limit = compare_samplers.gaussian_flow_limit(sde_lib.VPSDE(), exp)

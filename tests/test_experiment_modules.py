@@ -131,7 +131,8 @@ def test_digits(tmp_path):
     methods = ("ddpm_ancestral", "pf_ode_adaptive")
     config = tiny(digits_config, dict(methods=methods, nfes=(21, 30), num_samples=20,
                                       num_test=4, num_inverse=3, inverse_steps=5,
-                                      zetas=(0.1,)), mlp=False, **{
+                                      zetas=(0.1,), tasks=("inpainting", "denoising")),
+                  mlp=False, **{
         "data.data_dir": str(tmp_path / "tfds"), "training.num_train_steps": 4,
         "training.steps_per_call": 1, "training.checkpoint_every": 4,
         "training.eval_every": 2, "eval.num_samples": 8, "sampling.num_steps": 5,
@@ -154,7 +155,7 @@ def test_digits(tmp_path):
     assert [int(r["step"]) for r in _rows(paths["loss.csv"])] == [2, 4]
     inverse = _rows(paths["inverse.csv"])
     assert {(r["task"], r["method"]) for r in inverse} == {
-        (t, m) for t, s in digits.TASKS for m in
+        (t, m) for t, s in digits.TASKS if t != "super-resolution" for m in
         ["mean training image", "nearest training digit", "dps-norm 0.1", "pigdm"]
         + (["projection"] if not s else []) + (["observation"] if t != "inpainting" else [])}
     for name in ("samples.png", "inverse.png", "quality_vs_nfe.png", "loss.png"):

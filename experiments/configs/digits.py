@@ -29,6 +29,7 @@ def get_config(arg: str | None = None):
         num_test=297,  # test digits for the bits/dim (all)
         num_inverse=200,  # test digits for the inverse problems
         inverse_steps=100,  # DDPM ancestral steps of the conditional samplers
+        tasks=("inpainting", "super-resolution", "denoising"),  # the inverse problems
         zetas=(0.2, 1.0, 3.0),  # DPS's normalised step sizes (Chung et al.: zeta' x steps)
         seed=0,
     ))
