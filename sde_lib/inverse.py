@@ -99,8 +99,7 @@ def guided_score_fn(score_fn: ScoreFn, sde, A: ArrayLike, y: ArrayLike, sigma_y:
         alpha, sigma = sde.marginal_coeffs(t)
 
         def x0_flat(x):  # Tweedie mean, and the prior score as auxiliary output
-            s = score_fn(x, t)
-            x0 = (x + batch_coeff(sigma**2, x) * s) / batch_coeff(alpha, x)
+            x0, s = _tweedie_mean(score_fn, x, t, alpha, sigma)
             return x0.reshape(B, -1), s
 
         if guidance == "tmpd":
@@ -126,6 +125,12 @@ def guided_score_fn(score_fn: ScoreFn, sde, A: ArrayLike, y: ArrayLike, sigma_y:
         return s + scale * grad.reshape(x.shape)
 
     return guided
+
+
+def _tweedie_mean(score_fn, x, t, alpha, sigma):
+    """``(x0_hat, score)``: ``x0_hat = (x + sigma_t^2 score(x, t)) / alpha_t``."""
+    s = score_fn(x, t)
+    return (x + batch_coeff(sigma**2, x) * s) / batch_coeff(alpha, x), s
 
 
 def _psd_solve(M: jax.Array, noise_var: float, r: jax.Array) -> jax.Array:
@@ -210,7 +215,7 @@ def _dps_step(key, x, c, *, step, sde, score_fn, A, y, zeta):
     alpha, sigma = sde.marginal_coeffs(t)
 
     def residual_norms(x):  # sum over the batch of ||y - A x0_hat(x)||: per-example gradients
-        x0 = (x + batch_coeff(sigma**2, x) * score_fn(x, t)) / batch_coeff(alpha, x)
+        x0, _ = _tweedie_mean(score_fn, x, t, alpha, sigma)
         r = jnp.broadcast_to(y, (B, A.shape[0])) - x0.reshape(B, -1) @ A.T
         return jnp.sum(jnp.sqrt(jnp.sum(r**2, axis=1) + jnp.finfo(x.dtype).tiny))
 
