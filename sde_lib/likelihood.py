@@ -20,12 +20,13 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import diffrax
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from sde_lib._checks import batch_coeff, check_num_steps, check_positive, sum_except_batch
@@ -36,16 +37,21 @@ from sde_lib.ddpm import (
     gaussian_log_likelihood,
 )
 from sde_lib.parameterization import get_parameterization
+from sde_lib.sampling.grid import chain_index, evaluation_times
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
-# Both are 7-stage explicit Runge-Kutta pairs whose first stage is the last of the previous step
-# (FSAL), so a step (accepted or rejected) costs 6 new evaluations of the vector field.
-SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5}
-_NEW_STAGES_PER_STEP = 6
-# The first step also evaluates its first stage (there is no FSAL value yet). The initial step
-# is given (1% of the interval), so no evaluations are spent on selecting it.
-_EXTRA_EVALUATIONS = 1
+# The adaptive pairs are 7-stage explicit Runge-Kutta methods whose first stage is the last of the
+# previous step (FSAL), so a step (accepted or rejected) costs 6 new evaluations of the vector
+# field, and the first step one more (there is no FSAL value yet). Euler (1 evaluation per step)
+# and Heun (2) take fixed steps only.
+SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "euler": diffrax.Euler,
+           "heun": diffrax.Heun}
+FIXED_STEP_SOLVERS = ("euler", "heun")
+# (new evaluations per step, extra evaluations of the first step)
+_EVALUATIONS = {"tsit5": (6, 1), "dopri5": (6, 1), "euler": (1, 0), "heun": (2, 0)}
+# The initial step of an adaptive solve is given (1% of the interval), so no evaluations are
+# spent on selecting it.
 _INITIAL_STEP_FRACTION = 0.01
 
 
@@ -96,7 +102,8 @@ def _as_data(x: ArrayLike) -> jax.Array:
 
 def log_likelihood(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike, eps: float = 1e-5,
                    divergence: str = "rademacher", rtol: float = 1e-5, atol: float = 1e-5,
-                   solver: str = "tsit5", max_steps: int = 4096) -> tuple[jax.Array, jax.Array]:
+                   solver: str = "tsit5", max_steps: int = 4096, num_steps: int | None = None,
+                   time_grid: str | Sequence[float] = "uniform") -> tuple[jax.Array, jax.Array]:
     r"""Log-density of ``x`` under the probability-flow ODE of ``score_fn`` (Song et al. 2021,
     Appendix D).
 
@@ -121,20 +128,28 @@ def log_likelihood(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike, eps: fl
       eps: start time in ``(0, T)`` (Song et al. use ``1e-5``): the result is ``log p_eps(x)``.
       divergence: ``"exact"`` (trace of the Jacobian by ``D`` jvps, small ``D``), or Hutchinson's
         estimate with ``"rademacher"`` or ``"gaussian"`` probes (one jvp).
-      rtol, atol: tolerances of diffrax's PID step-size controller.
-      solver: ``"tsit5"`` or ``"dopri5"`` (adaptive 5(4) Runge-Kutta pairs).
+      rtol, atol: tolerances of diffrax's PID step-size controller (adaptive solves).
+      solver: ``"tsit5"`` or ``"dopri5"`` (adaptive 5(4) Runge-Kutta pairs, or fixed steps with
+        ``num_steps``), ``"euler"`` or ``"heun"`` (fixed steps only: ``num_steps`` required).
       max_steps: the solve fails (raises) beyond this many steps.
+      num_steps: ``None`` (adaptive) or ``K``: ``K`` fixed steps between the times of
+        ``time_grid`` from ``eps`` to ``T``, the likelihood at a fixed NFE (``K`` for Euler,
+        ``2K`` for Heun); it converges to the adaptive value at the solver's order.
+      time_grid: a ``sample`` grid kind (``"uniform"``, ``"quadratic"``, ``"karras"``,
+        ``"logsnr"``) or ``K + 1`` decreasing times from ``T`` to ``eps``; only with
+        ``num_steps``.
 
     Returns:
       ``logp`` ``(B,)`` in nats, and ``nfe``: the number of evaluations of the ODE's vector field,
       each one forward-mode pass (jvp) through ``score_fn`` that gives the drift and its
       divergence together (``D`` vmapped jvps for ``"exact"``). Counted from diffrax's step
-      statistics: ``6 * num_steps + 1`` (6 new stages per accepted or rejected step, and the
-      first stage of the first step).
+      statistics: ``6 * steps + 1`` for the adaptive pairs (6 new stages per accepted or
+      rejected step, and the first stage of the first step), ``K`` for Euler, ``2K`` for Heun.
 
     Raises:
       ValueError: for an unknown ``divergence`` or ``solver``, ``eps`` outside ``(0, T)``,
-        non-positive tolerances, ``max_steps < 1`` or ``x`` without a data axis (before tracing).
+        non-positive tolerances, ``max_steps < 1``, a fixed-step solver without ``num_steps``,
+        a bad ``time_grid`` or ``x`` without a data axis (before tracing).
     """
     _check_choice("divergence", divergence, DIVERGENCES)
     _check_choice("solver", solver, SOLVERS)
@@ -144,9 +159,22 @@ def log_likelihood(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike, eps: fl
                          f"(0, {sde.T}), got {eps!r}")
     rtol, atol = check_positive("rtol", rtol), check_positive("atol", atol)
     max_steps = check_num_steps("max_steps", max_steps)
+    ts = None
+    if num_steps is not None:
+        num_steps = check_num_steps("num_steps", num_steps)
+        if not isinstance(time_grid, str) and len(time_grid) != num_steps + 1:
+            raise ValueError(f"time_grid must be a grid kind or num_steps + 1 = {num_steps + 1} "
+                             f"decreasing times from T to eps, got {len(time_grid)} times")
+        ts = evaluation_times(time_grid, num_steps + 1, sde, eps)[::-1]
+        if not (math.isclose(ts[0], eps) and math.isclose(ts[-1], sde.T)):
+            raise ValueError(f"time_grid must run from T = {sde.T} to eps = {eps}, got "
+                             f"{ts[-1]} .. {ts[0]}")
+        ts = tuple(float(t) for t in ts)
+    elif solver in FIXED_STEP_SOLVERS:
+        raise ValueError(f"solver={solver!r} takes fixed steps: give num_steps")
     return _log_likelihood(rng, _as_data(x), eps, as_pytree_fn(score_fn), sde=sde,
                            divergence=divergence, rtol=rtol, atol=atol, solver=solver,
-                           max_steps=max_steps)
+                           max_steps=max_steps, ts=ts)
 
 
 def as_pytree_fn(fn: Callable) -> Callable:
@@ -161,8 +189,9 @@ def as_pytree_fn(fn: Callable) -> Callable:
 
 
 @functools.partial(jax.jit, static_argnames=("sde", "divergence", "rtol", "atol", "solver",
-                                             "max_steps"))
-def _log_likelihood(rng, x, eps, score_fn, *, sde, divergence, rtol, atol, solver, max_steps):
+                                             "max_steps", "ts"))
+def _log_likelihood(rng, x, eps, score_fn, *, sde, divergence, rtol, atol, solver, max_steps,
+                    ts):
     B = x.shape[0]
     draw_probe, estimate = DIVERGENCES[divergence]
     z = None if draw_probe is None else draw_probe(rng, x.shape, x.dtype)
@@ -173,13 +202,20 @@ def _log_likelihood(rng, x, eps, score_fn, *, sde, divergence, rtol, atol, solve
         drift, div = estimate(lambda y: flow.sde(y, t_batch)[0], state[0], z)
         return drift.astype(x.dtype), div.astype(x.dtype)  # the state keeps the dtype of x
 
+    if ts is None:
+        t0, t1, dt0 = eps, sde.T, _INITIAL_STEP_FRACTION * (sde.T - eps)
+        controller = diffrax.PIDController(rtol=rtol, atol=atol)
+    else:
+        t0, t1, dt0 = ts[0], ts[-1], None
+        controller = diffrax.StepTo(ts=jnp.asarray(ts, x.dtype))
+        max_steps = len(ts) - 1
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field), SOLVERS[solver](), t0=jnp.asarray(eps, x.dtype),
-        t1=jnp.asarray(sde.T, x.dtype), dt0=_INITIAL_STEP_FRACTION * (sde.T - eps),
-        y0=(x, jnp.zeros((B,), x.dtype)), saveat=diffrax.SaveAt(t1=True),
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=max_steps)
+        diffrax.ODETerm(vector_field), SOLVERS[solver](), t0=jnp.asarray(t0, x.dtype),
+        t1=jnp.asarray(t1, x.dtype), dt0=dt0, y0=(x, jnp.zeros((B,), x.dtype)),
+        saveat=diffrax.SaveAt(t1=True), stepsize_controller=controller, max_steps=max_steps)
     x_T, delta_logp = sol.ys[0][-1], sol.ys[1][-1]
-    nfe = _NEW_STAGES_PER_STEP * sol.stats["num_steps"] + _EXTRA_EVALUATIONS
+    per_step, extra = _EVALUATIONS[solver]
+    nfe = per_step * sol.stats["num_steps"] + extra
     return sde.prior_logp(x_T) + delta_logp, nfe
 
 
@@ -263,10 +299,20 @@ class NegativeELBO(NamedTuple):
 
 def ddpm_negative_elbo(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike,
                        variance: str = "beta", decoder: str = "discretized",
-                       decoder_variance: str | None = None, num_bins: int = 256) -> NegativeELBO:
+                       decoder_variance: str | None = None, num_bins: int = 256,
+                       num_steps: int | None = None,
+                       time_grid: str | Sequence[float] = "uniform") -> NegativeELBO:
     r"""The negative ELBO ``L_T + sum_{i=1}^{N-1} L_{i-1} + L_0`` of the DDPM chain of ``sde``
     (Ho et al. 2020, Eq. 5 and Section 3.3), every term evaluated (a ``lax.scan`` over ``i``), each
     with one draw ``x_i ~ q(x_i | x_0)``.
+
+    With ``num_steps = K`` it is the bound of the ``K``-step chain on the strided sub-sequence of
+    chain indices ``i_0 < ... < i_{K-1}`` that ``sample(method="ddpm_ancestral", num_steps=K,
+    time_grid=time_grid)`` steps through (Nichol & Dhariwal 2021, Sec. 4: the respaced chain
+    ``alpha_bar'_k = alpha_bar_{i_k}``, ``beta'_k = 1 - alpha_bar'_k / alpha_bar'_{k-1}``, the
+    model evaluated at the times ``(i_k + 1) T / N``): the ancestral sampler's own bits/dim at
+    NFE ``K`` (for ``DiscreteVPSDE`` its kernels exactly; a VP SDE's sampler reads the continuous
+    marginal at the same times, which differs from the chain's ``alpha_bar`` by ``O(1/N)``).
 
     The model: ``eps(x_i) = -sigma_{t_i} score_fn(x_i, t_i)`` at ``t_i = (i + 1) T / N`` with
     ``sigma_{t_i}`` from ``sde.marginal_coeffs``, the conversion ``models.get_score_fn`` inverts,
@@ -304,6 +350,9 @@ def ddpm_negative_elbo(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike,
       decoder: ``"discretized"`` or ``"gaussian"``.
       decoder_variance: ``"beta"`` or ``"beta_tilde"``; defaults to ``variance``.
       num_bins: levels of the discretized decoder.
+      num_steps: ``None`` (the whole chain) or ``K`` in ``1 .. N``, the strided chain's steps.
+      time_grid: the sampler's ``time_grid`` for the strided chain (a grid kind of
+        ``sample`` or a decreasing sequence of ``K`` times); only with ``num_steps``.
 
     Returns:
       ``NegativeELBO`` of ``(B,)`` arrays; ``bpd = total / (D ln 2)`` is bits/dim of the discrete
@@ -318,20 +367,34 @@ def ddpm_negative_elbo(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike,
     if not sde.has_chain:
         raise ValueError(f"sde must have a DDPM chain (has_chain: VPSDE, CosineVPSDE, "
                          f"DiscreteVPSDE); got {type(sde).__name__}")
-    return _negative_elbo(rng, _as_data(x), as_pytree_fn(score_fn), sde=sde, chain=_chain_of(sde),
-                          variance=variance, decoder=decoder, decoder_variance=decoder_variance,
-                          num_bins=num_bins)
+    if num_steps is not None:
+        num_steps = check_num_steps("num_steps", num_steps)
+        if num_steps > sde.N:
+            raise ValueError(f"num_steps must be in 1 .. N = {sde.N} (the sde's chain), got "
+                             f"{num_steps}")
+    grid_key = time_grid if isinstance(time_grid, str) else tuple(float(t) for t in time_grid)
+    chain, times = _chain_of(sde, num_steps, grid_key)
+    return _negative_elbo(rng, _as_data(x), as_pytree_fn(score_fn), jnp.asarray(times), sde=sde,
+                          chain=chain, variance=variance, decoder=decoder,
+                          decoder_variance=decoder_variance, num_bins=num_bins)
 
 
 @functools.lru_cache(maxsize=32)
-def _chain_of(sde) -> DDPMChain:
-    """The chain of ``sde``, built (and its betas checked) once per SDE object, outside jit."""
-    return DDPMChain.from_sde(sde)
+def _chain_of(sde, num_steps: int | None, time_grid) -> tuple[DDPMChain, np.ndarray]:
+    """The chain of ``sde`` (strided to ``num_steps`` on ``time_grid``) and the times of its
+    indices, increasing; built (and its betas checked) once per setting, outside jit."""
+    if num_steps is None:
+        return DDPMChain.from_sde(sde), np.arange(1, sde.N + 1) * (sde.T / sde.N)
+    times = evaluation_times(time_grid, num_steps, sde, sde.T / sde.N)
+    index = chain_index(sde, times)[::-1]  # increasing
+    alpha_bar = np.cumprod(1.0 - np.asarray(sde.discrete_betas, np.float64))[index]
+    betas = 1.0 - alpha_bar / np.concatenate([[1.0], alpha_bar[:-1]])
+    return DDPMChain(betas), (index + 1) * (sde.T / sde.N)
 
 
 @functools.partial(jax.jit, static_argnames=("sde", "chain", "variance", "decoder",
                                              "decoder_variance", "num_bins"))
-def _negative_elbo(rng, x0, score_fn, *, sde, chain, variance, decoder, decoder_variance,
+def _negative_elbo(rng, x0, score_fn, times, *, sde, chain, variance, decoder, decoder_variance,
                    num_bins):
     to_eps = get_parameterization("score").to_eps
     B, N = x0.shape[0], chain.N
@@ -340,7 +403,7 @@ def _negative_elbo(rng, x0, score_fn, *, sde, chain, variance, decoder, decoder_
         """``x_i ~ q(x_i | x_0)`` and the model's ``eps(x_i)`` at the index ``i`` (a scalar)."""
         i_batch = jnp.full((B,), i)
         x_i = chain.q_sample(x0, i_batch, jax.random.normal(key, x0.shape, x0.dtype))
-        t_i = (i_batch + 1).astype(x0.dtype) * (sde.T / N)
+        t_i = jnp.full((B,), times[i], x0.dtype)
         return i_batch, x_i, to_eps(score_fn(x_i, t_i), x_i, *sde.marginal_coeffs(t_i))
 
     def add_term(total, i):

@@ -197,12 +197,21 @@ def chain_grid(sde, times: np.ndarray) -> GridCoeffs:
     Raises:
       ValueError: two times snap to the same chain index (too many steps for the chain).
     """
+    return continuous_grid(sde, (chain_index(sde, times) + 1) * (sde.T / sde.N))
+
+
+def chain_index(sde, times: np.ndarray) -> np.ndarray:
+    """The chain indices ``i`` (decreasing) whose times ``(i + 1) T / N`` are nearest ``times``.
+
+    Raises:
+      ValueError: two times snap to the same chain index (too many steps for the chain).
+    """
     N, T = sde.N, sde.T
-    index = np.clip(np.round(times * N / T).astype(np.int64) - 1, 0, N - 1)
+    index = np.clip(np.round(np.asarray(times) * N / T).astype(np.int64) - 1, 0, N - 1)
     if np.any(np.diff(index) >= 0):
-        raise ValueError(f"num_steps={len(times)} with this time_grid does not give distinct "
+        raise ValueError(f"num_steps={len(index)} with this time_grid does not give distinct "
                          f"steps of the sde's DDPM chain of N={N} steps; use fewer steps")
-    return continuous_grid(sde, (index + 1) * (T / N))
+    return index
 
 
 def discretization_grid(sde, num_steps: int) -> GridCoeffs:
