@@ -46,8 +46,10 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
+import models
 import sde_lib
 from experiments import cli, data, digits_metric, reporting, train
 from experiments.config_types import experiment_config, parse_config
@@ -62,7 +64,9 @@ class DigitsConfig:
     targets; num_samples: samples per sampler and NFE (and training digits of the floor);
     num_test: test digits for the likelihoods; num_inverse: test digits for the inverse
     problems; inverse_steps: sampler steps there; zetas: DPS's normalised step sizes; tasks:
-    the inverse problems (of ``TASKS``); seed: of the evaluation."""
+    the inverse problems (of ``TASKS``); networks: ``models.MODELS`` names, each trained with the
+    config's loss and training (the first in ``<workdir>/model``, the others in
+    ``<workdir>/model_<name>``); seed: of the evaluation."""
 
     methods: tuple[str, ...]
     nfes: tuple[int, ...]
@@ -72,9 +76,14 @@ class DigitsConfig:
     inverse_steps: int
     zetas: tuple[float, ...]
     tasks: tuple[str, ...]
+    networks: tuple[str, ...]
     seed: int
 
     def __post_init__(self):
+        unknown = sorted(set(self.networks) - set(models.MODELS))
+        if unknown or not self.networks or len(set(self.networks)) < len(self.networks):
+            raise ValueError(f"networks must be distinct names of models.MODELS, got "
+                             f"{self.networks!r}; valid: {sorted(models.MODELS)}")
         unknown = sorted(set(self.methods) - set(sde_lib.SAMPLERS))
         if unknown or not self.methods:
             raise ValueError(f"methods {unknown or '()'} are not samplers; valid: "
@@ -129,33 +138,67 @@ def _grid(rows_of_images, titles, plt):
 
 # ----- likelihoods and baselines -----------------------------------------------------------------
 
-def likelihood_rows(rng, sde, score_fn, v_test, v_train, levels) -> list[dict]:
-    """Bits/dim of the test digits (mean and standard error over them): baselines, PF-ODE NLL
-    and the DDPM ELBO with both reverse variances."""
+def baseline_rows(sde, v_test, v_train, levels) -> list[dict]:
+    """Bits/dim of the test digits under the codes every model must beat (the uniform code, the
+    independent-pixel model fitted on the training digits) and the closed-form cost of the
+    ``beta`` variance in the DDPM ELBO."""
+    pixel = digits_metric.PixelModel(v_train, levels).bits_per_dim(v_test)
+    return [{"network": "-", "model": "uniform code", "bits_per_dim": math.log2(levels),
+             "se": 0.0, "nfe": 0},
+            {"network": "-", "model": "independent pixels (fitted on train)",
+             "bits_per_dim": float(pixel.mean()), "se": _se(pixel), "nfe": 0},
+            {"network": "-", "model": "closed form: what variance beta costs over beta_tilde",
+             "bits_per_dim": beta_variance_cost(sde), "se": 0.0, "nfe": 0}]
+
+
+def _data_range(levels: int) -> tuple[float, float]:
+    half = 1.0 / (levels - 1)  # bins of width 2 / (L - 1) centred on the levels
+    return (-1.0 - half, 1.0 + half)
+
+
+def likelihood_rows(rng, sde, score_fn, v_test, levels, network: str,
+                    nfes: tuple[int, ...] = ()) -> tuple[list[dict], list[dict]]:
+    """Bits/dim of the test digits (mean and standard error over them) under a network: the
+    PF-ODE NLL (adaptive Tsit5) and the DDPM ELBO with both reverse variances over the whole
+    chain; and at each NFE target the PF-ODE NLL of ``nfe / 2`` fixed Heun steps (uniform grid;
+    the same dequantization and Hutchinson probes as the adaptive solve) and the ELBO of the
+    ``nfe``-step strided chain that ``ddpm_ancestral`` samples at that NFE (its own bound)."""
     k_deq, k_ll, k_elbo = jax.random.split(rng, 3)
     D = math.prod(v_test.shape[1:])
-    half = 1.0 / (levels - 1)  # bins of width 2 / (L - 1) centred on the levels
-    data_range = (-1.0 - half, 1.0 + half)
-    pixel = digits_metric.PixelModel(v_train, levels).bits_per_dim(v_test)
-    rows = [{"model": "uniform code", "bits_per_dim": math.log2(levels), "se": 0.0, "nfe": 0},
-            {"model": "independent pixels (fitted on train)", "bits_per_dim": float(pixel.mean()),
-             "se": _se(pixel), "nfe": 0}]
+    data_range = _data_range(levels)
     x_deq = sde_lib.uniform_dequantize(k_deq, v_test, data_range, num_bins=levels)
-    logp, nfe = sde_lib.log_likelihood(k_ll, sde, score_fn, x_deq, divergence="rademacher",
-                                       rtol=1e-4, atol=1e-4)
-    bpd = np.asarray(sde_lib.bits_per_dim(logp, D, data_range, num_bins=levels))
-    rows.append({"model": "PF-ODE NLL (U-Net)", "bits_per_dim": float(bpd.mean()),
-                 "se": _se(bpd), "nfe": int(nfe)})
-    rows.append({"model": "closed form: what variance beta costs over beta_tilde",
-                 "bits_per_dim": beta_variance_cost(sde), "se": 0.0, "nfe": 0})
     x_test = jnp.asarray(data.scale_images(v_test, levels))
+
+    def nll(**options):
+        logp, nfe = sde_lib.log_likelihood(k_ll, sde, score_fn, x_deq, divergence="rademacher",
+                                           **options)
+        return np.asarray(sde_lib.bits_per_dim(logp, D, data_range, num_bins=levels)), int(nfe)
+
+    def elbo(variance, num_steps=None):
+        return np.asarray(sde_lib.ddpm_negative_elbo(k_elbo, sde, score_fn, x_test,
+                                                     variance=variance, num_bins=levels,
+                                                     num_steps=num_steps).bpd)
+
+    bpd, nfe = nll(rtol=1e-4, atol=1e-4)
+    rows = [{"network": network, "model": "PF-ODE NLL", "bits_per_dim": float(bpd.mean()),
+             "se": _se(bpd), "nfe": nfe}]
     for variance in ("beta", "beta_tilde"):
-        elbo = np.asarray(sde_lib.ddpm_negative_elbo(k_elbo, sde, score_fn, x_test,
-                                                     variance=variance, num_bins=levels).bpd)
-        rows.append({"model": f"DDPM negative ELBO, variance {variance} (U-Net)",
-                     "bits_per_dim": float(elbo.mean()), "se": _se(elbo),
-                     "nfe": sde.N})
-    return rows
+        b = elbo(variance)
+        rows.append({"network": network, "model": f"DDPM negative ELBO, variance {variance}",
+                     "bits_per_dim": float(b.mean()), "se": _se(b), "nfe": sde.N})
+    by_nfe = []
+    for target in nfes:
+        bpd, nfe = nll(solver="heun", num_steps=max(target // 2, 1))
+        by_nfe.append({"network": network, "method": "PF-ODE NLL, Heun steps",
+                       "nfe_target": target, "nfe": nfe, "bits_per_dim": float(bpd.mean()),
+                       "se": _se(bpd)})
+        for variance in ("beta", "beta_tilde"):
+            b = elbo(variance, min(target, sde.N))
+            by_nfe.append({"network": network,
+                           "method": f"ddpm_ancestral ELBO, variance {variance}",
+                           "nfe_target": target, "nfe": min(target, sde.N),
+                           "bits_per_dim": float(b.mean()), "se": _se(b)})
+    return rows, by_nfe
 
 
 def beta_variance_cost(sde) -> float:
@@ -185,22 +228,28 @@ def loss_curve(model_dir: str) -> list[dict]:
 
 # ----- sample quality ----------------------------------------------------------------------------
 
-def quality_rows(rng, sde, score_fn, exp, clf, x_test, x_train, v_train, levels):
-    """FD (with bootstrap sd) and class-histogram TV for every sampler and NFE target, with the
-    floor and the independent-pixel model as reference rows; and the samples by (sampler, NFE)."""
-    np_rng = np.random.default_rng(exp.seed)
+def reference_quality_rows(np_rng, exp, clf, x_test, x_train, v_train, levels) -> list[dict]:
+    """The reference rows of the quality table: the floor (as many training digits as samples
+    against the test digits, mean +- sd over draws) and the independent-pixel model's samples."""
     ref = clf.features(x_test)
     floor, floor_sd = digits_metric.real_floor(np_rng, ref, clf.features(x_train),
                                                exp.num_samples)
     pixel = data.scale_images(digits_metric.PixelModel(v_train, levels).sample(
         np_rng, exp.num_samples), levels)
     fd, fd_sd = digits_metric.frechet_interval(np_rng, clf.features(pixel), ref)
-    rows = [{"sampler": "training digits (floor)", "nfe_target": 0, "nfe": 0, "fd": floor,
-             "fd_sd": floor_sd, "class_tv": digits_metric.class_histogram_tv(
+    return [{"network": "-", "sampler": "training digits (floor)", "nfe_target": 0, "nfe": 0,
+             "fd": floor, "fd_sd": floor_sd, "class_tv": digits_metric.class_histogram_tv(
                  clf.probs(x_train[:exp.num_samples]))},
-            {"sampler": "independent pixels", "nfe_target": 0, "nfe": 0, "fd": fd,
-             "fd_sd": fd_sd, "class_tv": digits_metric.class_histogram_tv(clf.probs(pixel))}]
-    shape = (exp.num_samples, *x_test.shape[1:])
+            {"network": "-", "sampler": "independent pixels", "nfe_target": 0, "nfe": 0,
+             "fd": fd, "fd_sd": fd_sd,
+             "class_tv": digits_metric.class_histogram_tv(clf.probs(pixel))}]
+
+
+def quality_rows(rng, np_rng, sde, score_fn, exp, clf, x_test, network: str):
+    """FD to the test digits (with bootstrap sd) and class-histogram TV for every sampler and
+    NFE target of a network; and the samples by (sampler, NFE)."""
+    ref = clf.features(x_test)
+    rows, shape = [], (exp.num_samples, *x_test.shape[1:])
     samples = {}
     for method in exp.methods:
         sampler = sde_lib.SAMPLERS[method]
@@ -210,7 +259,7 @@ def quality_rows(rng, sde, score_fn, exp, clf, x_test, x_train, v_train, levels)
                 num_steps = 1
             else:
                 options, num_steps = {}, sampler.num_steps_for(nfe_target)
-            row = {"sampler": method, "nfe_target": nfe_target}
+            row = {"network": network, "sampler": method, "nfe_target": nfe_target}
             try:
                 fn = jax.jit(lambda k, m=method, s=num_steps, o=options: sde_lib.sample(
                     k, sde, score_fn, shape, method=m, num_steps=s, **o))
@@ -313,79 +362,111 @@ def _observed_image(task, y, A, shape):
 
 # ----- the module --------------------------------------------------------------------------------
 
+def _model_dir(workdir: str, exp: DigitsConfig, network: str) -> str:
+    return os.path.join(workdir, "model" if network == exp.networks[0] else f"model_{network}")
+
+
+def train_networks(config, workdir: str, exp: DigitsConfig) -> dict[str, dict]:
+    """Trains (or reloads) every network of ``exp.networks`` with the config's loss, SDE and
+    training; ``{network: train.train_and_evaluate's result}``."""
+    trained = {}
+    for network in exp.networks:
+        network_config = config
+        if network != exp.networks[0]:  # the model section replaced (its fields are the first's)
+            network_config = ml_collections.ConfigDict(config.to_dict())
+            network_config.model = ml_collections.ConfigDict({"name": network})
+        train.validate_config(network_config)
+        trained[network] = train.train_and_evaluate(network_config,
+                                                    _model_dir(workdir, exp, network))
+    return trained
+
+
 def run(config, workdir: str) -> dict[str, str]:
-    """Trains (or reloads) the U-Net of ``config`` in ``workdir/model``, then measures it;
+    """Trains (or reloads) the networks of ``config`` in ``workdir``, then measures them;
     returns the paths written."""
     exp = experiment_config(DigitsConfig, config)
     data_config = parse_config(config).data
     if data_config.name != data.DIGITS:
         raise ValueError(f"data.name must be {data.DIGITS!r} here, got {data_config.name!r}")
-    train.validate_config(config)
-    model_dir = os.path.join(workdir, "model")
-    trained = train.train_and_evaluate(config, model_dir)
-    sde, score_fn = trained["sde"], trained["score_fn"]
+    if config.model.name != exp.networks[0]:
+        raise ValueError(f"experiment.networks[0] must be the config's model.name "
+                         f"{config.model.name!r}, got {exp.networks[0]!r}")
+    trained = train_networks(config, workdir, exp)
+    main = exp.networks[0]
+    sde = trained[main]["sde"]
     v_test, levels = load_images(data_config, data_config.eval_split)
     v_train, _ = load_images(data_config, "train")
     x_test = data.scale_images(v_test, levels)
     x_train = data.scale_images(v_train, levels)
     clf = digits_metric.load_classifier(os.path.join(workdir, "classifier"))
     k_ll, k_sample, k_inverse = jax.random.split(jax.random.key(exp.seed + 1), 3)
+    np_rng = np.random.default_rng(exp.seed)
     plt = reporting.pyplot()
 
-    likelihood = likelihood_rows(k_ll, sde, score_fn, v_test[:exp.num_test], v_train, levels)
-    for row in likelihood:
+    likelihood = baseline_rows(sde, v_test[:exp.num_test], v_train, levels)
+    by_nfe, quality, samples = [], reference_quality_rows(np_rng, exp, clf, x_test, x_train,
+                                                          v_train, levels), {}
+    for network in exp.networks:
+        score_fn = trained[network]["score_fn"]
+        rows, nfe_rows = likelihood_rows(k_ll, sde, score_fn, v_test[:exp.num_test], levels,
+                                         network, exp.nfes)
+        likelihood += rows
+        by_nfe += nfe_rows
+        rows, drawn = quality_rows(k_sample, np_rng, sde, score_fn, exp, clf, x_test, network)
+        quality += rows
+        samples.update({(network, *key): x for key, x in drawn.items()})
+    for row in likelihood + by_nfe:
         row["test_digits"] = exp.num_test
     paths = reporting.write_table(workdir, "digits", likelihood,
-                                  ["model", "bits_per_dim", "se", "nfe", "test_digits"])
-    curve = loss_curve(model_dir)
-    if curve:
-        paths.update(reporting.write_table(workdir, "loss", curve, ["step", "test_loss"]))
+                                  ["network", "model", "bits_per_dim", "se", "nfe",
+                                   "test_digits"])
+    paths.update(reporting.write_table(workdir, "likelihood_vs_nfe", by_nfe,
+                                       ["network", "method", "nfe_target", "nfe",
+                                        "bits_per_dim", "se", "test_digits"]))
+    paths.update(reporting.save_figure(_likelihood_figure(plt, likelihood, by_nfe, exp),
+                                       workdir, "likelihood_vs_nfe.png"))
+    curves = {n: loss_curve(_model_dir(workdir, exp, n)) for n in exp.networks}
+    if any(curves.values()):
+        paths.update(reporting.write_table(
+            workdir, "loss", [{"network": n, **r} for n, c in curves.items() for r in c],
+            ["network", "step", "test_loss"]))
         fig, ax = plt.subplots(figsize=(5, 3.4))
-        ax.plot([r["step"] for r in curve], [r["test_loss"] for r in curve], marker="o", ms=3)
+        for network, curve in curves.items():
+            ax.plot([r["step"] for r in curve], [r["test_loss"] for r in curve], marker="o",
+                    ms=3, label=network)
         ax.set(xlabel="training step", ylabel="held-out loss (eps MSE per pixel)",
-               yscale="log", title="digits U-Net, held-out loss (EMA parameters)")
+               yscale="log", title="digits, held-out loss (EMA parameters)")
+        ax.legend()
         fig.tight_layout()
         paths.update(reporting.save_figure(fig, workdir, "loss.png"))
 
-    quality, samples = quality_rows(k_sample, sde, score_fn, exp, clf, x_test, x_train,
-                                    v_train, levels)
     accuracy = digits_metric.test_accuracy(clf)
     for row in quality:
         row["classifier_test_accuracy"] = accuracy
     paths.update(reporting.write_table(
-        workdir, "quality", quality, ["sampler", "nfe_target", "nfe", "fd", "fd_sd", "class_tv",
-                                      "seconds", "classifier_test_accuracy"]))
-    fig, ax = plt.subplots(figsize=(7, 4.4))
-    floor = quality[0]
-    ax.axhspan(floor["fd"] - floor["fd_sd"], floor["fd"] + floor["fd_sd"], color="k", alpha=0.15,
-               label="training digits (floor, +-1 sd)")
-    ax.axhline(quality[1]["fd"], color="k", ls="--", lw=0.8, label="independent pixels")
-    cycle = [plt.get_cmap("tab20")(i % 20) for i in range(len(exp.methods))]
-    for color, method in zip(cycle, exp.methods, strict=True):
-        pts = sorted((r["nfe"], r["fd"], r["fd_sd"]) for r in quality
-                     if r["sampler"] == method and r.get("fd") is not None)
-        if pts:
-            nfe, fd, sd = map(np.array, zip(*pts, strict=True))
-            ax.errorbar(nfe, fd, yerr=sd, marker="o", ms=3, capsize=2, label=method,
-                        color=color)
-    ax.set(xscale="log", yscale="log", xlabel="NFE (score evaluations)",
-           ylabel="Frechet distance to test digits",
-           title=f"digits: classifier FD of {exp.num_samples} samples (+-1 bootstrap sd)")
-    ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    paths.update(reporting.save_figure(fig, workdir, "quality_vs_nfe.png"))
+        workdir, "quality", quality, ["network", "sampler", "nfe_target", "nfe", "fd", "fd_sd",
+                                      "class_tv", "seconds", "classifier_test_accuracy"]))
+    paths.update(reporting.save_figure(_quality_figure(plt, quality, exp), workdir,
+                                       "quality_vs_nfe.png"))
     grid_rows, titles = [], []
-    for nfe_target in (min(exp.nfes), max(exp.nfes)):
-        for method in exp.methods:
-            x = samples.get((method, nfe_target))
-            if x is not None:
-                grid_rows.append(x[:16])
-                titles.append(f"{method} @ {nfe_target}")
+    for network in exp.networks:
+        for nfe_target in (min(exp.nfes), max(exp.nfes)):
+            for method in exp.methods:
+                x = samples.get((network, method, nfe_target))
+                if x is not None and (network == main or method == exp.methods[0]):
+                    grid_rows.append(x[:16])
+                    titles.append(f"{network}: {method} @ {nfe_target}")
     paths.update(reporting.save_figure(_grid(grid_rows, titles, plt), workdir, "samples.png"))
 
-    inverse, shown = inverse_rows(k_inverse, sde, score_fn, exp, x_test, x_train)
+    if not exp.tasks:  # no inverse problems asked for
+        return paths
+    inverse, shown = inverse_rows(k_inverse, sde, trained[main]["score_fn"], exp, x_test,
+                                  x_train)
+    for row in inverse:
+        row["network"] = main
     paths.update(reporting.write_table(workdir, "inverse", inverse,
-                                       ["task", "sigma_y", "method", "mse", "mse_se", "digits"]))
+                                       ["network", "task", "sigma_y", "method", "mse", "mse_se",
+                                        "digits"]))
     grid_rows, titles = [x_test[:8]], ["original"]
     for task in exp.tasks:
         for (t, name), x in shown.items():
@@ -395,6 +476,57 @@ def run(config, workdir: str) -> dict[str, str]:
                 titles.append(f"{task}: {name}")
     paths.update(reporting.save_figure(_grid(grid_rows, titles, plt), workdir, "inverse.png"))
     return paths
+
+
+def _likelihood_figure(plt, likelihood, by_nfe, exp):
+    """Bits/dim against NFE per network: the fixed-step PF-ODE NLL and the strided ELBOs, with
+    the adaptive PF-ODE NLL and the independent-pixel model as lines."""
+    fig, axes = plt.subplots(1, len(exp.networks), figsize=(5.2 * len(exp.networks), 3.8),
+                             squeeze=False, sharey=True)
+    pixel = next(r for r in likelihood if r["model"].startswith("independent pixels"))
+    for ax, network in zip(axes[0], exp.networks, strict=True):
+        for method in dict.fromkeys(r["method"] for r in by_nfe):
+            pts = [r for r in by_nfe if r["network"] == network and r["method"] == method]
+            ax.errorbar([r["nfe"] for r in pts], [r["bits_per_dim"] for r in pts],
+                        yerr=[r["se"] for r in pts], marker="o", ms=3, capsize=2, label=method)
+        adaptive = next(r for r in likelihood
+                        if r["network"] == network and r["model"] == "PF-ODE NLL")
+        ax.axhline(adaptive["bits_per_dim"], color="k", lw=0.8,
+                   label=f"PF-ODE NLL, adaptive ({adaptive['nfe']} NFE)")
+        ax.axhline(pixel["bits_per_dim"], color="k", ls="--", lw=0.8,
+                   label="independent pixels")
+        ax.set(xscale="log", yscale="log", xlabel="NFE (score evaluations)",
+               ylabel="bits/dim of the test digits (+-1 SE)", title=network)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def _quality_figure(plt, quality, exp):
+    """Classifier FD against NFE, one panel per network, with the floor band and the
+    independent-pixel model."""
+    fig, axes = plt.subplots(1, len(exp.networks), figsize=(6.5 * len(exp.networks), 4.4),
+                             squeeze=False, sharey=True)
+    floor, pixel = quality[0], quality[1]
+    cycle = [plt.get_cmap("tab20")(i % 20) for i in range(len(exp.methods))]
+    for ax, network in zip(axes[0], exp.networks, strict=True):
+        ax.axhspan(floor["fd"] - floor["fd_sd"], floor["fd"] + floor["fd_sd"], color="k",
+                   alpha=0.15, label="training digits (floor, +-1 sd)")
+        ax.axhline(pixel["fd"], color="k", ls="--", lw=0.8, label="independent pixels")
+        for color, method in zip(cycle, exp.methods, strict=True):
+            pts = sorted((r["nfe"], r["fd"], r["fd_sd"]) for r in quality
+                         if r["network"] == network and r["sampler"] == method
+                         and r.get("fd") is not None)
+            if pts:
+                nfe, fd, sd = map(np.array, zip(*pts, strict=True))
+                ax.errorbar(nfe, fd, yerr=sd, marker="o", ms=3, capsize=2, label=method,
+                            color=color)
+        ax.set(xscale="log", yscale="log", xlabel="NFE (score evaluations)",
+               ylabel="Frechet distance to test digits",
+               title=f"{network}: classifier FD of {exp.num_samples} samples (+-1 bootstrap sd)")
+        ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    return fig
 
 
 def main(argv=None):

@@ -26,6 +26,9 @@ MODELS: dict[str, ModelConfig] = {
     # Tiny U-Nets that train on a CPU: 8x8 digits (levels 8, 4) and 28x28 MNIST (28, 14, 7).
     "unet_digits": UNetConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,),
                               dropout=0.1),
+    # A Transformer on the 16 2x2 patches of the 8x8 digits, about as many parameters as
+    # unet_digits.
+    "transformer_digits": TransformerConfig(dim=96, depth=4, num_heads=4, patch_size=2),
     "unet_mnist": UNetConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,),
                              dropout=0.1),
 }

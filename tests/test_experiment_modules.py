@@ -123,42 +123,53 @@ def test_inverse_problems(tmp_path, mixture_model):
 
 @pytest.mark.slow
 def test_digits(tmp_path):
-    """A few U-Net steps on the digits prepared offline into tmp_path: every bits/dim row is
-    finite and positive, the baselines are the closed forms (uniform log2 17, the pixel model's
-    mean over the test digits), the quality table has the floor, the pixel model and every
-    sampler at every NFE with a finite FD, the inverse problems every task and method; every
-    figure is written."""
-    methods = ("ddpm_ancestral", "pf_ode_adaptive")
-    config = tiny(digits_config, dict(methods=methods, nfes=(21, 30), num_samples=20,
+    """A few steps of the U-Net and the patch Transformer on the digits prepared offline into
+    tmp_path: every bits/dim row is finite and positive, the baselines are the closed forms
+    (uniform log2 17, the pixel model's mean over the test digits), the bits/dim at each NFE
+    (Heun's 2 K evaluations, the strided ELBO's K) for both networks, the quality table has the
+    floor, the pixel model and every sampler at every NFE for both networks with a finite FD,
+    the inverse problems every task and method; every figure is written."""
+    methods, networks = ("ddpm_ancestral", "pf_ode_adaptive"), ("unet_digits",
+                                                                 "transformer_digits")
+    config = tiny(digits_config, dict(methods=methods, nfes=(21,), num_samples=20,
                                       num_test=4, num_inverse=3, inverse_steps=5,
-                                      zetas=(0.1,), tasks=("inpainting", "denoising")),
+                                      zetas=(0.1,), tasks=("inpainting", "denoising"),
+                                      networks=networks),
                   mlp=False, **{
         "data.data_dir": str(tmp_path / "tfds"), "training.num_train_steps": 4,
         "training.steps_per_call": 1, "training.checkpoint_every": 4,
         "training.eval_every": 2, "eval.num_samples": 8, "sampling.num_steps": 5,
         "training.num_devices": 1, "training.batch_size": 16, "eval.batch_size": 16})
     paths = digits.run(config, str(tmp_path / "run"))
-    bpd = {r["model"]: float(r["bits_per_dim"]) for r in _rows(paths["digits.csv"])}
-    assert len(bpd) == 6 and all(0 < v < 100 for v in bpd.values()), bpd
-    assert bpd["uniform code"] == pytest.approx(np.log2(17), rel=1e-12)
+    bpd = {(r["network"], r["model"]): float(r["bits_per_dim"])
+           for r in _rows(paths["digits.csv"])}
+    assert len(bpd) == 9 and all(0 < v < 100 for v in bpd.values()), bpd
+    assert bpd[("-", "uniform code")] == pytest.approx(np.log2(17), rel=1e-12)
     data_config = parse_config(config).data
     v_test, levels = digits.load_images(data_config, "test")
     v_train, _ = digits.load_images(data_config, "train")
     pixel = digits_metric.PixelModel(v_train, levels).bits_per_dim(v_test[:4]).mean()
-    assert bpd["independent pixels (fitted on train)"] == pytest.approx(pixel, rel=1e-9)
+    assert bpd[("-", "independent pixels (fitted on train)")] == pytest.approx(pixel, rel=1e-9)
+    by_nfe = _rows(paths["likelihood_vs_nfe.csv"])
+    assert [(r["network"], r["nfe_target"], r["nfe"]) for r in by_nfe] == [
+        (n, "21", k) for n in networks for k in ("20", "21", "21")]
+    assert all(np.isfinite(float(r["bits_per_dim"])) for r in by_nfe), by_nfe
     quality = _rows(paths["quality.csv"])
     assert [r["sampler"] for r in quality[:2]] == ["training digits (floor)",
                                                    "independent pixels"]
-    assert [(r["sampler"], r["nfe_target"]) for r in quality[2:]] == [
-        (m, str(n)) for m in methods for n in (21, 30)]
+    assert [(r["network"], r["sampler"], r["nfe_target"]) for r in quality[2:]] == [
+        (k, m, "21") for k in networks for m in methods]
     assert all(np.isfinite(float(r["fd"])) for r in quality)
-    assert [int(r["step"]) for r in _rows(paths["loss.csv"])] == [2, 4]
+    assert [(r["network"], int(r["step"])) for r in _rows(paths["loss.csv"])] == [
+        (n, s) for n in networks for s in (2, 4)]
+    assert (tmp_path / "run" / "model_transformer_digits" / "checkpoints").is_dir()
     inverse = _rows(paths["inverse.csv"])
     assert {(r["task"], r["method"]) for r in inverse} == {
         (t, m) for t, s in digits.TASKS if t != "super-resolution" for m in
         ["mean training image", "nearest training digit", "dps-norm 0.1", "pigdm"]
         + (["projection"] if not s else []) + (["observation"] if t != "inpainting" else [])}
-    for name in ("samples.png", "inverse.png", "quality_vs_nfe.png", "loss.png"):
+    for name in ("samples.png", "inverse.png", "quality_vs_nfe.png", "loss.png",
+                 "likelihood_vs_nfe.png"):
         assert (tmp_path / "run" / name).stat().st_size > 0
 
 

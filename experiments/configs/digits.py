@@ -1,8 +1,9 @@
 """``experiments.digits``: the digits U-Net of ``digits_unet.py`` (the DDPM chain, eps loss) at
 a budget that runs on 2 CPU cores in about half an hour (8,000 steps of batch 128 at lr 1e-3;
 ``digits_unet.py`` is the 20,000-step run), trained in ``<workdir>/model``, evaluated every
-1,000 steps for the held-out loss curve; ``experiments.main`` with this file trains the same
-model."""
+1,000 steps for the held-out loss curve, and the Transformer on 2x2 patches
+(``transformer_digits``, as many parameters) with the same loss and training in
+``<workdir>/model_transformer_digits``; ``experiments.main`` with this file trains the U-Net."""
 
 import ml_collections
 
@@ -31,6 +32,7 @@ def get_config(arg: str | None = None):
         inverse_steps=100,  # DDPM ancestral steps of the conditional samplers
         tasks=("inpainting", "super-resolution", "denoising"),  # the inverse problems
         zetas=(0.2, 1.0, 3.0),  # DPS's normalised step sizes (Chung et al.: zeta' x steps)
+        networks=("unet_digits", "transformer_digits"),  # the U-Net and the patch Transformer
         seed=0,
     ))
     return base.apply_shortcuts(config, arg)
