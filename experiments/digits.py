@@ -1,10 +1,11 @@
-r"""Digits: the tiny U-Net on the embedded 8x8 handwritten digits (scikit-learn's, via tfds), with
-a sample-quality metric, baselines and inverse problems.
+r"""Digits: the tiny U-Net and a patch Transformer on the embedded 8x8 handwritten digits
+(scikit-learn's, via tfds), with a sample-quality metric, baselines and inverse problems.
 
-Trains ``unet_digits`` with DDPM's eps loss on the DDPM chain (``DiscreteVPSDE``) on the 1,500
-training digits (``experiments/configs/digits.py``, trained by ``experiments.train`` in
-``<workdir>/model``, checkpointed and resumable; a second run in the same workdir reuses it), then
-on the 297 test digits:
+Trains ``unet_digits`` and ``transformer_digits`` (``experiment.networks``) with DDPM's eps loss
+on the DDPM chain (``DiscreteVPSDE``) on the 1,500 training digits
+(``experiments/configs/digits.py``, trained by ``experiments.train`` in ``<workdir>/model`` and
+``<workdir>/model_transformer_digits``, checkpointed and resumable; a second run in the same
+workdir reuses them), then on the 297 test digits, for each network:
 
 * **bits/dim** with their standard errors over the test digits: the probability-flow NLL
   (``sde_lib.log_likelihood``, Hutchinson probes, uniform dequantization of the 17 grey levels in
@@ -12,6 +13,9 @@ on the 297 test digits:
   ``beta_tilde`` reverse variances (discretized decoder, 17 bins), next to the baselines every
   model must beat: the uniform code (``log2 17 = 4.09``) and the independent-pixel model fitted
   on the training digits (``experiments.digits_metric.PixelModel``); ``digits.csv/md``;
+* **bits/dim against NFE**: the PF-ODE NLL of ``nfe / 2`` fixed Heun steps and the bound of the
+  ``nfe``-step strided chain that ``ddpm_ancestral`` samples at that NFE (its own bits/dim),
+  with both variances (``likelihood_vs_nfe.csv/md/png``);
 * **the held-out loss curve** from the trainer's evaluations (``loss.csv``, ``loss.png``);
 * **sample quality against NFE** for every sampler: the Frechet distance of a small digit
   classifier's features (``experiments.digits_metric``, trained on the training digits on first
@@ -21,7 +25,7 @@ on the 297 test digits:
   digits, mean +- sd over draws) and the independent-pixel model's samples as reference rows
   (``quality.csv/md``, ``quality_vs_nfe.png``), and a grid of samples per sampler at the
   smallest and largest NFE (``samples.png``);
-* **inverse problems** on ``num_inverse`` test digits: inpainting (the bottom half missing),
+* **inverse problems** (the first network) on ``num_inverse`` test digits: inpainting (the bottom half missing),
   super-resolution (2x2 average pooling observed) and denoising (``sigma_y = 0.2``): projection
   (noiseless tasks), DPS with Chung et al.'s normalised step at each ``zeta'``, PiGDM, against
   the baselines of the mean training image, nearest-neighbour completion (the training digit

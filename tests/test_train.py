@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from experiments import checkpointing, data, train
-from experiments.configs import base, cifar10, digits_unet, gmm_mlp, gmm_transformer, mnist
+from experiments.configs import base, cifar10, gmm_mlp, gmm_transformer, mnist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "_train_worker.py")
@@ -56,11 +56,6 @@ def fake_images(shape, n=64, seed=0):
     """A stand-in for a prepared tfds image dataset: random 8-bit images of ``shape``."""
     v = np.random.default_rng(seed).integers(0, 256, (n, *shape)).astype(np.float32)
     return data.Dataset(data.ArraySource(v), tuple(shape), 256, None)
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("tfds")
 
 
 def check_run_outputs(workdir, step, metrics):
@@ -128,19 +123,16 @@ def test_main_launcher_trains_resumes_evaluates_and_samples(tmp_path, capsys, mo
 @pytest.mark.slow
 @pytest.mark.parametrize("module,fields,shape", [
     (gmm_transformer, {"model.dim": 16, "model.depth": 1, "model.num_heads": 2}, (2,)),
-    (digits_unet, {"model.ch": 8, "eval.likelihood": False}, (8, 8, 1)),
     (mnist, {"model.ch": 8, "eval.likelihood": False}, (28, 28, 1)),
     (cifar10, {"model.ch": 8, "model.ch_mult": (1, 2), "model.num_res_blocks": 1,
                "model.attn_resolutions": (16,), "eval.likelihood": False}, (32, 32, 3)),
-], ids=["gmm_transformer", "digits_unet", "mnist", "cifar10"])
+], ids=["gmm_transformer", "mnist", "cifar10"])  # digits: test_experiment_modules.test_digits
 def test_each_config_family_trains_checkpoints_and_evaluates(module, fields, shape, tmp_path,
-                                                             monkeypatch, data_dir):
+                                                             monkeypatch):
     config = tiny(module.get_config(), **fields)
     if config.data.name in ("mnist", "cifar10"):  # not prepared here: random 8-bit images
         monkeypatch.setattr(train, "create_iterators", lambda cfg, *a, **k: _fake_iterators(
             shape, *a, **k))
-    if config.data.name == "digits":
-        config.data.data_dir = str(data_dir)
     workdir = str(tmp_path / "run")
     out = train.train_and_evaluate(config, workdir)
     assert out["train_loss"].shape == (4,) and np.all(np.isfinite(out["train_loss"]))
