@@ -25,8 +25,9 @@ workdir reuses them), then on the 297 test digits, for each network:
   digits, mean +- sd over draws) and the independent-pixel model's samples as reference rows
   (``quality.csv/md``, ``quality_vs_nfe.png``), and a grid of samples per sampler at the
   smallest and largest NFE (``samples.png``);
-* **inverse problems** (the first network) on ``num_inverse`` test digits: inpainting (the bottom half missing),
-  super-resolution (2x2 average pooling observed) and denoising (``sigma_y = 0.2``): projection
+* **inverse problems** (the first network) on ``num_inverse`` test digits: inpainting (the
+  bottom half missing), super-resolution (2x2 average pooling observed) and denoising
+  (``sigma_y = 0.2``): projection
   (noiseless tasks), DPS with Chung et al.'s normalised step at each ``zeta'``, PiGDM, against
   the baselines of the mean training image, nearest-neighbour completion (the training digit
   closest to the observation) and the observation itself (super-resolution: the block means

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import jax
@@ -9,8 +10,10 @@ import jax.numpy as jnp
 
 
 def check_positive(name: str, value) -> float:
-    """Returns ``float(value)`` or raises ValueError naming ``name`` if it is not > 0."""
-    if not isinstance(value, numbers.Real) or not value > 0 or value != value:
+    """Returns ``float(value)`` or raises ValueError naming ``name`` if it is not a finite
+    real number > 0."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0
+            or not math.isfinite(value)):
         raise ValueError(f"{name} must be a positive real number, got {value!r}")
     return float(value)
 

@@ -90,11 +90,14 @@ def _check_choice(name: str, value, choices) -> None:
 
 
 def _as_data(x: ArrayLike) -> jax.Array:
-    """``x`` as a floating array ``(B, *D)``; raises ValueError without a data axis."""
-    if jnp.ndim(x) < 2:
-        raise ValueError(f"x must have shape (B, *D) with at least one data axis, got shape "
-                         f"{jnp.shape(x)}")
+    """``x`` as a floating array ``(B, *D)``; raises ValueError without a data axis, for an
+    empty batch, or (for a concrete ``x``, not a tracer) non-finite values."""
+    if jnp.ndim(x) < 2 or jnp.shape(x)[0] < 1:
+        raise ValueError(f"x must have shape (B, *D) with B >= 1 and at least one data axis, "
+                         f"got shape {jnp.shape(x)}")
     x = jnp.asarray(x)
+    if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
+        raise ValueError("x must be finite: it holds NaN or inf values")
     return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
 
 

@@ -373,8 +373,12 @@ def test_log_likelihood_bad_input(kwargs, match):
 
 def test_bad_input_elbo_and_bits_per_dim():
     x, rng = jnp.zeros((2, 2)), jax.random.PRNGKey(0)
-    with pytest.raises(ValueError, match="x must have shape"):
-        sde_lib.log_likelihood(rng, sde_lib.VPSDE(), _never_traced, jnp.zeros(2))
+    for bad, match in ((jnp.zeros(2), "x must have shape"), (jnp.zeros((0, 2)), "B >= 1"),
+                       (jnp.array([[0.0, jnp.nan]]), "x must be finite")):
+        with pytest.raises(ValueError, match=match):
+            sde_lib.log_likelihood(rng, sde_lib.VPSDE(), _never_traced, bad)
+        with pytest.raises(ValueError, match=match):
+            sde_lib.ddpm_negative_elbo(rng, sde_lib.VPSDE(), _never_traced, bad)
     vp = sde_lib.VPSDE(N=100)
     for kwargs, match in [({"variance": "large"}, r"variance must be one of \('beta', "),
                           ({"decoder": "logistic"}, r"decoder must be one of \('discretized', "),
