@@ -696,6 +696,8 @@ def test_bad_shapes_raise():
     key = jax.random.PRNGKey(0)
     with pytest.raises(ValueError, match=r"x0 must have shape \(B, \*D\)"):
         loss_fn(key, model_jax, jnp.zeros(3))
+    with pytest.raises(TypeError, match="x0 must be a floating array .* got dtype int32"):
+        loss_fn(key, model_jax, jnp.zeros((4, 3), jnp.int32))
     with pytest.raises(ValueError, match="model_fn output must have the shape of x"):
         loss_fn(key, lambda x, t: x[:, :2], jnp.zeros((4, 3)))
     with pytest.raises(ValueError, match="model_fn output must have the shape of x"):

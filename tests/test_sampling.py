@@ -323,6 +323,18 @@ def test_bad_input_raises_before_tracing(kwargs, match):
         sde_lib.sample(jax.random.key(0), sde_lib.VPSDE(), _never_called, **args)
 
 
+@pytest.mark.parametrize("method", ["euler_maruyama", "ddpm_ancestral", "pf_ode_adaptive"])
+def test_score_of_the_wrong_shape_is_refused(method):
+    """A score_fn whose output is not shaped like x (here (1, D), which would broadcast over the
+    batch) raises a ValueError naming score_fn when the sampler is traced."""
+    def score_fn(x, t):
+        return -x[:1]
+    with pytest.raises(ValueError, match=r"score_fn must return an array shaped like x "
+                                         r"\(4, 2\), got shape \(1, 2\)"):
+        sde_lib.sample(jax.random.key(0), sde_lib.VPSDE(), score_fn, (4, 2), method=method,
+                       num_steps=10)
+
+
 def test_chain_option_needs_a_chain():
     with pytest.raises(ValueError, match="chain=True needs an SDE with a DDPM chain"):
         sde_lib.sample(jax.random.key(0), sde_lib.VESDE(), _never_called, (4, 2),

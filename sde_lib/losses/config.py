@@ -218,13 +218,23 @@ def get_loss_fn(sde, config) -> LossFn:
     Raises:
       ValueError: an unknown name, weighting, parameterization, time sampling, probe law,
         variance or config key, or ``eps`` not in ``(0, T)``; listed with the valid values.
+        The returned ``loss_fn`` raises TypeError (when traced) for an ``x0`` that is not
+        floating-point.
     """
     cfg = as_loss_config(config)
     build = _lookup("name", cfg.name, LOSSES)
     if not isinstance(cfg.reduce_mean, bool):
         raise ValueError(f"reduce_mean must be a bool, got {cfg.reduce_mean!r}")
     check_positive("eps", cfg.eps)
-    loss_fn = build(sde, cfg)
+    built = build(sde, cfg)
+
+    def loss_fn(rng, model_fn, x0):
+        x0 = jnp.asarray(x0)
+        if not jnp.issubdtype(x0.dtype, jnp.floating):
+            raise TypeError(f"x0 must be a floating array (scale integer data first, e.g. "
+                            f"experiments.data.scale_images), got dtype {x0.dtype}")
+        return built(rng, model_fn, x0)
+
     if not cfg.reduce_mean:
         return loss_fn
 

@@ -399,6 +399,7 @@ def sample(rng: jax.Array, sde, score_fn: ScoreFn, shape: Sequence[int],
     sampler = get_sampler(method)
     _check_common(sde, num_steps, eps)
     opts = sampler.check_options(options)
+    score_fn = shape_checked(score_fn)
     if not sampler.adaptive:
         step, coeffs = _build(sampler, sde, score_fn, num_steps, eps, opts)
     rng_prior, rng_steps = jax.random.split(rng)
@@ -406,6 +407,18 @@ def sample(rng: jax.Array, sde, score_fn: ScoreFn, shape: Sequence[int],
     if sampler.adaptive:
         return sampler.solve(x_T, sde, score_fn, float(eps), opts)
     return scan_steps(step, rng_steps, x_T, coeffs), sampler.nfe(num_steps, opts)
+
+
+def shape_checked(score_fn: ScoreFn) -> ScoreFn:
+    """``score_fn`` that raises ValueError, when traced, if its output is not shaped like its
+    input ``x`` (a ``(1, D)`` output would otherwise broadcast over the batch silently)."""
+    def checked(x, t):
+        out = score_fn(x, t)
+        if jnp.shape(out) != jnp.shape(x):
+            raise ValueError(f"score_fn must return an array shaped like x {jnp.shape(x)}, got "
+                             f"shape {jnp.shape(out)}")
+        return out
+    return checked
 
 
 def _check_common(sde, num_steps, eps):
@@ -438,7 +451,7 @@ def build_sampler(sde, score_fn: ScoreFn, method: str, num_steps: int, eps: floa
         raise ValueError(f"build_sampler takes a fixed-step method; {method!r} is adaptive "
                          f"(its steps are chosen by a step-size controller)")
     opts = sampler.check_options(options)
-    step, coeffs = _build(sampler, sde, score_fn, num_steps, eps, opts)
+    step, coeffs = _build(sampler, sde, shape_checked(score_fn), num_steps, eps, opts)
     return step, coeffs, sampler.nfe(num_steps, opts)
 
 
