@@ -5,12 +5,15 @@ A checkpoint of step ``s`` is the directory ``workdir/checkpoints/<s>`` with two
 (the ``DataState`` of the train iterator as JSON). orbax writes each checkpoint into a temporary
 directory and renames it when complete, so a process killed during a save leaves the previous
 checkpoints intact; unfinished temporary directories are never listed as steps and are removed on
-the next start (``cleanup_tmp_directories``). The last ``keep`` checkpoints are kept.
+the next start (``cleanup_tmp_directories``). The last ``keep`` checkpoints are kept. A damaged
+newest checkpoint (files removed, truncated or overwritten after the save) is moved aside with a
+warning and the newest intact one is restored (``restore_checkpoint``).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 
 import jax
 import numpy as np
@@ -50,15 +53,63 @@ def save_checkpoint(manager: ocp.CheckpointManager, state, data_state: DataState
     return step
 
 
+class DamagedCheckpointWarning(UserWarning):
+    """A checkpoint could not be restored and was moved aside; an older one is used."""
+
+
 def restore_checkpoint(manager: ocp.CheckpointManager, target, step: int | None = None):
     """The state (with ``target``'s structure and dtypes) and ``DataState`` of ``step`` (default:
-    the latest), or ``(None, None)`` when there is no checkpoint."""
-    step = manager.latest_step() if step is None else step
-    if step is None:
-        return None, None
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(_to_host(target)),
-        data=ocp.args.JsonRestore()))
+    the newest intact checkpoint), or ``(None, None)`` when there is none.
+
+    Without ``step``, a checkpoint that fails to restore (missing or truncated files, corrupt
+    bytes, bad metadata: whatever orbax and tensorstore detect) is renamed to
+    ``<step>.damaged`` (kept for inspection, no longer listed), a ``DamagedCheckpointWarning``
+    names it and the error, and the next older one is tried. With ``step``, its error is raised.
+    """
+    if step is not None:
+        return _restore(manager, target, step)
+    for candidate in sorted(manager.all_steps(), reverse=True):
+        try:  # as saved, without the target: what fails here is damage, not a changed config
+            manager.restore(candidate, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(), data=ocp.args.JsonRestore()))
+        except Exception as error:  # noqa: BLE001 (orbax/tensorstore raise many kinds)
+            _move_aside(manager, candidate, error)
+            continue
+        return _restore(manager, target, candidate)
+    return None, None
+
+
+def _move_aside(manager, step: int, error: Exception) -> None:
+    path = os.path.join(os.fspath(manager.directory), str(step))
+    aside, n = path + ".damaged", 1
+    while os.path.exists(aside):
+        n += 1
+        aside = f"{path}.damaged-{n}"
+    if jax.process_index() == 0:  # one process renames; every process falls back alike
+        os.rename(path, aside)
+    manager.reload()
+    first_line = (str(error).strip().splitlines() or [""])[0][:300]
+    warnings.warn(f"checkpoint {path} is damaged ({type(error).__name__}: {first_line}); moved "
+                  f"to {aside}, trying the previous one", DamagedCheckpointWarning, stacklevel=3)
+
+
+def _restore(manager, target, step):
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(_to_host(target)),
+            data=ocp.args.JsonRestore()))
+        pairs = jax.tree_util.tree_flatten_with_path(target)[0]
+        saved = jax.tree.leaves(jax.tree.map(lambda t, r: r, target, restored["state"]))
+    except (ValueError, TypeError, KeyError) as error:
+        first_line = (str(error).strip().splitlines() or [""])[0][:300]
+        raise ValueError(f"checkpoint {step} in {manager.directory} does not fit this config's "
+                         f"train state (a changed model or optimizer?): {first_line}") from error
+    wrong = [f"{jax.tree_util.keystr(path)}: saved {np.shape(r)}, config {np.shape(t)}"
+             for (path, t), r in zip(pairs, saved, strict=True) if np.shape(t) != np.shape(r)]
+    if wrong:
+        raise ValueError(f"checkpoint {step} in {manager.directory} does not fit this config's "
+                         f"train state (a changed model?): {len(wrong)} arrays differ in shape, "
+                         f"e.g. {'; '.join(wrong[:3])}")
     state = jax.tree.map(lambda t, r: np.asarray(r, dtype=np.asarray(t).dtype), target,
                          restored["state"])
     return state, DataState.from_dict(restored["data"])

@@ -9,6 +9,7 @@ float32 as in real runs); the others run in this process.
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -80,6 +81,61 @@ def test_smoke_train_and_evaluate(tmp_path):
     out = train.train_and_evaluate(config, str(tmp_path))
     check_run_outputs(str(tmp_path), 2, out["eval"])
     assert out["train_loss"].shape == (2,) and np.all(np.isfinite(out["train_loss"]))
+
+
+def _damage(kind, checkpoint):
+    """Damages a checkpoint directory as a full disk, a bad copy or a stray edit would."""
+    files = sorted(f for f in (checkpoint / "state" / "d").iterdir())
+    if kind == "state removed":
+        shutil.rmtree(checkpoint / "state" / "d")
+    elif kind == "state truncated":
+        for f in files:
+            with open(f, "r+b") as fh:
+                fh.truncate(10)
+    elif kind == "state overwritten":
+        for f in files:
+            f.write_bytes(np.random.default_rng(0).bytes(f.stat().st_size))
+    elif kind == "data metadata removed":
+        (checkpoint / "data" / "metadata").unlink()
+    elif kind == "state metadata truncated":
+        with open(checkpoint / "state" / "_METADATA", "r+b") as fh:
+            fh.truncate(20)
+
+
+@pytest.mark.slow
+def test_damaged_newest_checkpoint_falls_back_to_the_intact_one(tmp_path):
+    """Five kinds of damage to the newest checkpoint (step 40): each is moved aside to
+    ``40.damaged`` with a warning naming it, the intact step 20 is restored (equal to a restore
+    of 20 from the undamaged run), and training resumes from it to 40; a changed model is not
+    taken for damage: it raises a ValueError naming the config and renames nothing."""
+    config = tiny(gmm_mlp.get_config(), **TINY_MODEL, **{
+        "training.num_train_steps": 40, "training.checkpoint_every": 20,
+        "training.num_devices": 1, "eval.likelihood": False})
+    base_dir = tmp_path / "base"
+    out = train.train_and_evaluate(config, str(base_dir))
+    good, _ = checkpointing.restore_checkpoint(checkpointing.create_manager(str(base_dir)),
+                                               out["state"], step=20)
+    kinds = ("state removed", "state truncated", "state overwritten", "data metadata removed",
+             "state metadata truncated")
+    for kind in kinds:
+        workdir = tmp_path / kind.replace(" ", "_")
+        shutil.copytree(base_dir, workdir)
+        _damage(kind, workdir / "checkpoints" / "40")
+        with pytest.warns(checkpointing.DamagedCheckpointWarning,
+                          match=f"checkpoint {workdir / 'checkpoints' / '40'} is damaged"):
+            state, data_state = checkpointing.restore_checkpoint(
+                checkpointing.create_manager(str(workdir)), out["state"])
+        assert int(state.step) == 20 and data_state is not None, kind
+        for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(good), strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert sorted(os.listdir(workdir / "checkpoints")) == ["20", "40.damaged"], kind
+    resumed = train.train_and_evaluate(config, str(workdir))  # the last one, from step 20
+    assert resumed["train_loss"].shape == (20,)
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["20", "40", "40.damaged"]
+    for change in ({"model.hidden": 32}, {"model.num_blocks": 2}):
+        with pytest.raises(ValueError, match="does not fit this config's train state"):
+            train.train_and_evaluate(base.override(config, change), str(base_dir))
+    assert sorted(os.listdir(base_dir / "checkpoints")) == ["20", "40"]
 
 
 @pytest.mark.slow
