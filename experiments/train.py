@@ -301,11 +301,52 @@ def draw_samples(run: _Run, params, rng) -> tuple[np.ndarray, int]:
     return np.asarray(x), int(nfe)
 
 
+class _FiniteGuard:
+    """Stops a run at a non-finite training loss or gradient norm (checked at each log and
+    checkpoint, before anything is saved) and before a non-finite train state is saved, so the
+    checkpoints on disk stay good and are never rotated out by bad ones."""
+
+    def __init__(self, step: int, manager):
+        self.step, self.pending, self.manager = step, [], manager
+
+    def add(self, metrics) -> None:
+        self.pending.append((metrics["loss"][0], metrics["grad_norm"][0]))
+
+    def _stop(self, what: str) -> None:
+        saved = self.manager.latest_step()
+        raise FloatingPointError(
+            f"{what}; the run stopped before saving it (newest checkpoint: "
+            f"{'none' if saved is None else f'step {saved}'}, intact). Lower optim.lr, enable "
+            f"optim.grad_clip or check the data, then resume.")
+
+    def check(self) -> None:
+        for loss, norm in self.pending:
+            loss, norm = np.ravel(np.asarray(loss)), np.ravel(np.asarray(norm))
+            bad = ~(np.isfinite(loss) & np.isfinite(norm))
+            if bad.any():
+                k = int(np.argmax(bad))
+                self._stop(f"training loss {loss[k]} / gradient norm {norm[k]} at step "
+                           f"{self.step + k + 1} is not finite")
+            self.step += loss.size
+        self.pending = []
+
+    def check_state(self, state, step: int) -> None:
+        if not all(bool(np.all(np.isfinite(np.asarray(leaf))))
+                   for leaf in jax.tree.leaves((state.params, state.ema_params))):
+            self._stop(f"the parameters after step {step} are not finite")
+
+
+def _json_number(value):
+    """A metric for JSON: ``None`` (null) for NaN and infinities, which JSON has no value for."""
+    return value if not isinstance(value, float) or math.isfinite(value) else None
+
+
 def _write_eval(run: _Run, writer: MetricWriter, step: int, metrics: dict) -> None:
     writer.write_scalars(step, metrics, prefix="eval/")
     if run.is_main:
+        record = {"step": step, **{k: _json_number(v) for k, v in metrics.items()}}
         write_atomic(os.path.join(run.workdir, f"eval_{step}.json"),
-                     json.dumps({"step": step, **metrics}, indent=1))
+                     json.dumps(record, indent=1, allow_nan=False))
 
 
 def train_and_evaluate(config, workdir: str, on_checkpoint: Callable[[int], None] | None = None
@@ -341,19 +382,24 @@ def train_and_evaluate(config, workdir: str, on_checkpoint: Callable[[int], None
     p_state = jax_utils.replicate(run.state, run.devices, axis_name=AXIS)
     writer = MetricWriter(os.path.join(run.workdir, "tensorboard"), run.is_main)
     step, losses = int(run.state.step), []
+    guard = _FiniteGuard(step, run.manager)
     with tqdm(total=t.num_train_steps, initial=step, disable=not run.is_main,
               desc="train") as bar:
         while step < t.num_train_steps:
             p_state, metrics = p_step(p_state, run.next_batch())
             new = step + t.steps_per_call
             losses.append(metrics["loss"][0])
+            guard.add(metrics)
             if _crossed(step, new, t.log_every) or new == t.num_train_steps:
+                guard.check()
                 last = {k: float(np.ravel(v[0])[-1]) for k, v in metrics.items()}
                 writer.write_scalars(new, last, prefix="train/")
                 bar.set_postfix(loss=f"{last['loss']:.4g}")
             unrep = None
             if _crossed(step, new, t.checkpoint_every) or new == t.num_train_steps:
+                guard.check()
                 unrep = unreplicate(p_state)
+                guard.check_state(unrep, new)
                 checkpointing.save_checkpoint(run.manager, unrep, run.train_it.state)
                 if on_checkpoint is not None:
                     on_checkpoint(new)

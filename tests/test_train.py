@@ -139,6 +139,29 @@ def test_damaged_newest_checkpoint_falls_back_to_the_intact_one(tmp_path):
 
 
 @pytest.mark.slow
+def test_non_finite_loss_stops_the_run_before_a_bad_checkpoint(tmp_path):
+    """lr = 1e30: the loss becomes NaN within a few steps; the run stops with a
+    FloatingPointError naming the step and the intact checkpoint, every checkpoint on disk holds
+    finite parameters, and a NaN metric is written to JSON as null (valid JSON)."""
+    config = tiny(gmm_mlp.get_config(), **TINY_MODEL, **{
+        "training.num_train_steps": 40, "training.steps_per_call": 1, "training.log_every": 1,
+        "training.checkpoint_every": 2, "training.num_devices": 1, "eval.likelihood": False,
+        "optim.lr": 1e30, "optim.grad_clip": None})
+    with pytest.raises(FloatingPointError, match=r"at step \d+ is not finite; the run stopped "
+                                                 r"before saving it \(newest checkpoint: "):
+        train.train_and_evaluate(config, str(tmp_path))
+    manager = checkpointing.create_manager(str(tmp_path))
+    assert manager.all_steps() and max(manager.all_steps()) < 40
+    target = train.create_train_state(
+        jax.random.PRNGKey(0), train.models.get_model("mlp", hidden=16, num_blocks=1), (4,),
+        train.create_optimizer(train.parse_config(config).optim)[0])
+    for saved in manager.all_steps():
+        state, _ = checkpointing.restore_checkpoint(manager, target, step=saved)
+        assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state.params))
+    assert json.loads(json.dumps({"a": train._json_number(float("nan"))})) == {"a": None}
+
+
+@pytest.mark.slow
 def test_main_launcher_trains_resumes_evaluates_and_samples(tmp_path, capsys, monkeypatch):
     from experiments import main
 
