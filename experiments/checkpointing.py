@@ -12,7 +12,9 @@ warning and the newest intact one is restored (``restore_checkpoint``).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import warnings
 
 import jax
@@ -113,3 +115,81 @@ def _restore(manager, target, step):
     state = jax.tree.map(lambda t, r: np.asarray(r, dtype=np.asarray(t).dtype), target,
                          restored["state"])
     return state, DataState.from_dict(restored["data"])
+
+
+class WorkdirLock:
+    """An exclusive lock on a training workdir: the file ``<workdir>/train.lock`` holding the
+    holder's PID and host, created atomically (``O_CREAT | O_EXCL``) and removed on release.
+
+    A second run into the same workdir is refused with a ``RuntimeError`` naming the holder. A
+    lock left by a process that died without releasing it (SIGKILL) is taken over, with a
+    warning, when its host is this host and its PID is not running; a lock from another host
+    cannot be checked and is refused (remove the file when that run is gone). Only process 0 of
+    a multi-process run takes the lock.
+    """
+
+    def __init__(self, workdir: str | os.PathLike):
+        self.path = os.path.join(os.path.abspath(os.fspath(workdir)), "train.lock")
+        self.held = False
+
+    def acquire(self) -> WorkdirLock:
+        if jax.process_index() != 0:
+            return self
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        me = f"{os.getpid()} {socket.gethostname()}"
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                pid, host = self._holder()
+                if host == socket.gethostname() and pid is not None and not _alive(pid):
+                    warnings.warn(f"taking over the lock {self.path} of process {pid}, which "
+                                  f"is no longer running", stacklevel=2)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(self.path)
+                    continue
+                raise RuntimeError(
+                    f"workdir {os.path.dirname(self.path)} is in use by process {pid} on host "
+                    f"{host} (lock file {self.path}); wait for that run to finish, use another "
+                    f"workdir, or remove the lock file if that run is gone") from None
+            with os.fdopen(fd, "w") as f:
+                f.write(me + "\n")
+            self.held = True
+            return self
+        raise RuntimeError(f"could not take the lock {self.path}")
+
+    def _holder(self) -> tuple[int | None, str]:
+        try:
+            with open(self.path) as f:
+                pid, host = f.read().split()
+            return int(pid), host
+        except (OSError, ValueError):  # being written or damaged: treat as held, unknown
+            return None, "unknown"
+
+    def release(self) -> None:
+        if self.held:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path)
+            self.held = False
+
+    def __enter__(self) -> WorkdirLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+

@@ -191,6 +191,8 @@ class _Run:
         self.data_shape = self.train_it.dataset.data_shape
         self.state = create_train_state(jax.random.PRNGKey(cfg.training.seed), self.model,
                                         self.data_shape, self.optimizer)
+        # the lock before the manager, whose creation removes unfinished saves in the workdir
+        self.lock = checkpointing.WorkdirLock(self.workdir).acquire()
         self.manager = checkpointing.create_manager(self.workdir, cfg.training.keep_checkpoints)
         self.is_main = jax.process_index() == 0
 
@@ -366,13 +368,24 @@ def train_and_evaluate(config, workdir: str, on_checkpoint: Callable[[int], None
       ``num_train_steps`` only evaluates (``train_loss`` is then empty).
 
     Raises:
-      ValueError: a bad config (see ``parse_config`` and ``check_devices``), before compiling.
+      ValueError: a bad config (see ``parse_config`` and ``check_devices``), before compiling,
+        or a checkpoint that does not fit it.
+      RuntimeError: another run holds the workdir (``checkpointing.WorkdirLock``).
+      FloatingPointError: a non-finite loss, gradient norm or parameters (nothing is saved).
     """
-    from tqdm import tqdm
-
     initialize_distributed(config)
     cfg = parse_config(config)
     run = _Run(cfg, workdir)
+    try:
+        return _train_and_evaluate(run, on_checkpoint)
+    finally:
+        run.lock.release()
+
+
+def _train_and_evaluate(run, on_checkpoint):
+    from tqdm import tqdm
+
+    cfg = run.cfg
     run.restore()
     t = cfg.training
     p_step = jax.pmap(make_train_step(run.model, run.loss_fn, run.optimizer, run.schedule,
@@ -426,12 +439,15 @@ def evaluate(config, workdir: str) -> dict[str, float]:
     initialize_distributed(config)
     cfg = parse_config(config)
     run = _Run(cfg, workdir)
-    run.restore(required=True)
-    step = int(run.state.step)
-    metrics = evaluate_params(run, run.state.ema_params, step)
-    writer = MetricWriter(os.path.join(run.workdir, "tensorboard"), run.is_main)
-    _write_eval(run, writer, step, metrics)
-    writer.close()
+    try:
+        run.restore(required=True)
+        step = int(run.state.step)
+        metrics = evaluate_params(run, run.state.ema_params, step)
+        writer = MetricWriter(os.path.join(run.workdir, "tensorboard"), run.is_main)
+        _write_eval(run, writer, step, metrics)
+        writer.close()
+    finally:
+        run.lock.release()
     return metrics
 
 
@@ -441,12 +457,15 @@ def sample(config, workdir: str) -> np.ndarray:
     initialize_distributed(config)
     cfg = parse_config(config)
     run = _Run(cfg, workdir)
-    run.restore(required=True)
-    step = int(run.state.step)
-    key = jax.random.fold_in(jax.random.PRNGKey(cfg.training.seed), 2**31 - 2)
-    x, _ = draw_samples(run, run.state.ema_params, key)
-    if run.is_main:
-        path = os.path.join(run.workdir, "samples", f"sample_mode_{step}.png")
-        save_samples_png(x, path, f"{cfg.sampling.method}, step {step}")
-        save_npy(path[:-4] + ".npy", x)
+    try:
+        run.restore(required=True)
+        step = int(run.state.step)
+        key = jax.random.fold_in(jax.random.PRNGKey(cfg.training.seed), 2**31 - 2)
+        x, _ = draw_samples(run, run.state.ema_params, key)
+        if run.is_main:
+            path = os.path.join(run.workdir, "samples", f"sample_mode_{step}.png")
+            save_samples_png(x, path, f"{cfg.sampling.method}, step {step}")
+            save_npy(path[:-4] + ".npy", x)
+    finally:
+        run.lock.release()
     return x

@@ -139,6 +139,30 @@ def test_damaged_newest_checkpoint_falls_back_to_the_intact_one(tmp_path):
 
 
 @pytest.mark.slow
+def test_workdir_lock_refuses_a_second_run_and_takes_over_a_stale_one(tmp_path):
+    """A lock held by a live process (this one) refuses a run into the workdir, naming the PID
+    and host, before anything is built; a lock of a process that has exited is taken over with
+    a warning, and released when the run ends (also when it fails)."""
+    config = tiny(gmm_mlp.get_config(), **TINY_MODEL, **{
+        "training.num_train_steps": 2, "training.num_devices": 1, "eval.likelihood": False})
+    lock = tmp_path / "train.lock"
+    host = socket.gethostname()
+    lock.write_text(f"{os.getpid()} {host}\n")
+    with pytest.raises(RuntimeError, match=f"is in use by process {os.getpid()} on host {host}"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["train.lock"]
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    lock.write_text(f"{gone.pid} {host}\n")
+    with pytest.warns(UserWarning, match=f"taking over the lock .* of process {gone.pid}"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert not lock.exists()
+    with checkpointing.WorkdirLock(tmp_path) as held:
+        assert lock.read_text().split() == [str(os.getpid()), host] and held.held
+    assert not lock.exists()
+
+
+@pytest.mark.slow
 def test_non_finite_loss_stops_the_run_before_a_bad_checkpoint(tmp_path):
     """lr = 1e30: the loss becomes NaN within a few steps; the run stops with a
     FloatingPointError naming the step and the intact checkpoint, every checkpoint on disk holds
