@@ -13,6 +13,7 @@ warning and the newest intact one is restored (``restore_checkpoint``).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import warnings
@@ -192,4 +193,69 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+# fields whose change makes the checkpoints another run's: shapes, data stream, objective
+FIXED_FIELDS = ("data.", "model.", "loss.", "sde.", "training.batch_size", "training.seed",
+                "training.rng_block_size")
+# ... except these, which only say where the same data is
+MOVABLE_FIELDS = ("data.data_dir",)
+
+
+def _flatten(tree, prefix=""):
+    if isinstance(tree, dict):
+        out = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def check_config(workdir: str | os.PathLike, config: dict, has_checkpoint: bool) -> list[str]:
+    """Compares the resolved ``config`` (nested dicts) with the one saved in
+    ``<workdir>/config.json`` (by ``save_config``) when the workdir has checkpoints.
+
+    Returns:
+      the changed fields that are safe to resume with (``"training.num_train_steps: 300 ->
+      600"``, any field outside ``FIXED_FIELDS``: step counts, intervals, learning rate,
+      evaluation and sampling settings).
+
+    Raises:
+      ValueError: a changed field of ``FIXED_FIELDS`` (model shapes, data and its stream, loss,
+        SDE, batch size, seed), naming each with its old and new value; nothing is written.
+    """
+    path = os.path.join(os.path.abspath(os.fspath(workdir)), "config.json")
+    new = json.loads(json.dumps(config, default=str, sort_keys=True))
+    changes = []
+    if has_checkpoint and os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        flat_old, flat_new = _flatten(old), _flatten(new)
+        changed = sorted(k for k in flat_old.keys() | flat_new.keys()
+                         if flat_old.get(k, "<absent>") != flat_new.get(k, "<absent>"))
+        describe = {k: f"{k}: {flat_old.get(k, '<absent>')!r} -> {flat_new.get(k, '<absent>')!r}"
+                    for k in changed}
+        fixed = [k for k in changed if k.startswith(FIXED_FIELDS)
+                 and not k.startswith(MOVABLE_FIELDS)]
+        if fixed:
+            raise ValueError(
+                f"the config differs from the one the checkpoints in {workdir} were trained "
+                f"with ({path}) in fields that change the model, its data or its objective: "
+                f"{'; '.join(describe[k] for k in fixed)}. Use another workdir, or restore "
+                f"those values")
+        changes = [describe[k] for k in changed]
+    return changes
+
+
+def save_config(workdir: str | os.PathLike, config: dict) -> None:
+    """Writes the resolved ``config`` to ``<workdir>/config.json`` atomically (process 0); the
+    trainer calls it once the checkpoints (if any) restored into this config."""
+    if jax.process_index() != 0:
+        return
+    path = os.path.join(os.path.abspath(os.fspath(workdir)), "config.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(json.loads(json.dumps(config, default=str)), f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
 

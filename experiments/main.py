@@ -24,12 +24,15 @@ MODES = {"train": train.train_and_evaluate, "eval": train.evaluate, "sample": tr
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
-    logging.info("mode %s, workdir %s, config:\n%s", FLAGS.mode, FLAGS.workdir, FLAGS.config)
+    logging.set_verbosity(logging.WARNING)  # orbax's and absl's INFO lines off the console
     result = MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
+    if FLAGS.mode == "sample":
+        x, path = result
+        print(f"{x.shape[0]} samples of shape {x.shape[1:]} written to {path} and "
+              f"{path[:-4]}.png", flush=True)
+        return
     if FLAGS.mode == "train":
         result = result["eval"]
-    elif FLAGS.mode == "sample":
-        result = {"samples": result.shape}
     print(result, flush=True)
 
 

@@ -10,36 +10,87 @@ import os
 
 import numpy as np
 
-from experiments.reporting import pyplot, save_figure
+from experiments.reporting import pyplot, save_figure, write_atomic
 
 
 class MetricWriter:
-    """Scalars to TensorBoard event files in ``logdir`` and to the console (process 0 only).
+    """Scalars to TensorBoard event files in ``logdir`` and to ``csv_path`` (process 0 only).
+
+    The CSV (``step,name,value`` rows) is the complete record: ``sync()`` (called before each
+    checkpoint is saved) flushes it to disk, and also closes the event file and opens a new one
+    (tensorboardX's ``flush`` does not drain its queue), so a run killed right after a
+    checkpoint has logged every step up to it. A writer opened with ``resume_step`` first drops
+    the CSV's rows after that step, which the resumed run logs again, so each step appears once.
 
     Args:
       logdir: directory of the event files.
       enabled: ``False`` makes every method a no-op (processes other than 0).
+      csv_path: the CSV file, or ``None`` for event files only.
+      resume_step: the step the run resumes from (rows after it are dropped).
     """
 
-    def __init__(self, logdir: str, enabled: bool = True):
-        self.enabled = enabled
-        self._writer = None
-        if enabled:
-            from tensorboardX import SummaryWriter
+    def __init__(self, logdir: str, enabled: bool = True, csv_path: str | None = None,
+                 resume_step: int | None = None):
+        self.enabled, self.logdir = enabled, logdir
+        self._writer = self._csv = None
+        if not enabled:
+            return
+        os.makedirs(logdir, exist_ok=True)
+        self._open_events()
+        if csv_path is not None:
+            if os.path.exists(csv_path) and resume_step is not None:
+                with open(csv_path) as f:
+                    lines = f.readlines()
+                keep = [ln for ln in lines[1:] if ln.strip() and ln.count(",") >= 2
+                        and _int_or_none(ln.split(",", 1)[0]) is not None
+                        and _int_or_none(ln.split(",", 1)[0]) <= resume_step]
+                write_atomic(csv_path, "step,name,value\n" + "".join(keep))
+            new = not os.path.exists(csv_path)
+            self._csv = open(csv_path, "a")  # noqa: SIM115 (closed in close())
+            if new:
+                self._csv.write("step,name,value\n")
 
-            os.makedirs(logdir, exist_ok=True)
-            self._writer = SummaryWriter(logdir)
+    def _open_events(self):
+        from tensorboardX import SummaryWriter
+
+        self._writer = SummaryWriter(self.logdir)
 
     def write_scalars(self, step: int, scalars: dict[str, float], prefix: str = "") -> None:
         if not self.enabled:
             return
         for name, value in scalars.items():
             self._writer.add_scalar(prefix + name, float(value), int(step))
+            if self._csv is not None:
+                self._csv.write(f"{int(step)},{prefix}{name},{float(value)!r}\n")
         self._writer.flush()
+        if self._csv is not None:
+            self._csv.flush()
+
+    def sync(self) -> None:
+        """Everything written so far on disk: the CSV fsynced, the event file closed (a new
+        one is opened for what follows)."""
+        if not self.enabled:
+            return
+        if self._csv is not None:
+            self._csv.flush()
+            os.fsync(self._csv.fileno())
+        self._writer.close()
+        self._open_events()
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+            self._writer = None
+        if self._csv is not None:
+            self._csv.close()
+            self._csv = None
+
+
+def _int_or_none(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
 
 
 def save_samples_png(x: np.ndarray, path: str, title: str = "") -> str:

@@ -13,10 +13,12 @@ over devices and processes (up to float summation order).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
 import os
+import warnings
 from collections.abc import Callable
 
 import flax
@@ -171,6 +173,11 @@ def initialize_distributed(config) -> None:
     jax.distributed.initialize(dist.coordinator_address, dist.num_processes, dist.process_id)
 
 
+class ConfigChangeWarning(UserWarning):
+    """A run resumes with config fields changed that do not change the model, its data or its
+    objective (steps, intervals, learning rate, evaluation)."""
+
+
 class _Run:
     """The objects of one run, built from a checked config (devices, data, model, steps)."""
 
@@ -193,7 +200,17 @@ class _Run:
                                         self.data_shape, self.optimizer)
         # the lock before the manager, whose creation removes unfinished saves in the workdir
         self.lock = checkpointing.WorkdirLock(self.workdir).acquire()
-        self.manager = checkpointing.create_manager(self.workdir, cfg.training.keep_checkpoints)
+        try:
+            self.manager = checkpointing.create_manager(self.workdir,
+                                                        cfg.training.keep_checkpoints)
+            self.config_changes = checkpointing.check_config(
+                self.workdir, dataclasses.asdict(cfg), self.manager.latest_step() is not None)
+        except BaseException:
+            self.lock.release()
+            raise
+        for change in self.config_changes:
+            warnings.warn(f"resuming {self.workdir} with a changed config field: {change}",
+                          ConfigChangeWarning, stacklevel=3)
         self.is_main = jax.process_index() == 0
 
     # the evaluation's compiled functions, built once per run (params are arguments)
@@ -223,11 +240,13 @@ class _Run:
             **sp.options))
 
     def restore(self, required: bool = False) -> bool:
+        """Restores the newest intact checkpoint (if any), then saves the config beside it."""
         state, data_state = checkpointing.restore_checkpoint(self.manager, self.state)
+        if state is None and required:
+            raise FileNotFoundError(
+                f"no checkpoint in {checkpointing.checkpoint_dir(self.workdir)}")
+        checkpointing.save_config(self.workdir, dataclasses.asdict(self.cfg))
         if state is None:
-            if required:
-                raise FileNotFoundError(
-                    f"no checkpoint in {checkpointing.checkpoint_dir(self.workdir)}")
             return False
         self.state = jax.tree.map(jnp.asarray, state)
         self.train_it.restore(data_state)
@@ -386,14 +405,17 @@ def _train_and_evaluate(run, on_checkpoint):
     from tqdm import tqdm
 
     cfg = run.cfg
-    run.restore()
+    if run.restore() and run.is_main:
+        print(f"resumed {run.workdir} from step {int(run.state.step)}", flush=True)
     t = cfg.training
     p_step = jax.pmap(make_train_step(run.model, run.loss_fn, run.optimizer, run.schedule,
                                       cfg.optim.ema_rate, t.steps_per_call,
                                       block_size=t.rng_block_size),
                       AXIS, devices=run.pmap_devices, donate_argnums=(0,))
     p_state = jax_utils.replicate(run.state, run.devices, axis_name=AXIS)
-    writer = MetricWriter(os.path.join(run.workdir, "tensorboard"), run.is_main)
+    writer = MetricWriter(os.path.join(run.workdir, "tensorboard"), run.is_main,
+                          csv_path=os.path.join(run.workdir, "metrics.csv"),
+                          resume_step=int(run.state.step))
     step, losses = int(run.state.step), []
     guard = _FiniteGuard(step, run.manager)
     with tqdm(total=t.num_train_steps, initial=step, disable=not run.is_main,
@@ -413,6 +435,7 @@ def _train_and_evaluate(run, on_checkpoint):
                 guard.check()
                 unrep = unreplicate(p_state)
                 guard.check_state(unrep, new)
+                writer.sync()  # the steps logged so far on disk before the checkpoint is
                 checkpointing.save_checkpoint(run.manager, unrep, run.train_it.state)
                 if on_checkpoint is not None:
                     on_checkpoint(new)
@@ -451,9 +474,10 @@ def evaluate(config, workdir: str) -> dict[str, float]:
     return metrics
 
 
-def sample(config, workdir: str) -> np.ndarray:
+def sample(config, workdir: str) -> tuple[np.ndarray, str]:
     """Samples from the EMA parameters of the latest checkpoint (``--mode sample``); writes
-    ``workdir/samples/sample_mode_<step>.{png,npy}`` and returns ``(n, *D)``."""
+    ``workdir/samples/sample_mode_<step>.{png,npy}`` and returns the samples ``(n, *D)`` and
+    the path of the ``.npy``."""
     initialize_distributed(config)
     cfg = parse_config(config)
     run = _Run(cfg, workdir)
@@ -462,10 +486,10 @@ def sample(config, workdir: str) -> np.ndarray:
         step = int(run.state.step)
         key = jax.random.fold_in(jax.random.PRNGKey(cfg.training.seed), 2**31 - 2)
         x, _ = draw_samples(run, run.state.ema_params, key)
+        path = os.path.join(run.workdir, "samples", f"sample_mode_{step}.png")
         if run.is_main:
-            path = os.path.join(run.workdir, "samples", f"sample_mode_{step}.png")
             save_samples_png(x, path, f"{cfg.sampling.method}, step {step}")
             save_npy(path[:-4] + ".npy", x)
     finally:
         run.lock.release()
-    return x
+    return x, path[:-4] + ".npy"

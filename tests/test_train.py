@@ -106,8 +106,10 @@ def _damage(kind, checkpoint):
 def test_damaged_newest_checkpoint_falls_back_to_the_intact_one(tmp_path):
     """Five kinds of damage to the newest checkpoint (step 40): each is moved aside to
     ``40.damaged`` with a warning naming it, the intact step 20 is restored (equal to a restore
-    of 20 from the undamaged run), and training resumes from it to 40; a changed model is not
-    taken for damage: it raises a ValueError naming the config and renames nothing."""
+    of 20 from the undamaged run), and training resumes from it to 40. A changed config is not
+    taken for damage: a field that changes the model, data or objective is refused naming it
+    (from the saved config.json), other changes resume with a warning each, and without the
+    saved config a checkpoint whose arrays do not fit raises a ValueError; nothing is renamed."""
     config = tiny(gmm_mlp.get_config(), **TINY_MODEL, **{
         "training.num_train_steps": 40, "training.checkpoint_every": 20,
         "training.num_devices": 1, "eval.likelihood": False})
@@ -132,10 +134,27 @@ def test_damaged_newest_checkpoint_falls_back_to_the_intact_one(tmp_path):
     resumed = train.train_and_evaluate(config, str(workdir))  # the last one, from step 20
     assert resumed["train_loss"].shape == (20,)
     assert sorted(os.listdir(workdir / "checkpoints")) == ["20", "40", "40.damaged"]
+    # a changed config: fields that change the model, data or objective are refused by name
+    for change, field in (({"model.hidden": 32}, r"model.hidden: 16 -> 32"),
+                          ({"training.batch_size": 32}, r"training.batch_size: 16 -> 32"),
+                          ({"data.dim": 3}, r"data.dim: 4 -> 3"),
+                          ({"loss.name": "ddpm_eps"}, r"loss.name: 'dsm' -> 'ddpm_eps'")):
+        with pytest.raises(ValueError, match=f"fields that change the model, its data or its "
+                                             f"objective: {field}"):
+            train.train_and_evaluate(base.override(config, change), str(base_dir))
+    # ... others resume, each named in a warning
+    longer = base.override(config, {"training.num_train_steps": 42, "optim.lr": 1e-4})
+    with pytest.warns(train.ConfigChangeWarning) as record:
+        assert train.train_and_evaluate(longer, str(base_dir))["train_loss"].shape == (2,)
+    assert sorted(str(w.message).split("field: ")[1] for w in record
+                  if w.category is train.ConfigChangeWarning) == [
+        "optim.lr: 0.001 -> 0.0001", "training.num_train_steps: 40 -> 42"]
+    # without the saved config (an older workdir) the arrays' shapes are still checked
+    os.remove(base_dir / "config.json")
     for change in ({"model.hidden": 32}, {"model.num_blocks": 2}):
         with pytest.raises(ValueError, match="does not fit this config's train state"):
-            train.train_and_evaluate(base.override(config, change), str(base_dir))
-    assert sorted(os.listdir(base_dir / "checkpoints")) == ["20", "40"]
+            train.train_and_evaluate(base.override(longer, change), str(base_dir))
+    assert sorted(os.listdir(base_dir / "checkpoints")) == ["20", "40", "42"]
 
 
 @pytest.mark.slow
@@ -215,10 +234,11 @@ def test_main_launcher_trains_resumes_evaluates_and_samples(tmp_path, capsys, mo
     check_run_outputs(workdir, 4, {k: v for k, v in metrics.items() if k != "step"})
     assert metrics["nll_bits_per_dim"] > 0.0 and metrics["sample_nfe"] == 5
     # a second train run in the same workdir with more steps resumes from step 4
-    launch("--config.training.num_train_steps=6")
+    assert f"resumed {workdir} from step 4" in launch("--config.training.num_train_steps=6")
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4", "6"]
     assert "test_loss" in launch("--config.training.num_train_steps=6", "--mode=eval")
-    assert "(4, 4)" in launch("--config.training.num_train_steps=6", "--mode=sample")
+    assert (f"4 samples of shape (4,) written to {workdir}/samples/sample_mode_6.npy"
+            in launch("--config.training.num_train_steps=6", "--mode=sample"))
     x = np.load(os.path.join(workdir, "samples", "sample_mode_6.npy"))
     assert x.shape == (4, 4) and np.all(np.isfinite(x))
 
@@ -381,6 +401,7 @@ def test_killed_runs_resume_to_the_uninterrupted_parameters(uninterrupted, tmp_p
     _kill_at("CHECKPOINT 4", workdir, {**TINY, "sleep_after_checkpoint": 600},
              tmp_path / "log1")
     assert sorted(os.listdir(workdir / "checkpoints")) == ["4"]
+    assert _logged_steps(workdir) == [1, 2, 3, 4]  # the loss of step 4 survived the kill
     # 2. resume from 4, SIGKILL during the save of step 8 (its files half written)
     _kill_at("SAVING 8", workdir, {**TINY, "hang_in_save_at": 8}, tmp_path / "log2")
     entries = sorted(os.listdir(workdir / "checkpoints"))
@@ -395,6 +416,14 @@ def test_killed_runs_resume_to_the_uninterrupted_parameters(uninterrupted, tmp_p
         np.testing.assert_array_equal(a, b)
     # the temporary directory of the interrupted save is gone
     assert sorted(os.listdir(workdir / "checkpoints")) == ["12", "4", "8"]
+    assert _logged_steps(workdir) == list(range(1, 13))  # every step once, none replayed
+
+
+def _logged_steps(workdir):
+    """The steps of the train loss rows of ``metrics.csv``, in order."""
+    with open(workdir / "metrics.csv") as f:
+        rows = [line.strip().split(",") for line in f.readlines()[1:]]
+    return [int(step) for step, name, _ in rows if name == "train/loss"]
 
 
 def _free_port():
