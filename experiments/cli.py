@@ -12,6 +12,7 @@ are printed, then the paths and the time taken.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 
@@ -33,6 +34,20 @@ def define_flags(default_config: str | None = None) -> None:
     config_flags.DEFINE_config_file("config", default_config, "Configuration file.",
                                     lock_config=True)
     flags.mark_flags_as_required(["workdir"] + ([] if default_config else ["config"]))
+
+
+HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
+
+
+def app_run(main: Callable, argv=None) -> None:
+    """``absl.app.run(main)``, exiting 0 (not absl's 1) after printing the help."""
+    args = sys.argv if argv is None else argv
+    try:
+        app.run(main, argv)
+    except SystemExit as done:
+        if done.code == 1 and any(a in HELP_FLAGS for a in args[1:]):
+            raise SystemExit(0) from None
+        raise
 
 
 def report(paths: dict[str, str], seconds: float) -> None:
@@ -59,4 +74,4 @@ def run_main(run: Callable, module: str, argv=None) -> None:
         paths = run(FLAGS.config, FLAGS.workdir)
         report(paths, time.perf_counter() - start)
 
-    app.run(main, argv)
+    app_run(main, argv)

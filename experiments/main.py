@@ -16,6 +16,7 @@ from experiments import cli, train
 
 FLAGS = flags.FLAGS
 cli.define_flags()  # --config and --workdir, both required here
+flags.adopt_module_key_flags(cli)  # listed by --help
 flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to run.")
 
 MODES = {"train": train.train_and_evaluate, "eval": train.evaluate, "sample": train.sample}
@@ -37,4 +38,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.app_run(main)

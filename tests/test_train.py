@@ -205,6 +205,15 @@ def test_non_finite_loss_stops_the_run_before_a_bad_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("module", ["experiments.main", "experiments.digits"])
+def test_help_exits_0_and_lists_the_flags(module):
+    done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
+                          text=True, env=_env(), timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "--workdir" in done.stdout and "--config" in done.stdout
+
+
+@pytest.mark.slow
 def test_main_launcher_trains_resumes_evaluates_and_samples(tmp_path, capsys, monkeypatch):
     from experiments import main
 
