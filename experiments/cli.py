@@ -65,6 +65,8 @@ def run_main(run: Callable, module: str, argv=None) -> None:
     """Defines the flags with ``experiments/configs/<module>.py`` as the default config and runs
     ``run(FLAGS.config, FLAGS.workdir)`` under ``absl.app``."""
     define_flags(config_file(module))
+    for name in ("workdir", "config"):  # listed by --help, under the module run
+        FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
 
     def main(args):
         if len(args) > 1:
