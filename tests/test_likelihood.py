@@ -269,6 +269,7 @@ def test_negative_elbo_matches_closed_form_for_gaussian_data(variance, decoder_v
     assert abs(total.mean() - expected) <= Z * se, (total.mean(), expected, se)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variance, time_grid, index", [
     ("beta", "uniform", [0, 5, 10, 14, 19, 24, 29]),  # round(29 u): 14.5 rounds to even
     ("beta_tilde", "quadratic", [0, 1, 2, 5, 9, 15, 21, 29])])

@@ -323,7 +323,9 @@ def test_bad_input_raises_before_tracing(kwargs, match):
         sde_lib.sample(jax.random.key(0), sde_lib.VPSDE(), _never_called, **args)
 
 
-@pytest.mark.parametrize("method", ["euler_maruyama", "ddpm_ancestral", "pf_ode_adaptive"])
+@pytest.mark.parametrize("method", ["euler_maruyama",
+                                    *(pytest.param(m, marks=pytest.mark.slow)
+                                      for m in ("ddpm_ancestral", "pf_ode_adaptive"))])
 def test_score_of_the_wrong_shape_is_refused(method):
     """A score_fn whose output is not shaped like x (here (1, D), which would broadcast over the
     batch) raises a ValueError naming score_fn when the sampler is traced."""
