@@ -39,11 +39,34 @@ def define_flags(default_config: str | None = None) -> None:
 HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
 
 
+def _unknown_field(error: Exception, argv) -> None:
+    """Exits with status 2 and one line naming the unknown ``--config.<field>`` of ``argv`` and
+    ml_collections' suggestion, instead of its traceback."""
+    inner = error.args[0] if error.args else error
+    text = inner.args[0] if isinstance(inner, KeyError) and inner.args else str(inner)
+    key, _, hint = str(text).partition("\n")
+    key = key.strip("'\"")
+    where = [a for a in argv[1:] if a.startswith("--config.") and key in a]
+    sys.stderr.write(f"error: unknown config field {key!r}"
+                     f"{' in ' + where[0].split('=')[0] if where else ''}"
+                     f"{'; ' + hint if hint else ''}\n")
+    sys.exit(2)
+
+
+def _parse_flags(argv):
+    """absl's flag parsing, with a one-line error for an unknown ``--config.<field>``."""
+    try:
+        return FLAGS(argv)
+    except (AttributeError, KeyError) as error:
+        _unknown_field(error, argv)
+
+
 def app_run(main: Callable, argv=None) -> None:
-    """``absl.app.run(main)``, exiting 0 (not absl's 1) after printing the help."""
+    """``absl.app.run(main)``, exiting 0 (not absl's 1) after printing the help, and with a
+    one-line error for an unknown ``--config.<field>``."""
     args = sys.argv if argv is None else argv
     try:
-        app.run(main, argv)
+        app.run(main, argv, flags_parser=_parse_flags)
     except SystemExit as done:
         if done.code == 1 and any(a in HELP_FLAGS for a in args[1:]):
             raise SystemExit(0) from None
@@ -64,7 +87,10 @@ def report(paths: dict[str, str], seconds: float) -> None:
 def run_main(run: Callable, module: str, argv=None) -> None:
     """Defines the flags with ``experiments/configs/<module>.py`` as the default config and runs
     ``run(FLAGS.config, FLAGS.workdir)`` under ``absl.app``."""
-    define_flags(config_file(module))
+    try:  # the default config file is parsed, with the overrides, here
+        define_flags(config_file(module))
+    except (AttributeError, KeyError) as error:
+        _unknown_field(error, sys.argv if argv is None else argv)
     for name in ("workdir", "config"):  # listed by --help, under the module run
         FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
 

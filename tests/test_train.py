@@ -214,6 +214,21 @@ def test_help_exits_0_and_lists_the_flags(module):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("args, field, hint", [
+    (["experiments.main", "--config", "experiments/configs/gmm_mlp.py",
+      "--config.training.batch_sizee=3"], "--config.training.batch_sizee", "batch_size"),
+    (["experiments.digits", "--config.experiment.num_samplez=3"],
+     "--config.experiment.num_samplez", "num_samples")])
+def test_unknown_config_field_is_one_line_naming_it(args, field, hint, tmp_path):
+    done = subprocess.run([sys.executable, "-m", *args, f"--workdir={tmp_path / 'run'}"],
+                          capture_output=True, text=True, env=_env(), timeout=300, cwd=ROOT)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and field in lines[0] and f'Did you mean "{hint}"' in lines[0], lines
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
 def test_main_launcher_trains_resumes_evaluates_and_samples(tmp_path, capsys, monkeypatch):
     from experiments import main
 
