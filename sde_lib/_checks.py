@@ -7,6 +7,7 @@ import numbers
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def check_positive(name: str, value) -> float:
@@ -51,3 +52,33 @@ def batch_coeff(c: jax.Array, x: jax.Array) -> jax.Array:
 def sum_except_batch(x: jax.Array) -> jax.Array:
     """Sums ``(B, *D)`` over every axis but the first: ``(B,)``."""
     return jnp.sum(x, axis=tuple(range(1, jnp.ndim(x))))
+
+
+def _concrete(value):
+    """``value`` as a numpy array, or ``None`` for a tracer (checked only outside ``jit``)."""
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(value)):
+        return None
+    return np.asarray(value)
+
+
+def check_times(name: str, t, T: float):
+    """Returns ``t``; raises ValueError if a concrete ``t`` has values outside ``[0, T]`` or
+    not finite (under ``jit`` the values cannot be checked and pass through)."""
+    a = _concrete(t)
+    if a is not None and a.size and (not np.all(np.isfinite(a)) or a.min() < 0
+                                     or a.max() > T * (1 + 1e-6)):
+        raise ValueError(f"{name} must lie in [0, T={T}], got values in [{float(a.min())}, "
+                         f"{float(a.max())}]")
+    return t
+
+
+def check_index(name: str, i, N: int):
+    """Returns ``i``; raises ValueError if a concrete ``i`` is not an integer in ``0 .. N - 1``
+    (a traced ``i`` is clamped by JAX's indexing, documented where it is used)."""
+    a = _concrete(i)
+    if a is not None and a.size and (not np.issubdtype(a.dtype, np.integer) or a.min() < 0
+                                     or a.max() >= N):
+        raise ValueError(f"{name} must be integers in 0 .. N - 1 = {N - 1}, got {a.dtype} "
+                         f"values in [{a.min().item()}, {a.max().item()}]")
+    return i
+

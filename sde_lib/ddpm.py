@@ -18,7 +18,7 @@ import numpy as np
 from jax.scipy.special import log_ndtr
 from jax.typing import ArrayLike
 
-from sde_lib._checks import batch_coeff, sum_except_batch
+from sde_lib._checks import batch_coeff, check_index, sum_except_batch
 
 VARIANCES = ("beta", "beta_tilde")
 
@@ -117,7 +117,7 @@ class DDPMChain:
     def q_mean_variance(self, x0: ArrayLike, i: ArrayLike) -> tuple[jax.Array, jax.Array]:
         """Mean ``sqrt(alpha_bar_i) x0`` ``(B, *D)`` and variance ``1 - alpha_bar_i`` ``(B,)``."""
         x0 = jnp.asarray(x0)
-        ab = self.alphas_cumprod[i]
+        ab = self.alphas_cumprod[check_index("i", i, self.N)]
         return batch_coeff(jnp.sqrt(ab), x0) * x0, 1.0 - ab
 
     def q_sample(self, x0: ArrayLike, i: ArrayLike, noise: ArrayLike) -> jax.Array:
@@ -130,25 +130,27 @@ class DDPMChain:
         r"""Mean ``mu_tilde_i(x_i, x0)`` ``(B, *D)`` and variance ``beta_tilde_i`` ``(B,)`` of
         ``q(x_{i-1} | x_i, x_0)`` (Ho et al., Eqs. 6-7)."""
         x0 = jnp.asarray(x0)
+        i = check_index("i", i, self.N)
         mean = batch_coeff(self._coef_x0[i], x0) * x0 + batch_coeff(self._coef_xi[i], x0) * x_i
         return mean, self.posterior_variance[i]
 
     def predict_x0_from_eps(self, x_i: ArrayLike, i: ArrayLike, eps: ArrayLike) -> jax.Array:
         """``x0 = (x_i - sqrt(1 - alpha_bar_i) eps) / sqrt(alpha_bar_i)`` (inverse of Eq. 4)."""
         x_i = jnp.asarray(x_i)
-        ab = batch_coeff(self.alphas_cumprod[i], x_i)
+        ab = batch_coeff(self.alphas_cumprod[check_index("i", i, self.N)], x_i)
         return (x_i - jnp.sqrt(1.0 - ab) * eps) / jnp.sqrt(ab)
 
     def predict_eps_from_x0(self, x_i: ArrayLike, i: ArrayLike, x0: ArrayLike) -> jax.Array:
         """``eps = (x_i - sqrt(alpha_bar_i) x0) / sqrt(1 - alpha_bar_i)``."""
         x_i = jnp.asarray(x_i)
-        ab = batch_coeff(self.alphas_cumprod[i], x_i)
+        ab = batch_coeff(self.alphas_cumprod[check_index("i", i, self.N)], x_i)
         return (x_i - jnp.sqrt(ab) * x0) / jnp.sqrt(1.0 - ab)
 
     def p_mean(self, x_i: ArrayLike, i: ArrayLike, eps: ArrayLike) -> jax.Array:
         r"""Model mean ``1/sqrt(alpha_i) (x_i - beta_i / sqrt(1 - alpha_bar_i) eps)`` (Eq. 11);
         equal to ``q_posterior`` at ``x0 = predict_x0_from_eps(x_i, i, eps)``."""
         x_i = jnp.asarray(x_i)
+        i = check_index("i", i, self.N)
         b = batch_coeff(self.betas[i], x_i)
         ab = batch_coeff(self.alphas_cumprod[i], x_i)
         return (x_i - b / jnp.sqrt(1.0 - ab) * eps) / jnp.sqrt(1.0 - b)
@@ -158,7 +160,7 @@ class DDPMChain:
         ``"beta_tilde"`` (``beta_tilde_i``), Ho et al. Section 3.2; at ``i = 0`` both use
         ``beta_tilde_1`` (only the decoder ``L_0`` sees it)."""
         _check_variance(variance)
-        return self._log_variance[variance][i]
+        return self._log_variance[variance][check_index("i", i, self.N)]
 
     def ancestral_step(self, rng: jax.Array, x_i: ArrayLike, i: ArrayLike, eps: ArrayLike,
                        variance: str = "beta_tilde") -> jax.Array:

@@ -22,6 +22,8 @@ import numpy as np
 from jax.scipy.special import logsumexp
 from jax.typing import ArrayLike
 
+from sde_lib._checks import check_times
+
 
 @jax.tree_util.register_pytree_node_class
 class GaussianMixture:
@@ -151,8 +153,8 @@ class GaussianMixture:
 
     def marginal(self, sde, t: ArrayLike) -> GaussianMixture:
         """``p_t`` under ``sde`` for a scalar ``t``: ``sum_k w_k N(alpha mu_k, alpha^2 Sigma_k +
-        sigma^2 I)``."""
-        alpha, sigma = sde.marginal_coeffs(jnp.asarray(t))
+        sigma^2 I)``; a concrete ``t`` outside ``[0, T]`` is a ValueError."""
+        alpha, sigma = sde.marginal_coeffs(jnp.asarray(check_times("t", t, sde.T)))
         eye = jnp.eye(self.dim, dtype=self.covs.dtype)
         return GaussianMixture._unchecked(self.weights, alpha * self.means,
                                           alpha**2 * self.covs + sigma**2 * eye[None])

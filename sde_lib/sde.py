@@ -28,7 +28,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from sde_lib._checks import batch_coeff, check_num_steps, check_positive, sum_except_batch
+from sde_lib._checks import (
+    batch_coeff,
+    check_num_steps,
+    check_positive,
+    check_times,
+    sum_except_batch,
+)
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -126,7 +132,7 @@ class AbstractSDE(abc.ABC):
           ``f`` of shape ``(B, *D)`` and ``G`` of shape ``(B,)``.
         """
         dt = self.T / self.N
-        drift, diffusion = self.sde(x, t)
+        drift, diffusion = self.sde(x, check_times("t", t, self.T))
         return drift * dt, diffusion * math.sqrt(dt)
 
     def with_num_steps(self, N: int) -> AbstractSDE:
@@ -220,8 +226,10 @@ class LinearSDE(AbstractSDE):
         return batch_coeff(self.drift_coeff(t), x) * x, self.diffusion_coeff(t)
 
     def marginal_prob(self, x0: ArrayLike, t: ArrayLike) -> tuple[jax.Array, jax.Array]:
+        """``alpha_t x0`` and ``sigma_t``; a concrete ``t`` outside ``[0, T]`` is a ValueError
+        (under ``jit`` it is not checked: the coefficients extrapolate)."""
         x0 = jnp.asarray(x0)
-        alpha, sigma = self.marginal_coeffs(t)
+        alpha, sigma = self.marginal_coeffs(check_times("t", t, self.T))
         return batch_coeff(alpha, x0) * x0, sigma
 
     def prior_sampling(self, rng: jax.Array, shape: Sequence[int]) -> jax.Array:

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from sde_lib._checks import check_ordered, check_positive
+from sde_lib._checks import check_ordered, check_positive, check_times
 from sde_lib.sde import LinearSDE
 
 
@@ -61,7 +61,7 @@ class VESDE(LinearSDE):
         return self.sigma_max
 
     def discretize(self, x: ArrayLike, t: ArrayLike) -> tuple[jax.Array, jax.Array]:
-        i = self.time_to_index(t)
+        i = self.time_to_index(check_times("t", t, self.T))
         sigmas = self.discrete_sigmas
         sigma_prev = jnp.where(i == 0, self.sigma_min, sigmas[jnp.maximum(i - 1, 0)])
         return jnp.zeros_like(jnp.asarray(x)), jnp.sqrt(sigmas[i] ** 2 - sigma_prev**2)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from sde_lib._checks import batch_coeff, check_positive
+from sde_lib._checks import batch_coeff, check_positive, check_times
 from sde_lib.sde import AbstractSDE, LinearSDE
 
 
@@ -90,7 +90,7 @@ class VPSDE(_LinearBetaSDE):
         r"""One DDPM step into index ``i = time_to_index(t)``: ``f = (sqrt(1 - beta_i) - 1) x``,
         ``G = sqrt(beta_i)`` (Ho et al. 2020, Eq. 2; Song et al. 2021, Eq. 45)."""
         x = jnp.asarray(x)
-        beta_i = self.discrete_betas[self.time_to_index(t)]
+        beta_i = self.discrete_betas[self.time_to_index(check_times("t", t, self.T))]
         return batch_coeff(jnp.sqrt(1.0 - beta_i) - 1.0, x) * x, jnp.sqrt(beta_i)
 
 

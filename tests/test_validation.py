@@ -41,6 +41,32 @@ def test_bad_sde_and_chain_arguments(make, match):
         make()
 
 
+@pytest.mark.parametrize("call, match", [
+    (lambda: sde_lib.VPSDE().marginal_prob(jnp.zeros((2, 2)), jnp.array([0.5, 1.5])),
+     r"t must lie in \[0, T=1.0\], got values in \[0.5, 1.5\]"),
+    (lambda: sde_lib.VESDE().marginal_prob(jnp.zeros((2, 2)), jnp.array([-0.1, 0.5])),
+     r"t must lie in \[0, T=1.0\]"),
+    (lambda: sde_lib.VPSDE().discretize(jnp.zeros((2, 2)), jnp.array([0.2, 1.2])),
+     r"t must lie in \[0, T=1.0\]"),
+    (lambda: sde_lib.DiscreteVPSDE().discretize(jnp.zeros((2, 2)), jnp.array([0.2, jnp.nan])),
+     r"t must lie in \[0, T=1.0\]"),
+    (lambda: sde_lib.ring_of_gaussians().marginal(sde_lib.VPSDE(), 2.0),
+     r"t must lie in \[0, T=1.0\], got values in \[2.0, 2.0\]"),
+    (lambda: sde_lib.DDPMChain.from_sde(sde_lib.VPSDE()).q_sample(
+        jnp.zeros((2, 2)), jnp.array([3, 1000]), jnp.zeros((2, 2))),
+     r"i must be integers in 0 \.\. N - 1 = 999, got int\d+ values in \[3, 1000\]"),
+    (lambda: sde_lib.DDPMChain.from_sde(sde_lib.VPSDE()).p_mean(
+        jnp.zeros((2, 2)), jnp.array([-1, 3]), jnp.zeros((2, 2))),
+     r"i must be integers in 0 \.\. N - 1 = 999"),
+])
+def test_times_and_indices_out_of_range_are_refused(call, match):
+    """Concrete times outside [0, T] and chain indices outside 0 .. N - 1 (which JAX would
+    extrapolate or clamp silently) raise a ValueError naming the argument and the range."""
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+
 _W, _M, _C = np.array([0.5, 0.5]), np.zeros((2, 2)), np.stack([np.eye(2)] * 2)
 
 
