@@ -362,6 +362,10 @@ def test_config_shortcuts_and_unknown_keys():
     config = gmm_mlp.get_config("sde=ve,sampler=pf_ode_heun,steps=10,lr=0.01")
     assert (config.sde.name, config.sampling.method, config.training.num_train_steps,
             config.optim.lr) == ("ve", "pf_ode_heun", 10, 0.01)
+    config = gmm_mlp.get_config("steps=1e3,lr=1e-3,batch_size=2.5e2")  # e-notation
+    assert (config.training.num_train_steps, config.optim.lr, config.training.batch_size) == (
+        1000, 0.001, 250)
+    assert isinstance(config.training.num_train_steps, int)
     with pytest.raises(ValueError, match="unknown config field"):
         base.get_config("learning_rate=1")
     config = base.get_config()

@@ -43,11 +43,16 @@ SHORTCUTS = {
 
 
 def _parse_value(text: str):
+    """int, float (``1e3`` is the int 1000: an integral number in e-notation), bool, None or the
+    text itself."""
     for cast in (int, float):
         try:
-            return cast(text)
+            value = cast(text)
         except ValueError:
-            pass
+            continue
+        if cast is float and "e" in text.lower() and value.is_integer() and abs(value) < 2**53:
+            return int(value)
+        return value
     return {"true": True, "false": False, "none": None}.get(text.lower(), text)
 
 
