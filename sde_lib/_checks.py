@@ -54,7 +54,7 @@ def sum_except_batch(x: jax.Array) -> jax.Array:
     return jnp.sum(x, axis=tuple(range(1, jnp.ndim(x))))
 
 
-def _concrete(value):
+def concrete_or_none(value):
     """``value`` as a numpy array, or ``None`` for a tracer (checked only outside ``jit``)."""
     if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(value)):
         return None
@@ -64,7 +64,7 @@ def _concrete(value):
 def check_times(name: str, t, T: float):
     """Returns ``t``; raises ValueError if a concrete ``t`` has values outside ``[0, T]`` or
     not finite (under ``jit`` the values cannot be checked and pass through)."""
-    a = _concrete(t)
+    a = concrete_or_none(t)
     if a is not None and a.size and (not np.all(np.isfinite(a)) or a.min() < 0
                                      or a.max() > T * (1 + 1e-6)):
         raise ValueError(f"{name} must lie in [0, T={T}], got values in [{float(a.min())}, "
@@ -75,7 +75,7 @@ def check_times(name: str, t, T: float):
 def check_index(name: str, i, N: int):
     """Returns ``i``; raises ValueError if a concrete ``i`` is not an integer in ``0 .. N - 1``
     (a traced ``i`` is clamped by JAX's indexing, documented where it is used)."""
-    a = _concrete(i)
+    a = concrete_or_none(i)
     if a is not None and a.size and (not np.issubdtype(a.dtype, np.integer) or a.min() < 0
                                      or a.max() >= N):
         raise ValueError(f"{name} must be integers in 0 .. N - 1 = {N - 1}, got {a.dtype} "

@@ -29,7 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from sde_lib._checks import batch_coeff, check_num_steps, check_positive, sum_except_batch
+from sde_lib._checks import (
+    batch_coeff,
+    check_num_steps,
+    check_positive,
+    concrete_or_none,
+    sum_except_batch,
+)
 from sde_lib.ddpm import (
     VARIANCES,
     DDPMChain,
@@ -95,9 +101,10 @@ def _as_data(x: ArrayLike) -> jax.Array:
     if jnp.ndim(x) < 2 or jnp.shape(x)[0] < 1:
         raise ValueError(f"x must have shape (B, *D) with B >= 1 and at least one data axis, "
                          f"got shape {jnp.shape(x)}")
-    x = jnp.asarray(x)
-    if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
+    concrete = concrete_or_none(x)  # numpy, on the host: under a caller's jit, jnp would trace
+    if concrete is not None and not np.all(np.isfinite(concrete)):
         raise ValueError("x must be finite: it holds NaN or inf values")
+    x = jnp.asarray(x)
     return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
 
 
