@@ -175,6 +175,7 @@ def test_synthetic_gaussian_pair_splits():
         data.BatchIterator(train, 80, num_devices=8, dequantize=True)
 
 
+@pytest.mark.slow
 def test_create_iterators_for_the_2d_mixtures():
     for name in ("ring", "grid", "asymmetric_2d"):
         cfg = default_section("data", name=name, num_train=64, num_test=32)

@@ -164,6 +164,7 @@ def test_flow_kl_is_the_exact_gaussian_kl(method):
     assert exact > 0.03 and abs(kl - exact) < Z * se, (kl, se, exact)
 
 
+@pytest.mark.slow
 def test_flow_density_integrates_to_one_in_one_dimension():
     """d = 1, a two-component mixture: q(x_0) on the image of a fine grid of prior draws
     integrates to one by the trapezoidal rule, whose O(h^2) error falls 16-fold from 4,001 to
@@ -266,6 +267,7 @@ def test_flow_density_integrates_to_one_in_two_dimensions():
     assert errors[0] > 2 * errors[1] > 4 * errors[2] and errors[2] < 0.025, errors
 
 
+@pytest.mark.slow
 def test_flow_density_converges_to_the_exact_flows():
     """Gaussian data, where the probability-flow ODE is solved in closed form: its map from
     ``T`` to 0 is ``x_0 = mu + c (x_T - alpha_T mu)``, ``c = s / sqrt(alpha_T^2 s^2 + sigma_T^2)``

@@ -128,6 +128,7 @@ def test_condition_by_monte_carlo(gmm):
     np.testing.assert_array_less(np.abs(est - m), Z * np.sqrt(np.diag(C) / ess))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["vp", "ve", "ou"])
 def test_posterior_given_xt_and_tweedie(name, gmm):
     """The oracle's p(x0 | x_t) equals Bayes' rule in numpy; its mean and covariance equal

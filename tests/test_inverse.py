@@ -176,6 +176,7 @@ def test_pigdm_is_exact_for_unit_variance_gaussian_data(sde_name, sigma_y):
                                    rtol=1e-8, atol=1e-8)
 
 
+@pytest.mark.slow
 def test_normalized_dps_step_against_finite_differences():
     """One normalised DPS step (an identity sampler step, so only the guidance moves x) is
     ``-zeta' grad ||y - A x0_hat(x)||`` per example: equal to central differences of the
