@@ -43,19 +43,15 @@ from sde_lib.ddpm import (
     gaussian_log_likelihood,
 )
 from sde_lib.parameterization import get_parameterization
+from sde_lib.sampling.driver import ODE_SOLVERS
 from sde_lib.sampling.grid import chain_index, evaluation_times
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
-# The adaptive pairs are 7-stage explicit Runge-Kutta methods whose first stage is the last of the
-# previous step (FSAL), so a step (accepted or rejected) costs 6 new evaluations of the vector
-# field, and the first step one more (there is no FSAL value yet). Euler (1 evaluation per step)
-# and Heun (2) take fixed steps only.
-SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "euler": diffrax.Euler,
-           "heun": diffrax.Heun}
+# The adaptive 5(4) pairs, and Euler and Heun with fixed steps only; classes and evaluations per
+# step from the samplers' table (sampling.driver.ODE_SOLVERS).
+SOLVERS = ("tsit5", "dopri5", "euler", "heun")
 FIXED_STEP_SOLVERS = ("euler", "heun")
-# (new evaluations per step, extra evaluations of the first step)
-_EVALUATIONS = {"tsit5": (6, 1), "dopri5": (6, 1), "euler": (1, 0), "heun": (2, 0)}
 # The initial step of an adaptive solve is given (1% of the interval), so no evaluations are
 # spent on selecting it.
 _INITIAL_STEP_FRACTION = 0.01
@@ -223,11 +219,11 @@ def _log_likelihood(rng, x, eps, score_fn, *, sde, divergence, rtol, atol, solve
         controller = diffrax.StepTo(ts=jnp.asarray(ts, x.dtype))
         max_steps = len(ts) - 1
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field), SOLVERS[solver](), t0=jnp.asarray(t0, x.dtype),
+        diffrax.ODETerm(vector_field), ODE_SOLVERS[solver][0](), t0=jnp.asarray(t0, x.dtype),
         t1=jnp.asarray(t1, x.dtype), dt0=dt0, y0=(x, jnp.zeros((B,), x.dtype)),
         saveat=diffrax.SaveAt(t1=True), stepsize_controller=controller, max_steps=max_steps)
     x_T, delta_logp = sol.ys[0][-1], sol.ys[1][-1]
-    per_step, extra = _EVALUATIONS[solver]
+    _, per_step, extra = ODE_SOLVERS[solver]
     nfe = per_step * sol.stats["num_steps"] + extra
     return sde.prior_logp(x_T) + delta_logp, nfe
 

@@ -31,9 +31,14 @@ from sde_lib.sampling import grid, steps
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 PREDICTORS = ("reverse_diffusion", "euler_maruyama", "none")
-ODE_SOLVERS = {"tsit5": (diffrax.Tsit5, 6), "dopri5": (diffrax.Dopri5, 6),
-               "bosh3": (diffrax.Bosh3, 3), "heun": (diffrax.Heun, 2)}
-# new evaluations of the vector field per step (FSAL pairs reuse the last stage; Heun does not).
+# diffrax solvers: (class, new evaluations of the vector field per step, extra evaluations of the
+# first step). The FSAL pairs reuse the last stage as the next first one, so their first step
+# evaluates one more; Heun and Euler do not. Euler has no error estimate: fixed steps only (the
+# likelihood's); the adaptive sampler takes the others.
+ODE_SOLVERS = {"tsit5": (diffrax.Tsit5, 6, 1), "dopri5": (diffrax.Dopri5, 6, 1),
+               "bosh3": (diffrax.Bosh3, 3, 1), "heun": (diffrax.Heun, 2, 0),
+               "euler": (diffrax.Euler, 1, 0)}
+ADAPTIVE_ODE_SOLVERS = ("tsit5", "dopri5", "bosh3", "heun")
 
 
 def _check_choice(name, value, choices):
@@ -293,7 +298,7 @@ SAMPLERS: dict[str, Sampler] = {sampler.name: sampler for sampler in (
             nfe=_heun_nfe, deterministic=lambda o: True),
     Sampler("pf_ode_adaptive", {
         "rtol": (1e-5, _check_pos), "atol": (1e-5, _check_pos),
-        "solver": ("tsit5", functools.partial(_check_choice, choices=tuple(ODE_SOLVERS))),
+        "solver": ("tsit5", functools.partial(_check_choice, choices=ADAPTIVE_ODE_SOLVERS)),
         "max_steps": (4096, check_num_steps)}, solve=lambda x_T, sde, score_fn, eps, o:
         _adaptive(x_T, sde, score_fn, eps, **o)),
     Sampler("ddim", {"eta": (0.0, _check_nonneg), "chain": _CHAIN, "time_grid": _GRID,
@@ -480,7 +485,7 @@ def _adaptive(x_T, sde, score_fn, eps, *, rtol, atol, solver, max_steps):
     def vector_field(t, x, args):
         return flow.sde(x, jnp.full((B,), t, x.dtype))[0].astype(x.dtype)
 
-    solver_cls, stages = ODE_SOLVERS[solver]
+    solver_cls, stages, first_stage = ODE_SOLVERS[solver]
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(vector_field), solver_cls(), t0=jnp.asarray(sde.T, x_T.dtype),
         t1=jnp.asarray(eps, x_T.dtype), dt0=-0.01 * (sde.T - eps), y0=x_T,
@@ -489,5 +494,4 @@ def _adaptive(x_T, sde, score_fn, eps, *, rtol, atol, solver, max_steps):
     x_eps = sol.ys[-1]
     last = grid.GridCoeffs(t=jnp.asarray(eps, x_T.dtype), t_next=jnp.zeros((), x_T.dtype))
     x0, _ = steps.pf_ode_euler(None, x_eps, last, sde=sde, score_fn=score_fn)
-    first_stage = 0 if solver == "heun" else 1
     return x0, stages * sol.stats["num_steps"] + first_stage + 1
