@@ -337,6 +337,50 @@ def test_score_of_the_wrong_shape_is_refused(method):
                        num_steps=10)
 
 
+# the issue's reproduction: an exact 3-component mixture score through jnp.linalg.solve and
+# slogdet of (B, K, 5, 5) covariances, pc at batch 20,000 (XLA:CPU deadlocked without the
+# driver's ordering of score evaluations, see sampling.driver.shape_checked)
+_PC_LINALG = """
+import os, sys
+os.sched_setaffinity(0, [int(c) for c in sys.argv[1:]])  # before jax sizes its thread pool
+import jax, jax.numpy as jnp, numpy as np, sde_lib
+K, D = 3, 5
+rng = np.random.default_rng(0)
+mus = jnp.asarray(rng.normal(size=(K, D)) * 3, jnp.float32)
+A = rng.normal(size=(K, D, D))
+covs = jnp.asarray(A @ A.transpose(0, 2, 1) / D + 0.1 * np.eye(D), jnp.float32)
+sde = sde_lib.VPSDE()
+def log_p_t(x, t):
+    m, s = sde.marginal_coeffs(t)
+    C = m**2 * covs + s**2 * jnp.eye(D)
+    diff = x - m * mus
+    sol = jnp.linalg.solve(C, diff[..., None])[..., 0]
+    logdet = jnp.linalg.slogdet(C)[1]
+    return jax.scipy.special.logsumexp(-0.5 * jnp.sum(diff * sol, -1) - 0.5 * logdet)
+score = jax.vmap(jax.grad(log_p_t))
+x, nfe = sde_lib.sample(jax.random.PRNGKey(0), sde, lambda x, t: score(x, t), (20000, D),
+                        method="pc", num_steps=30)
+print("finite", bool(np.isfinite(np.asarray(x)).all()), int(nfe))
+"""
+
+
+@pytest.mark.slow
+def test_pc_with_a_linalg_score_at_batch_20000_finishes():
+    """The issue's deadlock: pc with a score that calls LAPACK (solve, slogdet) at batch 20,000,
+    on two CPUs (where it deadlocked from batch 1,800; the pool's size is the affinity's),
+    finishes in a subprocess within a generous timeout."""
+    import os
+    import subprocess
+    import sys
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", _PC_LINALG, *map(str, cpus)], env=env,
+                         capture_output=True, cwd=root, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["finite", "True", "60"], out.stdout
+
+
 def test_chain_option_needs_a_chain():
     with pytest.raises(ValueError, match="chain=True needs an SDE with a DDPM chain"):
         sde_lib.sample(jax.random.key(0), sde_lib.VESDE(), _never_called, (4, 2),

@@ -416,8 +416,21 @@ def sample(rng: jax.Array, sde, score_fn: ScoreFn, shape: Sequence[int],
 
 def shape_checked(score_fn: ScoreFn) -> ScoreFn:
     """``score_fn`` that raises ValueError, when traced, if its output is not shaped like its
-    input ``x`` (a ``(1, D)`` output would otherwise broadcast over the batch silently)."""
+    input ``x`` (a ``(1, D)`` output would otherwise broadcast over the batch silently), and
+    whose evaluations run one after another.
+
+    Sequencing: ``x`` and ``t`` pass through one ``lax.optimization_barrier``, so what the score
+    computes from ``t`` alone waits for its ``x``. Without it a step's two evaluations at the same
+    time (the pc sampler's corrector and predictor) share no input but ``t``, and XLA:CPU may run
+    their ``t``-only parts at once: two batched LAPACK calls (a mixture score's ``solve`` /
+    ``slogdet`` of ``(B, K, D, D)`` covariances) then each block an intra-op thread waiting for
+    batch tasks queued behind the other (jaxlib's ``ParallelBatchMap``), a deadlock once every
+    thread of the pool waits (on 2 cores from B = 1,800 with 5 x 5 covariances;
+    ``tests/test_sampling.py`` keeps the reproduction). A network's ``t``-only work (its time
+    embedding) is too small for the ordering to cost anything.
+    """
     def checked(x, t):
+        x, t = lax.optimization_barrier((x, t))
         out = score_fn(x, t)
         if jnp.shape(out) != jnp.shape(x):
             raise ValueError(f"score_fn must return an array shaped like x {jnp.shape(x)}, got "
