@@ -66,7 +66,8 @@ def bench(case, batch, calls, repeats):
 
     step = jax.pmap(train.make_train_step(model, loss_fn, optimizer, schedule,
                                           cfg.optim.ema_rate,
-                                          block_size=cfg.training.rng_block_size),
+                                          block_size=cfg.training.rng_block_size,
+                                          ema_warmup=cfg.optim.ema_warmup),
                     train.AXIS, devices=devices, donate_argnums=(0,))
     p_state = jax_utils.replicate(state, devices, axis_name=train.AXIS)
     p_batch = jax.pmap(lambda b: b, devices=devices)(  # already on the devices

@@ -11,6 +11,7 @@ are printed, then the paths and the time taken.
 
 from __future__ import annotations
 
+import ast
 import os
 import sys
 import time
@@ -28,8 +29,68 @@ def config_file(name: str) -> str:
     return os.path.join(CONFIG_DIR, f"{name}.py")
 
 
+_MODEL_OVERRIDES: list[tuple[str, str]] = []
+
+
+def _take_model_overrides(argv: list[str]) -> list[tuple[str, str]]:
+    """Removes the ``--config.model.<field>=value`` arguments (but ``model.name``) from
+    ``argv`` in place and returns them as ``(field path, text)``, in order.
+
+    A config file lists only the model fields it changes; ml_collections refuses an override
+    of a field the file does not have. These are applied after the file and its other overrides
+    (``apply_model_overrides``), so any field of the model's constructor can be set."""
+    taken, kept = [], []
+    for arg in argv:
+        key, sep, text = arg.partition("=")
+        if sep and key.startswith("--config.model.") and key != "--config.model.name":
+            taken.append((key[len("--config.model."):], text))
+        else:
+            kept.append(arg)
+    argv[:] = kept
+    return taken
+
+
+def parse_text(text: str):
+    """An override's value: a tuple or list literal, else as the config shortcuts parse it
+    (int, with ``1e3`` the int 1000; float; bool; None; the text)."""
+    from experiments.configs import base
+    if text.strip()[:1] in "([":
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            pass
+    return base._parse_value(text)
+
+
+def apply_model_overrides(config, overrides=None) -> None:
+    """Sets ``config.model.<path>`` for each ``(path, text)`` of ``overrides`` (default: those
+    taken from the command line), adding the fields the config file leaves out; the model's
+    config dataclass then checks the names and values (``models.get_model_config``)."""
+    overrides = _MODEL_OVERRIDES if overrides is None else overrides
+    if not overrides:
+        return
+    import ml_collections
+    with config.unlocked():
+        for path, text in overrides:
+            *parents, leaf = path.split(".")
+            section = config.model
+            for name in parents:
+                if name not in section or not isinstance(section[name],
+                                                         ml_collections.ConfigDict):
+                    section[name] = ml_collections.ConfigDict()
+                section = section[name]
+            value = parse_text(text)
+            if isinstance(section.get(leaf), float) and isinstance(value, int):
+                value = float(value)
+            if leaf in section:
+                del section[leaf]  # the command line's type, as for a new field
+            section[leaf] = value
+
+
 def define_flags(default_config: str | None = None) -> None:
-    """``--workdir`` (required) and ``--config`` (required unless ``default_config``)."""
+    """``--workdir`` (required) and ``--config`` (required unless ``default_config``); takes
+    the ``--config.model.*`` overrides out of ``sys.argv`` first (``apply_model_overrides``)."""
+    _MODEL_OVERRIDES[:] = _take_model_overrides(sys.argv)
     flags.DEFINE_string("workdir", None, "Directory for the results (and the trained models).")
     config_flags.DEFINE_config_file("config", default_config, "Configuration file.",
                                     lock_config=True)
@@ -55,10 +116,46 @@ def _unknown_field(error: Exception, argv) -> None:
 
 def _parse_flags(argv):
     """absl's flag parsing, with a one-line error for an unknown ``--config.<field>``."""
+    argv = list(argv)
+    taken = _take_model_overrides(argv)
+    _take_model_overrides(sys.argv)  # where config_flags reads the overrides
+    if taken:  # argv not (or no longer) the sys.argv that define_flags read
+        _MODEL_OVERRIDES[:] = taken
     try:
-        return FLAGS(argv)
+        rest = FLAGS(argv)
     except (AttributeError, KeyError) as error:
         _unknown_field(error, argv)
+    if "config" in FLAGS and FLAGS.config is not None and _MODEL_OVERRIDES:
+        try:
+            apply_model_overrides(FLAGS.config)
+            check_model_section(FLAGS.config)
+        except (ValueError, TypeError) as error:
+            sys.stderr.write(f"error: {error}\n")
+            sys.exit(2)
+    return rest
+
+
+def check_model_section(config) -> None:
+    """Raises ValueError naming a field of ``config.model`` that the model does not have (with
+    the closest one) or a bad value (the model config's own check)."""
+    import dataclasses
+    import difflib
+
+    import models
+    fields = config.model.to_dict()
+    name = fields.pop("name", None)
+    if name in models.MODELS:
+        valid = [f.name for f in dataclasses.fields(models.MODELS[name])]
+        for key in fields:
+            if key not in valid:
+                close = difflib.get_close_matches(key, valid, n=1)
+                raise ValueError(f"unknown field 'model.{key}' for model {name!r}"
+                                 f"{'; did you mean ' + repr(close[0]) + '?' if close else ''}"
+                                 f" (its fields: {', '.join(valid)})")
+    try:
+        models.get_model_config(name, **fields)
+    except ValueError as error:
+        raise ValueError(f"config.model ({name!r}): {error}") from None
 
 
 def app_run(main: Callable, argv=None) -> None:

@@ -54,12 +54,15 @@ class SDEConfig:
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
     """Adam (Kingma & Ba 2015) with a linear warmup of ``warmup_steps`` to ``lr``, gradients
-    clipped to global norm ``grad_clip`` (``None``: no clipping), and parameter EMA ``ema_rate``."""
+    clipped to global norm ``grad_clip`` (``None``: no clipping), and a parameter EMA of rate
+    ``min(ema_rate, (1 + s) / (ema_warmup + s))`` at step ``s`` (``ema_warmup = None``: the
+    constant ``ema_rate``; see ``experiments.train.ema_decay``)."""
 
     lr: float
     warmup_steps: int
     grad_clip: float | None
     ema_rate: float
+    ema_warmup: int | None
     b1: float
     b2: float
     adam_eps: float
@@ -242,6 +245,7 @@ def parse_config(config) -> ExperimentConfig:
     _check("optim.warmup_steps", o.warmup_steps, numbers.Integral, 0)
     _check("optim.grad_clip", o.grad_clip, numbers.Real, 0, low_open=True, optional=True)
     _check("optim.ema_rate", o.ema_rate, numbers.Real, 0, 1)
+    _check("optim.ema_warmup", o.ema_warmup, numbers.Integral, 1, optional=True)
     _check("optim.b1", o.b1, numbers.Real, 0, 1)
     _check("optim.b2", o.b2, numbers.Real, 0, 1)
     _check("optim.adam_eps", o.adam_eps, numbers.Real, 0, low_open=True)

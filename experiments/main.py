@@ -17,7 +17,11 @@ from experiments import cli, train
 FLAGS = flags.FLAGS
 cli.define_flags()  # --config and --workdir, both required here
 flags.adopt_module_key_flags(cli)  # listed by --help
-flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to run.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"],
+                  "What to run: train (resuming from the workdir's latest checkpoint) and "
+                  "evaluate, evaluate the latest checkpoint's EMA, or sample from it.")
+flags.DEFINE_integer("num_samples", None, "--mode sample: how many samples (default: the "
+                     "config's eval.num_samples).", lower_bound=1)
 
 MODES = {"train": train.train_and_evaluate, "eval": train.evaluate, "sample": train.sample}
 
@@ -26,7 +30,13 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax's and absl's INFO lines off the console
-    result = MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
+    config = FLAGS.config
+    if FLAGS.num_samples is not None:
+        if FLAGS.mode != "sample":
+            raise app.UsageError("--num_samples is for --mode sample")
+        with config.unlocked():
+            config.eval.num_samples = FLAGS.num_samples
+    result = MODES[FLAGS.mode](config, FLAGS.workdir)
     if FLAGS.mode == "sample":
         x, path = result
         print(f"{x.shape[0]} samples of shape {x.shape[1:]} written to {path} and "

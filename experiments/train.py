@@ -79,10 +79,14 @@ def create_optimizer(optim: OptimConfig) -> tuple[optax.GradientTransformation, 
 
 def create_train_state(rng: jax.Array, model, data_shape: tuple[int, ...],
                        optimizer: optax.GradientTransformation) -> TrainState:
-    """Initial state: ``model.init`` on a dummy batch ``(1, *data_shape)``; EMA = params."""
+    """Initial state: ``model.init`` on a dummy batch ``(1, *data_shape)``; EMA = params.
+
+    The init is compiled (the U-Net's eager init dispatches every op on its own: 8.8 s against
+    5.0 s compiled on 2 CPU cores)."""
     init_rng, state_rng = jax.random.split(rng)
     x = jnp.zeros((1, *data_shape), jnp.float32)
-    params = model.init({"params": init_rng}, x, jnp.ones((1,), jnp.float32))["params"]
+    params = jax.jit(lambda key: model.init({"params": key}, x, jnp.ones((1,), jnp.float32))[
+        "params"])(init_rng)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=optimizer.init(params), ema_params=params, rng=state_rng)
 
@@ -112,14 +116,33 @@ def example_losses(params, model, loss_fn, step_key, x, index, block_size: int =
     return jax.vmap(one)(index[::block_size] // block_size, blocks).reshape(b)
 
 
+def ema_decay(step, ema_rate: float, ema_warmup: int | None):
+    """The EMA's rate at the update from step ``step`` to ``step + 1``:
+    ``min(ema_rate, (1 + step) / (ema_warmup + step))``, or ``ema_rate`` when ``ema_warmup`` is
+    None.
+
+    With warm-up the average forgets the initial weights as fast as training moves away from
+    them: the weight left on the initial parameters after ``n`` updates is
+    ``prod_s (1 + s) / (w + s) ~ (w - 1)! / n^(w - 1)`` until ``n ~ w / (1 - ema_rate)``
+    (9,000 steps for ``ema_rate = 0.999, w = 10``), where the plain EMA leaves ``ema_rate^n``
+    (74% after 300 steps at 0.999). (The ``num_updates`` form of TensorFlow's
+    ``ExponentialMovingAverage``.)
+    """
+    if ema_warmup is None:
+        return ema_rate  # a Python float, as weakly typed in the update as before warm-up
+    s = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(jnp.float32(ema_rate), (1.0 + s) / (ema_warmup + s))
+
+
 def make_train_step(model, loss_fn, optimizer, schedule, ema_rate: float,
                     steps_per_call: int = 1, axis_name: str | None = AXIS,
-                    block_size: int = 8) -> Callable:
+                    block_size: int = 8, ema_warmup: int | None = None) -> Callable:
     """``train_step(state, batch) -> (state, metrics)``, pure, to be ``jax.pmap``'d.
 
     ``batch`` is ``{"x": (b, *D), "index": (b,)}`` (with a leading ``(K,)`` axis for
     ``steps_per_call = K > 1``, scanned with ``lax.scan``); the loss and gradients are averaged
-    over ``axis_name`` with ``lax.pmean``. The EMA is ``ema <- r ema + (1 - r) params``.
+    over ``axis_name`` with ``lax.pmean``. The EMA is ``ema <- r ema + (1 - r) params`` with
+    ``r = ema_decay(step, ema_rate, ema_warmup)``.
     """
     def pmean(x):
         return x if axis_name is None else lax.pmean(x, axis_name)
@@ -135,8 +158,8 @@ def make_train_step(model, loss_fn, optimizer, schedule, ema_rate: float,
         loss, grads = pmean(loss), pmean(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        ema = jax.tree.map(lambda e, p: ema_rate * e + (1.0 - ema_rate) * p, state.ema_params,
-                           params)
+        r = ema_decay(state.step, ema_rate, ema_warmup)
+        ema = jax.tree.map(lambda e, p: r * e + (1.0 - r) * p, state.ema_params, params)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
                    "lr": schedule(state.step)}
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
@@ -410,7 +433,8 @@ def _train_and_evaluate(run, on_checkpoint):
     t = cfg.training
     p_step = jax.pmap(make_train_step(run.model, run.loss_fn, run.optimizer, run.schedule,
                                       cfg.optim.ema_rate, t.steps_per_call,
-                                      block_size=t.rng_block_size),
+                                      block_size=t.rng_block_size,
+                                      ema_warmup=cfg.optim.ema_warmup),
                       AXIS, devices=run.pmap_devices, donate_argnums=(0,))
     p_state = jax_utils.replicate(run.state, run.devices, axis_name=AXIS)
     writer = MetricWriter(os.path.join(run.workdir, "tensorboard"), run.is_main,

@@ -135,6 +135,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     optim.warmup_steps = 100
     optim.grad_clip = 1.0
     optim.ema_rate = 0.999
+    # EMA rate min(ema_rate, (1 + step) / (ema_warmup + step)): after 300 steps the plain EMA
+    # would still be 74% the initial weights; None: the constant ema_rate
+    optim.ema_warmup = ml_collections.FieldReference(10, field_type=int)
     optim.b1 = 0.9
     optim.b2 = 0.999
     optim.adam_eps = 1e-8
