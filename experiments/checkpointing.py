@@ -196,8 +196,8 @@ def _alive(pid: int) -> bool:
 
 
 # fields whose change makes the checkpoints another run's: shapes, data stream, objective
-FIXED_FIELDS = ("data.", "model.", "loss.", "sde.", "training.batch_size", "training.seed",
-                "training.rng_block_size")
+FIXED_FIELDS = ("data.", "model.", "model_name", "loss.", "sde.", "training.batch_size",
+                "training.seed", "training.rng_block_size")
 # ... except these, which only say where the same data is
 MOVABLE_FIELDS = ("data.data_dir",)
 
@@ -235,8 +235,10 @@ def check_config(workdir: str | os.PathLike, config: dict, has_checkpoint: bool)
                          if flat_old.get(k, "<absent>") != flat_new.get(k, "<absent>"))
         describe = {k: f"{k}: {flat_old.get(k, '<absent>')!r} -> {flat_new.get(k, '<absent>')!r}"
                     for k in changed}
+        # a field the saved config lacks is new in this version (its default keeps the old
+        # behaviour): resumed with a warning
         fixed = [k for k in changed if k.startswith(FIXED_FIELDS)
-                 and not k.startswith(MOVABLE_FIELDS)]
+                 and not k.startswith(MOVABLE_FIELDS) and k in flat_old]
         if fixed:
             raise ValueError(
                 f"the config differs from the one the checkpoints in {workdir} were trained "

@@ -145,6 +145,7 @@ class ExperimentConfig:
     sampling: SamplingConfig
     eval: EvalConfig
     distributed: DistributedConfig
+    model_name: str  # the registry name behind ``model`` (several names share a config class)
 
 
 def _plain(section) -> dict:
@@ -225,7 +226,8 @@ def parse_config(config) -> ExperimentConfig:
     model = _section(config, "model")
     if "model" in config and "name" not in config["model"]:
         raise ValueError("model.name is required")
-    model_cfg = get_model_config(model.pop("name"), **model)
+    model_name = model.pop("name")
+    model_cfg = get_model_config(model_name, **model)
     sde_cfg = _typed(SDEConfig, config, "sde")
     sde = sde_cfg.build()
     try:  # checks the loss name and its options against the SDE
@@ -239,7 +241,7 @@ def parse_config(config) -> ExperimentConfig:
         training=_typed(TrainingConfig, config, "training"),
         sampling=_typed(SamplingConfig, config, "sampling"),
         eval=_typed(EvalConfig, config, "eval"),
-        distributed=_typed(DistributedConfig, config, "distributed"))
+        distributed=_typed(DistributedConfig, config, "distributed"), model_name=model_name)
     o, t, e, s = cfg.optim, cfg.training, cfg.eval, cfg.sampling
     _check("optim.lr", o.lr, numbers.Real, 0, low_open=True)
     _check("optim.warmup_steps", o.warmup_steps, numbers.Integral, 0)

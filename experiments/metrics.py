@@ -31,7 +31,7 @@ class MetricWriter:
 
     def __init__(self, logdir: str, enabled: bool = True, csv_path: str | None = None,
                  resume_step: int | None = None):
-        self.enabled, self.logdir = enabled, logdir
+        self.enabled, self.logdir, self.csv_path = enabled, logdir, csv_path
         self._writer = self._csv = None
         if not enabled:
             return
@@ -123,5 +123,38 @@ def save_samples_png(x: np.ndarray, path: str, title: str = "") -> str:
                          f"{x.shape}")
     if title:
         ax.set_title(title)
+    save_figure(fig, os.path.dirname(os.path.abspath(path)), os.path.basename(path))
+    return path
+
+
+def save_loss_png(csv_path: str, path: str) -> str | None:
+    """The loss curve of a run from its ``metrics.csv``: the training loss at each logged step
+    and the held-out ``eval/test_loss`` (markers), log scale where the losses are positive;
+    written atomically. Nothing (``None``) without logged training losses."""
+    series: dict[str, tuple[list[int], list[float]]] = {}
+    with open(csv_path) as f:
+        next(f, None)
+        for line in f:
+            step, name, value = line.rstrip("\n").split(",", 2)
+            if name in ("train/loss", "eval/test_loss"):
+                steps, values = series.setdefault(name, ([], []))
+                steps.append(int(step))
+                values.append(float(value))
+    if "train/loss" not in series:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for name, label, style in (("train/loss", "training loss (one batch)", "-"),
+                               ("eval/test_loss", "held-out loss", "o")):
+        if name in series:
+            ax.plot(*series[name], style, label=label, markersize=4)
+    every = [v for _, values in series.values() for v in values]
+    if every and min(every) > 0 and np.isfinite(every).all():
+        ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss (the config's loss.name)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
     save_figure(fig, os.path.dirname(os.path.abspath(path)), os.path.basename(path))
     return path

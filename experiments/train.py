@@ -41,7 +41,7 @@ from experiments.config_types import (
     parse_config,
 )
 from experiments.data import DataState, create_iterators
-from experiments.metrics import MetricWriter, save_samples_png
+from experiments.metrics import MetricWriter, save_loss_png, save_samples_png
 from experiments.reporting import save_npy, write_atomic
 
 __all__ = ["SDES", "TrainState", "create_optimizer", "create_train_state", "evaluate",
@@ -461,6 +461,8 @@ def _train_and_evaluate(run, on_checkpoint):
                 guard.check_state(unrep, new)
                 writer.sync()  # the steps logged so far on disk before the checkpoint is
                 checkpointing.save_checkpoint(run.manager, unrep, run.train_it.state)
+                if run.is_main:
+                    save_loss_png(writer.csv_path, os.path.join(run.workdir, "loss.png"))
                 if on_checkpoint is not None:
                     on_checkpoint(new)
             if new < t.num_train_steps and (_crossed(step, new, t.eval_every)
@@ -474,6 +476,8 @@ def _train_and_evaluate(run, on_checkpoint):
     metrics = evaluate_params(run, run.state.ema_params, step)
     _write_eval(run, writer, step, metrics)
     writer.close()
+    if run.is_main:
+        save_loss_png(writer.csv_path, os.path.join(run.workdir, "loss.png"))
     train_loss = np.concatenate([np.ravel(np.asarray(v)) for v in losses]) if losses else \
         np.zeros((0,))
     return {"state": run.state, "train_loss": train_loss, "eval": metrics,
@@ -496,6 +500,64 @@ def evaluate(config, workdir: str) -> dict[str, float]:
     finally:
         run.lock.release()
     return metrics
+
+
+def saved_config(workdir: str) -> dict:
+    """The config a workdir was trained with (its ``config.json``), as sections that
+    ``parse_config`` and ``train_and_evaluate`` take.
+
+    Raises:
+      FileNotFoundError: the workdir has no ``config.json`` (not a training workdir, or one from
+        before the config was saved).
+    """
+    path = os.path.join(os.fspath(workdir), "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no config.json in {workdir}: pass the config it was trained "
+                                f"with (a ConfigDict of experiments/configs)")
+    with open(path) as f:
+        record = json.load(f)
+    if "model_name" not in record:
+        raise ValueError(f"{path} does not name its model (written before model_name was "
+                         f"saved): pass the config it was trained with")
+    config = {k: v for k, v in record.items() if k != "model_name"}
+    config["model"] = {**record["model"], "name": record["model_name"]}
+    return config
+
+
+def load_score_fn(workdir: str, config=None, params: str = "ema"):
+    """The score function of the latest checkpoint in ``workdir``, for use in Python.
+
+    Example::
+
+        score_fn, sde = train.load_score_fn("runs/gmm_mlp")
+        x, nfe = sde_lib.sample(jax.random.key(0), sde, score_fn, (512, 16),
+                                method="dpm_solver_pp", num_steps=20)
+
+    Args:
+      workdir: a training workdir (``experiments.main`` or a module's ``W/model``).
+      config: the config it was trained with; default its ``config.json``.
+      params: ``"ema"`` (what ``--mode eval`` and ``sample`` use) or ``"raw"`` (the parameters
+        of the last step).
+
+    Returns:
+      ``(score_fn, sde)``: ``score_fn(x, t) -> (B, *D)`` (the network through its
+      parameterization, ``models.get_score_fn``) and the SDE it was trained on.
+
+    Raises:
+      ValueError: ``params`` not ``"ema"`` or ``"raw"``; a config that does not fit.
+      FileNotFoundError: no checkpoint (or no config.json and no ``config``).
+      RuntimeError: a run holds the workdir (its lock is taken while the checkpoint is read).
+    """
+    if params not in ("ema", "raw"):
+        raise ValueError(f"params must be 'ema' or 'raw', got {params!r}")
+    cfg = parse_config(saved_config(workdir) if config is None else config)
+    run = _Run(cfg, workdir)
+    try:
+        run.restore(required=True)
+    finally:
+        run.lock.release()
+    state = run.state
+    return run.score_fn(state.ema_params if params == "ema" else state.params), run.sde
 
 
 def sample(config, workdir: str) -> tuple[np.ndarray, str]:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -81,6 +82,16 @@ def test_smoke_train_and_evaluate(tmp_path):
     out = train.train_and_evaluate(config, str(tmp_path))
     check_run_outputs(str(tmp_path), 2, out["eval"])
     assert out["train_loss"].shape == (2,) and np.all(np.isfinite(out["train_loss"]))
+    # the workdir's config.json is the config, and load_score_fn its EMA's score
+    assert train.parse_config(train.saved_config(str(tmp_path))) == train.parse_config(config)
+    score_fn, sde = train.load_score_fn(str(tmp_path))
+    x = jax.random.normal(jax.random.key(1), (5, 4))
+    t = jnp.linspace(0.1, 0.9, 5)
+    np.testing.assert_array_equal(score_fn(x, t), out["score_fn"](x, t))
+    assert sde == out["sde"]
+    raw, _ = train.load_score_fn(str(tmp_path), config, params="raw")
+    assert not np.array_equal(raw(x, t), score_fn(x, t))
+    assert os.path.getsize(os.path.join(str(tmp_path), "loss.png")) > 0
 
 
 def _damage(kind, checkpoint):
@@ -155,6 +166,18 @@ def test_damaged_newest_checkpoint_falls_back_to_the_intact_one(tmp_path):
         with pytest.raises(ValueError, match="does not fit this config's train state"):
             train.train_and_evaluate(base.override(longer, change), str(base_dir))
     assert sorted(os.listdir(base_dir / "checkpoints")) == ["20", "40", "42"]
+
+
+def test_saved_config_fields_added_later_resume_and_the_model_name_is_fixed(tmp_path):
+    """A field the saved config.json lacks (added by a newer version) resumes with a warning;
+    a changed model name (several names share a config class) is refused like a shape."""
+    old = {"model": {"hidden": 16}, "training": {"seed": 0}}
+    checkpointing.save_config(tmp_path, old)
+    assert checkpointing.check_config(tmp_path, {**old, "model_name": "mlp"}, True) == [
+        "model_name: '<absent>' -> 'mlp'"]
+    checkpointing.save_config(tmp_path, {**old, "model_name": "unet_digits"})
+    with pytest.raises(ValueError, match="model_name: 'unet_digits' -> 'unet_mnist'"):
+        checkpointing.check_config(tmp_path, {**old, "model_name": "unet_mnist"}, True)
 
 
 @pytest.mark.slow
