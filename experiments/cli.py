@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -48,6 +49,20 @@ def _take_model_overrides(argv: list[str]) -> list[tuple[str, str]]:
             kept.append(arg)
     argv[:] = kept
     return taken
+
+
+_E_INT = re.compile(r"^[+-]?\d+(\.\d*)?[eE]\+?\d+$")
+
+
+def _e_notation_to_int(argv: list[str]) -> None:
+    """Rewrites ``--config.<field>=1e3`` in place as ``=1000`` (ml_collections' int parser
+    refuses e-notation; a float field parses ``1000`` as well): integral values only."""
+    for i, arg in enumerate(argv):
+        key, sep, text = arg.partition("=")
+        if sep and key.startswith("--config.") and _E_INT.match(text):
+            value = float(text)
+            if value.is_integer() and abs(value) < 2**53:
+                argv[i] = f"{key}={int(value)}"
 
 
 def parse_text(text: str):
@@ -90,6 +105,7 @@ def apply_model_overrides(config, overrides=None) -> None:
 def define_flags(default_config: str | None = None) -> None:
     """``--workdir`` (required) and ``--config`` (required unless ``default_config``); takes
     the ``--config.model.*`` overrides out of ``sys.argv`` first (``apply_model_overrides``)."""
+    _e_notation_to_int(sys.argv)
     _MODEL_OVERRIDES[:] = _take_model_overrides(sys.argv)
     flags.DEFINE_string("workdir", None, "Directory for the results (and the trained models).")
     config_flags.DEFINE_config_file("config", default_config, "Configuration file.",
@@ -117,6 +133,8 @@ def _unknown_field(error: Exception, argv) -> None:
 def _parse_flags(argv):
     """absl's flag parsing, with a one-line error for an unknown ``--config.<field>``."""
     argv = list(argv)
+    _e_notation_to_int(argv)
+    _e_notation_to_int(sys.argv)
     taken = _take_model_overrides(argv)
     _take_model_overrides(sys.argv)  # where config_flags reads the overrides
     if taken:  # argv not (or no longer) the sys.argv that define_flags read
@@ -158,16 +176,32 @@ def check_model_section(config) -> None:
         raise ValueError(f"config.model ({name!r}): {error}") from None
 
 
-def app_run(main: Callable, argv=None) -> None:
-    """``absl.app.run(main)``, exiting 0 (not absl's 1) after printing the help, and with a
-    one-line error for an unknown ``--config.<field>``."""
+def app_run(main: Callable, argv=None, epilog: Callable[[], str] | None = None) -> None:
+    """``absl.app.run(main)``, exiting 0 (not absl's 1) after printing the help (and then
+    ``epilog()``), and with a one-line error for an unknown ``--config.<field>``."""
     args = sys.argv if argv is None else argv
     try:
         app.run(main, argv, flags_parser=_parse_flags)
     except SystemExit as done:
         if done.code == 1 and any(a in HELP_FLAGS for a in args[1:]):
+            if epilog is not None:
+                print(epilog(), flush=True)
             raise SystemExit(0) from None
         raise
+
+
+def settings_help(settings: type, config, path: str) -> str:
+    """The ``--help`` text of an experiment module's settings: each field of the dataclass
+    ``settings`` with its default (``config.experiment``, from ``path``), then its docstring."""
+    import dataclasses
+    import inspect
+    lines = [f"\nExperiment settings: --config.experiment.<field>=value (defaults from {path}):"]
+    section = config.experiment if config is not None and "experiment" in config else {}
+    for field in dataclasses.fields(settings):
+        default = section[field.name] if field.name in section else "(required)"
+        lines.append(f"  {field.name} = {default!r}")
+    lines += ["", inspect.cleandoc(settings.__doc__ or "")]
+    return "\n".join(lines)
 
 
 def report(paths: dict[str, str], seconds: float) -> None:
@@ -181,9 +215,10 @@ def report(paths: dict[str, str], seconds: float) -> None:
         print(f"  {path}")
 
 
-def run_main(run: Callable, module: str, argv=None) -> None:
+def run_main(run: Callable, module: str, argv=None, settings: type | None = None) -> None:
     """Defines the flags with ``experiments/configs/<module>.py`` as the default config and runs
-    ``run(FLAGS.config, FLAGS.workdir)`` under ``absl.app``."""
+    ``run(FLAGS.config, FLAGS.workdir)`` under ``absl.app``; ``--help`` also lists the fields of
+    ``settings`` (the module's ``experiment`` dataclass) with their defaults."""
     try:  # the default config file is parsed, with the overrides, here
         define_flags(config_file(module))
     except (AttributeError, KeyError) as error:
@@ -199,4 +234,7 @@ def run_main(run: Callable, module: str, argv=None) -> None:
         paths = run(FLAGS.config, FLAGS.workdir)
         report(paths, time.perf_counter() - start)
 
-    app_run(main, argv)
+    def epilog():
+        return settings_help(settings, FLAGS["config"].value, config_file(module))
+
+    app_run(main, argv, epilog if settings is not None else None)

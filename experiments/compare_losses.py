@@ -178,7 +178,7 @@ def run(config, workdir: str) -> dict[str, str]:
 
 
 def main(argv=None):
-    cli.run_main(run, "compare_losses", argv)
+    cli.run_main(run, "compare_losses", argv, settings=LossComparisonConfig)
 
 
 if __name__ == "__main__":

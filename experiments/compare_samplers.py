@@ -544,7 +544,7 @@ run = compare_samplers
 
 
 def main(argv=None):
-    cli.run_main(compare_samplers, "compare_samplers", argv)
+    cli.run_main(compare_samplers, "compare_samplers", argv, settings=ComparisonConfig)
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ def run(config, workdir: str) -> dict[str, str]:
 
 
 def main(argv=None):
-    cli.run_main(run, "ddpm_to_sde", argv)
+    cli.run_main(run, "ddpm_to_sde", argv, settings=DDPMToSDEConfig)
 
 
 if __name__ == "__main__":

@@ -295,7 +295,7 @@ def write_figures(workdir, err_rows, sde_rows, paths_2d, exp) -> dict[str, str]:
 
 
 def main(argv=None):
-    cli.run_main(run, "diagnostics", argv)
+    cli.run_main(run, "diagnostics", argv, settings=DiagnosticsConfig)
 
 
 if __name__ == "__main__":

@@ -537,7 +537,7 @@ def _quality_figure(plt, quality, exp):
 
 
 def main(argv=None):
-    cli.run_main(run, "digits", argv)
+    cli.run_main(run, "digits", argv, settings=DigitsConfig)
 
 
 if __name__ == "__main__":

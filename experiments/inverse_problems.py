@@ -154,7 +154,7 @@ def run(config, workdir: str) -> dict[str, str]:
 
 
 def main(argv=None):
-    cli.run_main(run, "inverse_problems", argv)
+    cli.run_main(run, "inverse_problems", argv, settings=InverseConfig)
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ def run(config, workdir: str) -> dict[str, str]:
 
 
 def main(argv=None):
-    cli.run_main(run, "ou_process", argv)
+    cli.run_main(run, "ou_process", argv, settings=OUConfig)
 
 
 if __name__ == "__main__":

@@ -386,7 +386,7 @@ run = testbeds
 
 
 def main(argv=None):
-    cli.run_main(testbeds, "testbeds", argv)
+    cli.run_main(testbeds, "testbeds", argv, settings=TestbedsConfig)
 
 
 if __name__ == "__main__":

@@ -125,7 +125,7 @@ def run(config, workdir: str) -> dict[str, str]:
 
 
 def main(argv=None):
-    cli.run_main(run, "tweedie", argv)
+    cli.run_main(run, "tweedie", argv, settings=TweedieConfig)
 
 
 if __name__ == "__main__":

@@ -276,6 +276,11 @@ def test_help_exits_0_and_lists_the_flags(module):
                           text=True, env=_env(), timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--workdir" in done.stdout and "--config" in done.stdout
+    if module == "experiments.digits":  # a module's settings with their defaults
+        assert "--config.experiment.<field>=value" in done.stdout
+        assert "  num_samples = 297" in done.stdout and "networks: " in done.stdout
+    else:
+        assert "--num_samples" in done.stdout
 
 
 @pytest.mark.slow
@@ -454,6 +459,11 @@ def test_any_model_field_is_overridable_on_the_command_line():
     model = train.parse_config(config).model
     assert (model.dropout, model.hidden, model.time_embedding.kind) == (0.2, 100, "fourier")
     assert cli.parse_text("(1, 2)") == (1, 2) and cli.parse_text("none") is None
+    argv = ["m", "--config.training.num_train_steps=1e3", "--config.optim.lr=1e-3",
+            "--config.optim.lr=2.5E1", "--config.data.name=ring", "--other=1e3"]
+    cli._e_notation_to_int(argv)
+    assert argv == ["m", "--config.training.num_train_steps=1000", "--config.optim.lr=1e-3",
+                    "--config.optim.lr=25", "--config.data.name=ring", "--other=1e3"]
     with pytest.raises(ValueError, match=r"unknown field 'model.dropoutt' for model 'mlp'; did "
                                          r"you mean 'dropout'\?"):
         cli.apply_model_overrides(config, [("dropoutt", "0.1")])
