@@ -1,13 +1,40 @@
-"""Argument validation and shape helpers shared by sde_lib (no JAX tracing here)."""
+"""Argument validation and shape helpers shared by sde_lib.
+
+Concrete values are checked in Python; traced ones (under ``jit``) cannot be, and pass through
+unless ``debug_checks()`` is on, where the value checks become ``jax.experimental.checkify``
+checks (run the function under ``checkify.checkify`` and call ``err.throw()``)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import checkify
+
+_DEBUG = [False]
+
+
+@contextlib.contextmanager
+def debug_checks(enabled: bool = True):
+    """Within the block, functions traced check their traced times and indices with
+    ``checkify.check`` (outside ``checkify.checkify`` such a check is an error of its own, so
+    only functions run under ``checkify.checkify`` should be traced here)::
+
+        with sde_lib.debug_checks():
+            f = checkify.checkify(jax.jit(lambda t: sde.marginal_prob(x, t)))
+            err, out = f(t)
+        err.throw()  # ValueError-like JaxRuntimeError naming t and its range
+    """
+    before = _DEBUG[0]
+    _DEBUG[0] = bool(enabled)
+    try:
+        yield
+    finally:
+        _DEBUG[0] = before
 
 
 def check_positive(name: str, value) -> float:
@@ -46,7 +73,13 @@ def batch_coeff(c: jax.Array, x: jax.Array) -> jax.Array:
     c = jnp.asarray(c)
     if c.ndim == 0:
         return c
-    return c.reshape(c.shape + (1,) * (jnp.ndim(x) - c.ndim))
+    shape = jnp.shape(x)
+    if c.ndim > len(shape) or any(a not in (b, 1)
+                                  for a, b in zip(c.shape, shape[:c.ndim], strict=True)):
+        raise ValueError(f"a per-example coefficient (from t) of shape {c.shape} does not fit x "
+                         f"of shape {shape}: t must be a scalar or shaped (B,) = "
+                         f"{shape[:1]}")
+    return c.reshape(c.shape + (1,) * (len(shape) - c.ndim))
 
 
 def sum_except_batch(x: jax.Array) -> jax.Array:
@@ -65,6 +98,10 @@ def check_times(name: str, t, T: float):
     """Returns ``t``; raises ValueError if a concrete ``t`` has values outside ``[0, T]`` or
     not finite (under ``jit`` the values cannot be checked and pass through)."""
     a = concrete_or_none(t)
+    if a is None and _DEBUG[0] and jnp.size(t):
+        checkify.check(jnp.all(jnp.isfinite(t) & (t >= 0) & (t <= T * (1 + 1e-6))),
+                       f"{name} must lie in [0, T={T}], got values in [{{lo}}, {{hi}}]",
+                       lo=jnp.min(t), hi=jnp.max(t))
     if a is not None and a.size and (not np.all(np.isfinite(a)) or a.min() < 0
                                      or a.max() > T * (1 + 1e-6)):
         raise ValueError(f"{name} must lie in [0, T={T}], got values in [{float(a.min())}, "
@@ -76,6 +113,10 @@ def check_index(name: str, i, N: int):
     """Returns ``i``; raises ValueError if a concrete ``i`` is not an integer in ``0 .. N - 1``
     (a traced ``i`` is clamped by JAX's indexing, documented where it is used)."""
     a = concrete_or_none(i)
+    if a is None and _DEBUG[0] and jnp.size(i):
+        checkify.check(jnp.all((i >= 0) & (i < N)),
+                       f"{name} must be integers in 0 .. N - 1 = {N - 1}, got values in "
+                       f"[{{lo}}, {{hi}}]", lo=jnp.min(i), hi=jnp.max(i))
     if a is not None and a.size and (not np.issubdtype(a.dtype, np.integer) or a.min() < 0
                                      or a.max() >= N):
         raise ValueError(f"{name} must be integers in 0 .. N - 1 = {N - 1}, got {a.dtype} "

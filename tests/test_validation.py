@@ -67,6 +67,47 @@ def test_times_and_indices_out_of_range_are_refused(call, match):
 
 
 
+
+@pytest.mark.parametrize("call", [
+    lambda: sde_lib.VPSDE().marginal_prob(jnp.zeros((4, 2)), jnp.full((3,), 0.5)),
+    lambda: sde_lib.VPSDE().sde(jnp.zeros((4, 2)), jnp.full((2,), 0.5)),
+    lambda: sde_lib.DDPMChain.from_sde(sde_lib.VPSDE()).q_sample(
+        jnp.zeros((4, 2)), jnp.array([1, 2, 3]), jnp.zeros((4, 2))),
+    lambda: jax.jit(lambda t: sde_lib.subVPSDE().marginal_prob(jnp.zeros((4, 2)), t))(
+        jnp.full((5,), 0.5)),
+])
+def test_times_of_the_wrong_shape_are_refused_naming_both_shapes(call):
+    """A (2,), (3,) or (5,) array of times for a batch of 4 (which JAX would report as a
+    broadcasting error many frames down, or broadcast silently) is a ValueError naming the
+    shapes, also under jit (shapes are static)."""
+    with pytest.raises(ValueError, match=r"of shape \((2|3|5),\) does not fit x of shape "
+                                         r"\(4, 2\): t must be a scalar or shaped \(B,\)"):
+        call()
+
+
+def test_debug_checks_make_traced_times_and_indices_checkify_checks():
+    """Under jit a time outside [0, T] cannot be checked in Python and passes through; within
+    debug_checks() it becomes a checkify check that names t and the range."""
+    from jax.experimental import checkify
+    sde, x = sde_lib.VPSDE(), jnp.zeros((2, 2))
+    jitted = jax.jit(lambda t: sde.marginal_prob(x, t)[0])
+    assert jitted(jnp.array([0.5, 1.5])).shape == (2, 2)  # unchecked, extrapolated
+    with sde_lib.debug_checks():
+        err, _ = checkify.checkify(jax.jit(lambda t: sde.marginal_prob(x, t)[0]))(
+            jnp.array([0.5, 1.5]))
+        ok, _ = checkify.checkify(jax.jit(lambda t: sde.marginal_prob(x, t)[0]))(
+            jnp.array([0.5, 0.7]))
+        chain = sde_lib.DDPMChain.from_sde(sde)
+        err_i, _ = checkify.checkify(jax.jit(lambda i: chain.q_sample(x, i, x)))(
+            jnp.array([3, 1000]))
+    with pytest.raises(Exception, match=r"t must lie in \[0, T=1.0\], got values in "
+                                        r"\[0.5, 1.5\]"):
+        err.throw()
+    ok.throw()  # nothing to raise
+    with pytest.raises(Exception, match=r"i must be integers in 0 \.\. N - 1 = 999, got "
+                                        r"values in \[3, 1000\]"):
+        err_i.throw()
+
 _W, _M, _C = np.array([0.5, 0.5]), np.zeros((2, 2)), np.stack([np.eye(2)] * 2)
 
 
