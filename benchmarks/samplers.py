@@ -1,20 +1,28 @@
-"""Sampler overhead: each fixed-step sampler against NFE separately timed calls of the score.
+"""Sampler overhead: each fixed-step sampler against NFE separately timed calls of its score.
 
-For an MLP score model (4 residual blocks of width 256) on d-dimensional data, batch B, K steps:
+For a score (``--score``: ``mlp``, the residual MLP of 4 blocks of width 256; ``exact``, the
+exact score of the 2-component Gaussian mixture ``gaussian_pair(d)``, cheap; or a registry
+network such as ``unet_cifar10`` on its images), batch B, K steps:
 
-* ``ratio = t_sampler / (NFE * t_call)``, ``t_call`` the median over K separately timed calls
-  of the jitted ``score_fn`` (each blocked on); goal <= 1.10 (1.0 means no overhead at all);
-* our Euler-Maruyama against diffrax's ``Euler`` on the same reverse SDE at equal NFE
-  (interleaved, 5 rounds; the median and best ratios are printed).
+* ``ratio = t_sampler / (NFE * t_call)``, with ``t_call`` the mean of separately dispatched,
+  blocked-on calls of the jitted ``score_fn``, measured in the same round as the sampler
+  (``--rounds`` rounds, interleaved: call, sampler, call, sampler, ...); the median of the
+  per-round ratios and their range are printed, so machine load that comes and goes moves both
+  terms of a ratio together. 1.0 means no overhead; below 1, the scan saves dispatch costs that
+  separate calls pay;
+* the noise draw's share: a ``lax.scan`` of K steps that only draws the ``(B, *D)`` normals
+  Euler-Maruyama draws (threefry) and adds them, against Euler-Maruyama's time;
+* our Euler-Maruyama against diffrax's ``Euler`` on the same reverse SDE at equal NFE (vector
+  data only; interleaved rounds, median and best ratios).
 
-Everything runs in one process, side by side: the per-call time is measured before and after the
-samplers and averaged. Run: ``python -m benchmarks.samplers [--dims 2 64] [--batch 4096]
-[--steps 1000]``; results go in benchmarks/README.md.
+Run: ``python -m benchmarks.samplers [--score mlp] [--dims 2 64] [--batch 4096] [--steps 1000]
+[--methods ...]``; results go in benchmarks/README.md with the command and the load average.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import diffrax
@@ -29,26 +37,22 @@ import sde_lib
 FIXED = ("euler_maruyama", "reverse_diffusion", "ddpm_ancestral", "ddim", "pf_ode_euler",
          "pf_ode_heun", "pc", "dpm_solver_pp", "dpm_solver_2s", "unipc", "edm_heun",
          "edm_stochastic")
+IMAGE_SHAPES = {"unet_cifar10": (32, 32, 3), "unet_mnist": (28, 28, 1), "unet_digits": (8, 8, 1),
+                "transformer_digits": (8, 8, 1)}
 
 
-def _time(fn, *args, repeats=1):
-    jax.block_until_ready(fn(*args))  # compile and warm up
-    best = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best.append(time.perf_counter() - start)
-    return min(best)
+def _wall(fn, *args) -> float:
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - start
 
 
-def _per_call(score_fn, x, t, calls):
-    jax.block_until_ready(score_fn(x, t))
-    times = []
+def _per_call(score_fn, x, t, calls: int) -> float:
+    """Mean time of ``calls`` separately dispatched calls, each blocked on."""
+    start = time.perf_counter()
     for _ in range(calls):
-        start = time.perf_counter()
         jax.block_until_ready(score_fn(x, t))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return (time.perf_counter() - start) / calls
 
 
 def diffrax_euler_maruyama(sde, score_fn, shape, num_steps):
@@ -76,58 +80,106 @@ def diffrax_euler_maruyama(sde, score_fn, shape, num_steps):
     return run
 
 
-def bench_dim(dim, batch, steps):
+def noise_only(shape, steps):
+    """The noise draws of ``steps`` Euler-Maruyama steps and nothing else."""
+    def run(key):
+        def body(x, k):
+            return x + 1e-3 * jax.random.normal(k, shape, x.dtype), None
+        return jax.lax.scan(body, jnp.zeros(shape, jnp.float32), jax.random.split(key, steps))[0]
+    return jax.jit(run)
+
+
+def make_score(kind: str, dim: int, batch: int):
+    """``(score_fn, shape, label)`` for ``--score``."""
     sde = sde_lib.VPSDE()
-    model = models.get_model("mlp", hidden=256, num_blocks=4)
-    x = jax.random.normal(jax.random.key(0), (batch, dim), jnp.float32)
-    t = jnp.full((batch,), 0.5, jnp.float32)
-    params = model.init(jax.random.key(1), x, t)["params"]
-    score_fn = models.get_score_fn(sde, model, params, "eps")
+    if kind == "exact":
+        gmm = sde_lib.gaussian_pair(jax.random.key(3), dim)
+        return gmm.score_fn(sde), (batch, dim), f"exact mixture score, d = {dim}"
+    if kind == "mlp":
+        model, shape = models.get_model("mlp", hidden=256, num_blocks=4), (batch, dim)
+    else:
+        model, shape = models.get_model(kind), (batch, *IMAGE_SHAPES[kind])
+    x = jnp.zeros(shape, jnp.float32)
+    params = jax.jit(lambda k: model.init({"params": k}, x, jnp.ones((batch,)))["params"])(
+        jax.random.key(1))
+    n = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+    label = f"{kind} ({n:,} params), data {shape[1:]}"
+    return models.get_score_fn(sde, model, params, "eps"), shape, label
+
+
+def bench(kind, dim, batch, steps, methods, rounds, calls):
+    sde = sde_lib.VPSDE()
+    score_fn, shape, label = make_score(kind, dim, batch)
     jitted = jax.jit(score_fn)
-    before = _per_call(jitted, x, t, steps)
-    rows = []
+    x = jax.random.normal(jax.random.key(0), shape, jnp.float32)
+    t = jnp.full((batch,), 0.5, jnp.float32)
+    jax.block_until_ready(jitted(x, t))
     key = jax.random.key(2)
-    for method in FIXED:
-        run = jax.jit(lambda k, m=method: sde_lib.sample(k, sde, score_fn, (batch, dim),
-                                                         method=m, num_steps=steps))
+    runs = {}
+    for method in methods:
+        run = jax.jit(lambda k, m=method: sde_lib.sample(k, sde, score_fn, shape, method=m,
+                                                         num_steps=steps))
         try:
-            nfe = int(run(key)[1])
+            runs[method] = (run, int(run(key)[1]))  # compiled, and its NFE
         except ValueError as error:  # the method rejects this many steps (reverse diffusion)
             print(f"skipping {method} at {steps} steps: {error}")
-            continue
-        rows.append((method, nfe, _time(run, key)))
-    # head to head: our Euler-Maruyama and diffrax's, interleaved, 5 rounds
-    ours = jax.jit(lambda k: sde_lib.sample(k, sde, score_fn, (batch, dim),
-                                            method="euler_maruyama", num_steps=steps)[0])
-    theirs = jax.jit(diffrax_euler_maruyama(sde, score_fn, (batch, dim), steps))
-    pairs = np.array([(_time(ours, key), _time(theirs, key)) for _ in range(5)])
-    ours_em, t_diffrax = np.median(pairs, axis=0)
-    after = _per_call(jitted, x, t, steps)
-    t_call = 0.5 * (before + after)
-    print(f"\n## d = {dim}, batch {batch}, {steps} steps; score_fn call {1e3 * t_call:.2f} ms "
-          f"(before {1e3 * before:.2f}, after {1e3 * after:.2f})")
-    print("| sampler | NFE | wall (s) | wall / (NFE x call) |")
-    print("|---|---|---|---|")
-    for method, nfe, wall in rows:
-        print(f"| {method} | {nfe} | {wall:.2f} | {wall / (nfe * t_call):.3f} |")
-    print(f"| euler_maruyama, median of 5 | {steps} | {ours_em:.2f} | "
-          f"{ours_em / (steps * t_call):.3f} |")
-    print(f"| diffrax Euler (reverse SDE), median of 5 | {steps} | {t_diffrax:.2f} | "
-          f"{t_diffrax / (steps * t_call):.3f} |")
-    print(f"ours / diffrax (Euler-Maruyama, equal NFE): median {ours_em / t_diffrax:.3f}, "
-          f"best {pairs[:, 0].min() / pairs[:, 1].min():.3f}, per round "
-          f"{' '.join(f'{a / b:.3f}' for a, b in pairs)}")
+    noise = noise_only(shape, steps)
+    jax.block_until_ready(noise(key))
+    rows, calls_all = [], []
+    for method, (run, nfe) in runs.items():
+        ratios, walls = [], []
+        for _ in range(rounds):
+            t_call = _per_call(jitted, x, t, calls)
+            wall = _wall(run, key)
+            calls_all.append(t_call)
+            ratios.append(wall / (nfe * t_call))
+            walls.append(wall)
+        rows.append((method, nfe, float(np.median(walls)), ratios))
+    share = []
+    if "euler_maruyama" in runs:
+        em = runs["euler_maruyama"][0]
+        share = [_wall(noise, key) / _wall(em, key) for _ in range(rounds)]
+    load = os.getloadavg()
+    print(f"\n## {label}, batch {batch}, {steps} steps; score call {1e3 * np.median(calls_all):.3f}"
+          f" ms (median over rounds, range {1e3 * min(calls_all):.3f}-"
+          f"{1e3 * max(calls_all):.3f}); load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print("| sampler | NFE | wall (s), median | wall / (NFE x call): median of rounds | range |")
+    print("|---|---|---|---|---|")
+    for method, nfe, wall, ratios in rows:
+        print(f"| {method} | {nfe} | {wall:.3f} | {np.median(ratios):.3f} | "
+              f"{min(ratios):.3f}-{max(ratios):.3f} |")
+    if share:
+        print(f"noise draws alone / Euler-Maruyama: median {np.median(share):.3f} (range "
+              f"{min(share):.3f}-{max(share):.3f})")
+    if len(shape) == 2 and "euler_maruyama" in runs:
+        ours = runs["euler_maruyama"][0]
+        theirs = jax.jit(diffrax_euler_maruyama(sde, score_fn, shape, steps))
+        jax.block_until_ready(theirs(key))
+        pairs = np.array([(_wall(ours, key), _wall(theirs, key)) for _ in range(rounds)])
+        print(f"ours / diffrax (Euler-Maruyama, equal NFE): median "
+              f"{np.median(pairs[:, 0] / pairs[:, 1]):.3f}, best "
+              f"{pairs[:, 0].min() / pairs[:, 1].min():.3f}, per round "
+              f"{' '.join(f'{a / b:.3f}' for a, b in pairs)}")
+    print(flush=True)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dims", type=int, nargs="+", default=[2, 64])
+    parser.add_argument("--score", default="mlp",
+                        choices=["mlp", "exact", *sorted(IMAGE_SHAPES)])
+    parser.add_argument("--dims", type=int, nargs="+", default=[2, 64],
+                        help="data dimensions (vector scores only)")
     parser.add_argument("--batch", type=int, default=4096)
     parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--methods", nargs="+", default=list(FIXED), choices=FIXED)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=20,
+                        help="separately timed score calls per round")
     args = parser.parse_args()
-    print(f"devices: {jax.devices()}")
-    for dim in args.dims:
-        bench_dim(dim, args.batch, args.steps)
+    print(f"devices: {jax.devices()}; jax {jax.__version__}")
+    dims = args.dims if args.score in ("mlp", "exact") else [None]
+    for dim in dims:
+        bench(args.score, dim, args.batch, args.steps, args.methods, args.rounds, args.calls)
 
 
 if __name__ == "__main__":

@@ -413,6 +413,21 @@ def test_steps_per_call_scan_matches_one_step_per_call(tmp_path):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
+def test_convolutional_models_unroll_their_scan_on_cpu():
+    """scan_unroll: a U-Net on CPU unrolls its K steps per call (XLA:CPU's slow path for
+    convolution gradients in a loop), the MLP and the Transformer keep the loop, K = 1 is 1."""
+    cases = {"unet": ((4, 4, 1), True, dict(ch=8, ch_mult=(1,), num_res_blocks=1,
+                                              attn_resolutions=())),
+             "mlp": ((4,), False, dict(hidden=8, num_blocks=1)),
+             "transformer": ((4, 4, 1), False, dict(dim=8, depth=1, num_heads=2))}
+    for name, (shape, conv, fields) in cases.items():
+        model = train.models.get_model(name, **fields)
+        params = jax.eval_shape(lambda m=model, s=shape: m.init(
+            {"params": jax.random.key(0)}, jnp.zeros((1, *s)), jnp.ones((1,)))["params"])
+        assert train.scan_unroll(model, params, shape, 4) == (4 if conv else 1), name
+        assert train.scan_unroll(model, params, shape, 1) == 1
+
+
 @pytest.mark.parametrize("change,message", [
     ({"model.name": "resnet"}, "model name must be one of"),
     ({"loss.name": "nce"}, r"loss.name must be one of \[.*'dsm'"),
