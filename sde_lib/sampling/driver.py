@@ -414,23 +414,37 @@ def sample(rng: jax.Array, sde, score_fn: ScoreFn, shape: Sequence[int],
     return scan_steps(step, rng_steps, x_T, coeffs), sampler.nfe(num_steps, opts)
 
 
+def _first_entries(x, t):
+    """Each example's first entry of ``x`` (a scalar for a scalar ``t``), without gradient."""
+    x = lax.stop_gradient(x)
+    if jnp.ndim(t) == 1 and jnp.shape(t)[0] == jnp.shape(x)[0]:
+        first = jnp.reshape(x, (jnp.shape(x)[0], -1))[:, 0]
+    else:
+        first = jnp.ravel(x)[0]
+    return first.astype(jnp.result_type(t))
+
+
 def shape_checked(score_fn: ScoreFn) -> ScoreFn:
     """``score_fn`` that raises ValueError, when traced, if its output is not shaped like its
     input ``x`` (a ``(1, D)`` output would otherwise broadcast over the batch silently), and
     whose evaluations run one after another.
 
-    Sequencing: ``x`` and ``t`` pass through one ``lax.optimization_barrier``, so what the score
-    computes from ``t`` alone waits for its ``x``. Without it a step's two evaluations at the same
-    time (the pc sampler's corrector and predictor) share no input but ``t``, and XLA:CPU may run
-    their ``t``-only parts at once: two batched LAPACK calls (a mixture score's ``solve`` /
-    ``slogdet`` of ``(B, K, D, D)`` covariances) then each block an intra-op thread waiting for
-    batch tasks queued behind the other (jaxlib's ``ParallelBatchMap``), a deadlock once every
-    thread of the pool waits (on 2 cores from B = 1,800 with 5 x 5 covariances;
-    ``tests/test_sampling.py`` keeps the reproduction). A network's ``t``-only work (its time
-    embedding) is too small for the ordering to cost anything.
+    Sequencing: ``t`` is made to depend on ``x`` (``t + 0 x_0``, ``x_0`` each example's first
+    entry: XLA does not fold a float product with 0), so what the score computes from ``t``
+    alone waits for its ``x``. Without it a step's two evaluations at the same time (the pc
+    sampler's corrector and predictor) share no input but ``t``, and XLA:CPU may run their
+    ``t``-only parts at once:
+    two batched LAPACK calls (a mixture score's ``solve`` / ``slogdet`` of ``(B, K, D, D)``
+    covariances) then each block an intra-op thread waiting for batch tasks queued behind the
+    other (jaxlib's ``ParallelBatchMap``), a deadlock once every thread of the pool waits (on 2
+    cores from B = 1,800 with 5 x 5 covariances; ``tests/test_sampling.py`` keeps the
+    reproduction). A network's ``t``-only work (its time embedding) is too small for the
+    ordering to cost anything. (``lax.optimization_barrier`` on ``(x, t)`` orders them too but
+    crashed XLA:CPU, a segmentation fault, sampling a (250000, 8) batch.) A NaN or infinite
+    first entry of an example makes that example's ``t`` NaN, where it is lost anyway.
     """
     def checked(x, t):
-        x, t = lax.optimization_barrier((x, t))
+        t = t + 0.0 * _first_entries(x, t)
         out = score_fn(x, t)
         if jnp.shape(out) != jnp.shape(x):
             raise ValueError(f"score_fn must return an array shaped like x {jnp.shape(x)}, got "
