@@ -199,7 +199,8 @@ def _build_ddim(sde, score_fn, num_steps, eps, o):
     coeffs = _chain_or_continuous(sde, num_steps, eps, o)
     eta2 = o["eta"] ** 2
     step = functools.partial(steps.generalized_ddim, score_fn=score_fn, eps_scale="marginal",
-                             noise_scale=lambda v, b2: eta2 * v, clip=o["clip_denoised"])
+                             noise_scale=(lambda v, b2: eta2 * v) if eta2 else None,
+                             clip=o["clip_denoised"])
     return step, coeffs
 
 

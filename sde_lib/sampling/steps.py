@@ -84,12 +84,14 @@ def generalized_ddim(key, x, c, *, score_fn, eps_scale, noise_scale, clip=None):
     a = alpha_t / alpha_s
     b2 = sigma_t**2 - (a * sigma_s) ** 2
     v = b2 * sigma_s**2 / sigma_t**2
-    cz2 = noise_scale(v, b2)
+    cz2 = 0.0 if noise_scale is None else noise_scale(v, b2)
     if eps_scale == "posterior":
         c_eps = a * sigma_s**2 / sigma_t
     else:
         c_eps = jnp.sqrt(jnp.maximum(sigma_s**2 - cz2, 0.0))
     x_mean = alpha_s * x0_hat + c_eps * eps_hat
+    if noise_scale is None:  # deterministic (DDIM, eta = 0): no draw to multiply by 0
+        return x_mean, x_mean
     return x_mean + jnp.sqrt(cz2) * _normal(key, x), x_mean
 
 
