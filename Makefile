@@ -1,6 +1,7 @@
 # One command each: `make run` (the main job: sampler comparison), `make test` (the fast tier of
 # the suite) and `make test-all` (every test, what CI runs); each creates .venv and installs the
-# package with its pinned dependencies first.
+# package with its pinned dependencies first. The tests run in two pytest-xdist workers, whole
+# files per worker (module fixtures train their models once).
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -23,11 +24,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" tests
 
 test-all: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

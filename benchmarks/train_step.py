@@ -9,7 +9,11 @@ with the config the experiments use:
   Adam, the EMA);
 * ``t_bare``: ``jax.jit(jax.value_and_grad(...))`` of the mean squared error of the same network
   on the same batch and times, nothing else;
-* ``ratio = t_step / t_bare`` (goal <= 1.15) and the training throughput ``batch / t_step``.
+* ``ratio = t_step / t_bare`` (goal <= 1.10) and the training throughput ``batch / t_step``;
+  the step is timed with the batch already on the devices and fed from host numpy arrays each
+  call, as the trainer feeds it (``host-fed``);
+* with ``--steps-per-call K``, K steps per compiled call (``lax.scan``, unrolled where the
+  trainer unrolls it: ``train.scan_unroll``; ``--no-unroll`` keeps the loop), times per step.
 
 Both are timed interleaved, ``--repeats`` rounds of ``--calls`` calls each, and the median of
 the per-round means is kept (machines here are shared and noisy). Run:
@@ -21,6 +25,7 @@ in benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import jax
@@ -49,7 +54,7 @@ def _round(fn, carry, args, calls):
     return (time.perf_counter() - start) / calls, carry
 
 
-def bench(case, batch, calls, repeats):
+def bench(case, batch, calls, repeats, steps_per_call=1, unroll=None):
     module, shape = CASES[case]
     config = module.get_config()
     config.training.batch_size = batch
@@ -64,14 +69,20 @@ def bench(case, batch, calls, repeats):
     rng = np.random.default_rng(0)
     x = rng.uniform(-1.0, 1.0, (batch, *shape)).astype(np.float32)
 
+    K = steps_per_call
+    if unroll is None:  # as the trainer chooses (train.scan_unroll)
+        unroll = train.scan_unroll(model, state.params, shape, K)
     step = jax.pmap(train.make_train_step(model, loss_fn, optimizer, schedule,
-                                          cfg.optim.ema_rate,
+                                          cfg.optim.ema_rate, K,
                                           block_size=cfg.training.rng_block_size,
-                                          ema_warmup=cfg.optim.ema_warmup),
+                                          ema_warmup=cfg.optim.ema_warmup, unroll=unroll),
                     train.AXIS, devices=devices, donate_argnums=(0,))
     p_state = jax_utils.replicate(state, devices, axis_name=train.AXIS)
-    p_batch = jax.pmap(lambda b: b, devices=devices)(  # already on the devices
-        {"x": x.reshape(D, batch // D, *shape), "index": np.arange(batch).reshape(D, -1)})
+    one = {"x": x.reshape(D, batch // D, *shape), "index": np.arange(batch).reshape(D, -1)}
+    if K > 1:  # the same batch K times, on a (K,) axis after the device axis
+        one = jax.tree.map(lambda a: np.repeat(a[:, None], K, axis=1), one)
+    p_batch = jax.pmap(lambda b: b, devices=devices)(one)  # already on the devices
+    host_batch = one  # numpy, transferred at each call as the trainer's batches are
 
     def train_call(s, b):
         return step(s, b)[0]
@@ -89,18 +100,23 @@ def bench(case, batch, calls, repeats):
         return jax.value_and_grad(mse)(params)
 
     params = state.params
+    start = time.perf_counter()
     p_state = jax.block_until_ready(train_call(p_state, p_batch))  # compile both
+    compile_s = time.perf_counter() - start
     jax.block_until_ready(bare(params))
-    steps, bares = [], []
+    steps, hosts, bares = [], [], []
     for _ in range(repeats):  # the state is donated to the step, as in train_and_evaluate
         t_round, p_state = _round(train_call, p_state, (p_batch,), calls)
-        steps.append(t_round)
+        steps.append(t_round / K)
+        t_round, p_state = _round(train_call, p_state, (host_batch,), calls)
+        hosts.append(t_round / K)
         bares.append(_round(lambda c, p: bare(p), None, (params,), calls)[0])
-    t_step, t_bare = float(np.median(steps)), float(np.median(bares))
+    t_step, t_host, t_bare = (float(np.median(v)) for v in (steps, hosts, bares))
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
     return (f"| {case} ({config.model.name}, {n_params:,} params) | {shape} | {batch} | "
-            f"{1e3 * t_step:.2f} | {1e3 * t_bare:.2f} | {t_step / t_bare:.3f} | "
-            f"{batch / t_step:,.0f} |")
+            f"{K}{' unrolled' if unroll > 1 else ''} | {compile_s:.1f} | {1e3 * t_step:.2f} | "
+            f"{1e3 * t_host:.2f} | {1e3 * t_bare:.2f} | {t_step / t_bare:.3f} | "
+            f"{t_host / t_bare:.3f} | {batch / t_step:,.0f} |")
 
 
 def main():
@@ -110,13 +126,21 @@ def main():
     parser.add_argument("--batch-unet", type=int, default=128)
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps-per-call", type=int, nargs="+", default=[1],
+                        help="K steps per compiled call (lax.scan); times are per step")
+    parser.add_argument("--no-unroll", action="store_true",
+                        help="keep the scan's loop even where the trainer unrolls it")
     args = parser.parse_args()
-    print(f"devices: {jax.local_device_count()} x {jax.devices()[0].device_kind}")
-    print("| case | data | batch | train step (ms) | bare fwd+bwd (ms) | ratio | examples/s |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"devices: {jax.local_device_count()} x {jax.devices()[0].device_kind}; jax "
+          f"{jax.__version__}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print("| case | data | batch | steps per call | compile (s) | train step (ms) | host-fed "
+          "step (ms) | bare fwd+bwd (ms) | ratio | host-fed ratio | examples/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for case in args.cases:
         batch = args.batch_mlp if case == "mlp" else args.batch_unet
-        print(bench(case, batch, args.calls, args.repeats), flush=True)
+        for K in args.steps_per_call:
+            print(bench(case, batch, args.calls, args.repeats, K,
+                        1 if args.no_unroll else None), flush=True)
 
 
 if __name__ == "__main__":
