@@ -228,8 +228,9 @@ class ConfigChangeWarning(UserWarning):
 class _Run:
     """The objects of one run, built from a checked config (devices, data, model, steps)."""
 
-    def __init__(self, cfg: ExperimentConfig, workdir: str):
-        self.cfg, self.workdir = cfg, os.fspath(workdir)
+    def __init__(self, cfg: ExperimentConfig, workdir: str, reading: bool = False):
+        # reading: evaluate, sample or load_score_fn (the workdir's config.json is left as is)
+        self.cfg, self.workdir, self.reading = cfg, os.fspath(workdir), reading
         self.num_devices = check_devices(cfg)
         # pmap spans the first num_devices devices of every process (the same list everywhere)
         self.pmap_devices = [d for p in range(jax.process_count())
@@ -256,7 +257,8 @@ class _Run:
             self.lock.release()
             raise
         for change in self.config_changes:
-            warnings.warn(f"resuming {self.workdir} with a changed config field: {change}",
+            verb = "reading" if reading else "resuming"
+            warnings.warn(f"{verb} {self.workdir} with a changed config field: {change}",
                           ConfigChangeWarning, stacklevel=3)
         self.is_main = jax.process_index() == 0
 
@@ -287,12 +289,14 @@ class _Run:
             **sp.options))
 
     def restore(self, required: bool = False) -> bool:
-        """Restores the newest intact checkpoint (if any), then saves the config beside it."""
+        """Restores the newest intact checkpoint (if any), then (when training) saves the config
+        beside it."""
         state, data_state = checkpointing.restore_checkpoint(self.manager, self.state)
         if state is None and required:
             raise FileNotFoundError(
                 f"no checkpoint in {checkpointing.checkpoint_dir(self.workdir)}")
-        checkpointing.save_config(self.workdir, dataclasses.asdict(self.cfg))
+        if not self.reading:
+            checkpointing.save_config(self.workdir, dataclasses.asdict(self.cfg))
         if state is None:
             return False
         self.state = jax.tree.map(jnp.asarray, state)
@@ -515,7 +519,7 @@ def evaluate(config, workdir: str) -> dict[str, float]:
     """Evaluates the EMA parameters of the latest checkpoint in ``workdir`` (``--mode eval``)."""
     initialize_distributed(config)
     cfg = parse_config(config)
-    run = _Run(cfg, workdir)
+    run = _Run(cfg, workdir, reading=True)
     try:
         run.restore(required=True)
         step = int(run.state.step)
@@ -577,7 +581,7 @@ def load_score_fn(workdir: str, config=None, params: str = "ema"):
     if params not in ("ema", "raw"):
         raise ValueError(f"params must be 'ema' or 'raw', got {params!r}")
     cfg = parse_config(saved_config(workdir) if config is None else config)
-    run = _Run(cfg, workdir)
+    run = _Run(cfg, workdir, reading=True)
     try:
         run.restore(required=True)
     finally:
@@ -592,7 +596,7 @@ def sample(config, workdir: str) -> tuple[np.ndarray, str]:
     the path of the ``.npy``."""
     initialize_distributed(config)
     cfg = parse_config(config)
-    run = _Run(cfg, workdir)
+    run = _Run(cfg, workdir, reading=True)
     try:
         run.restore(required=True)
         step = int(run.state.step)

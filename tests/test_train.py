@@ -92,6 +92,11 @@ def test_smoke_train_and_evaluate(tmp_path):
     assert sde == out["sde"]
     raw, _ = train.load_score_fn(str(tmp_path), config, params="raw")
     assert not np.array_equal(raw(x, t), score_fn(x, t))
+    # reading with another evaluation setting warns as a read and leaves config.json alone
+    saved = (tmp_path / "config.json").read_text()
+    with pytest.warns(train.ConfigChangeWarning, match=r"reading .* eval.num_samples: 4 -> 9"):
+        train.load_score_fn(str(tmp_path), base.override(config, {"eval.num_samples": 9}))
+    assert (tmp_path / "config.json").read_text() == saved
     assert os.path.getsize(os.path.join(str(tmp_path), "loss.png")) > 0
 
 
