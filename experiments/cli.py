@@ -102,11 +102,17 @@ def apply_model_overrides(config, overrides=None) -> None:
             section[leaf] = value
 
 
+def _prepare_argv(argv: list[str]) -> list[tuple[str, str]]:
+    """In place: e-notation integers rewritten, the ``--config.model.*`` overrides taken out
+    (returned)."""
+    _e_notation_to_int(argv)
+    return _take_model_overrides(argv)
+
+
 def define_flags(default_config: str | None = None) -> None:
     """``--workdir`` (required) and ``--config`` (required unless ``default_config``); takes
     the ``--config.model.*`` overrides out of ``sys.argv`` first (``apply_model_overrides``)."""
-    _e_notation_to_int(sys.argv)
-    _MODEL_OVERRIDES[:] = _take_model_overrides(sys.argv)
+    _MODEL_OVERRIDES[:] = _prepare_argv(sys.argv)
     flags.DEFINE_string("workdir", None, "Directory for the results (and the trained models).")
     config_flags.DEFINE_config_file("config", default_config, "Configuration file.",
                                     lock_config=True)
@@ -133,10 +139,8 @@ def _unknown_field(error: Exception, argv) -> None:
 def _parse_flags(argv):
     """absl's flag parsing, with a one-line error for an unknown ``--config.<field>``."""
     argv = list(argv)
-    _e_notation_to_int(argv)
-    _e_notation_to_int(sys.argv)
-    taken = _take_model_overrides(argv)
-    _take_model_overrides(sys.argv)  # where config_flags reads the overrides
+    taken = _prepare_argv(argv)
+    _prepare_argv(sys.argv)  # where config_flags reads the overrides
     if taken:  # argv not (or no longer) the sys.argv that define_flags read
         _MODEL_OVERRIDES[:] = taken
     try:

@@ -13,6 +13,7 @@ over devices and processes (up to float summation order).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -515,20 +516,27 @@ def _train_and_evaluate(run, on_checkpoint):
             "dataset": run.train_it.dataset}
 
 
-def evaluate(config, workdir: str) -> dict[str, float]:
-    """Evaluates the EMA parameters of the latest checkpoint in ``workdir`` (``--mode eval``)."""
+@contextlib.contextmanager
+def _reading(config, workdir: str):
+    """The run of ``workdir``'s latest checkpoint, restored for reading (eval, sample,
+    ``load_score_fn``), its lock held inside the block."""
     initialize_distributed(config)
-    cfg = parse_config(config)
-    run = _Run(cfg, workdir, reading=True)
+    run = _Run(parse_config(config), workdir, reading=True)
     try:
         run.restore(required=True)
+        yield run
+    finally:
+        run.lock.release()
+
+
+def evaluate(config, workdir: str) -> dict[str, float]:
+    """Evaluates the EMA parameters of the latest checkpoint in ``workdir`` (``--mode eval``)."""
+    with _reading(config, workdir) as run:
         step = int(run.state.step)
         metrics = evaluate_params(run, run.state.ema_params, step)
         writer = MetricWriter(os.path.join(run.workdir, "tensorboard"), run.is_main)
         _write_eval(run, writer, step, metrics)
         writer.close()
-    finally:
-        run.lock.release()
     return metrics
 
 
@@ -580,13 +588,8 @@ def load_score_fn(workdir: str, config=None, params: str = "ema"):
     """
     if params not in ("ema", "raw"):
         raise ValueError(f"params must be 'ema' or 'raw', got {params!r}")
-    cfg = parse_config(saved_config(workdir) if config is None else config)
-    run = _Run(cfg, workdir, reading=True)
-    try:
-        run.restore(required=True)
-    finally:
-        run.lock.release()
-    state = run.state
+    with _reading(saved_config(workdir) if config is None else config, workdir) as run:
+        state = run.state
     return run.score_fn(state.ema_params if params == "ema" else state.params), run.sde
 
 
@@ -594,18 +597,12 @@ def sample(config, workdir: str) -> tuple[np.ndarray, str]:
     """Samples from the EMA parameters of the latest checkpoint (``--mode sample``); writes
     ``workdir/samples/sample_mode_<step>.{png,npy}`` and returns the samples ``(n, *D)`` and
     the path of the ``.npy``."""
-    initialize_distributed(config)
-    cfg = parse_config(config)
-    run = _Run(cfg, workdir, reading=True)
-    try:
-        run.restore(required=True)
-        step = int(run.state.step)
+    with _reading(config, workdir) as run:
+        cfg, step = run.cfg, int(run.state.step)
         key = jax.random.fold_in(jax.random.PRNGKey(cfg.training.seed), 2**31 - 2)
         x, _ = draw_samples(run, run.state.ema_params, key)
         path = os.path.join(run.workdir, "samples", f"sample_mode_{step}.png")
         if run.is_main:
             save_samples_png(x, path, f"{cfg.sampling.method}, step {step}")
             save_npy(path[:-4] + ".npy", x)
-    finally:
-        run.lock.release()
     return x, path[:-4] + ".npy"
