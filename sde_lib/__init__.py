@@ -54,9 +54,9 @@ from sde_lib.likelihood import (  # noqa: E402
 __all__ += ["NegativeELBO", "bits_per_dim", "ddpm_negative_elbo", "log_likelihood",
             "uniform_dequantize"]
 from sde_lib import sampling  # noqa: E402
-from sde_lib.sampling import SAMPLERS, sample  # noqa: E402
+from sde_lib.sampling import SAMPLERS, Sweep, sample  # noqa: E402
 
-__all__ += ["SAMPLERS", "sample", "sampling"]
+__all__ += ["SAMPLERS", "Sweep", "sample", "sampling"]
 from sde_lib import evaluation  # noqa: E402
 from sde_lib.evaluation import (  # noqa: E402
     GaussianLaw,

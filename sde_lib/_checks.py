@@ -123,3 +123,13 @@ def check_index(name: str, i, N: int):
                          f"values in [{a.min().item()}, {a.max().item()}]")
     return i
 
+
+def as_pytree_fn(fn):
+    """``fn`` as a pytree that ``jax.jit`` takes as an argument: itself if it is one (e.g.
+    ``models.get_score_fn``'s ``Partial``, whose leaves are the parameters), else
+    ``jax.tree_util.Partial(fn)`` (no leaves: compiled once per function object, as a static
+    argument would be)."""
+    leaves = jax.tree.leaves(fn)
+    if len(leaves) == 1 and leaves[0] is fn:
+        return jax.tree_util.Partial(fn)
+    return fn

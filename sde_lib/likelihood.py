@@ -31,6 +31,7 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from sde_lib._checks import (
+    as_pytree_fn,
     batch_coeff,
     check_num_steps,
     check_positive,
@@ -198,17 +199,6 @@ def log_likelihood(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike, eps: fl
     return _log_likelihood(rng, _as_data(x), eps, as_pytree_fn(score_fn), sde=sde,
                            divergence=divergence, rtol=rtol, atol=atol, solver=solver,
                            max_steps=max_steps, ts=ts)
-
-
-def as_pytree_fn(fn: Callable) -> Callable:
-    """``fn`` as a pytree that ``jax.jit`` takes as an argument: itself if it is one (e.g.
-    ``models.get_score_fn``'s ``Partial``, whose leaves are the parameters), else
-    ``jax.tree_util.Partial(fn)`` (no leaves: compiled once per function object, as a static
-    argument would be)."""
-    leaves = jax.tree.leaves(fn)
-    if len(leaves) == 1 and leaves[0] is fn:
-        return jax.tree_util.Partial(fn)
-    return fn
 
 
 @functools.partial(jax.jit, static_argnames=("sde", "divergence", "rtol", "atol", "solver",

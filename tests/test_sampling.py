@@ -394,7 +394,7 @@ def test_samplers_are_values():
     for name, sampler in sde_lib.SAMPLERS.items():
         assert sampler.name == name and sampler.adaptive == (sampler.solve is not None)
         if sampler.adaptive:
-            assert sampler.build is None and sampler.num_steps_for(50) == 1
+            assert sampler.grid is None and sampler.num_steps_for(50) == 1
             with pytest.raises(ValueError, match="is adaptive"):
                 sde_lib.sampling.build_sampler(sde_lib.VPSDE(), None, name, 10)
             continue
@@ -407,3 +407,100 @@ def test_samplers_are_values():
     assert sde_lib.sampling.get_sampler("pc").num_steps_for(20, corrector_steps=3) == 5
     with pytest.raises(ValueError, match=r"unknown options \['eta'\] for method 'pc'"):
         sde_lib.sampling.get_sampler("pc").num_steps_for(20, eta=1.0)
+
+
+# ----- Sweep: one compiled program for every num_steps and time grid --------------------------
+
+SWEPT = {name: ({"predictor": "euler_maruyama"} if name == "pc" else {})
+         for name, s in sde_lib.SAMPLERS.items()
+         if not s.adaptive and not s.discretized(s.check_options({}))
+         or name == "pc"}
+
+
+def _sweep_matches_sample(method, options, steps_list, max_num_steps, time_grid=None):
+    sde = sde_lib.VPSDE()
+    score_fn = MIXTURE.score_fn(sde)
+    sweep = sde_lib.Sweep(sde, (16, 2), method, max_num_steps=max_num_steps, **options)
+    for k in steps_list:
+        grid_options = {} if time_grid is None else {"time_grid": time_grid(k)}
+        x, nfe = sweep(jax.random.key(k), score_fn, k, **grid_options)
+        want, want_nfe = sde_lib.sample(jax.random.key(k), sde, score_fn, (16, 2), method,
+                                        num_steps=k, **options, **grid_options)
+        assert nfe == want_nfe
+        np.testing.assert_allclose(np.asarray(x), np.asarray(want), rtol=1e-10, atol=1e-10,
+                                   err_msg=f"{method} at num_steps={k}")
+
+
+@pytest.mark.parametrize("method", ["euler_maruyama", "dpm_solver_pp", "edm_stochastic"])
+def test_sweep_gives_the_samples_of_sample(method):
+    """``Sweep`` runs the first ``K`` entries of a padded grid with a traced trip count: the same
+    samples as ``sample`` with ``num_steps = K`` for the same key (float64), at ``K = 1`` and at
+    the maximum, on the default grid and on an explicit one given at the call. Euler-Maruyama
+    checks the step keys, DPM-Solver++(3) the per-step orders (warm-up and the last two
+    steps), EDM's stochastic sampler its raised noise levels."""
+    options = {"order": 3} if method == "dpm_solver_pp" else {}
+    _sweep_matches_sample(method, options, (1, 6), 6)
+    _sweep_matches_sample(method, options, (4,), 6,
+                          time_grid=lambda k: tuple(np.geomspace(1.0, 1e-3, k)))
+
+
+@pytest.mark.slow
+def test_sweep_gives_the_samples_of_sample_for_every_method():
+    """As above for every fixed-step method ``Sweep`` takes (pc with the Euler-Maruyama
+    predictor), at 1, 2, 5 and 9 of 9 steps."""
+    assert set(SWEPT) == set(sde_lib.SAMPLERS) - {"pf_ode_adaptive", "reverse_diffusion"}
+    for method, options in SWEPT.items():
+        _sweep_matches_sample(method, options, (1, 2, 5, 9), 9)
+
+
+def test_a_six_point_nfe_sweep_compiles_once():
+    """A 6-point NFE sweep (5 .. 160 evaluations) of Heun's probability-flow sampler with a
+    network's score compiles the sampler program once (XLA compilations counted through
+    jax.monitoring); new parameters of the same network and a new time grid compile nothing
+    more. The other compilations are the host grid's element-wise operations on new shapes
+    (single primitives), not programs over the steps."""
+    from _compiles import count_compilations
+
+    import models
+
+    sde = sde_lib.VPSDE(N=1000, T=0.993)  # an SDE no other test uses: the first call compiles
+    model = models.get_model("mlp", hidden=8, num_blocks=1)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 2)), jnp.zeros(1))["params"]
+    sampler = sde_lib.sampling.get_sampler("pf_ode_heun")
+    budgets = (5, 10, 20, 40, 80, 160)
+    sweep = sde_lib.Sweep(sde, (8, 2), "pf_ode_heun",
+                          max_num_steps=sampler.num_steps_for(max(budgets)))
+    with count_compilations() as compiles:
+        for nfe in budgets:
+            score_fn = models.get_score_fn(sde, model, params)
+            x, got = sweep(jax.random.key(0), score_fn, sampler.num_steps_for(nfe))
+            assert got <= nfe and x.shape == (8, 2) and bool(jnp.all(jnp.isfinite(x)))
+    programs = [c for c in compiles if "_sweep_program" in c.name]
+    assert len(programs) == 1, compiles
+    assert all(c.name.startswith("jit(") and "loop" not in c.name and "scan" not in c.name
+               for c in compiles if c not in programs), compiles
+    with count_compilations() as again:
+        score_fn = models.get_score_fn(sde, model, jax.tree.map(lambda a: 1.1 * a, params))
+        sweep(jax.random.key(1), score_fn, 30)
+        sweep(jax.random.key(1), score_fn, 30, time_grid="karras")
+    assert not [c for c in again if "_sweep_program" in c.name], again
+
+
+def test_sweep_refuses_what_it_cannot_sweep():
+    """Adaptive and discretized methods (named), ``num_steps`` beyond ``max_num_steps``, and
+    the usual option errors, before anything is traced."""
+    sde = sde_lib.VPSDE()
+    with pytest.raises(ValueError, match="'pf_ode_adaptive' is adaptive"):
+        sde_lib.Sweep(sde, (4, 2), "pf_ode_adaptive", 10)
+    for method in ("reverse_diffusion", "pc"):
+        with pytest.raises(ValueError, match=f"method '{method}' with these options steps on"):
+            sde_lib.Sweep(sde, (4, 2), method, 10)
+    with pytest.raises(ValueError, match="max_num_steps must be an integer >= 1"):
+        sde_lib.Sweep(sde, (4, 2), "ddim", 0)
+    with pytest.raises(ValueError, match=r"unknown options \['snr'\]"):
+        sde_lib.Sweep(sde, (4, 2), "ddim", 10, snr=0.1)
+    sweep = sde_lib.Sweep(sde, (4, 2), "ddim", 10)
+    with pytest.raises(ValueError, match="num_steps must be at most max_num_steps=10, got 11"):
+        sweep(jax.random.key(0), _never_called, 11)
+    with pytest.raises(ValueError, match="time_grid must be one of"):
+        sweep(jax.random.key(0), _never_called, 5, time_grid="cosine")

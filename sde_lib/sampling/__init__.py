@@ -8,13 +8,15 @@ from sde_lib.sampling.driver import (
     PREDICTORS,
     SAMPLERS,
     Sampler,
+    Sweep,
     build_sampler,
     get_sampler,
+    loop_steps,
     sample,
     scan_steps,
 )
 from sde_lib.sampling.grid import TIME_GRIDS, GridCoeffs, evaluation_times
 
-__all__ = ["GridCoeffs", "PREDICTORS", "SAMPLERS", "Sampler", "TIME_GRIDS", "build_sampler",
-           "evaluation_times",
-           "get_sampler", "sample", "scan_steps"]
+__all__ = ["GridCoeffs", "PREDICTORS", "SAMPLERS", "Sampler", "Sweep", "TIME_GRIDS",
+           "build_sampler", "evaluation_times", "get_sampler", "loop_steps", "sample",
+           "scan_steps"]

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from sde_lib._checks import check_num_steps
+from sde_lib._checks import as_pytree_fn, check_num_steps
 from sde_lib.ddpm import VARIANCES
 from sde_lib.sampling import grid, steps
 
@@ -96,12 +96,20 @@ def _one_per_step(num_steps: int, options: dict) -> int:
 class Sampler:
     """A registered sampler: a value that knows its options, its steps and their cost.
 
+    A fixed-step sampler is two functions: its grid, computed on the host from ``num_steps``,
+    and its step, which reads ``num_steps`` only through the grid (except where ``discretized``:
+    then it runs on the SDE's ``K``-step discretization). So ``Sweep`` runs every ``num_steps``
+    and time grid of such a sampler with one compiled program.
+
     Attributes:
       name: the registry key.
       options: ``{option: (default, check)}``; ``check(name, value)`` returns the checked value
         or raises ValueError naming the option.
-      build: fixed-step samplers: ``build(sde, score_fn, num_steps, eps, options) ->
-        (step, coeffs)``, the step function and the grid that ``scan_steps`` runs.
+      grid: fixed-step samplers: ``grid(sde, num_steps, eps, options) -> GridCoeffs`` of ``(K,)``
+        arrays (``sde`` is ``sde.with_num_steps(K)`` where ``discretized``).
+      step: fixed-step samplers: ``step(sde, score_fn, options) -> step(key, x, c)``, the step
+        function that ``scan_steps`` runs over the grid (a ``steps.Multistep`` for the multistep
+        methods).
       nfe: fixed-step samplers: ``nfe(num_steps, options)``, the number of score evaluations.
       solve: adaptive samplers (a step-size controller chooses the steps, as in diffrax):
         ``solve(x_T, sde, score_fn, eps, options) -> (x, nfe)``; ``num_steps`` is not used.
@@ -115,15 +123,20 @@ class Sampler:
       deterministic: fixed-step samplers: ``deterministic(options)``, whether the sampler is a
         deterministic map of its prior draw (no noise after it), so that
         ``sde_lib.evaluation.flow_log_density`` gives its output density by change of variables.
+      discretized: ``discretized(options)``, whether the step runs on ``sde.with_num_steps(K)``
+        (reverse diffusion, score_sde's discretization of the SDE), so that it depends on ``K``
+        beyond its grid and ``Sweep`` cannot take ``K`` as an input.
     """
 
     name: str
     options: dict
-    build: Callable | None = None
+    grid: Callable | None = None
+    step: Callable | None = None
     nfe: Callable[[int, dict], int] = _one_per_step
     solve: Callable | None = None
     affine: bool = True
     deterministic: Callable[[dict], bool] = lambda options: False
+    discretized: Callable[[dict], bool] = lambda options: False
 
     @property
     def adaptive(self) -> bool:
@@ -138,6 +151,20 @@ class Sampler:
                              f"{sorted(self.options) or 'no options'}")
         return {name: check(name, options[name]) if name in options else default
                 for name, (default, check) in self.options.items()}
+
+    def build(self, sde, score_fn, num_steps: int, eps: float, options: dict):
+        """Fixed-step samplers: ``(step, coeffs)``, the step with ``score_fn`` bound and the
+        grid of ``num_steps`` steps (a constant, also under a caller's jit); ``options`` as
+        ``check_options`` returns them."""
+        with jax.ensure_compile_time_eval():
+            if self.discretized(options):
+                if options.get("time_grid", "uniform") != "uniform":
+                    raise ValueError(f"time_grid must be 'uniform' for {self.name} with the "
+                                     f"reverse_diffusion predictor (it runs on the SDE's own "
+                                     f"discretization grid)")
+                sde = _discretization(sde, num_steps)
+            coeffs = self.grid(sde, num_steps, float(eps), options)
+        return self.step(sde, score_fn, options), coeffs
 
     def num_steps_for(self, nfe: int, **options) -> int:
         """The most steps whose cost is at most ``nfe`` score evaluations (at least 1); ``1``
@@ -155,24 +182,25 @@ def _continuous(sde, num_steps, eps, time_grid):
     return grid.continuous_grid(sde, grid.evaluation_times(time_grid, num_steps, sde, eps))
 
 
-def _build_sde_step(step):
-    def build(sde, score_fn, num_steps, eps, o):
-        coeffs = _continuous(sde, num_steps, eps, o["time_grid"])
-        return functools.partial(step, sde=sde, score_fn=score_fn), coeffs
-    return build
+def _continuous_grid(sde, num_steps, eps, o):
+    return _continuous(sde, num_steps, eps, o["time_grid"])
 
 
-def _discretized(sde, num_steps):
+def _sde_step(step):
+    return lambda sde, score_fn, o: functools.partial(step, sde=sde, score_fn=score_fn)
+
+
+def _discretization(sde, num_steps):
+    """``sde.with_num_steps(K)``, refused where its DDPM chain has a beta >= 1."""
     sde_k = sde.with_num_steps(num_steps)
     if sde_k.has_chain and not float(jnp.max(sde_k.discrete_betas)) < 1.0:
         raise ValueError(f"num_steps={num_steps} is too few for reverse_diffusion on this SDE: "
                          f"its {num_steps}-step DDPM chain has a beta >= 1")
-    return sde_k, grid.discretization_grid(sde_k, num_steps)
+    return sde_k
 
 
-def _build_reverse_diffusion(sde, score_fn, num_steps, eps, o):
-    sde_k, coeffs = _discretized(sde, num_steps)
-    return functools.partial(steps.reverse_diffusion, sde=sde_k, score_fn=score_fn), coeffs
+def _discretization_grid(sde_k, num_steps, eps, o):
+    return grid.discretization_grid(sde_k, num_steps)
 
 
 def _chain_or_continuous(sde, num_steps, eps, o):
@@ -187,56 +215,56 @@ def _chain_or_continuous(sde, num_steps, eps, o):
     return _continuous(sde, num_steps, eps, o["time_grid"])
 
 
-def _build_ancestral(sde, score_fn, num_steps, eps, o):
-    coeffs = _chain_or_continuous(sde, num_steps, eps, o)
+def _ancestral_step(sde, score_fn, o):
     noise = (lambda v, b2: v) if o["variance"] == "beta_tilde" else (lambda v, b2: b2)
-    step = functools.partial(steps.generalized_ddim, score_fn=score_fn, eps_scale="posterior",
+    return functools.partial(steps.generalized_ddim, score_fn=score_fn, eps_scale="posterior",
                              noise_scale=noise, clip=o["clip_denoised"])
-    return step, coeffs
 
 
-def _build_ddim(sde, score_fn, num_steps, eps, o):
-    coeffs = _chain_or_continuous(sde, num_steps, eps, o)
+def _ddim_step(sde, score_fn, o):
     eta2 = o["eta"] ** 2
-    step = functools.partial(steps.generalized_ddim, score_fn=score_fn, eps_scale="marginal",
+    return functools.partial(steps.generalized_ddim, score_fn=score_fn, eps_scale="marginal",
                              noise_scale=(lambda v, b2: eta2 * v) if eta2 else None,
                              clip=o["clip_denoised"])
-    return step, coeffs
 
 
-def _build_pc(sde, score_fn, num_steps, eps, o):
+def _pc_grid(sde, num_steps, eps, o):
+    if o["predictor"] != "reverse_diffusion":
+        return _continuous_grid(sde, num_steps, eps, o)
+    return grid.discretization_grid(sde, num_steps)  # time_grid checked by Sampler.build
+
+
+def _pc_step(sde, score_fn, o):
     predictor = o["predictor"]
-    if predictor == "reverse_diffusion":
-        if o["time_grid"] != "uniform":
-            raise ValueError("time_grid must be 'uniform' for pc with the reverse_diffusion "
-                             "predictor (it runs on the SDE's own discretization grid)")
-        sde_k, coeffs = _discretized(sde, num_steps)
-        predict = functools.partial(steps.reverse_diffusion, sde=sde_k, score_fn=score_fn)
-    else:
-        coeffs = _continuous(sde, num_steps, eps, o["time_grid"])
-        predict = (None if predictor == "none" else
-                   functools.partial(steps.euler_maruyama, sde=sde, score_fn=score_fn))
+    predict = (None if predictor == "none" else functools.partial(
+        steps.reverse_diffusion if predictor == "reverse_diffusion" else steps.euler_maruyama,
+        sde=sde, score_fn=score_fn))
     correct = functools.partial(steps.langevin_corrector, score_fn=score_fn, snr=o["snr"],
                                 num_steps=o["corrector_steps"])
-    step = functools.partial(steps.predictor_corrector, corrector=correct, predictor=predict)
-    return step, coeffs
+    return functools.partial(steps.predictor_corrector, corrector=correct, predictor=predict)
 
 
-def _build_multistep(step_fn, init):
-    def build(sde, score_fn, num_steps, eps, o):
-        coeffs = _continuous(sde, num_steps, eps, o["time_grid"])
-        kwargs = {"order": o["order"]} if "order" in o else {}
-        step = functools.partial(step_fn, score_fn=score_fn, num_steps=num_steps, **kwargs)
-        return steps.Multistep(init, step), coeffs
+def _multistep_grid(max_order):
+    """The continuous grid with each step's order ``min(order, k + 1, K - k)``."""
+    def build(sde, num_steps, eps, o):
+        coeffs = _continuous_grid(sde, num_steps, eps, o)
+        k = np.arange(num_steps)
+        order = np.minimum(np.minimum(o.get("order", max_order), k + 1), num_steps - k)
+        return coeffs._replace(order=jnp.asarray(order, coeffs.t.dtype))
     return build
+
+
+def _multistep_step(step_fn, init):
+    return lambda sde, score_fn, o: steps.Multistep(init, functools.partial(step_fn,
+                                                                            score_fn=score_fn))
 
 
 def _ratio(alpha, sigma):
     return np.asarray(sigma, np.float64) / np.asarray(alpha, np.float64)
 
 
-def _build_dpm_solver_2s(sde, score_fn, num_steps, eps, o):
-    coeffs = _continuous(sde, num_steps, eps, o["time_grid"])
+def _dpm_solver_2s_grid(sde, num_steps, eps, o):
+    coeffs = _continuous_grid(sde, num_steps, eps, o)
     r = _ratio(coeffs.alpha, coeffs.sigma)
     r_next = _ratio(coeffs.alpha_next, coeffs.sigma_next)
     t = np.asarray(coeffs.t, np.float64)
@@ -244,15 +272,14 @@ def _build_dpm_solver_2s(sde, score_fn, num_steps, eps, o):
     t_mid = np.where(last, t, grid.times_for_ratio(sde, np.sqrt(r * np.where(last, r, r_next)),
                                                    eps))
     alpha_mid, sigma_mid = sde.marginal_coeffs(jnp.asarray(t_mid, coeffs.t.dtype))
-    step = functools.partial(steps.dpm_solver_2s, score_fn=score_fn)
-    return step, coeffs._replace(t_mid=jnp.asarray(t_mid, coeffs.t.dtype), alpha_mid=alpha_mid,
-                                 sigma_mid=sigma_mid)
+    return coeffs._replace(t_mid=jnp.asarray(t_mid, coeffs.t.dtype), alpha_mid=alpha_mid,
+                           sigma_mid=sigma_mid)
 
 
-def _build_edm(sde, score_fn, num_steps, eps, o):
-    coeffs = _continuous(sde, num_steps, eps, o["time_grid"])
+def _edm_grid(sde, num_steps, eps, o):
+    coeffs = _continuous_grid(sde, num_steps, eps, o)
     if "s_churn" not in o:
-        return functools.partial(steps.edm_heun, score_fn=score_fn), coeffs
+        return coeffs
     r = _ratio(coeffs.alpha, coeffs.sigma)
     inside = (r >= o["s_tmin"]) & (r <= o["s_tmax"])
     gamma = np.where(inside, min(o["s_churn"] / num_steps, math.sqrt(2.0) - 1.0), 0.0)
@@ -263,9 +290,14 @@ def _build_edm(sde, score_fn, num_steps, eps, o):
     if not np.allclose(_ratio(alpha_hat, sigma_hat), (1.0 + gamma) * r, rtol=1e-4):
         raise ValueError("s_churn raises the noise level beyond what this SDE reaches by "
                          "t = 4 T; lower s_churn or s_tmax")
-    step = functools.partial(steps.edm_stochastic, score_fn=score_fn, s_noise=o["s_noise"])
-    return step, coeffs._replace(t_hat=jnp.asarray(t_hat, coeffs.t.dtype), alpha_hat=alpha_hat,
-                                 sigma_hat=sigma_hat)
+    return coeffs._replace(t_hat=jnp.asarray(t_hat, coeffs.t.dtype), alpha_hat=alpha_hat,
+                           sigma_hat=sigma_hat)
+
+
+def _edm_step(sde, score_fn, o):
+    if "s_churn" not in o:
+        return functools.partial(steps.edm_heun, score_fn=score_fn)
+    return functools.partial(steps.edm_stochastic, score_fn=score_fn, s_noise=o["s_noise"])
 
 
 def _check_order(name, value):
@@ -290,12 +322,15 @@ _CLIP = (None, _check_clip)
 SAMPLERS: dict[str, Sampler] = {sampler.name: sampler for sampler in (
     Sampler("ddpm_ancestral", {
         "variance": ("beta_tilde", functools.partial(_check_choice, choices=VARIANCES)),
-        "chain": _CHAIN, "time_grid": _GRID, "clip_denoised": _CLIP}, _build_ancestral),
-    Sampler("euler_maruyama", {"time_grid": _GRID}, _build_sde_step(steps.euler_maruyama)),
-    Sampler("reverse_diffusion", {}, _build_reverse_diffusion),
-    Sampler("pf_ode_euler", {"time_grid": _GRID}, _build_sde_step(steps.pf_ode_euler),
-            deterministic=lambda o: True),
-    Sampler("pf_ode_heun", {"time_grid": _GRID}, _build_sde_step(steps.pf_ode_heun),
+        "chain": _CHAIN, "time_grid": _GRID, "clip_denoised": _CLIP},
+        _chain_or_continuous, _ancestral_step),
+    Sampler("euler_maruyama", {"time_grid": _GRID}, _continuous_grid,
+            _sde_step(steps.euler_maruyama)),
+    Sampler("reverse_diffusion", {}, _discretization_grid, _sde_step(steps.reverse_diffusion),
+            discretized=lambda o: True),
+    Sampler("pf_ode_euler", {"time_grid": _GRID}, _continuous_grid,
+            _sde_step(steps.pf_ode_euler), deterministic=lambda o: True),
+    Sampler("pf_ode_heun", {"time_grid": _GRID}, _continuous_grid, _sde_step(steps.pf_ode_heun),
             nfe=_heun_nfe, deterministic=lambda o: True),
     Sampler("pf_ode_adaptive", {
         "rtol": (1e-5, _check_pos), "atol": (1e-5, _check_pos),
@@ -303,25 +338,28 @@ SAMPLERS: dict[str, Sampler] = {sampler.name: sampler for sampler in (
         "max_steps": (4096, check_num_steps)}, solve=lambda x_T, sde, score_fn, eps, o:
         _adaptive(x_T, sde, score_fn, eps, **o)),
     Sampler("ddim", {"eta": (0.0, _check_nonneg), "chain": _CHAIN, "time_grid": _GRID,
-                     "clip_denoised": _CLIP}, _build_ddim,
+                     "clip_denoised": _CLIP}, _chain_or_continuous, _ddim_step,
             deterministic=lambda o: o["eta"] == 0),
     Sampler("pc", {
         "snr": (0.16, _check_pos), "corrector_steps": (1, check_num_steps),
         "predictor": ("reverse_diffusion", functools.partial(_check_choice, choices=PREDICTORS)),
-        "time_grid": _GRID}, _build_pc, nfe=_pc_nfe, affine=False),
+        "time_grid": _GRID}, _pc_grid, _pc_step, nfe=_pc_nfe, affine=False,
+        discretized=lambda o: o["predictor"] == "reverse_diffusion"),
     Sampler("dpm_solver_pp", {"order": (2, _check_order), "time_grid": _LOGSNR},
-            _build_multistep(steps.dpm_solver_pp, steps.dpm_solver_pp_init), affine=False,
-            deterministic=lambda o: True),
-    Sampler("dpm_solver_2s", {"time_grid": _LOGSNR}, _build_dpm_solver_2s, nfe=_heun_nfe,
-            deterministic=lambda o: True),
-    Sampler("unipc", {"time_grid": _LOGSNR}, _build_multistep(steps.unipc, steps.unipc_init),
+            _multistep_grid(3), _multistep_step(steps.dpm_solver_pp, steps.dpm_solver_pp_init),
             affine=False, deterministic=lambda o: True),
-    Sampler("edm_heun", {"time_grid": _KARRAS}, _build_edm, nfe=_heun_nfe,
+    Sampler("dpm_solver_2s", {"time_grid": _LOGSNR}, _dpm_solver_2s_grid,
+            lambda sde, score_fn, o: functools.partial(steps.dpm_solver_2s, score_fn=score_fn),
+            nfe=_heun_nfe, deterministic=lambda o: True),
+    Sampler("unipc", {"time_grid": _LOGSNR}, _multistep_grid(2),
+            _multistep_step(steps.unipc, steps.unipc_init), affine=False,
+            deterministic=lambda o: True),
+    Sampler("edm_heun", {"time_grid": _KARRAS}, _edm_grid, _edm_step, nfe=_heun_nfe,
             deterministic=lambda o: True),
     Sampler("edm_stochastic", {
         "s_churn": (10.0, _check_nonneg), "s_tmin": (0.05, _check_nonneg),
         "s_tmax": (50.0, _check_nonneg), "s_noise": (1.0, _check_pos), "time_grid": _KARRAS},
-        _build_edm, nfe=_heun_nfe, affine=False,
+        _edm_grid, _edm_step, nfe=_heun_nfe, affine=False,
         deterministic=lambda o: o["s_churn"] == 0),
 )}
 
@@ -407,7 +445,7 @@ def sample(rng: jax.Array, sde, score_fn: ScoreFn, shape: Sequence[int],
     opts = sampler.check_options(options)
     score_fn = shape_checked(score_fn)
     if not sampler.adaptive:
-        step, coeffs = _build(sampler, sde, score_fn, num_steps, eps, opts)
+        step, coeffs = sampler.build(sde, score_fn, num_steps, eps, opts)
     rng_prior, rng_steps = jax.random.split(rng)
     x_T = sde.prior_sampling(rng_prior, shape)
     if sampler.adaptive:
@@ -460,11 +498,6 @@ def _check_common(sde, num_steps, eps):
         raise ValueError(f"eps must be a real number in (0, T={sde.T}), got {eps!r}")
 
 
-def _build(sampler, sde, score_fn, num_steps, eps, opts):
-    with jax.ensure_compile_time_eval():  # the grid is a constant, also under a caller's jit
-        return sampler.build(sde, score_fn, num_steps, float(eps), opts)
-
-
 def build_sampler(sde, score_fn: ScoreFn, method: str, num_steps: int, eps: float = 1e-3,
                   **options) -> tuple[Callable, grid.GridCoeffs, int]:
     """The pieces ``sample`` scans, for the fixed-step methods (not the adaptive ones).
@@ -484,7 +517,7 @@ def build_sampler(sde, score_fn: ScoreFn, method: str, num_steps: int, eps: floa
         raise ValueError(f"build_sampler takes a fixed-step method; {method!r} is adaptive "
                          f"(its steps are chosen by a step-size controller)")
     opts = sampler.check_options(options)
-    step, coeffs = _build(sampler, sde, shape_checked(score_fn), num_steps, eps, opts)
+    step, coeffs = sampler.build(sde, shape_checked(score_fn), num_steps, eps, opts)
     return step, coeffs, sampler.nfe(num_steps, opts)
 
 
@@ -500,6 +533,106 @@ def scan_steps(step, rng: jax.Array, x: jax.Array, coeffs: grid.GridCoeffs) -> j
         return fn(key, carry[0], c), None
 
     (_, x_mean), _ = lax.scan(body, (state, x), (keys, coeffs))
+    return x_mean
+
+
+_GRID_ONLY_OPTIONS = ("time_grid", "chain")  # read by Sampler.grid, never by the step
+
+
+class Sweep:
+    r"""A fixed-step sampler compiled once for every ``num_steps <= max_num_steps``, every time
+    grid and every parameter set of the same network: NFE sweeps without recompiling.
+
+    ``Sweep(sde, shape, method, max_num_steps, eps, **options)(rng, score_fn, num_steps)`` returns
+    what ``sample(rng, sde, score_fn, shape, method, num_steps, eps, **options)`` returns, the
+    same samples for the same key (the step keys are the first ``K`` of ``jax.random.split(key,
+    max_num_steps)``, which are ``split(key, K)`` under JAX's default
+    ``jax_threefry_partitionable``). The grid (``Sampler.grid``) is computed on the host for each
+    call and padded to ``max_num_steps`` entries; the compiled program takes it, ``num_steps``
+    and ``score_fn`` as inputs and runs its first ``num_steps`` steps in a ``lax.fori_loop``
+    whose trip count is an input, so a smaller ``num_steps`` costs its own steps only. It
+    compiles again only for a new ``score_fn`` structure: ``models.get_score_fn`` gives a pytree
+    whose leaves are the parameters (new parameters of the same network reuse the program); a
+    plain function compiles once per function object.
+
+    Not for the adaptive sampler (no grid) or a step on the SDE's ``K``-step discretization
+    (``reverse_diffusion``, ``pc`` with its default ``reverse_diffusion`` predictor: their step
+    depends on ``K`` itself); ``pc`` with ``predictor="euler_maruyama"`` or ``"none"`` sweeps.
+    The loop has a traced trip count, so the samples are not differentiable in reverse mode
+    (``sample``'s scan is).
+
+    Args:
+      sde, shape, method, eps, **options: as ``sample``; ``time_grid`` may be given again at
+        each call.
+      max_num_steps: the largest ``num_steps`` of the sweep (the padded grid's length).
+
+    Raises:
+      ValueError: as ``sample``; an adaptive or discretized method (named).
+    """
+
+    def __init__(self, sde, shape: Sequence[int], method: str = "euler_maruyama",
+                 max_num_steps: int = 1000, eps: float = 1e-3, **options):
+        self.shape = _check_shape(shape)
+        self.sampler = get_sampler(method)
+        check_num_steps("max_num_steps", max_num_steps)
+        _check_common(sde, max_num_steps, eps)
+        self.options = self.sampler.check_options(options)
+        if self.sampler.adaptive:
+            raise ValueError(f"Sweep takes a fixed-step method; {method!r} is adaptive (a "
+                             f"step-size controller chooses its steps, num_steps is not used)")
+        if self.sampler.discretized(self.options):
+            raise ValueError(f"method {method!r} with these options steps on the SDE's "
+                             f"num_steps-step discretization, so its program depends on "
+                             f"num_steps: use sample(), or for pc predictor='euler_maruyama'")
+        self.sde, self.max_num_steps, self.eps = sde, int(max_num_steps), float(eps)
+        self._step_options = tuple(sorted((k, v) for k, v in self.options.items()
+                                          if k not in _GRID_ONLY_OPTIONS))
+
+    def grid(self, num_steps: int, time_grid=None) -> grid.GridCoeffs:
+        """The grid of ``num_steps`` steps padded to ``max_num_steps`` (host numpy arrays)."""
+        check_num_steps("num_steps", num_steps)
+        if num_steps > self.max_num_steps:
+            raise ValueError(f"num_steps must be at most max_num_steps={self.max_num_steps}, "
+                             f"got {num_steps}")
+        options = self.options
+        if time_grid is not None:  # every method Sweep takes has a time_grid
+            options = {**options, "time_grid": _check_grid("time_grid", time_grid)}
+        _, coeffs = self.sampler.build(self.sde, None, num_steps, self.eps, options)
+        pad = self.max_num_steps - num_steps
+        return jax.tree.map(lambda a: np.concatenate([np.asarray(a),
+                                                      np.repeat(np.asarray(a)[-1:], pad)]),
+                            coeffs)
+
+    def __call__(self, rng: jax.Array, score_fn: ScoreFn, num_steps: int,
+                 time_grid=None) -> tuple[jax.Array, int]:
+        """``(x, nfe)`` of ``num_steps`` steps (on ``time_grid`` if given), as ``sample``."""
+        coeffs = self.grid(num_steps, time_grid)
+        x = _sweep_program(rng, self.sde, as_pytree_fn(score_fn), coeffs,
+                           np.int32(num_steps), method=self.sampler.name,
+                           step_options=self._step_options, shape=self.shape)
+        return x, self.sampler.nfe(num_steps, self.options)
+
+
+@functools.partial(jax.jit, static_argnames=("method", "step_options", "shape"))
+def _sweep_program(rng, sde, score_fn, coeffs, num_steps, *, method, step_options, shape):
+    step = SAMPLERS[method].step(sde, shape_checked(score_fn), dict(step_options))
+    rng_prior, rng_steps = jax.random.split(rng)
+    return loop_steps(step, rng_steps, sde.prior_sampling(rng_prior, shape), coeffs, num_steps)
+
+
+def loop_steps(step, rng: jax.Array, x: jax.Array, coeffs: grid.GridCoeffs,
+               num_steps: jax.Array) -> jax.Array:
+    """``scan_steps`` over the first ``num_steps`` (an int, traced or not) entries of a grid
+    of ``M >= num_steps`` entries, in a ``lax.fori_loop``; step ``k`` takes key ``k`` of
+    ``jax.random.split(rng, M)``."""
+    coeffs = jax.tree.map(lambda a: jnp.asarray(a).astype(x.dtype), coeffs)
+    keys = jax.random.split(rng, coeffs.t.shape[0])
+    state, fn = (step.init(x), step.step) if isinstance(step, steps.Multistep) else (x, step)
+
+    def body(k, carry):
+        return fn(keys[k], carry[0], jax.tree.map(lambda a: a[k], coeffs))
+
+    _, x_mean = lax.fori_loop(0, num_steps, body, (state, x))
     return x_mean
 
 

@@ -155,7 +155,8 @@ class GridCoeffs(NamedTuple):
     ``t`` and ``t_next`` (``t_K = 0``), the marginal coefficients ``alpha, sigma`` at ``t`` and
     ``alpha_next, sigma_next`` at ``t_next`` (``1`` and ``0`` at ``t = 0``). Steps that need only
     the times may leave the rest ``None``; ``*_mid`` is the log-SNR midpoint of the step
-    (DPM-Solver-2S) and ``*_hat`` the raised noise level of EDM's stochastic sampler.
+    (DPM-Solver-2S), ``*_hat`` the raised noise level of EDM's stochastic sampler and ``order``
+    the order of a multistep method's step (lowered at the ends of the grid).
     """
 
     t: jax.Array
@@ -170,6 +171,7 @@ class GridCoeffs(NamedTuple):
     t_hat: jax.Array | None = None
     alpha_hat: jax.Array | None = None
     sigma_hat: jax.Array | None = None
+    order: jax.Array | None = None
 
 
 def _pack(t, alpha, sigma) -> GridCoeffs:

@@ -209,7 +209,7 @@ def dpm_solver_pp_init(x):
     return (x, jnp.zeros_like(x), jnp.zeros_like(x), zero, zero, jnp.zeros((), jnp.int32))
 
 
-def dpm_solver_pp(key, state, c, *, score_fn, order, num_steps):
+def dpm_solver_pp(key, state, c, *, score_fn):
     r"""DPM-Solver++ multistep (Lu et al. 2022b, Algorithm 2 and its third-order update; the
     data-prediction form of diffusers' DPMSolverMultistepScheduler). With ``m_0 = D(x, t)``, the
     previous predictions ``m_1, m_2`` at log-SNRs ``lambda_1, lambda_2``, ``r_0 = (lambda_t -
@@ -222,8 +222,9 @@ def dpm_solver_pp(key, state, c, *, score_fn, order, num_steps):
       ``x_s = (sigma_s / sigma_t) x - alpha_s (e^{-h} - 1) m_0 + alpha_s ((e^{-h} - 1) / h + 1)
       D_1 - alpha_s ((e^{-h} - 1 + h) / h^2 - 1 / 2) D_2``.
 
-    Step ``k`` of ``K`` runs at order ``min(order, k + 1, K - k)``: lower orders to warm up, and
-    the last two steps at orders 2 and 1 (the last, to ``sigma = 0``, is ``x_0 = m_0``).
+    Step ``k`` of ``K`` runs at the order its grid gives (``c.order``, ``min(order, k + 1, K -
+    k)``): lower orders to warm up, and the last two steps at orders 2 and 1 (the last, to
+    ``sigma = 0``, is ``x_0 = m_0``). The step reads ``K`` only through the grid.
     """
     del key
     x, m1, m2, lam1, lam2, k = state
@@ -237,8 +238,7 @@ def dpm_solver_pp(key, state, c, *, score_fn, order, num_steps):
     d2 = (d10 - d11) / (r0 + r1)
     x3 = (x1 + c.alpha_next * (phi1 / h + 1.0) * d1
           - c.alpha_next * ((phi1 + h) / h**2 - 0.5) * d2)
-    k_order = jnp.minimum(jnp.minimum(order, k + 1), num_steps - k)
-    x_next = jnp.where(k_order >= 3, x3, jnp.where(k_order == 2, x2, x1))
+    x_next = jnp.where(c.order >= 3, x3, jnp.where(c.order == 2, x2, x1))
     return (x_next, m0, m1, lam0, lam1, k + 1), x_next
 
 
@@ -284,13 +284,14 @@ def _bh2_rhos(h, r):
     return rho0, b1 - rho0
 
 
-def unipc(key, state, c, *, score_fn, num_steps):
+def unipc(key, state, c, *, score_fn):
     r"""UniPC: the UniP-2 predictor with the UniC corrector, ``B(h) = e^{-h} - 1`` (Zhao et al.
     2023, Algorithms 2-3, data prediction; as diffusers' UniPCMultistepScheduler). Each step
     evaluates ``m_0 = D(x, t)`` once and uses it twice: first UniC corrects ``x`` (the previous
     predictor's output) with ``m_0`` at the previous predictor's order, then UniP predicts
     ``x_s`` from the corrected ``x`` with ``m_0`` and ``m_1``; so NFE = K. Step ``k`` predicts at
-    order ``min(2, k + 1, K - k)`` (the last, to ``sigma = 0``, is ``x_0 = m_0``).
+    the order of its grid, ``c.order = min(2, k + 1, K - k)`` (the last, to ``sigma = 0``, is
+    ``x_0 = m_0``).
     """
     del key
     x, x1_prev, m1, m2, lam1, lam2, sigma1, alpha1, p1, k = state
@@ -309,7 +310,7 @@ def unipc(key, state, c, *, score_fn, num_steps):
     # UniP from t_k to t_next
     x_pred, phi1, h = _exp_step(c, x, m0)
     rk_p = _safe((lam1 - lam0) / h)
-    order = jnp.minimum(jnp.minimum(2, k + 1), num_steps - k)
+    order = c.order.astype(jnp.int32)
     x_next = jnp.where(order >= 2, x_pred - c.alpha_next * phi1 * 0.5 * (m1 - m0) / rk_p,
                        x_pred)
     state = (x_next, x, m0, m1, lam0, lam1, c.sigma, c.alpha, order, k + 1)
