@@ -152,7 +152,10 @@ def log_likelihood(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike, eps: fl
       rtol, atol: tolerances of diffrax's PID step-size controller (adaptive solves).
       solver: ``"tsit5"`` or ``"dopri5"`` (adaptive 5(4) Runge-Kutta pairs, or fixed steps with
         ``num_steps``), ``"euler"`` or ``"heun"`` (fixed steps only: ``num_steps`` required).
-      max_steps: the solve fails (raises) beyond this many steps.
+      max_steps: the adaptive solve fails (raises) beyond this many steps; with ``num_steps``,
+        the largest ``num_steps`` (the fixed grid is padded to ``max_steps + 1`` times, so that
+        every ``num_steps`` and ``time_grid`` up to it share one compilation: NFE sweeps do not
+        recompile).
       num_steps: ``None`` (adaptive) or ``K``: ``K`` fixed steps between the times of
         ``time_grid`` from ``eps`` to ``T``, the likelihood at a fixed NFE (``K`` for Euler,
         ``2K`` for Heun); it converges to the adaptive value at the solver's order.
@@ -173,6 +176,7 @@ def log_likelihood(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike, eps: fl
     Raises:
       ValueError: for an unknown ``divergence`` or ``solver``, ``eps`` outside ``(0, T)``,
         non-positive tolerances, ``max_steps < 1``, a fixed-step solver without ``num_steps``,
+        ``num_steps > max_steps``,
         a bad ``time_grid`` or ``x`` without a data axis (before tracing).
     """
     _check_choice("divergence", divergence, DIVERGENCES)
@@ -183,9 +187,11 @@ def log_likelihood(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike, eps: fl
                          f"(0, {sde.T}), got {eps!r}")
     rtol, atol = check_positive("rtol", rtol), check_positive("atol", atol)
     max_steps = check_num_steps("max_steps", max_steps)
-    ts = None
     if num_steps is not None:
         num_steps = check_num_steps("num_steps", num_steps)
+        if num_steps > max_steps:
+            raise ValueError(f"num_steps must be at most max_steps={max_steps} (the length "
+                             f"of the padded grid), got {num_steps}")
         if not isinstance(time_grid, str) and len(time_grid) != num_steps + 1:
             raise ValueError(f"time_grid must be a grid kind or num_steps + 1 = {num_steps + 1} "
                              f"decreasing times from T to eps, got {len(time_grid)} times")
@@ -193,18 +199,19 @@ def log_likelihood(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike, eps: fl
         if not (math.isclose(ts[0], eps) and math.isclose(ts[-1], sde.T)):
             raise ValueError(f"time_grid must run from T = {sde.T} to eps = {eps}, got "
                              f"{ts[-1]} .. {ts[0]}")
-        ts = tuple(float(t) for t in ts)
-    elif solver in FIXED_STEP_SOLVERS:
+        ts = np.concatenate([ts, np.full(max_steps - num_steps, ts[-1])])
+        return _log_likelihood_fixed(rng, _as_data(x), ts, np.int32(num_steps),
+                                     as_pytree_fn(score_fn), sde=sde, divergence=divergence,
+                                     solver=solver)
+    if solver in FIXED_STEP_SOLVERS:
         raise ValueError(f"solver={solver!r} takes fixed steps: give num_steps")
     return _log_likelihood(rng, _as_data(x), eps, as_pytree_fn(score_fn), sde=sde,
                            divergence=divergence, rtol=rtol, atol=atol, solver=solver,
-                           max_steps=max_steps, ts=ts)
+                           max_steps=max_steps)
 
 
-@functools.partial(jax.jit, static_argnames=("sde", "divergence", "rtol", "atol", "solver",
-                                             "max_steps", "ts"))
-def _log_likelihood(rng, x, eps, score_fn, *, sde, divergence, rtol, atol, solver, max_steps,
-                    ts):
+def _flow_with_divergence(rng, x, score_fn, sde, divergence):
+    """The joint vector field ``(f~(x, t), div f~(x, t))`` of the probability-flow ODE."""
     B = x.shape[0]
     draw_probe, estimate = DIVERGENCES[divergence]
     z = None if draw_probe is None else draw_probe(rng, x.shape, x.dtype)
@@ -215,21 +222,42 @@ def _log_likelihood(rng, x, eps, score_fn, *, sde, divergence, rtol, atol, solve
         drift, div = estimate(lambda y: flow.sde(y, t_batch)[0], state[0], z)
         return drift.astype(x.dtype), div.astype(x.dtype)  # the state keeps the dtype of x
 
-    if ts is None:
-        t0, t1, dt0 = eps, sde.T, _INITIAL_STEP_FRACTION * (sde.T - eps)
-        controller = diffrax.PIDController(rtol=rtol, atol=atol)
-    else:
-        t0, t1, dt0 = ts[0], ts[-1], None
-        controller = diffrax.StepTo(ts=jnp.asarray(ts, x.dtype))
-        max_steps = len(ts) - 1
+    return diffrax.ODETerm(vector_field)
+
+
+@functools.partial(jax.jit, static_argnames=("sde", "divergence", "rtol", "atol", "solver",
+                                             "max_steps"))
+def _log_likelihood(rng, x, eps, score_fn, *, sde, divergence, rtol, atol, solver, max_steps):
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field), ODE_SOLVERS[solver][0](), t0=jnp.asarray(t0, x.dtype),
-        t1=jnp.asarray(t1, x.dtype), dt0=dt0, y0=(x, jnp.zeros((B,), x.dtype)),
-        saveat=diffrax.SaveAt(t1=True), stepsize_controller=controller, max_steps=max_steps)
+        _flow_with_divergence(rng, x, score_fn, sde, divergence), ODE_SOLVERS[solver][0](),
+        t0=jnp.asarray(eps, x.dtype), t1=jnp.asarray(sde.T, x.dtype),
+        dt0=_INITIAL_STEP_FRACTION * (sde.T - eps), y0=(x, jnp.zeros((x.shape[0],), x.dtype)),
+        saveat=diffrax.SaveAt(t1=True),
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=max_steps)
     x_T, delta_logp = sol.ys[0][-1], sol.ys[1][-1]
     _, per_step, extra = ODE_SOLVERS[solver]
-    nfe = per_step * sol.stats["num_steps"] + extra
-    return sde.prior_logp(x_T) + delta_logp, nfe
+    return sde.prior_logp(x_T) + delta_logp, per_step * sol.stats["num_steps"] + extra
+
+
+@functools.partial(jax.jit, static_argnames=("sde", "divergence", "solver"))
+def _log_likelihood_fixed(rng, x, ts, num_steps, score_fn, *, sde, divergence, solver):
+    """The solver's steps between the first ``num_steps + 1`` of the times ``ts`` (a padded
+    grid), in a ``lax.fori_loop`` with a traced trip count: diffrax's ``step`` as its
+    ``diffeqsolve`` takes it with ``StepTo``, compiled once for every grid of ``ts``'s length."""
+    term = _flow_with_divergence(rng, x, score_fn, sde, divergence)
+    ts = ts.astype(x.dtype)
+    method = ODE_SOLVERS[solver][0]()
+    y0 = (x, jnp.zeros((x.shape[0],), x.dtype))
+
+    def body(k, carry):
+        y, state = carry
+        y, _, _, state, _ = method.step(term, ts[k], ts[k + 1], y, None, state, False)
+        return y, state
+
+    (x_T, delta_logp), _ = lax.fori_loop(0, num_steps, body,
+                                         (y0, method.init(term, ts[0], ts[1], y0, None)))
+    _, per_step, extra = ODE_SOLVERS[solver]
+    return sde.prior_logp(x_T) + delta_logp, per_step * num_steps + extra
 
 
 # ----- bits per dimension ----------------------------------------------------------------------
