@@ -54,10 +54,12 @@ def _round(fn, carry, args, calls):
     return (time.perf_counter() - start) / calls, carry
 
 
-def bench(case, batch, calls, repeats, steps_per_call=1, unroll=None):
+def bench(case, batch, calls, repeats, steps_per_call=1, unroll=None, dropout=None):
     module, shape = CASES[case]
     config = module.get_config()
     config.training.batch_size = batch
+    if dropout is not None:
+        config.model.dropout = dropout
     cfg = train.validate_config(config)
     sde = cfg.sde.build()
     model = models.get_model(cfg.model)
@@ -113,7 +115,9 @@ def bench(case, batch, calls, repeats, steps_per_call=1, unroll=None):
         bares.append(_round(lambda c, p: bare(p), None, (params,), calls)[0])
     t_step, t_host, t_bare = (float(np.median(v)) for v in (steps, hosts, bares))
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
-    return (f"| {case} ({config.model.name}, {n_params:,} params) | {shape} | {batch} | "
+    rate = config.model.get("dropout", 0.0)
+    return (f"| {case} ({config.model.name}, {n_params:,} params, dropout {rate}) | {shape} | "
+            f"{batch} | "
             f"{K}{' unrolled' if unroll > 1 else ''} | {compile_s:.1f} | {1e3 * t_step:.2f} | "
             f"{1e3 * t_host:.2f} | {1e3 * t_bare:.2f} | {t_step / t_bare:.3f} | "
             f"{t_host / t_bare:.3f} | {batch / t_step:,.0f} |")
@@ -130,6 +134,8 @@ def main():
                         help="K steps per compiled call (lax.scan); times are per step")
     parser.add_argument("--no-unroll", action="store_true",
                         help="keep the scan's loop even where the trainer unrolls it")
+    parser.add_argument("--dropout", type=float, default=None,
+                        help="the model's dropout rate instead of the config's")
     args = parser.parse_args()
     print(f"devices: {jax.local_device_count()} x {jax.devices()[0].device_kind}; jax "
           f"{jax.__version__}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
@@ -140,7 +146,7 @@ def main():
         batch = args.batch_mlp if case == "mlp" else args.batch_unet
         for K in args.steps_per_call:
             print(bench(case, batch, args.calls, args.repeats, K,
-                        1 if args.no_unroll else None), flush=True)
+                        1 if args.no_unroll else None, args.dropout), flush=True)
 
 
 if __name__ == "__main__":

@@ -100,6 +100,25 @@ def test_smoke_train_and_evaluate(tmp_path):
     assert os.path.getsize(os.path.join(str(tmp_path), "loss.png")) > 0
 
 
+def test_checkpoints_record_the_batches_trained_on_not_the_one_read_ahead(tmp_path):
+    """The trainer reads each call's batch one call ahead (transferred while the previous call
+    runs); the data state a checkpoint records is that after the batches trained on: 2 and 4
+    calls of 2 steps in (an iterator advanced as far in the test), not one batch further."""
+    config = tiny(gmm_mlp.get_config(), **TINY_MODEL, **{
+        "training.num_train_steps": 8, "training.steps_per_call": 2,
+        "training.checkpoint_every": 4, "training.num_devices": 1, "eval.likelihood": False})
+    out = train.train_and_evaluate(config, str(tmp_path))
+    manager = checkpointing.create_manager(str(tmp_path))
+    cfg = train.parse_config(config)
+    for step in (4, 8):
+        _, saved = checkpointing.restore_checkpoint(manager, out["state"], step=step)
+        it, _ = data.create_iterators(cfg.data, cfg.training.batch_size, cfg.eval.batch_size,
+                                      num_devices=1)
+        for _ in range(step):
+            next(it)
+        assert saved == it.state and it.state.index + it.state.epoch > 0, (step, saved)
+
+
 def _damage(kind, checkpoint):
     """Damages a checkpoint directory as a full disk, a bad copy or a stray edit would."""
     files = sorted(f for f in (checkpoint / "state" / "d").iterdir())
@@ -417,6 +436,66 @@ def test_steps_per_call_scan_matches_one_step_per_call(tmp_path):
     for a, b in zip(jax.tree.leaves(out[4]["state"].params),
                     jax.tree.leaves(out[1]["state"].params), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def _blockwise_reference(params, model, loss_fn, step_key, x, index, block_size, mode):
+    """Each block's loss with its own keys and its own network call (a vmap over blocks)."""
+    def one(k, xk):
+        k_loss, k_dropout = jax.random.split(jax.random.fold_in(step_key, k))
+        model_fn = train.models.get_model_fn(model, params, mode, k_dropout if mode else None)
+        return loss_fn(k_loss, model_fn, xk)
+
+    blocks = x.reshape(-1, block_size, *x.shape[1:])
+    return jax.vmap(one)(index[::block_size] // block_size, blocks).reshape(-1)
+
+
+@pytest.mark.parametrize("name", sorted(sde_lib.losses.LOSSES))
+def test_example_losses_draw_per_block_and_evaluate_the_whole_batch(name):
+    """For every loss of the registry, ``example_losses`` (draws per block, one network call on
+    the whole batch) gives each block's own loss, computed in the test by a vmap over blocks
+    with a network call per block (float64, 1e-10), with and without ``train``; and the losses
+    of a device's half of the batch are those rows of the whole batch's (split-invariant)."""
+    sde = sde_lib.VPSDE()
+    cfg = {"name": name, "num_projections": 2} if name in ("ssm", "ssm_vr") else {"name": name}
+    if name == "esm":
+        cfg["divergence"] = "rademacher"
+    loss_fn = sde_lib.get_loss_fn(sde, cfg)
+    model = train.models.get_model("mlp", hidden=16, num_blocks=1)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 3)), jnp.ones(1))["params"]
+    x = jax.random.normal(jax.random.key(1), (16, 3))
+    index, key = jnp.arange(16), jax.random.key(2)
+    for mode in (True, False):
+        got = train.example_losses(params, model, loss_fn, key, x, index, 4, train=mode)
+        want = _blockwise_reference(params, model, loss_fn, key, x, index, 4, mode)
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12, err_msg=name)
+    half = train.example_losses(params, model, loss_fn, key, x[8:], index[8:], 4)
+    np.testing.assert_allclose(
+        half, train.example_losses(params, model, loss_fn, key, x, index, 4)[8:], rtol=1e-10)
+
+
+def test_dropout_models_keep_their_masks_per_block():
+    """``uses_dropout``: a positive dropout rate draws random numbers in training (the U-Net's
+    default 0.1, an MLP at 0.2), a zero rate does not; such a network keeps the whole loss in
+    the vmap over blocks, so its dropout masks are drawn per block too (equal to the
+    reference's, which draws them there)."""
+    shapes = {"unet": (4, 4, 1), "mlp": (3,)}
+    for name, fields, expected in (("unet", dict(ch=8, ch_mult=(1,), num_res_blocks=1,
+                                                 attn_resolutions=()), True),
+                                   ("mlp", dict(hidden=8, num_blocks=1, dropout=0.2), True),
+                                   ("mlp", dict(hidden=8, num_blocks=1), False)):
+        model = train.models.get_model(name, **fields)
+        params = model.init(jax.random.key(0), jnp.zeros((1, *shapes[name])),
+                            jnp.ones(1))["params"]
+        assert train.uses_dropout(model, params, shapes[name]) == expected, (name, fields)
+    dropped = train.models.get_model("mlp", hidden=8, num_blocks=1, dropout=0.5)
+    params = dropped.init(jax.random.key(0), jnp.zeros((1, 3)), jnp.ones(1))["params"]
+    loss_fn = sde_lib.get_loss_fn(sde_lib.VPSDE(), {"name": "dsm"})
+    x, index, key = jax.random.normal(jax.random.key(1), (8, 3)), jnp.arange(8), jax.random.key(2)
+    got = train.example_losses(params, dropped, loss_fn, key, x, index, 2)
+    np.testing.assert_allclose(
+        got, _blockwise_reference(params, dropped, loss_fn, key, x, index, 2, True), rtol=1e-10)
+    assert not np.allclose(got, train.example_losses(params, dropped, loss_fn, key, x, index, 2,
+                                                     train=False))
 
 
 def test_convolutional_models_unroll_their_scan_on_cpu():

@@ -3,7 +3,14 @@
 See ``get_loss_fn`` for the one entry point built from a config section.
 """
 
-from sde_lib.losses.config import DIVERGENCES, LOSSES, LossConfig, as_loss_config, get_loss_fn
+from sde_lib.losses.config import (
+    DIVERGENCES,
+    LOSSES,
+    LossConfig,
+    LossFn,
+    as_loss_config,
+    get_loss_fn,
+)
 from sde_lib.losses.denoising import (
     TARGETS,
     ddpm_loss,
@@ -47,7 +54,8 @@ from sde_lib.losses.weighting import (
 
 __all__ = [
     "CONTINUOUS_TARGET_WEIGHTINGS", "DISCRETE_TARGET_WEIGHTINGS", "DIVERGENCES", "LOSSES",
-    "LossConfig", "PROBES", "SCORE_WEIGHTINGS", "TARGETS", "TIME_SAMPLERS", "as_loss_config",
+    "LossConfig", "LossFn", "PROBES", "SCORE_WEIGHTINGS", "TARGETS", "TIME_SAMPLERS",
+    "as_loss_config",
     "basis_probes", "ddpm_eps_elbo_weight", "ddpm_loss", "ddpm_unit_weight",
     "ddpm_x0_elbo_weight", "denoising_error", "denoising_loss", "dsm_loss", "eps_elbo_weight",
     "explicit_score_matching", "get_loss_fn", "get_model_score_fn", "likelihood_time_density",

@@ -42,8 +42,27 @@ from sde_lib.losses.weighting import (
 )
 from sde_lib.parameterization import get_parameterization
 
-LossFn = Callable[[jax.Array, Callable, jax.Array], jax.Array]
 DIVERGENCES = ("exact",) + PROBES
+
+
+@dataclasses.dataclass(frozen=True)
+class LossFn:
+    """``loss_fn(rng, model_fn, x0) -> (B,)``, in two parts: ``draw(rng, x0)``, the loss's
+    randomness (time or index, noise, probes: a dict of arrays with the batch on axis 0) and
+    ``evaluate(model_fn, x0, draws) -> (B,)``, the per-example losses with one call of
+    ``model_fn`` on the whole batch; ``loss_fn(rng, model_fn, x0) = evaluate(model_fn, x0,
+    draw(rng, x0))``.
+
+    The split lets a trainer draw per block of examples (``jax.vmap(draw)`` over the blocks'
+    keys, so the draws do not depend on how the batch is split across devices) and evaluate the
+    network once on the whole batch, outside the vmap (``experiments.train.example_losses``).
+    """
+
+    draw: Callable[[jax.Array, jax.Array], dict]
+    evaluate: Callable[[Callable, jax.Array, dict], jax.Array]
+
+    def __call__(self, rng, model_fn, x0):
+        return self.evaluate(model_fn, x0, self.draw(rng, x0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,26 +104,36 @@ def _lookup(field: str, value, table: Mapping):
         raise ValueError(f"{field} must be one of {sorted(table)}, got {value!r}") from None
 
 
-def _continuous(sde, cfg: LossConfig, per_example: Callable) -> LossFn:
-    """Wraps ``per_example(rng_v, model_fn, x0, z, t)`` with time sampling and noise."""
+def _continuous(sde, cfg: LossConfig, per_example: Callable,
+                probes: Callable | None = None) -> LossFn:
+    """``per_example(model_fn, x0, z, t, v)`` with time sampling, noise and, when ``probes``
+    is given, the probes ``v = probes(rng_v, x0)`` ``(num, B, *D)`` (``None`` otherwise)."""
     eps = check_time_eps(sde, cfg.eps)
     sampler = _lookup("time_sampling", cfg.time_sampling, TIME_SAMPLERS)
 
-    def loss_fn(rng, model_fn, x0):
+    def draw(rng, x0):
         check_batch(x0)
         x0 = jnp.asarray(x0)
         rng_t, rng_z, rng_v = jax.random.split(rng, 3)
         t, w = sampler(rng_t, sde, x0.shape[0], eps, dtype=x0.dtype)
-        z = jax.random.normal(rng_z, x0.shape, x0.dtype)
-        return w * per_example(rng_v, model_fn, x0, z, t)
+        draws = {"t": t, "w": jnp.broadcast_to(w, t.shape),
+                 "z": jax.random.normal(rng_z, x0.shape, x0.dtype)}
+        v = None if probes is None else probes(rng_v, x0)
+        if v is not None:
+            draws["v"] = jnp.moveaxis(v, 0, 1)  # batch first
+        return draws
 
-    return loss_fn
+    def evaluate(model_fn, x0, d):
+        v = jnp.moveaxis(d["v"], 1, 0) if "v" in d else None
+        return d["w"] * per_example(model_fn, jnp.asarray(x0), d["z"], d["t"], v)
+
+    return LossFn(draw, evaluate)
 
 
 def _build_dsm(sde, cfg):
     weighting = _lookup("weighting", cfg.weighting or "sigma2", SCORE_WEIGHTINGS)
     param = get_parameterization(cfg.parameterization)
-    return _continuous(sde, cfg, lambda rng, f, x0, z, t: dsm_loss(
+    return _continuous(sde, cfg, lambda f, x0, z, t, v: dsm_loss(
         f, x0, z, t, sde=sde, parameterization=param, weighting=weighting))
 
 
@@ -113,7 +142,7 @@ def _build_regression(target):
         weighting = _lookup("weighting", cfg.weighting or "simple",
                             CONTINUOUS_TARGET_WEIGHTINGS[target])
         param = get_parameterization(cfg.parameterization)
-        return _continuous(sde, cfg, lambda rng, f, x0, z, t: denoising_loss(
+        return _continuous(sde, cfg, lambda f, x0, z, t, v: denoising_loss(
             f, x0, z, t, sde=sde, parameterization=param, target=target, weighting=weighting))
     return build
 
@@ -135,16 +164,18 @@ def _build_ddpm(target):
         chain = DDPMChain.from_sde(sde)
         weighting = functools.partial(weighting, variance=cfg.variance)
 
-        def loss_fn(rng, model_fn, x0):
+        def draw(rng, x0):
             check_batch(x0)
             x0 = jnp.asarray(x0)
             rng_i, rng_z = jax.random.split(rng)
-            i = sample_index_uniform(rng_i, chain.N, x0.shape[0])
-            z = jax.random.normal(rng_z, x0.shape, x0.dtype)
-            return ddpm_loss(model_fn, x0, z, i, sde=sde, chain=chain, parameterization=param,
-                             target=target, weighting=weighting)
+            return {"i": sample_index_uniform(rng_i, chain.N, x0.shape[0]),
+                    "z": jax.random.normal(rng_z, x0.shape, x0.dtype)}
 
-        return loss_fn
+        def evaluate(model_fn, x0, d):
+            return ddpm_loss(model_fn, jnp.asarray(x0), d["z"], d["i"], sde=sde, chain=chain,
+                             parameterization=param, target=target, weighting=weighting)
+
+        return LossFn(draw, evaluate)
     return build
 
 
@@ -161,18 +192,19 @@ def _build_score_matching(kind):
         if isinstance(num, bool) or not isinstance(num, int) or num < 1:
             raise ValueError(f"num_projections must be an integer >= 1, got {num!r}")
 
-        def per_example(rng, model_fn, x0, z, t):
+        def per_example(model_fn, x0, z, t, v):
             if probe_kind == "exact":
                 objective = explicit_score_matching
             else:
-                v = sample_probes(rng, x0.shape, num, probe_kind, x0.dtype)
                 objective = (functools.partial(explicit_score_matching, probes=v) if kind == "esm"
                              else functools.partial(sliced_score_matching, probes=v,
                                                     variance_reduction=kind == "ssm_vr"))
             return noise_conditional_loss(objective, model_fn, x0, z, t, sde=sde,
                                           parameterization=param, weighting=weighting)
 
-        return _continuous(sde, cfg, per_example)
+        probes = None if probe_kind == "exact" else (
+            lambda rng, x0: sample_probes(rng, x0.shape, num, probe_kind, x0.dtype))
+        return _continuous(sde, cfg, per_example, probes)
     return build
 
 
@@ -213,7 +245,8 @@ def get_loss_fn(sde, config) -> LossFn:
 
     Returns:
       ``loss_fn(rng, model_fn, x0)`` with ``model_fn(x, t) -> (B, *D)`` the network output in
-      ``config.parameterization`` and ``x0`` ``(B, *D)``; pure, jit-able.
+      ``config.parameterization`` and ``x0`` ``(B, *D)``; pure, jit-able. A ``LossFn``: also
+      ``loss_fn.draw(rng, x0)`` and ``loss_fn.evaluate(model_fn, x0, draws)``.
 
     Raises:
       ValueError: an unknown name, weighting, parameterization, time sampling, probe law,
@@ -228,18 +261,18 @@ def get_loss_fn(sde, config) -> LossFn:
     check_positive("eps", cfg.eps)
     built = build(sde, cfg)
 
-    def loss_fn(rng, model_fn, x0):
+    def draw(rng, x0):
         x0 = jnp.asarray(x0)
         if not jnp.issubdtype(x0.dtype, jnp.floating):
             raise TypeError(f"x0 must be a floating array (scale integer data first, e.g. "
                             f"experiments.data.scale_images), got dtype {x0.dtype}")
-        return built(rng, model_fn, x0)
+        return built.draw(rng, x0)
 
     if not cfg.reduce_mean:
-        return loss_fn
+        return LossFn(draw, built.evaluate)
 
-    def mean_loss_fn(rng, model_fn, x0):
+    def evaluate(model_fn, x0, draws):
         x0 = jnp.asarray(x0)
-        return loss_fn(rng, model_fn, x0) * (2.0 / math.prod(x0.shape[1:]))
+        return built.evaluate(model_fn, x0, draws) * (2.0 / math.prod(x0.shape[1:]))
 
-    return mean_loss_fn
+    return LossFn(draw, evaluate)
