@@ -10,8 +10,9 @@ with the config the experiments use:
 * ``t_bare``: ``jax.jit(jax.value_and_grad(...))`` of the mean squared error of the same network
   on the same batch and times, nothing else;
 * ``ratio = t_step / t_bare`` (goal <= 1.10) and the training throughput ``batch / t_step``;
-  the step is timed with the batch already on the devices and fed from host numpy arrays each
-  call, as the trainer feeds it (``host-fed``);
+  the step is timed with the batch already on the devices, fed from host numpy arrays each
+  call (``host-fed``) and fed as the trainer feeds it, each numpy batch transferred one call
+  ahead with ``jax.device_put`` (``prefetched``);
 * with ``--steps-per-call K``, K steps per compiled call (``lax.scan``, unrolled where the
   trainer unrolls it: ``train.scan_unroll``; ``--no-unroll`` keeps the loop), times per step.
 
@@ -106,21 +107,41 @@ def bench(case, batch, calls, repeats, steps_per_call=1, unroll=None, dropout=No
     p_state = jax.block_until_ready(train_call(p_state, p_batch))  # compile both
     compile_s = time.perf_counter() - start
     jax.block_until_ready(bare(params))
-    steps, hosts, bares = [], [], []
+    sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(devices), ("batch",)),
+                                          jax.sharding.PartitionSpec("batch"))
+
+    def prefetched_round(p_state):
+        """``calls`` calls fed as the trainer feeds them: each numpy batch transferred with
+        ``jax.device_put`` one call ahead (``train._Run.next_batches``)."""
+        start = time.perf_counter()
+        ahead = jax.device_put(host_batch, sharding)
+        for call in range(calls):
+            current = ahead
+            if call + 1 < calls:
+                ahead = jax.device_put(jax.tree.map(np.copy, host_batch), sharding)
+            p_state = train_call(p_state, current)
+        jax.block_until_ready(p_state)
+        return (time.perf_counter() - start) / calls, p_state
+
+    steps, hosts, fetched, bares = [], [], [], []
     for _ in range(repeats):  # the state is donated to the step, as in train_and_evaluate
         t_round, p_state = _round(train_call, p_state, (p_batch,), calls)
         steps.append(t_round / K)
         t_round, p_state = _round(train_call, p_state, (host_batch,), calls)
         hosts.append(t_round / K)
+        t_round, p_state = prefetched_round(p_state)
+        fetched.append(t_round / K)
         bares.append(_round(lambda c, p: bare(p), None, (params,), calls)[0])
-    t_step, t_host, t_bare = (float(np.median(v)) for v in (steps, hosts, bares))
+    t_step, t_host, t_fetched, t_bare = (float(np.median(v))
+                                         for v in (steps, hosts, fetched, bares))
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
-    rate = config.model.get("dropout", 0.0)
-    return (f"| {case} ({config.model.name}, {n_params:,} params, dropout {rate}) | {shape} | "
+    dropout = "dropout" if train.uses_dropout(model, params, shape) else "no dropout"
+    return (f"| {case} ({config.model.name}, {n_params:,} params, {dropout}) | {shape} | "
             f"{batch} | "
             f"{K}{' unrolled' if unroll > 1 else ''} | {compile_s:.1f} | {1e3 * t_step:.2f} | "
-            f"{1e3 * t_host:.2f} | {1e3 * t_bare:.2f} | {t_step / t_bare:.3f} | "
-            f"{t_host / t_bare:.3f} | {batch / t_step:,.0f} |")
+            f"{1e3 * t_host:.2f} | {1e3 * t_fetched:.2f} | {1e3 * t_bare:.2f} | "
+            f"{t_step / t_bare:.3f} | {t_host / t_bare:.3f} | {t_fetched / t_bare:.3f} | "
+            f"{batch / t_step:,.0f} |")
 
 
 def main():
@@ -140,8 +161,9 @@ def main():
     print(f"devices: {jax.local_device_count()} x {jax.devices()[0].device_kind}; jax "
           f"{jax.__version__}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print("| case | data | batch | steps per call | compile (s) | train step (ms) | host-fed "
-          "step (ms) | bare fwd+bwd (ms) | ratio | host-fed ratio | examples/s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "step (ms) | prefetched (ms) | bare fwd+bwd (ms) | ratio | host-fed ratio | "
+          "prefetched ratio | examples/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for case in args.cases:
         batch = args.batch_mlp if case == "mlp" else args.batch_unet
         for K in args.steps_per_call:
