@@ -105,6 +105,14 @@ class DDPMChain:
         self._coef_x0 = jnp.asarray(b * np.sqrt(ab_prev) / (1.0 - ab), f)
         self._coef_xi = jnp.asarray((1.0 - ab_prev) * np.sqrt(a) / (1.0 - ab), f)
 
+    def padded(self, size: int) -> DDPMChain:
+        """The chain with every array padded to ``size >= N`` entries (its last entry
+        repeated): the entries ``i < N`` are unchanged, so a program compiled for chains of
+        ``size`` entries takes any shorter chain (``ddpm_negative_elbo``'s strided chains)."""
+        n = self.N
+        return jax.tree.map(lambda a: jnp.asarray(np.concatenate(
+            [np.asarray(a), np.repeat(np.asarray(a)[-1:], size - n)])), self)
+
     @classmethod
     def from_sde(cls, sde) -> DDPMChain:
         """The chain of a VP-type SDE: ``DDPMChain(sde.discrete_betas)``."""
@@ -172,10 +180,11 @@ class DDPMChain:
                         0.0)
         return mean + batch_coeff(std, mean) * jax.random.normal(rng, mean.shape, mean.dtype)
 
-    def prior_kl(self, x0: ArrayLike) -> jax.Array:
-        r"""``L_T = KL(q(x_{N-1} | x_0) || N(0, I))`` summed over data axes, ``(B,)`` nats."""
+    def prior_kl(self, x0: ArrayLike, last: ArrayLike | None = None) -> jax.Array:
+        r"""``L_T = KL(q(x_{N-1} | x_0) || N(0, I))`` summed over data axes, ``(B,)`` nats
+        (at the index ``last`` instead of ``N - 1`` when given: a padded chain's last one)."""
         x0 = jnp.asarray(x0)
-        i = jnp.full(x0.shape[:1], self.N - 1)
+        i = jnp.full(x0.shape[:1], self.N - 1 if last is None else last)
         mean, var = self.q_mean_variance(x0, i)
         return sum_except_batch(gaussian_kl(mean, batch_coeff(jnp.log(var), mean), 0.0, 0.0))
 
@@ -199,3 +208,24 @@ class DDPMChain:
         loglik = (discretized_gaussian_log_likelihood if discretized
                   else gaussian_log_likelihood)(x0, mean, logvar)
         return jnp.where(jnp.asarray(i) > 0, kl, -sum_except_batch(loglik))
+
+
+_CHAIN_ARRAYS = ("betas", "alphas", "alphas_cumprod", "alphas_cumprod_prev",
+                 "posterior_variance", "posterior_log_variance_clipped", "_coef_x0", "_coef_xi")
+
+
+def _flatten_chain(chain: DDPMChain):
+    return tuple(getattr(chain, name) for name in _CHAIN_ARRAYS) + (
+        chain._log_variance["beta"],), None
+
+
+def _unflatten_chain(aux, leaves) -> DDPMChain:
+    chain = object.__new__(DDPMChain)
+    for name, leaf in zip(_CHAIN_ARRAYS, leaves, strict=False):
+        setattr(chain, name, leaf)
+    chain._log_variance = {"beta": leaves[-1], "beta_tilde": chain.posterior_log_variance_clipped}
+    return chain
+
+
+# a pytree of its arrays: a jit argument (traced, not a compile-time constant) and tree.map-able
+jax.tree_util.register_pytree_node(DDPMChain, _flatten_chain, _unflatten_chain)

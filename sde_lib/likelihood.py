@@ -391,7 +391,9 @@ def ddpm_negative_elbo(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike,
       decoder: ``"discretized"`` or ``"gaussian"``.
       decoder_variance: ``"beta"`` or ``"beta_tilde"``; defaults to ``variance``.
       num_bins: levels of the discretized decoder.
-      num_steps: ``None`` (the whole chain) or ``K`` in ``1 .. N``, the strided chain's steps.
+      num_steps: ``None`` (the whole chain) or ``K`` in ``1 .. N``, the strided chain's steps
+        (every ``K`` and ``time_grid`` share one compilation: the chain is padded to ``N``
+        entries and its ``K`` terms run with a traced trip count).
       time_grid: the sampler's ``time_grid`` for the strided chain (a grid kind of
         ``sample`` or a decreasing sequence of ``K`` times); only with ``num_steps``.
 
@@ -414,31 +416,37 @@ def ddpm_negative_elbo(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike,
             raise ValueError(f"num_steps must be in 1 .. N = {sde.N} (the sde's chain), got "
                              f"{num_steps}")
     grid_key = time_grid if isinstance(time_grid, str) else tuple(float(t) for t in time_grid)
-    chain, times = _chain_of(sde, num_steps, grid_key)
-    return _negative_elbo(rng, _as_data(x), as_pytree_fn(score_fn), jnp.asarray(times), sde=sde,
-                          chain=chain, variance=variance, decoder=decoder,
+    chain, times, steps = _chain_of(sde, num_steps, grid_key)
+    return _negative_elbo(rng, _as_data(x), as_pytree_fn(score_fn), times, chain,
+                          np.int32(steps), sde=sde, variance=variance, decoder=decoder,
                           decoder_variance=decoder_variance, num_bins=num_bins)
 
 
 @functools.lru_cache(maxsize=32)
-def _chain_of(sde, num_steps: int | None, time_grid) -> tuple[DDPMChain, np.ndarray]:
-    """The chain of ``sde`` (strided to ``num_steps`` on ``time_grid``) and the times of its
-    indices, increasing; built (and its betas checked) once per setting, outside jit."""
+def _chain_of(sde, num_steps: int | None, time_grid) -> tuple[DDPMChain, jax.Array, int]:
+    """The chain of ``sde`` (strided to ``K = num_steps`` on ``time_grid``) and the times of
+    its indices, increasing, both padded to the whole chain's ``N`` entries, and ``K``; built
+    (and its betas checked) once per setting, outside jit. Every ``K`` and grid then share one
+    compilation of the bound: its terms run over the first ``K`` entries."""
+    N = sde.N
     if num_steps is None:
-        return DDPMChain.from_sde(sde), np.arange(1, sde.N + 1) * (sde.T / sde.N)
-    times = evaluation_times(time_grid, num_steps, sde, sde.T / sde.N)
+        return DDPMChain.from_sde(sde), jnp.asarray(np.arange(1, N + 1) * (sde.T / N)), N
+    times = evaluation_times(time_grid, num_steps, sde, sde.T / N)
     index = chain_index(sde, times)[::-1]  # increasing
     alpha_bar = np.cumprod(1.0 - np.asarray(sde.discrete_betas, np.float64))[index]
     betas = 1.0 - alpha_bar / np.concatenate([[1.0], alpha_bar[:-1]])
-    return DDPMChain(betas), (index + 1) * (sde.T / sde.N)
+    times = (np.concatenate([index, np.full(N - num_steps, index[-1])]) + 1) * (sde.T / N)
+    return DDPMChain(betas).padded(N), jnp.asarray(times), num_steps
 
 
-@functools.partial(jax.jit, static_argnames=("sde", "chain", "variance", "decoder",
-                                             "decoder_variance", "num_bins"))
-def _negative_elbo(rng, x0, score_fn, times, *, sde, chain, variance, decoder, decoder_variance,
-                   num_bins):
+@functools.partial(jax.jit, static_argnames=("sde", "variance", "decoder", "decoder_variance",
+                                             "num_bins"))
+def _negative_elbo(rng, x0, score_fn, times, chain, num_steps, *, sde, variance, decoder,
+                   decoder_variance, num_bins):
+    """The bound of the first ``num_steps`` (traced) entries of ``chain`` (a padded chain);
+    its terms in a ``lax.fori_loop`` with a traced trip count."""
     to_eps = get_parameterization("score").to_eps
-    B, N = x0.shape[0], chain.N
+    B = x0.shape[0]
 
     def eps_model(i, key):
         """``x_i ~ q(x_i | x_0)`` and the model's ``eps(x_i)`` at the index ``i`` (a scalar)."""
@@ -447,19 +455,19 @@ def _negative_elbo(rng, x0, score_fn, times, *, sde, chain, variance, decoder, d
         t_i = jnp.full((B,), times[i], x0.dtype)
         return i_batch, x_i, to_eps(score_fn(x_i, t_i), x_i, *sde.marginal_coeffs(t_i))
 
-    def add_term(total, i):
+    def add_term(i, total):
         i_batch, x_i, eps = eps_model(i, jax.random.fold_in(rng, i))
         term = chain.vb_term(x0, x_i, i_batch, eps, variance, discretized=False)
-        return total + term.astype(total.dtype), None
+        return total + term.astype(total.dtype)
 
-    diffusion, _ = jax.lax.scan(add_term, jnp.zeros((B,), x0.dtype), jnp.arange(1, N))
+    diffusion = lax.fori_loop(1, num_steps, add_term, jnp.zeros((B,), x0.dtype))
 
     i_batch, x_first, eps = eps_model(0, jax.random.fold_in(rng, 0))
     decoder_logvar = DECODER_LOG_VARIANCES[decoder_variance](chain)
     decoder_nll = -sum_except_batch(DECODERS[decoder](
         x0, chain.p_mean(x_first, i_batch, eps), batch_coeff(jnp.full((B,), decoder_logvar), x0),
         num_bins))
-    prior = chain.prior_kl(x0)
+    prior = chain.prior_kl(x0, last=num_steps - 1)
     total = prior + diffusion + decoder_nll
     dim = math.prod(x0.shape[1:])
     return NegativeELBO(total, prior, diffusion, decoder_nll, total / (dim * math.log(2.0)))

@@ -349,6 +349,36 @@ def test_negative_elbo_matches_closed_form_for_gaussian_data(variance, decoder_v
     assert abs(total.mean() - expected) <= Z * se, (total.mean(), expected, se)
 
 
+def test_strided_negative_elbo_sweep_compiles_once():
+    """The strided chains are padded to the whole chain's N entries and their terms run with a
+    traced trip count: after the first, a 6-point sweep of ``num_steps`` and a new grid
+    compile nothing (XLA compilations counted). ``K = 7`` on the uniform grid (the indices of
+    the slow test below) against the respaced closed form (Z sd / sqrt(M)); every value finite
+    down to ``K = 1``."""
+    from _compiles import count_compilations
+
+    N, M, s2 = 30, 4000, 0.5
+    m, x0 = np.array([0.8, -0.4]), np.array([1.3, 0.2])
+    sde = sde_lib.VPSDE(N=N)
+    score_fn = isotropic_gaussian(m, s2).score_fn(sde)
+    rng, x = jax.random.PRNGKey(0), jnp.tile(x0, (M, 1))
+
+    def elbo(k, **kw):
+        return sde_lib.ddpm_negative_elbo(rng, sde, score_fn, x, variance="beta",
+                                          decoder="gaussian", num_steps=k, **kw).total
+
+    total = np.asarray(elbo(7))
+    se = total.std(ddof=1) / math.sqrt(M)
+    expected = expected_negative_elbo_gaussian(x0, m, s2, N, "beta", "beta",
+                                               [0, 5, 10, 14, 19, 24, 29])
+    assert abs(total.mean() - expected) <= Z * se, (total.mean(), expected, se)
+    with count_compilations() as compiles:
+        for k in (1, 3, 5, 10, 20, 30):
+            assert np.all(np.isfinite(elbo(k)))
+        elbo(4, time_grid="quadratic")
+    assert not [c for c in compiles if "_negative_elbo" in c.name], compiles
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("variance, time_grid, index", [
     ("beta", "uniform", [0, 5, 10, 14, 19, 24, 29]),  # round(29 u): 14.5 rounds to even
