@@ -431,25 +431,23 @@ def _sweep_matches_sample(method, options, steps_list, max_num_steps, time_grid=
                                    err_msg=f"{method} at num_steps={k}")
 
 
-@pytest.mark.parametrize("method", ["euler_maruyama", "dpm_solver_pp", "edm_stochastic"])
-def test_sweep_gives_the_samples_of_sample(method):
+def test_sweep_gives_the_samples_of_sample():
     """``Sweep`` runs the first ``K`` entries of a padded grid with a traced trip count: the same
     samples as ``sample`` with ``num_steps = K`` for the same key (float64), at ``K = 1`` and at
-    the maximum, on the default grid and on an explicit one given at the call. Euler-Maruyama
-    checks the step keys, DPM-Solver++(3) the per-step orders (warm-up and the last two
-    steps), EDM's stochastic sampler its raised noise levels."""
-    options = {"order": 3} if method == "dpm_solver_pp" else {}
-    _sweep_matches_sample(method, options, (1, 6), 6)
-    _sweep_matches_sample(method, options, (4,), 6,
+    the maximum, on the default grid and on an explicit one given at the call; Euler-Maruyama
+    (its step keys are those of ``sample``)."""
+    _sweep_matches_sample("euler_maruyama", {}, (1, 6), 6)
+    _sweep_matches_sample("euler_maruyama", {}, (4,), 6,
                           time_grid=lambda k: tuple(np.geomspace(1.0, 1e-3, k)))
 
 
 @pytest.mark.slow
 def test_sweep_gives_the_samples_of_sample_for_every_method():
     """As above for every fixed-step method ``Sweep`` takes (pc with the Euler-Maruyama
-    predictor), at 1, 2, 5 and 9 of 9 steps."""
+    predictor), at 1, 2, 5 and 9 of 9 steps: DPM-Solver++(3) checks the per-step orders of its
+    grid (warm-up and the last two steps), EDM's stochastic sampler its raised noise levels."""
     assert set(SWEPT) == set(sde_lib.SAMPLERS) - {"pf_ode_adaptive", "reverse_diffusion"}
-    for method, options in SWEPT.items():
+    for method, options in {**SWEPT, "dpm_solver_pp": {"order": 3}}.items():
         _sweep_matches_sample(method, options, (1, 2, 5, 9), 9)
 
 

@@ -102,15 +102,15 @@ def test_smoke_train_and_evaluate(tmp_path):
 
 def test_checkpoints_record_the_batches_trained_on_not_the_one_read_ahead(tmp_path):
     """The trainer reads each call's batch one call ahead (transferred while the previous call
-    runs); the data state a checkpoint records is that after the batches trained on: 2 and 4
+    runs); the data state a checkpoint records is that after the batches trained on: 1 and 2
     calls of 2 steps in (an iterator advanced as far in the test), not one batch further."""
     config = tiny(gmm_mlp.get_config(), **TINY_MODEL, **{
-        "training.num_train_steps": 8, "training.steps_per_call": 2,
-        "training.checkpoint_every": 4, "training.num_devices": 1, "eval.likelihood": False})
+        "training.num_train_steps": 4, "training.steps_per_call": 2,
+        "training.checkpoint_every": 2, "training.num_devices": 1, "eval.likelihood": False})
     out = train.train_and_evaluate(config, str(tmp_path))
     manager = checkpointing.create_manager(str(tmp_path))
     cfg = train.parse_config(config)
-    for step in (4, 8):
+    for step in (2, 4):
         _, saved = checkpointing.restore_checkpoint(manager, out["state"], step=step)
         it, _ = data.create_iterators(cfg.data, cfg.training.batch_size, cfg.eval.batch_size,
                                       num_devices=1)
@@ -449,28 +449,54 @@ def _blockwise_reference(params, model, loss_fn, step_key, x, index, block_size,
     return jax.vmap(one)(index[::block_size] // block_size, blocks).reshape(-1)
 
 
-@pytest.mark.parametrize("name", sorted(sde_lib.losses.LOSSES))
-def test_example_losses_draw_per_block_and_evaluate_the_whole_batch(name):
-    """For every loss of the registry, ``example_losses`` (draws per block, one network call on
-    the whole batch) gives each block's own loss, computed in the test by a vmap over blocks
-    with a network call per block (float64, 1e-10), with and without ``train``; and the losses
-    of a device's half of the batch are those rows of the whole batch's (split-invariant)."""
-    sde = sde_lib.VPSDE()
-    cfg = {"name": name, "num_projections": 2} if name in ("ssm", "ssm_vr") else {"name": name}
-    if name == "esm":
-        cfg["divergence"] = "rademacher"
-    loss_fn = sde_lib.get_loss_fn(sde, cfg)
+def _whole_batch_matches_blocks(names, halves=True):
+    sde = sde_lib.VPSDE(N=50)
     model = train.models.get_model("mlp", hidden=16, num_blocks=1)
     params = model.init(jax.random.key(0), jnp.zeros((1, 3)), jnp.ones(1))["params"]
     x = jax.random.normal(jax.random.key(1), (16, 3))
     index, key = jnp.arange(16), jax.random.key(2)
-    for mode in (True, False):
-        got = train.example_losses(params, model, loss_fn, key, x, index, 4, train=mode)
-        want = _blockwise_reference(params, model, loss_fn, key, x, index, 4, mode)
+    for name in names:
+        cfg = {"name": name}
+        if name in ("ssm", "ssm_vr"):
+            cfg["num_projections"] = 2
+        if name == "esm":
+            cfg["divergence"] = "rademacher"
+        loss_fn = sde_lib.get_loss_fn(sde, cfg)
+
+        @jax.jit
+        def both(x, index, mode=True, loss_fn=loss_fn):
+            return (train.example_losses(params, model, loss_fn, key, x, index, 4, train=mode),
+                    _blockwise_reference(params, model, loss_fn, key, x, index, 4, mode))
+
+        got, want = both(x, index)
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12, err_msg=name)
-    half = train.example_losses(params, model, loss_fn, key, x[8:], index[8:], 4)
-    np.testing.assert_allclose(
-        half, train.example_losses(params, model, loss_fn, key, x, index, 4)[8:], rtol=1e-10)
+        if halves:
+            half, _ = both(x[8:], index[8:])
+            np.testing.assert_allclose(half, got[8:], rtol=1e-10, err_msg=name)
+
+
+def test_example_losses_draw_per_block_and_evaluate_the_whole_batch():
+    """``example_losses`` (draws per block, one network call on the whole batch) gives each
+    block's own loss, computed in the test by a vmap over blocks with a network call per block
+    (float64, 1e-10), here sliced score matching (time, noise and probes, the probes drawn
+    ``(num, B, *D)``: the draws' batch axes are merged right)."""
+    _whole_batch_matches_blocks(["ssm"], halves=False)
+
+
+@pytest.mark.slow
+def test_example_losses_whole_batch_for_every_loss():
+    """As above for every loss of the registry; and the losses of a device's half of the batch
+    are those rows of the whole batch's (split-invariant)."""
+    _whole_batch_matches_blocks(sorted(sde_lib.losses.LOSSES))
+
+
+def _check_uses_dropout(cases):
+    shapes = {"unet": (4, 4, 1), "mlp": (3,)}
+    for name, fields, expected in cases:
+        model = train.models.get_model(name, **fields)
+        params = jax.eval_shape(lambda m=model, s=shapes[name]: m.init(
+            jax.random.key(0), jnp.zeros((1, *s)), jnp.ones(1))["params"])
+        assert train.uses_dropout(model, params, shapes[name]) == expected, (name, fields)
 
 
 def test_dropout_models_keep_their_masks_per_block():
@@ -478,24 +504,20 @@ def test_dropout_models_keep_their_masks_per_block():
     default 0.1, an MLP at 0.2), a zero rate does not; such a network keeps the whole loss in
     the vmap over blocks, so its dropout masks are drawn per block too (equal to the
     reference's, which draws them there)."""
-    shapes = {"unet": (4, 4, 1), "mlp": (3,)}
-    for name, fields, expected in (("unet", dict(ch=8, ch_mult=(1,), num_res_blocks=1,
-                                                 attn_resolutions=()), True),
-                                   ("mlp", dict(hidden=8, num_blocks=1, dropout=0.2), True),
-                                   ("mlp", dict(hidden=8, num_blocks=1), False)):
-        model = train.models.get_model(name, **fields)
-        params = model.init(jax.random.key(0), jnp.zeros((1, *shapes[name])),
-                            jnp.ones(1))["params"]
-        assert train.uses_dropout(model, params, shapes[name]) == expected, (name, fields)
+    _check_uses_dropout([("unet", dict(ch=8, ch_mult=(1,), num_res_blocks=1,
+                                       attn_resolutions=()), True),
+                         ("mlp", dict(hidden=8, num_blocks=1, dropout=0.2), True),
+                         ("mlp", dict(hidden=8, num_blocks=1), False)])
     dropped = train.models.get_model("mlp", hidden=8, num_blocks=1, dropout=0.5)
     params = dropped.init(jax.random.key(0), jnp.zeros((1, 3)), jnp.ones(1))["params"]
     loss_fn = sde_lib.get_loss_fn(sde_lib.VPSDE(), {"name": "dsm"})
     x, index, key = jax.random.normal(jax.random.key(1), (8, 3)), jnp.arange(8), jax.random.key(2)
-    got = train.example_losses(params, dropped, loss_fn, key, x, index, 2)
-    np.testing.assert_allclose(
-        got, _blockwise_reference(params, dropped, loss_fn, key, x, index, 2, True), rtol=1e-10)
-    assert not np.allclose(got, train.example_losses(params, dropped, loss_fn, key, x, index, 2,
-                                                     train=False))
+    got, want, without = jax.jit(lambda x: (
+        train.example_losses(params, dropped, loss_fn, key, x, index, 2),
+        _blockwise_reference(params, dropped, loss_fn, key, x, index, 2, True),
+        train.example_losses(params, dropped, loss_fn, key, x, index, 2, train=False)))(x)
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+    assert not np.allclose(got, without)
 
 
 def test_convolutional_models_unroll_their_scan_on_cpu():
