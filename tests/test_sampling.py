@@ -451,6 +451,7 @@ def test_sweep_gives_the_samples_of_sample_for_every_method():
         _sweep_matches_sample(method, options, (1, 2, 5, 9), 9)
 
 
+@pytest.mark.slow
 def test_a_six_point_nfe_sweep_compiles_once():
     """A 6-point NFE sweep (5 .. 160 evaluations) of Heun's probability-flow sampler with a
     network's score compiles the sampler program once (XLA compilations counted through
