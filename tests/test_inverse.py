@@ -59,6 +59,7 @@ def test_tmpd_samples_match_the_exact_posterior(method, num_steps):
     _check_moments(np.asarray(x), GAUSS.condition(A2, Y2, 0.3))
 
 
+@pytest.mark.slow
 def test_dps_score_tends_to_the_exact_one_as_t_goes_to_zero():
     """DPS drops A C_t A^T from the likelihood's covariance, C_t = Cov[x0 | x_t] = O(sigma_t^2):
     its error in the conditional score is proportional to sigma_t^2 (fitted slope 1 +- 0.1)."""
