@@ -111,7 +111,7 @@ def main():
         sampler = sde_lib.sampling.get_sampler(method)
         ks = [sampler.num_steps_for(nfe) for nfe in args.nfe]
         for k in ks:  # the host grids' element-wise ops, compiled for both ways alike
-            sampler.build(sde, None, k, 1e-3, sampler.check_options({}))
+            sampler.coefficients(sde, k, 1e-3, sampler.check_options({}))
         per_k = [jax.jit(lambda r, k=k, m=method: sde_lib.sample(r, sde, score_fn, shape, m,
                                                                  num_steps=k)[0]) for k in ks]
         sweep = sde_lib.Sweep(sde, shape, method, max_num_steps=max(ks))

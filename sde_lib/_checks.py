@@ -124,6 +124,13 @@ def check_index(name: str, i, N: int):
     return i
 
 
+def pad_with_last(a, size: int) -> np.ndarray:
+    """``a`` (along its first axis, as numpy) padded to ``size`` entries by repeating its last
+    entry: the padded grids and chains whose first entries a traced trip count runs over."""
+    a = np.asarray(a)
+    return np.concatenate([a, np.repeat(a[-1:], size - a.shape[0], axis=0)])
+
+
 def as_pytree_fn(fn):
     """``fn`` as a pytree that ``jax.jit`` takes as an argument: itself if it is one (e.g.
     ``models.get_score_fn``'s ``Partial``, whose leaves are the parameters), else

@@ -18,7 +18,7 @@ import numpy as np
 from jax.scipy.special import log_ndtr
 from jax.typing import ArrayLike
 
-from sde_lib._checks import batch_coeff, check_index, sum_except_batch
+from sde_lib._checks import batch_coeff, check_index, pad_with_last, sum_except_batch
 
 VARIANCES = ("beta", "beta_tilde")
 
@@ -109,9 +109,7 @@ class DDPMChain:
         """The chain with every array padded to ``size >= N`` entries (its last entry
         repeated): the entries ``i < N`` are unchanged, so a program compiled for chains of
         ``size`` entries takes any shorter chain (``ddpm_negative_elbo``'s strided chains)."""
-        n = self.N
-        return jax.tree.map(lambda a: jnp.asarray(np.concatenate(
-            [np.asarray(a), np.repeat(np.asarray(a)[-1:], size - n)])), self)
+        return jax.tree.map(lambda a: jnp.asarray(pad_with_last(a, size)), self)
 
     @classmethod
     def from_sde(cls, sde) -> DDPMChain:

@@ -221,8 +221,7 @@ def flow_limit_kl(rng: jax.Array, sde, log_prob_T, num: int, dim: int
 
 def _grid_times(sampler, sde, num_steps, eps, opts) -> np.ndarray:
     """The ``K + 1`` decreasing times ``t_0, ..., t_K = 0`` a fixed-step sampler steps through."""
-    with jax.ensure_compile_time_eval():
-        _, coeffs = sampler.build(sde, None, num_steps, float(eps), opts)
+    _, coeffs = sampler.coefficients(sde, num_steps, float(eps), opts)
     return np.append(np.asarray(coeffs.t, np.float64), float(coeffs.t_next[-1]))
 
 

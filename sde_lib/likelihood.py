@@ -36,6 +36,7 @@ from sde_lib._checks import (
     check_num_steps,
     check_positive,
     concrete_or_none,
+    pad_with_last,
     sum_except_batch,
 )
 from sde_lib.ddpm import (
@@ -199,7 +200,7 @@ def log_likelihood(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike, eps: fl
         if not (math.isclose(ts[0], eps) and math.isclose(ts[-1], sde.T)):
             raise ValueError(f"time_grid must run from T = {sde.T} to eps = {eps}, got "
                              f"{ts[-1]} .. {ts[0]}")
-        ts = np.concatenate([ts, np.full(max_steps - num_steps, ts[-1])])
+        ts = pad_with_last(ts, max_steps + 1)
         return _log_likelihood_fixed(rng, _as_data(x), ts, np.int32(num_steps),
                                      as_pytree_fn(score_fn), sde=sde, divergence=divergence,
                                      solver=solver)
@@ -435,7 +436,7 @@ def _chain_of(sde, num_steps: int | None, time_grid) -> tuple[DDPMChain, jax.Arr
     index = chain_index(sde, times)[::-1]  # increasing
     alpha_bar = np.cumprod(1.0 - np.asarray(sde.discrete_betas, np.float64))[index]
     betas = 1.0 - alpha_bar / np.concatenate([[1.0], alpha_bar[:-1]])
-    times = (np.concatenate([index, np.full(N - num_steps, index[-1])]) + 1) * (sde.T / N)
+    times = (pad_with_last(index, N) + 1) * (sde.T / N)
     return DDPMChain(betas).padded(N), jnp.asarray(times), num_steps
 
 

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from sde_lib._checks import as_pytree_fn, check_num_steps
+from sde_lib._checks import as_pytree_fn, check_num_steps, pad_with_last
 from sde_lib.ddpm import VARIANCES
 from sde_lib.sampling import grid, steps
 
@@ -152,9 +152,10 @@ class Sampler:
         return {name: check(name, options[name]) if name in options else default
                 for name, (default, check) in self.options.items()}
 
-    def build(self, sde, score_fn, num_steps: int, eps: float, options: dict):
-        """Fixed-step samplers: ``(step, coeffs)``, the step with ``score_fn`` bound and the
-        grid of ``num_steps`` steps (a constant, also under a caller's jit); ``options`` as
+    def coefficients(self, sde, num_steps: int, eps: float, options: dict):
+        """Fixed-step samplers: ``(sde_k, coeffs)``, the SDE the step runs on
+        (``sde.with_num_steps(K)`` where ``discretized``, else ``sde``) and the grid of
+        ``num_steps`` steps (a constant, also under a caller's jit); ``options`` as
         ``check_options`` returns them."""
         with jax.ensure_compile_time_eval():
             if self.discretized(options):
@@ -163,7 +164,12 @@ class Sampler:
                                      f"reverse_diffusion predictor (it runs on the SDE's own "
                                      f"discretization grid)")
                 sde = _discretization(sde, num_steps)
-            coeffs = self.grid(sde, num_steps, float(eps), options)
+            return sde, self.grid(sde, num_steps, float(eps), options)
+
+    def build(self, sde, score_fn, num_steps: int, eps: float, options: dict):
+        """Fixed-step samplers: ``(step, coeffs)``, the step with ``score_fn`` bound and the
+        grid of ``num_steps`` steps (``coefficients``)."""
+        sde, coeffs = self.coefficients(sde, num_steps, eps, options)
         return self.step(sde, score_fn, options), coeffs
 
     def num_steps_for(self, nfe: int, **options) -> int:
@@ -521,12 +527,19 @@ def build_sampler(sde, score_fn: ScoreFn, method: str, num_steps: int, eps: floa
     return step, coeffs, sampler.nfe(num_steps, opts)
 
 
+def _loop_inputs(step, rng, x, coeffs):
+    """The grid in ``x``'s dtype, one key per grid entry, the initial carry and the step
+    function (a ``steps.Multistep`` carries its state, ``init(x)``, instead of ``x``)."""
+    coeffs = jax.tree.map(lambda a: jnp.asarray(a).astype(x.dtype), coeffs)
+    keys = jax.random.split(rng, coeffs.t.shape[0])
+    state, fn = (step.init(x), step.step) if isinstance(step, steps.Multistep) else (x, step)
+    return coeffs, keys, state, fn
+
+
 def scan_steps(step, rng: jax.Array, x: jax.Array, coeffs: grid.GridCoeffs) -> jax.Array:
     """The driver: ``lax.scan`` of ``step(key_k, x, c_k)`` over the grid; the last step's mean.
     A ``steps.Multistep`` carries its state (``init(x)``) instead of ``x``."""
-    coeffs = jax.tree.map(lambda a: a.astype(x.dtype), coeffs)
-    keys = jax.random.split(rng, coeffs.t.shape[0])
-    state, fn = (step.init(x), step.step) if isinstance(step, steps.Multistep) else (x, step)
+    coeffs, keys, state, fn = _loop_inputs(step, rng, x, coeffs)
 
     def body(carry, inputs):
         key, c = inputs
@@ -597,11 +610,8 @@ class Sweep:
         options = self.options
         if time_grid is not None:  # every method Sweep takes has a time_grid
             options = {**options, "time_grid": _check_grid("time_grid", time_grid)}
-        _, coeffs = self.sampler.build(self.sde, None, num_steps, self.eps, options)
-        pad = self.max_num_steps - num_steps
-        return jax.tree.map(lambda a: np.concatenate([np.asarray(a),
-                                                      np.repeat(np.asarray(a)[-1:], pad)]),
-                            coeffs)
+        _, coeffs = self.sampler.coefficients(self.sde, num_steps, self.eps, options)
+        return jax.tree.map(lambda a: pad_with_last(a, self.max_num_steps), coeffs)
 
     def __call__(self, rng: jax.Array, score_fn: ScoreFn, num_steps: int,
                  time_grid=None) -> tuple[jax.Array, int]:
@@ -625,9 +635,7 @@ def loop_steps(step, rng: jax.Array, x: jax.Array, coeffs: grid.GridCoeffs,
     """``scan_steps`` over the first ``num_steps`` (an int, traced or not) entries of a grid
     of ``M >= num_steps`` entries, in a ``lax.fori_loop``; step ``k`` takes key ``k`` of
     ``jax.random.split(rng, M)``."""
-    coeffs = jax.tree.map(lambda a: jnp.asarray(a).astype(x.dtype), coeffs)
-    keys = jax.random.split(rng, coeffs.t.shape[0])
-    state, fn = (step.init(x), step.step) if isinstance(step, steps.Multistep) else (x, step)
+    coeffs, keys, state, fn = _loop_inputs(step, rng, x, coeffs)
 
     def body(k, carry):
         return fn(keys[k], carry[0], jax.tree.map(lambda a: a[k], coeffs))
