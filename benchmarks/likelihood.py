@@ -52,19 +52,20 @@ def mixture_row(dim, dtype, divergence):
 
 
 def digits_row(workdir, num):
-    from experiments import digits, train
+    import trainer
+    from experiments import digits
     from experiments.configs import digits as digits_config
     try:
-        config = train.saved_config(workdir)
+        config = trainer.saved_config(workdir)
     except (FileNotFoundError, ValueError):  # a workdir from before config.json named its model
         config = digits_config.get_config()
-    score_fn, sde = train.load_score_fn(workdir, config)
-    cfg = train.parse_config(config)
+    score_fn, sde = trainer.load_score_fn(workdir, config)
+    cfg = trainer.parse_config(config)
     v, levels = digits.load_images(cfg.data, "test")
     v = v[:num]
     rng = jax.random.key(0)
     k_deq, k_ll = jax.random.split(rng)
-    data_range = digits._data_range(levels)
+    data_range = digits.image_range(levels)
     x = sde_lib.uniform_dequantize(k_deq, v, data_range, num_bins=levels).astype(jnp.float32)
     run = jax.jit(lambda x: sde_lib.log_likelihood(k_ll, sde, score_fn, x, rtol=1e-4,
                                                    atol=1e-4))

@@ -3,7 +3,7 @@
 For each case (the residual MLP on the 16-D Gaussian pair, the tiny U-Net on the 8x8 digits)
 with the config the experiments use:
 
-* ``t_step``: one call of ``experiments.train.make_train_step`` compiled with ``jax.pmap`` over
+* ``t_step``: one call of ``trainer.make_train_step`` compiled with ``jax.pmap`` over
   the local devices, as ``train_and_evaluate`` runs it (noise and times drawn per example, the
   loss of ``sde_lib.get_loss_fn``, gradients averaged with ``lax.pmean``, global-norm clipping,
   Adam, the EMA);
@@ -14,7 +14,7 @@ with the config the experiments use:
   call (``host-fed``) and fed as the trainer feeds it, each numpy batch transferred one call
   ahead with ``jax.device_put`` (``prefetched``);
 * with ``--steps-per-call K``, K steps per compiled call (``lax.scan``, unrolled where the
-  trainer unrolls it: ``train.scan_unroll``; ``--no-unroll`` keeps the loop), times per step.
+  trainer unrolls it: ``trainer.scan_unroll``; ``--no-unroll`` keeps the loop), times per step.
 
 Both are timed interleaved, ``--repeats`` rounds of ``--calls`` calls each, and the median of
 the per-round means is kept (machines here are shared and noisy). Run:
@@ -36,7 +36,7 @@ from flax import jax_utils
 
 import models
 import sde_lib
-from experiments import train
+import trainer
 from experiments.configs import cifar10, digits_unet, gmm_mlp
 
 CASES = {
@@ -61,26 +61,26 @@ def bench(case, batch, calls, repeats, steps_per_call=1, unroll=None, dropout=No
     config.training.batch_size = batch
     if dropout is not None:
         config.model.dropout = dropout
-    cfg = train.validate_config(config)
+    cfg = trainer.validate_config(config)
     sde = cfg.sde.build()
     model = models.get_model(cfg.model)
     loss_fn = sde_lib.get_loss_fn(sde, cfg.loss)
-    optimizer, schedule = train.create_optimizer(cfg.optim)
-    state = train.create_train_state(jax.random.PRNGKey(0), model, shape, optimizer)
+    optimizer, schedule = trainer.create_optimizer(cfg.optim)
+    state = trainer.create_train_state(jax.random.PRNGKey(0), model, shape, optimizer)
     devices = jax.local_devices()
     D = len(devices)
     rng = np.random.default_rng(0)
     x = rng.uniform(-1.0, 1.0, (batch, *shape)).astype(np.float32)
 
     K = steps_per_call
-    if unroll is None:  # as the trainer chooses (train.scan_unroll)
-        unroll = train.scan_unroll(model, state.params, shape, K)
-    step = jax.pmap(train.make_train_step(model, loss_fn, optimizer, schedule,
-                                          cfg.optim.ema_rate, K,
-                                          block_size=cfg.training.rng_block_size,
-                                          ema_warmup=cfg.optim.ema_warmup, unroll=unroll),
-                    train.AXIS, devices=devices, donate_argnums=(0,))
-    p_state = jax_utils.replicate(state, devices, axis_name=train.AXIS)
+    if unroll is None:  # as the trainer chooses (trainer.scan_unroll)
+        unroll = trainer.scan_unroll(model, state.params, shape, K)
+    step = jax.pmap(trainer.make_train_step(model, loss_fn, optimizer, schedule,
+                                            cfg.optim.ema_rate, K,
+                                            rng_block_size=cfg.training.rng_block_size,
+                                            ema_warmup=cfg.optim.ema_warmup, unroll=unroll),
+                    trainer.AXIS, devices=devices, donate_argnums=(0,))
+    p_state = jax_utils.replicate(state, devices, axis_name=trainer.AXIS)
     one = {"x": x.reshape(D, batch // D, *shape), "index": np.arange(batch).reshape(D, -1)}
     if K > 1:  # the same batch K times, on a (K,) axis after the device axis
         one = jax.tree.map(lambda a: np.repeat(a[:, None], K, axis=1), one)
@@ -112,7 +112,7 @@ def bench(case, batch, calls, repeats, steps_per_call=1, unroll=None, dropout=No
 
     def prefetched_round(p_state):
         """``calls`` calls fed as the trainer feeds them: each numpy batch transferred with
-        ``jax.device_put`` one call ahead (``train._Run.next_batches``)."""
+        ``jax.device_put`` one call ahead (``trainer.Run.next_batches``)."""
         start = time.perf_counter()
         ahead = jax.device_put(host_batch, sharding)
         for call in range(calls):
@@ -135,7 +135,7 @@ def bench(case, batch, calls, repeats, steps_per_call=1, unroll=None, dropout=No
     t_step, t_host, t_fetched, t_bare = (float(np.median(v))
                                          for v in (steps, hosts, fetched, bares))
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
-    dropout = "dropout" if train.uses_dropout(model, params, shape) else "no dropout"
+    dropout = "dropout" if trainer.uses_dropout(model, params, shape) else "no dropout"
     return (f"| {case} ({config.model.name}, {n_params:,} params, {dropout}) | {shape} | "
             f"{batch} | "
             f"{K}{' unrolled' if unroll > 1 else ''} | {compile_s:.1f} | {1e3 * t_step:.2f} | "

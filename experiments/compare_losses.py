@@ -2,7 +2,7 @@ r"""Loss parameterizations: the same network trained with each loss for the same
 
 The residual MLP is trained on the seeds' Gaussian pair (``d = 2`` by default) under the VP SDE
 with each entry of ``LOSSES`` (``experiments/configs/compare_losses.py``: a name and the loss
-fields it sets; each model trained by ``experiments.train`` in ``<workdir>/model_<i>``): eps /
+fields it sets; each model trained by ``trainer`` in ``<workdir>/model_<i>``): eps /
 x0 / v / score prediction, DSM with sigma^2, g^2 (likelihood) and no weighting, the DDPM simple and
 ELBO-weighted losses, sliced score matching and Hutchinson explicit score matching. Each trained
 score is evaluated on held-out data and against the exact mixture:
@@ -15,7 +15,7 @@ score is evaluated on held-out data and against the exact mixture:
 * ``sw2_em``, ``sw2_heun``: sliced W2 of Euler-Maruyama (200 steps) and Heun (50 steps)
   samples to exact samples;
 * ``config``: the ``--config experiments/configs/compare_losses.py:<fields>`` argument with which
-  ``python -m experiments.main`` trains the same model.
+  ``python -m trainer.main`` trains the same model.
 
 Every number is the mean over ``experiment.train_seeds`` trained models with its standard
 deviation over them (``*_sd``); the exact score's row has no training noise. Writes
@@ -34,10 +34,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import sde_lib
-from experiments import cli, reporting, sample_quality, train
-from experiments.config_types import experiment_config
+import trainer
+from experiments import common
 from experiments.configs import base
 from experiments.configs.compare_losses import LOSSES
+from trainer import cli, reporting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,13 +104,13 @@ class Evaluator:
                "elbo_bpd": float(self.elbo(score_fn))}
         for name, draw in self.samplers.items():
             x = np.asarray(draw(score_fn))
-            out[name] = (sample_quality.sliced_wasserstein(x, self.exact, self.key_s)
+            out[name] = (common.sliced_wasserstein(x, self.exact, self.key_s)
                          if np.all(np.isfinite(x)) else math.inf)
         return out
 
 
 def _mean_sd(runs: list[dict]) -> dict:
-    return {"seeds": len(runs), **reporting.summarize(runs, METRICS)}
+    return {"seeds": len(runs), **common.summarize(runs, METRICS)}
 
 
 def write_figure(workdir: str, rows: list[dict], num_seeds: int,
@@ -149,18 +150,18 @@ def write_figure(workdir: str, rows: list[dict], num_seeds: int,
 def run(config, workdir: str) -> dict[str, str]:
     """Trains (or reloads) one model per loss of ``config.experiment.losses`` and training seed
     and evaluates each; returns the paths written."""
-    exp = experiment_config(LossComparisonConfig, config)
+    exp = trainer.experiment_config(LossComparisonConfig, config)
     configs = {(name, seed): base.override(config, {**loss_fields(name), "training.seed": seed})
                for name in exp.losses for seed in exp.train_seeds}
     for c in configs.values():  # every loss checked before anything trains
-        train.validate_config(c)
+        trainer.validate_config(c)
     key_eval = jax.random.key(exp.seed)
     rows, evaluator = [], None
     for i, name in enumerate(exp.losses):
         runs = []
         for seed in exp.train_seeds:
-            trained = train.train_and_evaluate(configs[(name, seed)],
-                                               os.path.join(workdir, f"model_{i}_s{seed}"))
+            trained = trainer.train_and_evaluate(configs[(name, seed)],
+                                                 os.path.join(workdir, f"model_{i}_s{seed}"))
             if evaluator is None:  # the exact score's row, on the same held-out data
                 sde, gmm = trained["sde"], trained["dataset"].gmm
                 heldout = gmm.sample(jax.random.fold_in(key_eval, 1),
@@ -172,13 +173,13 @@ def run(config, workdir: str) -> dict[str, str]:
         shortcut = ",".join(f"{k}={v}" for k, v in loss_fields(name).items())
         rows.append({"loss": name, "config": shortcut, **_mean_sd(runs)})
     columns = ["loss", "seeds", *[c for m in METRICS for c in (m, f"{m}_sd")], "config"]
-    paths = reporting.write_table(workdir, "losses", rows, columns)
+    paths = common.write_table(workdir, "losses", rows, columns)
     paths.update(write_figure(workdir, rows, len(exp.train_seeds)))
     return paths
 
 
 def main(argv=None):
-    cli.run_main(run, "compare_losses", argv, settings=LossComparisonConfig)
+    cli.run_main(run, common.config_file("compare_losses"), argv, settings=LossComparisonConfig)
 
 
 if __name__ == "__main__":

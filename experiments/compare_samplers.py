@@ -2,7 +2,7 @@ r"""The main job: reverse-SDE vs DDPM sampling (and every other sampler) on Gaus
 
 For each dimension ``d`` (default 2 and 16), the seeds' mixture of two identical Gaussians with
 random shifts is the data. One score model per training seed ``s`` is trained on it
-(``experiments/train.py``, the config ``experiments/configs/compare_samplers.py`` with
+(``trainer.train_and_evaluate``, the config ``experiments/configs/compare_samplers.py`` with
 ``data.dim = d`` and ``training.seed = s``, in ``<workdir>/model_d<d>_s<s>``; a second run in the
 same workdir reuses them), then every sampler runs at every NFE target with each model and with
 the oracle's exact score, each with ``sample_seeds`` sampling seeds (the same prior draw and
@@ -10,7 +10,7 @@ noise for every sampler and score; its own set of exact samples to compare with)
 error (exact rows) and model error (the difference) are separated. Each run is measured against
 the exact mixture, and every row reports the mean and sd over its runs:
 
-* ``sw2``: sliced 2-Wasserstein distance to as many exact samples (``sample_quality.py``); the
+* ``sw2``: sliced 2-Wasserstein distance to as many exact samples (``experiments/common.py``); the
   ``exact samples`` row is its Monte Carlo floor, mean and sd over 8 pairs of independent exact
   sets;
 * ``kl`` (deterministic samplers in ``flow_kl_dims``): KL(sampler || data) in nats by the change
@@ -46,10 +46,11 @@ import numpy as np
 from tqdm import tqdm
 
 import sde_lib
-from experiments import cli, reporting, sample_quality, train
-from experiments.config_types import experiment_config
+import trainer
+from experiments import common
 from experiments.configs import base
 from sde_lib import evaluation
+from trainer import cli, reporting
 
 # adaptive solves take tolerances, not steps: one tolerance per NFE column, the NFE is measured
 ADAPTIVE_TOLERANCES = (3e-1, 1e-1, 3e-2, 1e-2, 1e-3, 1e-4)
@@ -129,39 +130,22 @@ def sampler_settings(method: str, nfe: int, column: int) -> tuple[int, dict]:
     return sampler.num_steps_for(nfe), {}
 
 
-def sampler_fn(sde, shape, method, num_steps, options):
-    """``fn(key, score_fn) -> (x, nfe)``, jitted with ``score_fn`` as a pytree argument (a
-    ``jax.tree_util.Partial``), so it compiles once for every score of the same structure; its
-    first call raises ValueError when the method rejects the setting (e.g. reverse diffusion
-    with a beta_i >= 1)."""
-    return jax.jit(lambda k, score_fn: sde_lib.sample(k, sde, score_fn, shape, method=method,
-                                                      num_steps=num_steps, **options))
-
-
-def flow_kl_fn(sde, gmm, num, dim, method, num_steps):
-    """``fn(key, score_fn) -> (KL, standard error)`` of a deterministic sampler's output to
-    ``gmm`` (nats, ``sde_lib.evaluation.flow_kl`` over ``num`` prior draws), jitted with the
-    score as a pytree argument."""
-    return jax.jit(lambda key, score_fn: evaluation.flow_kl(
-        jax.random.fold_in(key, 1), sde, score_fn, gmm.log_prob, num, dim, method, num_steps))
-
-
 def _metrics(gmm, x, exact, rng_sw) -> dict:
     if not np.all(np.isfinite(x)):
         return {"sw2": math.inf, "nll": math.inf, "mode_err": math.inf}
-    return {"sw2": sample_quality.sliced_wasserstein(x, exact, rng_sw),
-            "nll": sample_quality.mean_nll(gmm, x),
-            "mode_err": float(np.max(np.abs(sample_quality.mode_weights(gmm, x)
+    return {"sw2": common.sliced_wasserstein(x, exact, rng_sw),
+            "nll": common.mean_nll(gmm, x),
+            "mode_err": float(np.max(np.abs(common.mode_weights(gmm, x)
                                             - np.asarray(gmm.weights))))}
 
 
 def _summarize(runs: list[dict]) -> dict:
     """Mean and sd (over the runs) of each metric; the wall time and the KL's standard error
     as means only. The flow KL is over the runs that have it (``kl_runs`` of them)."""
-    out = reporting.summarize(runs, ("sw2", "nll", "mode_err", "wall_s"))
+    out = common.summarize(runs, ("sw2", "nll", "mode_err", "wall_s"))
     flow = [r for r in runs if "kl" in r]
     if flow:
-        out.update(reporting.summarize(flow, ("kl", "kl_se")), kl_runs=len(flow))
+        out.update(common.summarize(flow, ("kl", "kl_se")), kl_runs=len(flow))
     for name in ("wall_s_sd", "kl_se_sd"):
         out.pop(name, None)
     return {**out, "runs": len(runs)}
@@ -182,12 +166,12 @@ def evaluate_runs(rng, sde, gmm, score_fns, exp, progress, dim):
                               and exp.reference_steps else ())
         for column, nfe_target in enumerate(targets):
             num_steps, options = sampler_settings(method, nfe_target, column)
-            fn = sampler_fn(sde, (n, dim), method, num_steps, options)
+            fn = common.sampler_fn(sde, (n, dim), method, num_steps, options)
             sampler = sde_lib.SAMPLERS[method]
             flow = (dim in exp.flow_kl_dims and not sampler.adaptive
                     and sampler.deterministic(sampler.check_options(options)))
-            kl_fn = flow_kl_fn(sde, gmm, exp.flow_kl_points, dim, method, num_steps) if flow \
-                else None
+            kl_fn = (common.flow_kl_fn(sde, gmm, exp.flow_kl_points, dim, method, num_steps)
+                     if flow else None)
             for kind, fns in score_fns.items():
                 row = {"dim": dim, "score": kind, "sampler": method, "nfe_target": nfe_target}
                 runs, compile_s = [], 0.0
@@ -249,20 +233,11 @@ def heldout_nll(rng, sde, gmm, score_fns, num, dim):
     return out
 
 
-def gaussian_testbed(exp) -> evaluation.GaussianLaw:
-    """The Gaussian of the exact table: ``N(mu, diag(s^2))`` in ``exp.gaussian_dim``
-    dimensions, ``s^2`` log-spaced over ``exp.gaussian_var``, ``mu ~ N(0, I)`` (seed
-    ``exp.seed``)."""
-    lo, hi = exp.gaussian_var
-    return evaluation.GaussianLaw(jax.random.normal(jax.random.key(exp.seed), (exp.gaussian_dim,)),
-                                  jnp.geomspace(lo, hi, exp.gaussian_dim))
-
-
 def gaussian_flow_limit(sde, exp) -> float:
     """``KL(prior || p_T)`` in nats for the exact table's Gaussian: the limit of every
     deterministic sampler's exact KL there (``sde_lib.evaluation.flow_limit_kl``; here in
     closed form)."""
-    data = gaussian_testbed(exp)
+    data = common.gaussian_testbed(exp)
     alpha, sigma = sde.marginal_coeffs(jnp.asarray(sde.T, data.mean.dtype))
     prior = evaluation.GaussianLaw(jnp.zeros_like(data.mean),
                                    jnp.full_like(data.var, sde.prior_std**2))
@@ -275,7 +250,7 @@ def exact_gaussian_errors(sde, exp) -> list[dict]:
     and W2 for the Gaussian ``N(mu, diag(s^2))`` in ``exp.gaussian_dim`` dimensions, ``s^2``
     log-spaced over ``exp.gaussian_var`` and ``mu ~ N(0, I)`` (seed ``exp.seed``), for every
     affine or deterministic sampler at every NFE target (and the reference)."""
-    data = gaussian_testbed(exp)
+    data = common.gaussian_testbed(exp)
     rows = []
     for method in exp.methods:
         sampler = sde_lib.SAMPLERS[method]
@@ -307,23 +282,17 @@ COLUMNS = ("dim", "score", "sampler", "nfe_target", "nfe", "runs", "sw2", "sw2_s
 GAUSSIAN_COLUMNS = ("sampler", "nfe_target", "nfe", "kl_nats", "w2")
 
 
-def _pm(mean, sd) -> str:
-    if mean is None:
-        return "n/a"
-    return reporting.fmt(mean) + ("" if sd is None else f" +- {reporting.fmt(sd)}")
-
-
 def write_results(workdir, rows, likelihood, gaussian):
     """``results.csv/md`` (one row per dimension, score, sampler and NFE target: mean and sd
     over the runs), ``likelihood.csv/md`` and ``gaussian.csv/md`` (the exact table)."""
-    paths = reporting.write_table(workdir, "results", rows, COLUMNS)
+    paths = common.write_table(workdir, "results", rows, COLUMNS)
     kinds = [k for k in likelihood[0] if k not in ("dim", "true")
              and not k.endswith(("_nfe", "_sd"))]
     lk_rows = [{"dim": d["dim"], "true NLL (bits/dim)": d["true"],
-                **{f"{k} PF-ODE NLL (bits/dim)": _pm(d[k], d[f"{k}_sd"]) for k in kinds},
+                **{f"{k} PF-ODE NLL (bits/dim)": common.pm(d[k], d[f"{k}_sd"]) for k in kinds},
                 **{f"{k} NFE": d[f"{k}_nfe"] for k in kinds}} for d in likelihood]
-    paths.update(reporting.write_table(workdir, "likelihood", lk_rows, list(lk_rows[0])))
-    paths.update(reporting.write_table(workdir, "gaussian", gaussian, GAUSSIAN_COLUMNS))
+    paths.update(common.write_table(workdir, "likelihood", lk_rows, list(lk_rows[0])))
+    paths.update(common.write_table(workdir, "gaussian", gaussian, GAUSSIAN_COLUMNS))
     return paths
 
 
@@ -354,7 +323,7 @@ def write_summary(workdir, rows, gaussian, flow_limit, exp):
             for method in exp.methods:
                 mine = [r for r in rows if r["dim"] == dim and r["score"] == score
                         and r["sampler"] == method]
-                cells = {r["nfe_target"]: _pm(r.get("sw2"), r.get("sw2_sd")) for r in mine}
+                cells = {r["nfe_target"]: common.pm(r.get("sw2"), r.get("sw2_sd")) for r in mine}
                 runs = max([r.get("runs") or 0 for r in rows if r["dim"] == dim and
                             r["score"] == score], default=0)
                 row = {"sampler": method, **{str(n): cells.get(n) for n in exp.nfes}}
@@ -368,19 +337,19 @@ def write_summary(workdir, rows, gaussian, flow_limit, exp):
                     f"8 pairs")
             if target is not None:
                 head += (f"; Euler-Maruyama at {exp.reference_steps} steps: "
-                         f"{_pm(target['sw2'], target.get('sw2_sd'))}")
+                         f"{common.pm(target['sw2'], target.get('sw2_sd'))}")
             if score == "exact":
                 head += (f"; the deterministic samplers' limit KL(prior || p_T) = "
                          f"{ref['flow_limit']:.2g} +- {ref['flow_limit_se']:.1g} nats")
-            parts.append(head + ")\n\n" + reporting.markdown_table(
+            parts.append(head + ")\n\n" + common.markdown_table(
                 table, ["sampler", *map(str, exp.nfes)] + ([reach] if target else [])))
     for dim in exp.flow_kl_dims:
         ref = [r for r in rows if r["dim"] == dim and r["score"] == "exact samples"][0]
         for score in ("model", "exact"):
             table, runs = [], 0
             for method in exp.methods:
-                cells = {r["nfe_target"]: _pm(r["kl"], r["kl_sd"] if r["kl_runs"] > 1
-                                              else r["kl_se"]) for r in rows
+                cells = {r["nfe_target"]: common.pm(r["kl"], r["kl_sd"] if r["kl_runs"] > 1
+                                                    else r["kl_se"]) for r in rows
                          if r["dim"] == dim and r["score"] == score and r["sampler"] == method
                          and r.get("kl") is not None}
                 runs = max([runs] + [r["kl_runs"] for r in rows if r["dim"] == dim and
@@ -400,7 +369,7 @@ def write_summary(workdir, rows, gaussian, flow_limit, exp):
                     head += (f". Their limit with the exact score, KL(prior || p_T) (the exact "
                              f"flow preserves KL): {ref['flow_limit']:.2g} +- "
                              f"{ref['flow_limit_se']:.1g}")
-                parts.append(head + "\n\n" + reporting.markdown_table(
+                parts.append(head + "\n\n" + common.markdown_table(
                     table, ["sampler", *map(str, exp.nfes)]))
     table = []
     target = [r.get("kl_nats") for r in gaussian if r["sampler"] == REFERENCE
@@ -423,7 +392,7 @@ def write_summary(workdir, rows, gaussian, flow_limit, exp):
             f"{flow_limit:.3g}")
     if target is not None:
         head += f"; Euler-Maruyama at {exp.reference_steps} steps: {target:.3g}"
-    parts.append(head + "\n\n" + reporting.markdown_table(
+    parts.append(head + "\n\n" + common.markdown_table(
         table, ["sampler", *map(str, exp.nfes)] + ([reach] if target is not None else [])
         + [near_limit]))
     return {"summary.md": reporting.write_atomic(os.path.join(workdir, "summary.md"),
@@ -507,16 +476,16 @@ def write_figures(workdir, rows, gaussian, flow_limit, samples, gmm_2d, exp):
 def compare_samplers(config, workdir: str) -> dict[str, str]:
     """Trains (or reloads) one model per dimension and training seed, runs the comparison;
     returns the paths of the files written."""
-    exp = experiment_config(ComparisonConfig, config)
+    exp = trainer.experiment_config(ComparisonConfig, config)
     configs = {(dim, seed): base.override(config, {"data.dim": dim, "training.seed": seed})
                for dim in exp.dims for seed in exp.train_seeds}
     for c in configs.values():  # every model checked before anything trains
-        train.validate_config(c)
+        trainer.validate_config(c)
     rng = jax.random.key(exp.seed)
     rows, likelihood, samples_2d, gmm_2d = [], [], {}, None
     for dim in exp.dims:
-        models = [train.train_and_evaluate(configs[(dim, seed)],
-                                           os.path.join(workdir, f"model_d{dim}_s{seed}"))
+        models = [trainer.train_and_evaluate(configs[(dim, seed)],
+                                             os.path.join(workdir, f"model_d{dim}_s{seed}"))
                   for seed in exp.train_seeds]
         sde, gmm = models[0]["sde"], models[0]["dataset"].gmm
         score_fns = {"model": [m["score_fn"] for m in models],
@@ -544,7 +513,8 @@ run = compare_samplers
 
 
 def main(argv=None):
-    cli.run_main(compare_samplers, "compare_samplers", argv, settings=ComparisonConfig)
+    cli.run_main(compare_samplers, common.config_file("compare_samplers"), argv,
+                 settings=ComparisonConfig)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import sde_lib
-from experiments import cli, reporting
-from experiments.config_types import experiment_config
+import trainer
+from experiments import common
+from trainer import cli, reporting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +71,7 @@ def _slope(x, y):
 def run(config, workdir: str) -> dict[str, str]:
     """Runs ``config`` (``experiments/configs/ddpm_to_sde.py``) into ``workdir``; returns the
     paths written."""
-    config = experiment_config(DDPMToSDEConfig, config)
+    config = trainer.experiment_config(DDPMToSDEConfig, config)
     rng = jax.random.key(config.seed)
     rows = []
     for N in config.Ns:
@@ -86,7 +87,7 @@ def run(config, workdir: str) -> dict[str, str]:
         rates[f"{method}_var_err"] = _slope(Ns, [r[f"{method}_var_err"] for r in rows])
     columns = ["N", "marginal_err", "ddpm_ancestral_var_err", "euler_maruyama_var_err",
                "var_se"]
-    paths = reporting.write_table(workdir, "ddpm_to_sde", rows + [rates], columns)
+    paths = common.write_table(workdir, "ddpm_to_sde", rows + [rates], columns)
     plt = reporting.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     axes[0].loglog(Ns, [r["marginal_err"] for r in rows], "o-",
@@ -105,7 +106,7 @@ def run(config, workdir: str) -> dict[str, str]:
 
 
 def main(argv=None):
-    cli.run_main(run, "ddpm_to_sde", argv, settings=DDPMToSDEConfig)
+    cli.run_main(run, common.config_file("ddpm_to_sde"), argv, settings=DDPMToSDEConfig)
 
 
 if __name__ == "__main__":

@@ -33,11 +33,11 @@ import numpy as np
 from jax import lax
 
 import sde_lib
-from experiments import cli, reporting, sample_quality, train
-from experiments.compare_samplers import gaussian_testbed
-from experiments.config_types import experiment_config
+import trainer
+from experiments import common
 from experiments.configs import base
 from sde_lib import evaluation
+from trainer import cli, reporting
 
 SDES = {"vp": sde_lib.VPSDE(), "subvp": sde_lib.subVPSDE(), "ve": sde_lib.VESDE()}
 
@@ -85,7 +85,7 @@ class DiagnosticsConfig:
 
 
 def _mean_sd(values) -> dict:
-    stats = reporting.summarize([{"v": v} for v in values], ("v",))
+    stats = common.summarize([{"v": v} for v in values], ("v",))
     return {"mean": stats["v"], "sd": stats["v_sd"]}
 
 
@@ -123,7 +123,7 @@ def _sw2_runs(sde, gmm, score_fn, method, nfe, exp, key, **options) -> list[floa
     for r in range(exp.sample_seeds):
         x = np.asarray(draw(jax.random.fold_in(key, r)))
         exact = np.asarray(gmm.sample(jax.random.fold_in(key, 100 + r), exp.num_samples))
-        out.append(sample_quality.sliced_wasserstein(x, exact, jax.random.fold_in(key, 7))
+        out.append(common.sliced_wasserstein(x, exact, jax.random.fold_in(key, 7))
                    if np.all(np.isfinite(x)) else np.inf)
     return out
 
@@ -183,7 +183,7 @@ def pc_sweep(sde, gmm, exp, key, dim, floor) -> list[dict]:
 
 
 def sde_comparison(exp) -> list[dict]:
-    data = gaussian_testbed(exp)
+    data = common.gaussian_testbed(exp)
     mean, var = data
     rows = []
     for name, sde in SDES.items():
@@ -203,12 +203,12 @@ def sde_comparison(exp) -> list[dict]:
 
 def run(config, workdir: str) -> dict[str, str]:
     """Loads (or trains) the main job's models in ``workdir`` and writes the diagnostics."""
-    exp = experiment_config(DiagnosticsConfig, config)
+    exp = trainer.experiment_config(DiagnosticsConfig, config)
     configs = {(d, s): base.override(config, {"data.dim": d, "training.seed": s})
                for d in exp.dims for s in exp.train_seeds}
     for c in configs.values():
-        train.validate_config(c)
-    sde = train.parse_config(config).sde.build()
+        trainer.validate_config(c)
+    sde = trainer.parse_config(config).sde.build()
     pc = sde_lib.SAMPLERS["pc"]
     for nfe in exp.pc_nfes:  # checked before anything trains
         try:
@@ -218,8 +218,8 @@ def run(config, workdir: str) -> dict[str, str]:
     key = jax.random.key(exp.seed)
     err_rows, swap_rows, pc_rows, paths_2d = [], [], [], None
     for dim in exp.dims:
-        models = [train.train_and_evaluate(configs[(dim, s)],
-                                           os.path.join(workdir, f"model_d{dim}_s{s}"))
+        models = [trainer.train_and_evaluate(configs[(dim, s)],
+                                             os.path.join(workdir, f"model_d{dim}_s{s}"))
                   for s in exp.train_seeds]
         sde, gmm = models[0]["sde"], models[0]["dataset"].gmm
         score_fns = [m["score_fn"] for m in models]
@@ -228,7 +228,7 @@ def run(config, workdir: str) -> dict[str, str]:
                                                               exp.num_samples, k)]
         swap_rows += swap_ablation(sde, gmm, score_fns, exp, k, dim)
         if dim == max(exp.dims):
-            floor = [sample_quality.sliced_wasserstein(
+            floor = [common.sliced_wasserstein(
                 np.asarray(gmm.sample(jax.random.fold_in(k, 2 * i + 1), exp.num_samples)),
                 np.asarray(gmm.sample(jax.random.fold_in(k, 2 * i + 2), exp.num_samples)),
                 jax.random.fold_in(k, 7)) for i in range(8)]
@@ -236,12 +236,12 @@ def run(config, workdir: str) -> dict[str, str]:
         if dim == 2:
             paths_2d = (trajectories(sde, gmm.score_fn(sde), k), gmm)
     sde_rows = sde_comparison(exp)
-    out = reporting.write_table(workdir, "score_error", err_rows,
-                                ["dim", "t", "rel_score_err", "rel_score_err_sd"])
-    out.update(reporting.write_table(workdir, "swap", swap_rows, list(swap_rows[0])))
+    out = common.write_table(workdir, "score_error", err_rows,
+                             ["dim", "t", "rel_score_err", "rel_score_err_sd"])
+    out.update(common.write_table(workdir, "swap", swap_rows, list(swap_rows[0])))
     if pc_rows:
-        out.update(reporting.write_table(workdir, "pc_snr", pc_rows, list(pc_rows[0])))
-    out.update(reporting.write_table(workdir, "sdes", sde_rows, ["sde", "sampler", "nfe",
+        out.update(common.write_table(workdir, "pc_snr", pc_rows, list(pc_rows[0])))
+    out.update(common.write_table(workdir, "sdes", sde_rows, ["sde", "sampler", "nfe",
                                                                 "kl_nats"]))
     out.update(write_figures(workdir, err_rows, sde_rows, paths_2d, exp))
     return out
@@ -295,7 +295,7 @@ def write_figures(workdir, err_rows, sde_rows, paths_2d, exp) -> dict[str, str]:
 
 
 def main(argv=None):
-    cli.run_main(run, "diagnostics", argv, settings=DiagnosticsConfig)
+    cli.run_main(run, common.config_file("diagnostics"), argv, settings=DiagnosticsConfig)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ r"""Digits: the tiny U-Net and a patch Transformer on the embedded 8x8 handwritt
 
 Trains ``unet_digits`` and ``transformer_digits`` (``experiment.networks``) with DDPM's eps loss
 on the DDPM chain (``DiscreteVPSDE``) on the 1,500 training digits
-(``experiments/configs/digits.py``, trained by ``experiments.train`` in ``<workdir>/model`` and
+(``experiments/configs/digits.py``, trained by ``trainer`` in ``<workdir>/model`` and
 ``<workdir>/model_transformer_digits``, checkpointed and resumable; a second run in the same
 workdir reuses them), then on the 297 test digits, for each network:
 
@@ -57,8 +57,9 @@ import numpy as np
 
 import models
 import sde_lib
-from experiments import cli, data, digits_metric, reporting, train
-from experiments.config_types import experiment_config, parse_config
+import trainer
+from experiments import common, digits_metric
+from trainer import cli, data, reporting
 
 # the inverse problems' tasks: (name, noise sd of the observation)
 TASKS = (("inpainting", 0.0), ("super-resolution", 0.0), ("denoising", 0.2))
@@ -157,7 +158,7 @@ def baseline_rows(sde, v_test, v_train, levels) -> list[dict]:
              "bits_per_dim": beta_variance_cost(sde), "se": 0.0, "nfe": 0}]
 
 
-def _data_range(levels: int) -> tuple[float, float]:
+def image_range(levels: int) -> tuple[float, float]:
     half = 1.0 / (levels - 1)  # bins of width 2 / (L - 1) centred on the levels
     return (-1.0 - half, 1.0 + half)
 
@@ -172,7 +173,7 @@ def likelihood_rows(rng, sde, score_fn, v_test, levels, network: str,
     ``nfe``-step strided chain that ``ddpm_ancestral`` samples at that NFE (its own bound)."""
     k_deq, k_ll, k_elbo = jax.random.split(rng, 3)
     D = math.prod(v_test.shape[1:])
-    data_range = _data_range(levels)
+    data_range = image_range(levels)
     x_deq = sde_lib.uniform_dequantize(k_deq, v_test, data_range, num_bins=levels)
     x_test = jnp.asarray(data.scale_images(v_test, levels))
 
@@ -375,24 +376,24 @@ def _model_dir(workdir: str, exp: DigitsConfig, network: str) -> str:
 
 def train_networks(config, workdir: str, exp: DigitsConfig) -> dict[str, dict]:
     """Trains (or reloads) every network of ``exp.networks`` with the config's loss, SDE and
-    training; ``{network: train.train_and_evaluate's result}``."""
+    training; ``{network: trainer.train_and_evaluate's result}``."""
     trained = {}
     for network in exp.networks:
         network_config = config
         if network != exp.networks[0]:  # the model section replaced (its fields are the first's)
             network_config = ml_collections.ConfigDict(config.to_dict())
             network_config.model = ml_collections.ConfigDict({"name": network})
-        train.validate_config(network_config)
-        trained[network] = train.train_and_evaluate(network_config,
-                                                    _model_dir(workdir, exp, network))
+        trainer.validate_config(network_config)
+        trained[network] = trainer.train_and_evaluate(network_config,
+                                                      _model_dir(workdir, exp, network))
     return trained
 
 
 def run(config, workdir: str) -> dict[str, str]:
     """Trains (or reloads) the networks of ``config`` in ``workdir``, then measures them;
     returns the paths written."""
-    exp = experiment_config(DigitsConfig, config)
-    data_config = parse_config(config).data
+    exp = trainer.experiment_config(DigitsConfig, config)
+    data_config = trainer.parse_config(config).data
     if data_config.name != data.DIGITS:
         raise ValueError(f"data.name must be {data.DIGITS!r} here, got {data_config.name!r}")
     if config.model.name != exp.networks[0]:
@@ -424,17 +425,17 @@ def run(config, workdir: str) -> dict[str, str]:
         samples.update({(network, *key): x for key, x in drawn.items()})
     for row in likelihood + by_nfe:
         row["test_digits"] = exp.num_test
-    paths = reporting.write_table(workdir, "digits", likelihood,
-                                  ["network", "model", "bits_per_dim", "se", "nfe",
+    paths = common.write_table(workdir, "digits", likelihood,
+                               ["network", "model", "bits_per_dim", "se", "nfe",
                                    "test_digits"])
-    paths.update(reporting.write_table(workdir, "likelihood_vs_nfe", by_nfe,
-                                       ["network", "method", "nfe_target", "nfe",
+    paths.update(common.write_table(workdir, "likelihood_vs_nfe", by_nfe,
+                                    ["network", "method", "nfe_target", "nfe",
                                         "bits_per_dim", "se", "test_digits"]))
     paths.update(reporting.save_figure(_likelihood_figure(plt, likelihood, by_nfe, exp),
                                        workdir, "likelihood_vs_nfe.png"))
     curves = {n: loss_curve(_model_dir(workdir, exp, n)) for n in exp.networks}
     if any(curves.values()):
-        paths.update(reporting.write_table(
+        paths.update(common.write_table(
             workdir, "loss", [{"network": n, **r} for n, c in curves.items() for r in c],
             ["network", "step", "test_loss"]))
         fig, ax = plt.subplots(figsize=(5, 3.4))
@@ -450,7 +451,7 @@ def run(config, workdir: str) -> dict[str, str]:
     accuracy = digits_metric.test_accuracy(clf)
     for row in quality:
         row["classifier_test_accuracy"] = accuracy
-    paths.update(reporting.write_table(
+    paths.update(common.write_table(
         workdir, "quality", quality, ["network", "sampler", "nfe_target", "nfe", "fd", "fd_sd",
                                       "class_tv", "seconds", "classifier_test_accuracy"]))
     paths.update(reporting.save_figure(_quality_figure(plt, quality, exp), workdir,
@@ -471,8 +472,8 @@ def run(config, workdir: str) -> dict[str, str]:
                                   x_train)
     for row in inverse:
         row["network"] = main
-    paths.update(reporting.write_table(workdir, "inverse", inverse,
-                                       ["network", "task", "sigma_y", "method", "mse", "mse_se",
+    paths.update(common.write_table(workdir, "inverse", inverse,
+                                    ["network", "task", "sigma_y", "method", "mse", "mse_se",
                                         "digits"]))
     grid_rows, titles = [x_test[:8]], ["original"]
     for task in exp.tasks:
@@ -537,7 +538,7 @@ def _quality_figure(plt, quality, exp):
 
 
 def main(argv=None):
-    cli.run_main(run, "digits", argv, settings=DigitsConfig)
+    cli.run_main(run, common.config_file("digits"), argv, settings=DigitsConfig)
 
 
 if __name__ == "__main__":

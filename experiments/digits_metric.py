@@ -32,8 +32,8 @@ import optax
 from flax import serialization
 from scipy import linalg
 
-from experiments import data, reporting
-from experiments.digits_builder import NUM_LEVELS, read_digits, split_indices
+from trainer import data, reporting
+from trainer.digits_builder import NUM_LEVELS, read_digits, split_indices
 
 STEPS = 600  # full-batch Adam steps of the classifier
 LR = 3e-3

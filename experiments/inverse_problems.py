@@ -27,9 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import sde_lib
-from experiments import cli, reporting, sample_quality
-from experiments.config_types import experiment_config
-from experiments.tweedie import train_models
+import trainer
+from experiments import common
+from trainer import cli, reporting
 
 # (name in the tables, guidance, sigma_y, options of conditional_sample): DPS with the
 # likelihood's own weight and with Chung et al.'s normalised step at three zeta', TMPD with its
@@ -80,16 +80,16 @@ def _metrics(x, post, marginal, exact, rng) -> dict | None:
     return {"mean_err_x2": float(x[:, 1].mean() - mean[1]),
             "mean_err_x2_se": float(x[:, 1].std(ddof=1) / math.sqrt(len(x))),
             "sd_err_x2": float(x[:, 1].std() - np.sqrt(cov[1, 1])),
-            "mode_err": float(np.max(np.abs(sample_quality.mode_weights(marginal, x[:, 1:])
+            "mode_err": float(np.max(np.abs(common.mode_weights(marginal, x[:, 1:])
                                             - np.asarray(post.weights)))),
-            "w2_x2": sample_quality.sliced_wasserstein(x[:, 1:], exact, rng)}
+            "w2_x2": common.sliced_wasserstein(x[:, 1:], exact, rng)}
 
 
 def run(config, workdir: str) -> dict[str, str]:
     """Trains (or reloads) one model of ``config`` per training seed in ``workdir/model_s<seed>``,
     then samples every guidance with them and with the exact score; returns the paths written."""
-    exp = experiment_config(InverseConfig, config)
-    models = train_models(config, workdir, exp.train_seeds)
+    exp = trainer.experiment_config(InverseConfig, config)
+    models = common.train_models(config, workdir, exp.train_seeds)
     sde, gmm = models[0]["sde"], models[0]["dataset"].gmm
     key_sample, key_ref = jax.random.split(jax.random.key(exp.seed))
     scores = {"exact": [jax.tree_util.Partial(gmm.score_fn(sde))],
@@ -106,7 +106,7 @@ def run(config, workdir: str) -> dict[str, str]:
                                                np.asarray(post.covs)[:, 1:, 1:])
             exacts = [np.asarray(marginal.sample(jax.random.fold_in(key_ref, r), n))
                       for r in range(exp.sample_seeds + 1)]
-            floor = sample_quality.sliced_wasserstein(exacts[-1], exacts[0], key_ref)
+            floor = common.sliced_wasserstein(exacts[-1], exacts[0], key_ref)
             sample = jax.jit(lambda k, obs, sf, g=guidance, s=sigma_y, o=options:
                              sde_lib.conditional_sample(k, sde, sf, (n, 2), A, obs, s, guidance=g,
                                                         method=exp.method,
@@ -128,13 +128,13 @@ def run(config, workdir: str) -> dict[str, str]:
                        "exact_mean_x2": float(np.asarray(post.mean())[1]),
                        "finite": f"{len(runs)}/{total}", "w2_floor": floor}
                 if runs:
-                    row.update(reporting.summarize(runs, METRICS))
+                    row.update(common.summarize(runs, METRICS))
                     row.pop("mean_err_x2_se_sd", None)
                 rows.append(row)
     columns = ["y", "sigma_y", "guidance", "score", "finite", "exact_mean_x2", "mean_err_x2",
                "mean_err_x2_sd", "mean_err_x2_se", "sd_err_x2", "sd_err_x2_sd", "mode_err",
                "mode_err_sd", "w2_x2", "w2_x2_sd", "w2_floor"]
-    paths = reporting.write_table(workdir, "inverse", rows, columns)
+    paths = common.write_table(workdir, "inverse", rows, columns)
     plt = reporting.pyplot()
     fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3.4), squeeze=False)
     for ax, ((guidance, sigma_y), (x, post)) in zip(axes[0], shown.items(), strict=True):
@@ -154,7 +154,7 @@ def run(config, workdir: str) -> dict[str, str]:
 
 
 def main(argv=None):
-    cli.run_main(run, "inverse_problems", argv, settings=InverseConfig)
+    cli.run_main(run, common.config_file("inverse_problems"), argv, settings=InverseConfig)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,9 @@ import numpy as np
 from scipy import stats
 
 import sde_lib
-from experiments import cli, reporting
-from experiments.config_types import experiment_config
+import trainer
+from experiments import common
+from trainer import cli, reporting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +63,7 @@ def simulate(rng, sde, x0, num_paths, num_steps, num_checkpoints):
 def run(config, workdir: str) -> dict[str, str]:
     """Runs the simulation of ``config`` (``experiments/configs/ou_process.py``) into
     ``workdir``; returns the paths written."""
-    config = experiment_config(OUConfig, config)
+    config = trainer.experiment_config(OUConfig, config)
     sde = sde_lib.OrnsteinUhlenbeckSDE(beta=config.beta, sigma=config.sigma, T=config.T)
     times, xs = simulate(jax.random.key(config.seed), sde, config.x0, config.num_paths,
                          config.num_steps, config.num_checkpoints)
@@ -84,8 +85,8 @@ def run(config, workdir: str) -> dict[str, str]:
                  "var_sim": float(xs[-1].var(ddof=1)), "var_exact": stationary**2,
                  "z_mean": f"KS p = {ks.pvalue:.3f} vs p_T",
                  "z_var": f"EM bias {config.beta * dt / 2:.2%}"})
-    paths = reporting.write_table(workdir, "ou_moments", rows,
-                                  ["t", "mean_sim", "mean_exact", "z_mean", "var_sim",
+    paths = common.write_table(workdir, "ou_moments", rows,
+                               ["t", "mean_sim", "mean_exact", "z_mean", "var_sim",
                                    "var_exact", "z_var"])
     plt = reporting.pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6))
@@ -105,7 +106,7 @@ def run(config, workdir: str) -> dict[str, str]:
 
 
 def main(argv=None):
-    cli.run_main(run, "ou_process", argv, settings=OUConfig)
+    cli.run_main(run, common.config_file("ou_process"), argv, settings=OUConfig)
 
 
 if __name__ == "__main__":

@@ -50,11 +50,11 @@ import numpy as np
 from tqdm import tqdm
 
 import sde_lib
-from experiments import cli, compare_samplers, reporting, sample_quality, train
-from experiments.compare_samplers import flow_kl_fn, sampler_fn
-from experiments.config_types import experiment_config
+import trainer
+from experiments import common
 from experiments.configs import base
 from sde_lib import evaluation, sampling
+from trainer import cli, reporting
 
 EXACT_TESTBEDS = {
     "pair": lambda: sde_lib.gaussian_pair(jax.random.fold_in(jax.random.PRNGKey(0), 0), 2),
@@ -140,7 +140,7 @@ def sample_metrics(rng, gmm, x, exact, mmd_points) -> dict:
     k_sw, k_mode, k_mmd = jax.random.split(rng, 3)
     e = evaluation.mode_errors(k_mode, gmm, x)
     _, p = evaluation.mmd_test(k_mmd, x[:mmd_points], exact[:mmd_points])
-    return {"sw2": sample_quality.sliced_wasserstein(x, exact, k_sw),
+    return {"sw2": common.sliced_wasserstein(x, exact, k_sw),
             "weight_err": float(np.max(np.abs(e.weight))),
             "weight_z": float(np.max(np.abs(e.weight) / e.weight_se)),
             "mean_err": float(np.max(e.mean)), "cov_err": float(np.max(e.cov)),
@@ -153,7 +153,7 @@ METRICS = ("sw2", "weight_err", "weight_z", "mean_err", "cov_err", "mmd_reject",
 
 def _summarize(runs) -> dict:
     names = [m for m in METRICS if m in runs[0]]
-    out = reporting.summarize(runs, names)
+    out = common.summarize(runs, names)
     for name in ("kl_se", "path_se"):
         out.pop(f"{name}_sd", None)
     return {**out, "runs": len(runs)}
@@ -187,8 +187,8 @@ def evaluate_testbed(rng, name, sde, gmm, score_fns, exp, progress):
                 if not _valid(sde, method, num_steps):
                     rows.append(row)
                     continue
-                fn = sampler_fn(sde, (n, dim), method, num_steps, {})
-                kl_fn = (flow_kl_fn(sde, gmm, exp.flow_kl_points, dim, method, num_steps)
+                fn = common.sampler_fn(sde, (n, dim), method, num_steps, {})
+                kl_fn = (common.flow_kl_fn(sde, gmm, exp.flow_kl_points, dim, method, num_steps)
                          if deterministic and kind == "exact" else None)
                 runs = []
                 for i, score_fn in enumerate(fns):
@@ -222,8 +222,7 @@ COLUMNS = ("testbed", "score", "sampler", "nfe_target", "nfe", "runs", "kl", "kl
 
 def _pm(row, name) -> str | None:
     """``mean +- sd`` of ``row``'s ``name``; ``None`` where the row has no value."""
-    return None if row.get(name) is None else compare_samplers._pm(row[name],
-                                                                    row.get(f"{name}_sd"))
+    return None if row.get(name) is None else common.pm(row[name], row.get(f"{name}_sd"))
 
 
 def _grid(rows, testbed, score, methods, nfes, cell) -> list[dict]:
@@ -259,26 +258,26 @@ def write_summary(workdir, rows, exp) -> dict[str, str]:
                            and r.get("path_se") is not None], default=math.nan)
                 parts.append(f"{head}\n\nKL(sampler || data), nats, deterministic samplers "
                              f"(each run's standard error <= {se:.2g}):\n\n"
-                             + reporting.markdown_table(kl, cols)
+                             + common.markdown_table(kl, cols)
                              + f"\nPathwise RMS error to {exp.ref_steps} steps on the same "
                                f"Brownian path, stochastic samplers (each run's standard error "
-                               f"<= {pse:.2g}):\n\n" + reporting.markdown_table(path, cols))
+                               f"<= {pse:.2g}):\n\n" + common.markdown_table(path, cols))
             else:
                 parts.append(head + "\n")
             sw2 = _grid(rows, testbed, score, methods, nfes, lambda r: _pm(r, "sw2"))
             parts.append(f"Sliced W2 to exact samples (floor, exact vs exact: "
-                         f"{_pm(floor, 'sw2')}):\n\n" + reporting.markdown_table(sw2, cols))
+                         f"{_pm(floor, 'sw2')}):\n\n" + common.markdown_table(sw2, cols))
             mode = _grid(rows, testbed, score, methods, nfes, lambda r: None if r.get(
-                "weight_err") is None else (f"{reporting.fmt(r['weight_err'])} (z "
+                "weight_err") is None else (f"{common.fmt(r['weight_err'])} (z "
                                             f"{r['weight_z']:.1f}) / "
-                                            f"{reporting.fmt(r['mean_err'])} / "
-                                            f"{reporting.fmt(r['mmd_reject'])}"))
+                                            f"{common.fmt(r['mean_err'])} / "
+                                            f"{common.fmt(r['mmd_reject'])}"))
             parts.append(f"Largest mode-weight error (largest z) / largest mode-mean error / "
                          f"fraction of MMD tests rejecting at 0.05 (floor: "
-                         f"{reporting.fmt(floor['weight_err'])} (z {floor['weight_z']:.1f}) / "
-                         f"{reporting.fmt(floor['mean_err'])} / "
-                         f"{reporting.fmt(floor['mmd_reject'])}):\n\n"
-                         + reporting.markdown_table(mode, cols))
+                         f"{common.fmt(floor['weight_err'])} (z {floor['weight_z']:.1f}) / "
+                         f"{common.fmt(floor['mean_err'])} / "
+                         f"{common.fmt(floor['mmd_reject'])}):\n\n"
+                         + common.markdown_table(mode, cols))
     return {"summary.md": reporting.write_atomic(os.path.join(workdir, "summary.md"),
                                                  "\n".join(parts))}
 
@@ -350,18 +349,18 @@ def write_figures(workdir, rows, samples, gmms, exp) -> dict[str, str]:
 
 def testbeds(config, workdir: str) -> dict[str, str]:
     """Trains (or reloads) the Transformers, runs every testbed; returns the paths written."""
-    exp = experiment_config(TestbedsConfig, config)
+    exp = trainer.experiment_config(TestbedsConfig, config)
     learned = [t for t in exp.testbeds if t in LEARNED_TESTBEDS]
     configs = {seed: base.override(config, {"training.seed": seed})
                for seed in exp.train_seeds} if learned else {}
     for c in configs.values():  # every model checked before anything trains
-        train.validate_config(c)
+        trainer.validate_config(c)
     sde = sde_lib.VPSDE()
     rng = jax.random.key(exp.seed)
     rows, samples, gmms = [], {}, {}
     for index, testbed in enumerate(exp.testbeds):
         if testbed in LEARNED_TESTBEDS:
-            models = [train.train_and_evaluate(c, os.path.join(workdir, f"model_s{seed}"))
+            models = [trainer.train_and_evaluate(c, os.path.join(workdir, f"model_s{seed}"))
                       for seed, c in configs.items()]
             sde, gmm = models[0]["sde"], models[0]["dataset"].gmm
             score_fns = {"exact": [jax.tree_util.Partial(gmm.score_fn(sde))],
@@ -376,7 +375,7 @@ def testbeds(config, workdir: str) -> dict[str, str]:
                                                          sde, gmm, score_fns, exp, progress)
         rows += tb_rows
         gmms[testbed] = gmm
-    paths = reporting.write_table(workdir, "results", rows, COLUMNS)
+    paths = common.write_table(workdir, "results", rows, COLUMNS)
     paths.update(write_summary(workdir, rows, exp))
     paths.update(write_figures(workdir, rows, samples, gmms, exp))
     return paths
@@ -386,7 +385,7 @@ run = testbeds
 
 
 def main(argv=None):
-    cli.run_main(testbeds, "testbeds", argv, settings=TestbedsConfig)
+    cli.run_main(testbeds, common.config_file("testbeds"), argv, settings=TestbedsConfig)
 
 
 if __name__ == "__main__":

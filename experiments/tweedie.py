@@ -3,7 +3,7 @@ r"""Tweedie denoising: posterior mean and covariance from a trained score agains
 For ``x_t ~ p_t`` at several noise levels, ``E[x_0 | x_t] = (x_t + sigma_t^2 s(x_t)) / alpha_t``
 and ``Cov[x_0 | x_t] = sigma_t^2 / alpha_t^2 (I + sigma_t^2 \nabla s)`` (Efron 2011; Meng et al.
 2021; ``sde_lib.posterior_moments``) are computed from score models trained on the data
-(``experiments/configs/tweedie.py`` with ``training.seed = s``, trained by ``experiments.train``
+(``experiments/configs/tweedie.py`` with ``training.seed = s``, trained by ``trainer``
 in ``<workdir>/model_s<s>``, one per training seed) and from the oracle's exact score, and
 compared with the exact posterior ``p(x_0 | x_t)`` of the Gaussian mixture
 (``GaussianMixture.posterior``):
@@ -25,16 +25,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import sde_lib
-from experiments import cli, reporting, train
-from experiments.config_types import experiment_config
-from experiments.configs import base
+import trainer
+from experiments import common
+from trainer import cli, reporting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,16 +53,6 @@ class TweedieConfig:
             raise ValueError(f"num_points must be >= 2, got {self.num_points!r}")
 
 
-def train_models(config, workdir: str, train_seeds) -> list[dict]:
-    """Trains (or reloads) the model of ``config`` for each training seed in
-    ``workdir/model_s<seed>``, every config checked first."""
-    configs = {seed: base.override(config, {"training.seed": seed}) for seed in train_seeds}
-    for c in configs.values():
-        train.validate_config(c)
-    return [train.train_and_evaluate(c, os.path.join(workdir, f"model_s{seed}"))
-            for seed, c in configs.items()]
-
-
 def _errors(score_fn, sde, x_t, t, exact_mean, exact_cov):
     """``(mean_rmse, its se, cov_err, its se)`` over the ``x_t`` samples."""
     mean, cov = sde_lib.posterior_moments(score_fn, sde, x_t, t)
@@ -77,8 +66,8 @@ def _errors(score_fn, sde, x_t, t, exact_mean, exact_cov):
 def run(config, workdir: str) -> dict[str, str]:
     """Trains (or reloads) one model of ``config`` per training seed in ``workdir/model_s<seed>``
     and compares their Tweedie moments with the exact posterior; returns the paths written."""
-    exp = experiment_config(TweedieConfig, config)
-    models = train_models(config, workdir, exp.train_seeds)
+    exp = trainer.experiment_config(TweedieConfig, config)
+    models = common.train_models(config, workdir, exp.train_seeds)
     sde, gmm = models[0]["sde"], models[0]["dataset"].gmm
     key_x = jax.random.key(exp.seed)
     rows = []
@@ -106,7 +95,7 @@ def run(config, workdir: str) -> dict[str, str]:
     columns = ["t", "sigma_t", "alpha_t", "post_sd", "model_mean_rmse", "model_mean_rmse_sd",
                "model_mean_rmse_se", "model_cov_err", "model_cov_err_sd", "model_cov_err_se",
                "exact_mean_rmse", "exact_cov_err", "naive_mean_rmse"]
-    paths = reporting.write_table(workdir, "tweedie", rows, columns)
+    paths = common.write_table(workdir, "tweedie", rows, columns)
     plt = reporting.pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     s = [r["sigma_t"] for r in rows]
@@ -125,7 +114,7 @@ def run(config, workdir: str) -> dict[str, str]:
 
 
 def main(argv=None):
-    cli.run_main(run, "tweedie", argv, settings=TweedieConfig)
+    cli.run_main(run, common.config_file("tweedie"), argv, settings=TweedieConfig)
 
 
 if __name__ == "__main__":

@@ -24,14 +24,14 @@ import importlib  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments import train  # noqa: E402
+import trainer  # noqa: E402
 
 
 def _hang_in_save(step):
     """Makes the save of checkpoint ``step`` stop before orbax renames its temporary directory."""
     from orbax.checkpoint._src.path import async_path
 
-    from experiments import checkpointing
+    from trainer import checkpointing
 
     rename, save = async_path.rename, checkpointing.save_checkpoint
     saving = []
@@ -74,7 +74,7 @@ def main():
         print(f"CHECKPOINT {step}", flush=True)
         time.sleep(sleep)
 
-    out = train.train_and_evaluate(config, WORKDIR, on_checkpoint=on_checkpoint)
+    out = trainer.train_and_evaluate(config, WORKDIR, on_checkpoint=on_checkpoint)
     leaves = jax.tree.leaves(jax.device_get(out["state"]))
     if jax.process_index() == 0:
         arrays = {f"arr_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}

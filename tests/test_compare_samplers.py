@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 import sde_lib
-from experiments import compare_samplers, sample_quality
-from experiments.config_types import experiment_config
+from experiments import common, compare_samplers
 from experiments.configs import compare_samplers as compare_samplers_config
 from sde_lib import evaluation
 from tests._configs import tiny
 from tests._sde_cases import Z
+from trainer.config import experiment_config
 
 METHODS = tuple(sde_lib.SAMPLERS)
 
@@ -26,25 +26,25 @@ def test_sliced_wasserstein_of_a_shift():
     d, P = 3, 4096
     m = np.array([1.0, -2.0, 0.5])
     x = np.asarray(jax.random.normal(jax.random.key(0), (500, d)))
-    sw = sample_quality.sliced_wasserstein(x, x + m, jax.random.key(1), num_projections=P)
+    sw = common.sliced_wasserstein(x, x + m, jax.random.key(1), num_projections=P)
     m2 = m @ m
     se = math.sqrt(m2**2 * (3 / (d * (d + 2)) - 1 / d**2) / P)
     assert abs(sw**2 - m2 / d) < Z * se
-    assert sample_quality.sliced_wasserstein(x, x, jax.random.key(1)) == 0.0
+    assert common.sliced_wasserstein(x, x, jax.random.key(1)) == 0.0
     with pytest.raises(ValueError, match="same shape"):
-        sample_quality.sliced_wasserstein(x, x[:10], jax.random.key(1))
+        common.sliced_wasserstein(x, x[:10], jax.random.key(1))
 
 
 def test_mode_weights_and_nll_against_the_oracle():
     gmm = sde_lib.asymmetric_mixture_2d()
     x = np.asarray(gmm.sample(jax.random.key(2), 20000))
-    np.testing.assert_allclose(sample_quality.mean_nll(gmm, x),
+    np.testing.assert_allclose(common.mean_nll(gmm, x),
                                -float(np.mean(np.asarray(gmm.log_prob(x)))) / 2, rtol=1e-10)
     # components 20 standard deviations apart: misassignment has probability ~1e-88
     far = sde_lib.GaussianMixture(np.array([0.2, 0.8]), np.array([[-10.0, 0.0], [10.0, 0.0]]),
                                   np.stack([np.eye(2)] * 2))
     y = np.asarray(far.sample(jax.random.key(3), 20000))
-    w = sample_quality.mode_weights(far, y)
+    w = common.mode_weights(far, y)
     se = np.sqrt(0.2 * 0.8 / 20000)
     np.testing.assert_array_less(np.abs(w - [0.2, 0.8]), Z * se)
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import sde_lib
-from experiments import data
-from experiments.config_types import default_section
-from experiments.digits_builder import NUM_LEVELS, read_digits
+from trainer import data
+from trainer.config import default_section
+from trainer.digits_builder import NUM_LEVELS, read_digits
 
 
 @pytest.fixture(scope="module")

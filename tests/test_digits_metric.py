@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 import sde_lib
-from experiments import data, digits_metric
-from experiments.digits_builder import NUM_LEVELS, read_digits, split_indices
+from experiments import digits_metric
 from tests._sde_cases import Z
+from trainer import data
+from trainer.digits_builder import NUM_LEVELS, read_digits, split_indices
 
 
 def _exact_moments(rng, mean, var, n):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import sde_lib
+import trainer
 from experiments import (
     compare_losses,
     ddpm_to_sde,
@@ -22,10 +23,8 @@ from experiments import (
     inverse_problems,
     ou_process,
     testbeds,
-    train,
     tweedie,
 )
-from experiments.config_types import experiment_config, parse_config
 from experiments.configs import compare_losses as compare_losses_config
 from experiments.configs import ddpm_to_sde as ddpm_to_sde_config
 from experiments.configs import diagnostics as diagnostics_config
@@ -36,6 +35,7 @@ from experiments.configs import testbeds as testbeds_config
 from experiments.configs import tweedie as tweedie_config
 from tests._configs import tiny
 from tests._sde_cases import Z
+from trainer.config import experiment_config, parse_config
 
 
 def _rows(path):
@@ -75,7 +75,7 @@ def mixture_model(tmp_path_factory):
     """The tiny model of ``tweedie.py`` (and ``inverse_problems.py``), trained once per test run;
     a module run whose ``workdir/model`` holds it reloads it instead of training."""
     workdir = tmp_path_factory.mktemp("mixture_model")
-    train.train_and_evaluate(tiny(tweedie_config), str(workdir))
+    trainer.train_and_evaluate(tiny(tweedie_config), str(workdir))
     return workdir
 
 
@@ -84,11 +84,11 @@ def test_tweedie(tmp_path, mixture_model):
     """With the exact score Tweedie's moments equal the oracle's posterior (float32 rounding);
     two trained models give finite errors with an sd over them and a Monte Carlo standard error,
     written per noise level. The module trains exactly the model that ``train_and_evaluate``
-    (``experiments.main``) trains from its config."""
+    (``trainer.main``) trains from its config."""
     config = tiny(tweedie_config, dict(times=(0.05, 0.3), num_points=200, train_seeds=(0, 1)))
     paths = tweedie.run(config, str(tmp_path))
-    ours = train.train_and_evaluate(config, str(tmp_path / "model_s0"))["state"]  # reloads
-    theirs = train.train_and_evaluate(config, str(mixture_model))["state"]
+    ours = trainer.train_and_evaluate(config, str(tmp_path / "model_s0"))["state"]  # reloads
+    theirs = trainer.train_and_evaluate(config, str(mixture_model))["state"]
     assert int(ours.step) == int(theirs.step) == 20
     chex.assert_trees_all_equal(ours.ema_params, theirs.ema_params)
     assert (tmp_path / "tweedie.png").stat().st_size > 0
@@ -320,7 +320,7 @@ def test_module_configs_reject_bad_values(tmp_path):
 
 def test_module_configs_build_and_train_through_main():
     """Every module's config file gives its typed experiment section, and those that train a
-    model pass the trainer's checks (the config ``experiments.main`` takes for it)."""
+    model pass the trainer's checks (the config ``trainer.main`` takes for it)."""
     typed = {"ou_process": ou_process.OUConfig, "ddpm_to_sde": ddpm_to_sde.DDPMToSDEConfig,
              "tweedie": tweedie.TweedieConfig, "inverse_problems": inverse_problems.InverseConfig,
              "digits": digits.DigitsConfig, "diagnostics": diagnostics.DiagnosticsConfig,
@@ -331,7 +331,7 @@ def test_module_configs_build_and_train_through_main():
         assert isinstance(config, ml_collections.ConfigDict)
         experiment_config(cls, config)
         if "model" in config:
-            train.parse_config(config)
+            trainer.parse_config(config)
 
 
 def test_ddpm_to_sde_marginal_error():

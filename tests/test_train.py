@@ -20,9 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import models
 import sde_lib
-from experiments import checkpointing, data, train
+import trainer
 from experiments.configs import base, cifar10, digits_unet, gmm_mlp, gmm_transformer, mnist
+from trainer import checkpointing, data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "_train_worker.py")
@@ -80,22 +82,22 @@ def test_smoke_train_and_evaluate(tmp_path):
     final evaluation and samples, all finite (the full runs are in the slow tier)."""
     config = tiny(gmm_mlp.get_config(), **TINY_MODEL, **{
         "training.num_train_steps": 2, "training.num_devices": 1, "eval.likelihood": False})
-    out = train.train_and_evaluate(config, str(tmp_path))
+    out = trainer.train_and_evaluate(config, str(tmp_path))
     check_run_outputs(str(tmp_path), 2, out["eval"])
     assert out["train_loss"].shape == (2,) and np.all(np.isfinite(out["train_loss"]))
     # the workdir's config.json is the config, and load_score_fn its EMA's score
-    assert train.parse_config(train.saved_config(str(tmp_path))) == train.parse_config(config)
-    score_fn, sde = train.load_score_fn(str(tmp_path))
+    assert trainer.parse_config(trainer.saved_config(str(tmp_path))) == trainer.parse_config(config)
+    score_fn, sde = trainer.load_score_fn(str(tmp_path))
     x = jax.random.normal(jax.random.key(1), (5, 4))
     t = jnp.linspace(0.1, 0.9, 5)
     np.testing.assert_array_equal(score_fn(x, t), out["score_fn"](x, t))
     assert sde == out["sde"]
-    raw, _ = train.load_score_fn(str(tmp_path), config, params="raw")
+    raw, _ = trainer.load_score_fn(str(tmp_path), config, params="raw")
     assert not np.array_equal(raw(x, t), score_fn(x, t))
     # reading with another evaluation setting warns as a read and leaves config.json alone
     saved = (tmp_path / "config.json").read_text()
-    with pytest.warns(train.ConfigChangeWarning, match=r"reading .* eval.num_samples: 4 -> 9"):
-        train.load_score_fn(str(tmp_path), base.override(config, {"eval.num_samples": 9}))
+    with pytest.warns(trainer.ConfigChangeWarning, match=r"reading .* eval.num_samples: 4 -> 9"):
+        trainer.load_score_fn(str(tmp_path), base.override(config, {"eval.num_samples": 9}))
     assert (tmp_path / "config.json").read_text() == saved
     assert os.path.getsize(os.path.join(str(tmp_path), "loss.png")) > 0
 
@@ -107,9 +109,9 @@ def test_checkpoints_record_the_batches_trained_on_not_the_one_read_ahead(tmp_pa
     config = tiny(gmm_mlp.get_config(), **TINY_MODEL, **{
         "training.num_train_steps": 4, "training.steps_per_call": 2,
         "training.checkpoint_every": 2, "training.num_devices": 1, "eval.likelihood": False})
-    out = train.train_and_evaluate(config, str(tmp_path))
+    out = trainer.train_and_evaluate(config, str(tmp_path))
     manager = checkpointing.create_manager(str(tmp_path))
-    cfg = train.parse_config(config)
+    cfg = trainer.parse_config(config)
     for step in (2, 4):
         _, saved = checkpointing.restore_checkpoint(manager, out["state"], step=step)
         it, _ = data.create_iterators(cfg.data, cfg.training.batch_size, cfg.eval.batch_size,
@@ -150,7 +152,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_intact_one(tmp_path):
         "training.num_train_steps": 40, "training.checkpoint_every": 20,
         "training.num_devices": 1, "eval.likelihood": False})
     base_dir = tmp_path / "base"
-    out = train.train_and_evaluate(config, str(base_dir))
+    out = trainer.train_and_evaluate(config, str(base_dir))
     good, _ = checkpointing.restore_checkpoint(checkpointing.create_manager(str(base_dir)),
                                                out["state"], step=20)
     kinds = ("state removed", "state truncated", "state overwritten", "data metadata removed",
@@ -167,7 +169,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_intact_one(tmp_path):
         for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(good), strict=True):
             np.testing.assert_array_equal(a, b)
         assert sorted(os.listdir(workdir / "checkpoints")) == ["20", "40.damaged"], kind
-    resumed = train.train_and_evaluate(config, str(workdir))  # the last one, from step 20
+    resumed = trainer.train_and_evaluate(config, str(workdir))  # the last one, from step 20
     assert resumed["train_loss"].shape == (20,)
     assert sorted(os.listdir(workdir / "checkpoints")) == ["20", "40", "40.damaged"]
     # a changed config: fields that change the model, data or objective are refused by name
@@ -177,19 +179,19 @@ def test_damaged_newest_checkpoint_falls_back_to_the_intact_one(tmp_path):
                           ({"loss.name": "ddpm_eps"}, r"loss.name: 'dsm' -> 'ddpm_eps'")):
         with pytest.raises(ValueError, match=f"fields that change the model, its data or its "
                                              f"objective: {field}"):
-            train.train_and_evaluate(base.override(config, change), str(base_dir))
+            trainer.train_and_evaluate(base.override(config, change), str(base_dir))
     # ... others resume, each named in a warning
     longer = base.override(config, {"training.num_train_steps": 42, "optim.lr": 1e-4})
-    with pytest.warns(train.ConfigChangeWarning) as record:
-        assert train.train_and_evaluate(longer, str(base_dir))["train_loss"].shape == (2,)
+    with pytest.warns(trainer.ConfigChangeWarning) as record:
+        assert trainer.train_and_evaluate(longer, str(base_dir))["train_loss"].shape == (2,)
     assert sorted(str(w.message).split("field: ")[1] for w in record
-                  if w.category is train.ConfigChangeWarning) == [
+                  if w.category is trainer.ConfigChangeWarning) == [
         "optim.lr: 0.001 -> 0.0001", "training.num_train_steps: 40 -> 42"]
     # without the saved config (an older workdir) the arrays' shapes are still checked
     os.remove(base_dir / "config.json")
     for change in ({"model.hidden": 32}, {"model.num_blocks": 2}):
         with pytest.raises(ValueError, match="does not fit this config's train state"):
-            train.train_and_evaluate(base.override(longer, change), str(base_dir))
+            trainer.train_and_evaluate(base.override(longer, change), str(base_dir))
     assert sorted(os.listdir(base_dir / "checkpoints")) == ["20", "40", "42"]
 
 
@@ -216,13 +218,13 @@ def test_workdir_lock_refuses_a_second_run_and_takes_over_a_stale_one(tmp_path):
     host = socket.gethostname()
     lock.write_text(f"{os.getpid()} {host}\n")
     with pytest.raises(RuntimeError, match=f"is in use by process {os.getpid()} on host {host}"):
-        train.train_and_evaluate(config, str(tmp_path))
+        trainer.train_and_evaluate(config, str(tmp_path))
     assert sorted(os.listdir(tmp_path)) == ["train.lock"]
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     lock.write_text(f"{gone.pid} {host}\n")
     with pytest.warns(UserWarning, match=f"taking over the lock .* of process {gone.pid}"):
-        train.train_and_evaluate(config, str(tmp_path))
+        trainer.train_and_evaluate(config, str(tmp_path))
     assert not lock.exists()
     with checkpointing.WorkdirLock(tmp_path) as held:
         assert lock.read_text().split() == [str(os.getpid()), host] and held.held
@@ -240,16 +242,17 @@ def test_non_finite_loss_stops_the_run_before_a_bad_checkpoint(tmp_path):
         "optim.lr": 1e30, "optim.grad_clip": None})
     with pytest.raises(FloatingPointError, match=r"at step \d+ is not finite; the run stopped "
                                                  r"before saving it \(newest checkpoint: "):
-        train.train_and_evaluate(config, str(tmp_path))
+        trainer.train_and_evaluate(config, str(tmp_path))
     manager = checkpointing.create_manager(str(tmp_path))
     assert manager.all_steps() and max(manager.all_steps()) < 40
-    target = train.create_train_state(
-        jax.random.PRNGKey(0), train.models.get_model("mlp", hidden=16, num_blocks=1), (4,),
-        train.create_optimizer(train.parse_config(config).optim)[0])
+    target = trainer.create_train_state(
+        jax.random.PRNGKey(0), models.get_model("mlp", hidden=16, num_blocks=1), (4,),
+        trainer.create_optimizer(trainer.parse_config(config).optim)[0])
     for saved in manager.all_steps():
         state, _ = checkpointing.restore_checkpoint(manager, target, step=saved)
         assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state.params))
-    assert json.loads(json.dumps({"a": train._json_number(float("nan"))})) == {"a": None}
+    nan = trainer.evaluation._json_number(float("nan"))
+    assert json.loads(json.dumps({"a": nan})) == {"a": None}
 
 
 def test_ema_decay_is_the_warm_up_schedule():
@@ -258,11 +261,11 @@ def test_ema_decay_is_the_warm_up_schedule():
     ``n! (w - 1)! / (w - 1 + n)!`` while the warm-up is below the rate."""
     steps = np.arange(0, 20_000, 7)
     for rate, w in ((0.999, 10), (0.9999, 10), (0.99, 3)):
-        got = np.asarray(train.ema_decay(steps, rate, w), np.float64)
+        got = np.asarray(trainer.ema_decay(steps, rate, w), np.float64)
         np.testing.assert_allclose(got, np.minimum(rate, (1 + steps) / (w + steps)), rtol=1e-6)
-    assert train.ema_decay(123, 0.999, None) == 0.999
+    assert trainer.ema_decay(123, 0.999, None) == 0.999
     n, w = 300, 10
-    prod = np.prod(np.asarray(train.ema_decay(np.arange(n), 0.999, w), np.float64))
+    prod = np.prod(np.asarray(trainer.ema_decay(np.arange(n), 0.999, w), np.float64))
     closed = math.exp(math.lgamma(n + 1) + math.lgamma(w) - math.lgamma(w + n))
     np.testing.assert_allclose(prod, closed, rtol=1e-4)
     assert closed < 1e-15 < 0.7 < 0.999 ** n  # the plain EMA keeps 74% of the initial weights
@@ -281,12 +284,12 @@ def test_short_run_ema_is_as_good_as_the_raw_parameters(tmp_path):
         config.training.checkpoint_every, config.training.num_devices = 300, 1
         config.eval.num_samples, config.eval.num_batches = 16, 1
         config.eval.likelihood, config.sampling.num_steps = False, 10
-        out = train.train_and_evaluate(config, str(tmp_path / str(warmup)))
+        out = trainer.train_and_evaluate(config, str(tmp_path / str(warmup)))
         if not nll:  # one compilation for every parameter set (params are arguments)
-            sde, model = out["sde"], train.models.get_model(train.parse_config(config).model)
+            sde, model = out["sde"], models.get_model(trainer.parse_config(config).model)
             x = out["dataset"].gmm.sample(jax.random.key(5), 64).astype(jnp.float32)
             nll_fn = jax.jit(lambda params, sde=sde, model=model, x=x: -sde_lib.log_likelihood(
-                jax.random.key(6), sde, train.models.get_score_fn(sde, model, params, "eps"),
+                jax.random.key(6), sde, models.get_score_fn(sde, model, params, "eps"),
                 x, rtol=1e-4, atol=1e-4)[0].mean())
         state = out["state"]
         nll[warmup] = {"ema": float(nll_fn(state.ema_params)), "raw": float(nll_fn(state.params))}
@@ -295,7 +298,7 @@ def test_short_run_ema_is_as_good_as_the_raw_parameters(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("module", ["experiments.main", "experiments.digits"])
+@pytest.mark.parametrize("module", ["trainer.main", "experiments.digits"])
 def test_help_exits_0_and_lists_the_flags(module):
     done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
                           text=True, env=_env(), timeout=300, cwd=ROOT)
@@ -310,7 +313,7 @@ def test_help_exits_0_and_lists_the_flags(module):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args, field, hint", [
-    (["experiments.main", "--config", "experiments/configs/gmm_mlp.py",
+    (["trainer.main", "--config", "experiments/configs/gmm_mlp.py",
       "--config.training.batch_sizee=3"], "--config.training.batch_sizee", "batch_size"),
     (["experiments.digits", "--config.experiment.num_samplez=3"],
      "--config.experiment.num_samplez", "num_samples")])
@@ -325,7 +328,7 @@ def test_unknown_config_field_is_one_line_naming_it(args, field, hint, tmp_path)
 
 @pytest.mark.slow
 def test_main_launcher_trains_resumes_evaluates_and_samples(tmp_path, capsys, monkeypatch):
-    from experiments import main
+    from trainer import main
 
     workdir = str(tmp_path / "run")
     flat = {"training.num_train_steps": 4, "training.batch_size": 16, "training.log_every": 1,
@@ -343,7 +346,7 @@ def test_main_launcher_trains_resumes_evaluates_and_samples(tmp_path, capsys, mo
         main.FLAGS.unparse_flags()
         for name in [n for n in main.FLAGS if n.startswith("config.")]:
             delattr(main.FLAGS, name)  # the override flags of the previous parse
-        main.cli._parse_flags(argv)
+        main.cli.parse_flags(argv)
         main.main(["main"])
         return capsys.readouterr().out
 
@@ -378,10 +381,10 @@ def test_each_config_family_trains_checkpoints_and_evaluates(module, fields, sha
                                                              monkeypatch):
     config = tiny(module.get_config(), **fields)
     if config.data.name == "cifar10":  # not prepared here: random 8-bit images
-        monkeypatch.setattr(train, "create_iterators", lambda cfg, *a, **k: _fake_iterators(
+        monkeypatch.setattr(trainer.run, "create_iterators", lambda cfg, *a, **k: _fake_iterators(
             shape, *a, **k))
     workdir = str(tmp_path / "run")
-    out = train.train_and_evaluate(config, workdir)
+    out = trainer.train_and_evaluate(config, workdir)
     assert out["train_loss"].shape == (4,) and np.all(np.isfinite(out["train_loss"]))
     check_run_outputs(workdir, 4, out["eval"])
     x = np.load(os.path.join(workdir, "samples", "samples_4.npy"))
@@ -410,12 +413,12 @@ def test_pmap_over_8_devices_matches_1_device(tmp_path):
             "training.rng_block_size": 8, "eval.batch_size": 64,
             "training.num_train_steps": 8, "training.checkpoint_every": 8,
             "training.num_devices": n, "eval.likelihood": False})
-        out[n] = train.train_and_evaluate(config, str(tmp_path / f"d{n}"))
+        out[n] = trainer.train_and_evaluate(config, str(tmp_path / f"d{n}"))
     assert out[8]["train_loss"].shape == (8,)
     np.testing.assert_allclose(out[8]["train_loss"], out[1]["train_loss"], rtol=1e-5, atol=1e-5)
-    init = jax.tree.leaves(train.create_train_state(
-        jax.random.PRNGKey(0), train.models.get_model("mlp", hidden=32, num_blocks=1), (4,),
-        train.create_optimizer(train.parse_config(config).optim)[0]).params)
+    init = jax.tree.leaves(trainer.create_train_state(
+        jax.random.PRNGKey(0), models.get_model("mlp", hidden=32, num_blocks=1), (4,),
+        trainer.create_optimizer(trainer.parse_config(config).optim)[0]).params)
     for a, b, p0 in zip(jax.tree.leaves(out[8]["state"].params),
                         jax.tree.leaves(out[1]["state"].params), init, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
@@ -430,7 +433,7 @@ def test_steps_per_call_scan_matches_one_step_per_call(tmp_path):
             "data.dim": 4, "model.hidden": 16, "model.num_blocks": 1,
             "training.num_train_steps": 8, "training.checkpoint_every": 4,
             "training.steps_per_call": k, "eval.likelihood": False})
-        out[k] = train.train_and_evaluate(config, str(tmp_path / f"k{k}"))
+        out[k] = trainer.train_and_evaluate(config, str(tmp_path / f"k{k}"))
     np.testing.assert_allclose(out[4]["train_loss"], out[1]["train_loss"], rtol=1e-5,
                                atol=1e-6)
     for a, b in zip(jax.tree.leaves(out[4]["state"].params),
@@ -442,7 +445,7 @@ def _blockwise_reference(params, model, loss_fn, step_key, x, index, block_size,
     """Each block's loss with its own keys and its own network call (a vmap over blocks)."""
     def one(k, xk):
         k_loss, k_dropout = jax.random.split(jax.random.fold_in(step_key, k))
-        model_fn = train.models.get_model_fn(model, params, mode, k_dropout if mode else None)
+        model_fn = models.get_model_fn(model, params, mode, k_dropout if mode else None)
         return loss_fn(k_loss, model_fn, xk)
 
     blocks = x.reshape(-1, block_size, *x.shape[1:])
@@ -451,7 +454,7 @@ def _blockwise_reference(params, model, loss_fn, step_key, x, index, block_size,
 
 def _whole_batch_matches_blocks(names, halves=True):
     sde = sde_lib.VPSDE(N=50)
-    model = train.models.get_model("mlp", hidden=16, num_blocks=1)
+    model = models.get_model("mlp", hidden=16, num_blocks=1)
     params = model.init(jax.random.key(0), jnp.zeros((1, 3)), jnp.ones(1))["params"]
     x = jax.random.normal(jax.random.key(1), (16, 3))
     index, key = jnp.arange(16), jax.random.key(2)
@@ -465,7 +468,7 @@ def _whole_batch_matches_blocks(names, halves=True):
 
         @jax.jit
         def both(x, index, mode=True, loss_fn=loss_fn):
-            return (train.example_losses(params, model, loss_fn, key, x, index, 4, train=mode),
+            return (trainer.example_losses(params, model, loss_fn, key, x, index, 4, train=mode),
                     _blockwise_reference(params, model, loss_fn, key, x, index, 4, mode))
 
         got, want = both(x, index)
@@ -493,10 +496,10 @@ def test_example_losses_whole_batch_for_every_loss():
 def _check_uses_dropout(cases):
     shapes = {"unet": (4, 4, 1), "mlp": (3,)}
     for name, fields, expected in cases:
-        model = train.models.get_model(name, **fields)
+        model = models.get_model(name, **fields)
         params = jax.eval_shape(lambda m=model, s=shapes[name]: m.init(
             jax.random.key(0), jnp.zeros((1, *s)), jnp.ones(1))["params"])
-        assert train.uses_dropout(model, params, shapes[name]) == expected, (name, fields)
+        assert trainer.uses_dropout(model, params, shapes[name]) == expected, (name, fields)
 
 
 def test_dropout_models_keep_their_masks_per_block():
@@ -508,14 +511,14 @@ def test_dropout_models_keep_their_masks_per_block():
                                        attn_resolutions=()), True),
                          ("mlp", dict(hidden=8, num_blocks=1, dropout=0.2), True),
                          ("mlp", dict(hidden=8, num_blocks=1), False)])
-    dropped = train.models.get_model("mlp", hidden=8, num_blocks=1, dropout=0.5)
+    dropped = models.get_model("mlp", hidden=8, num_blocks=1, dropout=0.5)
     params = dropped.init(jax.random.key(0), jnp.zeros((1, 3)), jnp.ones(1))["params"]
     loss_fn = sde_lib.get_loss_fn(sde_lib.VPSDE(), {"name": "dsm"})
     x, index, key = jax.random.normal(jax.random.key(1), (8, 3)), jnp.arange(8), jax.random.key(2)
     got, want, without = jax.jit(lambda x: (
-        train.example_losses(params, dropped, loss_fn, key, x, index, 2),
+        trainer.example_losses(params, dropped, loss_fn, key, x, index, 2),
         _blockwise_reference(params, dropped, loss_fn, key, x, index, 2, True),
-        train.example_losses(params, dropped, loss_fn, key, x, index, 2, train=False)))(x)
+        trainer.example_losses(params, dropped, loss_fn, key, x, index, 2, train=False)))(x)
     np.testing.assert_allclose(got, want, rtol=1e-10)
     assert not np.allclose(got, without)
 
@@ -528,11 +531,11 @@ def test_convolutional_models_unroll_their_scan_on_cpu():
              "mlp": ((4,), False, dict(hidden=8, num_blocks=1)),
              "transformer": ((4, 4, 1), False, dict(dim=8, depth=1, num_heads=2))}
     for name, (shape, conv, fields) in cases.items():
-        model = train.models.get_model(name, **fields)
+        model = models.get_model(name, **fields)
         params = jax.eval_shape(lambda m=model, s=shape: m.init(
             {"params": jax.random.key(0)}, jnp.zeros((1, *s)), jnp.ones((1,)))["params"])
-        assert train.scan_unroll(model, params, shape, 4) == (4 if conv else 1), name
-        assert train.scan_unroll(model, params, shape, 1) == 1
+        assert trainer.scan_unroll(model, params, shape, 4) == (4 if conv else 1), name
+        assert trainer.scan_unroll(model, params, shape, 1) == 1
 
 
 @pytest.mark.parametrize("change,message", [
@@ -551,7 +554,7 @@ def test_bad_config_is_rejected_before_anything_runs(change, message, tmp_path):
     config = tiny(gmm_mlp.get_config(), **change)
     workdir = tmp_path / "run"
     with pytest.raises(ValueError, match=message):
-        train.train_and_evaluate(config, str(workdir))
+        trainer.train_and_evaluate(config, str(workdir))
     assert not workdir.exists()
 
 
@@ -559,18 +562,18 @@ def test_every_trainer_config_file_validates():
     """The trainer's config files (the image ones train only in the slow tier, or not at all
     here) pass every check of parse_config and the devices, without compiling."""
     for module in (base, gmm_mlp, gmm_transformer, digits_unet, mnist, cifar10):
-        train.validate_config(module.get_config())
+        trainer.validate_config(module.get_config())
 
 
 def test_any_model_field_is_overridable_on_the_command_line():
     """``--config.model.<field>`` for a field the config file leaves out (and nested ones) is
     taken out of argv and applied after the file; a misspelled one names the closest field; the
     values parse as the shortcuts do (1e3 is an int, tuples are literals)."""
-    from experiments import cli
+    from trainer import cli
     argv = ["main", "--config=x.py", "--config.model.dropout=0.2", "--config.model.name=mlp",
             "--config.model.time_embedding.kind=fourier", "--config.training.seed=3",
             "--config.model.hidden=1e2"]
-    taken = cli._take_model_overrides(argv)
+    taken = cli.take_model_overrides(argv)
     assert taken == [("dropout", "0.2"), ("time_embedding.kind", "fourier"), ("hidden", "1e2")]
     assert argv == ["main", "--config=x.py", "--config.model.name=mlp",
                     "--config.training.seed=3"]
@@ -578,12 +581,12 @@ def test_any_model_field_is_overridable_on_the_command_line():
     config.lock()
     cli.apply_model_overrides(config, taken)
     cli.check_model_section(config)
-    model = train.parse_config(config).model
+    model = trainer.parse_config(config).model
     assert (model.dropout, model.hidden, model.time_embedding.kind) == (0.2, 100, "fourier")
     assert cli.parse_text("(1, 2)") == (1, 2) and cli.parse_text("none") is None
     argv = ["m", "--config.training.num_train_steps=1e3", "--config.optim.lr=1e-3",
             "--config.optim.lr=2.5E1", "--config.data.name=ring", "--other=1e3"]
-    cli._e_notation_to_int(argv)
+    cli.e_notation_to_int(argv)
     assert argv == ["m", "--config.training.num_train_steps=1000", "--config.optim.lr=1e-3",
                     "--config.optim.lr=25", "--config.data.name=ring", "--other=1e3"]
     with pytest.raises(ValueError, match=r"unknown field 'model.dropoutt' for model 'mlp'; did "
@@ -609,7 +612,7 @@ def test_config_shortcuts_and_unknown_keys():
     config = base.get_config()
     config.optim.momentum = 0.9
     with pytest.raises(ValueError, match=r"unknown optim config keys \['momentum'\]"):
-        train.parse_config(config)
+        trainer.parse_config(config)
 
 
 # --------------------------------------------------------------------------------------------

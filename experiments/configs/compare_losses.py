@@ -3,7 +3,7 @@
 Row ``name`` is this config with the loss fields ``LOSSES[name]``, trained once per training
 seed ``s`` in ``<workdir>/model_<i>_s<s>`` (``i`` its position in ``experiment.losses``); the
 table's ``config`` column is the ``--config experiments/configs/compare_losses.py:<fields>``
-argument (with ``seed=s``) that makes ``python -m experiments.main`` train the same model.
+argument (with ``seed=s``) that makes ``python -m trainer.main`` train the same model.
 """
 
 import ml_collections

@@ -2,7 +2,7 @@
 Gaussian pair in each of ``experiment.dims``, with a trained MLP and the exact score.
 
 The model for dimension ``d`` and training seed ``s`` is this config with ``data.dim = d`` and
-``training.seed = s``, trained in ``<workdir>/model_d<d>_s<s>``: ``python -m experiments.main
+``training.seed = s``, trained in ``<workdir>/model_d<d>_s<s>``: ``python -m trainer.main
 --config experiments/configs/compare_samplers.py:data.dim=16,seed=1 --workdir W/model_d16_s1``
 trains the same one.
 """

@@ -3,7 +3,7 @@ a budget that runs on 2 CPU cores in about half an hour (8,000 steps of batch 12
 ``digits_unet.py`` is the 20,000-step run), trained in ``<workdir>/model``, evaluated every
 1,000 steps for the held-out loss curve, and the Transformer on 2x2 patches
 (``transformer_digits``, as many parameters) with the same loss and training in
-``<workdir>/model_transformer_digits``; ``experiments.main`` with this file trains the U-Net."""
+``<workdir>/model_transformer_digits``; ``trainer.main`` with this file trains the U-Net."""
 
 import ml_collections
 

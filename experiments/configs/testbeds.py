@@ -2,7 +2,7 @@
 model per training seed, ``training.seed = s``, in ``<workdir>/model_s<s>``), and the testbeds'
 settings.
 
-``python -m experiments.main --config experiments/configs/testbeds.py:seed=1 --workdir
+``python -m trainer.main --config experiments/configs/testbeds.py:seed=1 --workdir
 W/model_s1`` trains the same model as the module does for training seed 1.
 """
 

@@ -1,5 +1,5 @@
 """``experiments.tweedie``: Tweedie moments of the MLPs trained on the asymmetric 2-D mixture
-(one per training seed, in ``<workdir>/model_s<seed>``; ``experiments.main`` with this file and
+(one per training seed, in ``<workdir>/model_s<seed>``; ``trainer.main`` with this file and
 ``:seed=<seed>`` trains the same model)."""
 
 import ml_collections

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from experiments.data import DataState
+from trainer.data import DataState
 
 
 def checkpoint_dir(workdir: str | os.PathLike) -> str:

@@ -1,11 +1,11 @@
-"""Typed, frozen views of a config's sections, checked before anything is compiled.
+"""Typed, frozen config sections with their defaults and checks: one source of truth per field.
 
 ``parse_config(config)`` turns an ml_collections ``ConfigDict`` (``experiments/configs/``) into an
-``ExperimentConfig`` of frozen dataclasses; below this point no code reads a ConfigDict. The
-dataclasses have no defaults of their own: every default lives in ``experiments/configs/base.py``,
-and a section or key a config leaves out is taken from there. Strings
-become objects in one place each: the SDE here (``SDES``), the model in ``models.get_model``,
-the loss in ``sde_lib.get_loss_fn`` and the sampler in ``sde_lib.sample``.
+``ExperimentConfig`` of frozen dataclasses; below this point no code reads a ConfigDict. Each
+field's default is written once, on its dataclass (the base ConfigDict is derived from them,
+``trainer.base``), and its check once, in its metadata (``checked``), run when the section is
+built. Strings become objects in one place each: the SDE here (``SDES``), the model in
+``models.get_model``, the loss in ``sde_lib.get_loss_fn`` and the sampler in ``sde_lib.sample``.
 """
 
 from __future__ import annotations
@@ -14,14 +14,16 @@ import dataclasses
 import numbers
 import os
 from collections.abc import Mapping
+from typing import ClassVar
 
 import jax
 
 import sde_lib
-from experiments.configs import base
-from experiments.data import DataConfig
 from models import ModelConfig, get_model_config
 from sde_lib.losses.config import as_loss_config
+from trainer.data import DataConfig
+
+DEFAULT_MODEL = "mlp"  # the model section's default name (a key of models.MODELS)
 
 SDES = {
     "vp": sde_lib.VPSDE,
@@ -38,8 +40,8 @@ SDES = {
 class SDEConfig:
     """``name`` (a key of ``SDES``) and the keyword arguments of its constructor."""
 
-    name: str
-    kwargs: Mapping
+    name: str = "vp"
+    kwargs: Mapping = dataclasses.field(default_factory=dict)
 
     def build(self):
         """The SDE object; raises ValueError for an unknown name or bad arguments."""
@@ -51,78 +53,112 @@ class SDEConfig:
             raise ValueError(f"bad sde.kwargs {dict(self.kwargs)} for {self.name!r}: {e}") from None
 
 
+def checked(default, kind, low=None, high=None, low_open=False):
+    """A dataclass field with ``default`` whose value must be a ``kind`` (``numbers.Integral`` or
+    ``numbers.Real``, never a bool) ``>= low`` (``> low`` with ``low_open``) and ``< high``;
+    ``None`` passes when the field's type allows it (``int | None``)."""
+    return dataclasses.field(default=default, metadata={"check": (kind, low, high, low_open)})
+
+
+class _Checked:
+    """Runs the ``checked`` fields' checks when a section is built (``section.field`` in the
+    message)."""
+
+    SECTION: ClassVar[str]
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            if "check" in f.metadata:
+                kind, low, high, low_open = f.metadata["check"]
+                _check(f"{self.SECTION}.{f.name}", getattr(self, f.name), kind, low, high,
+                       low_open, optional="None" in str(f.type))
+
+
 @dataclasses.dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(_Checked):
     """Adam (Kingma & Ba 2015) with a linear warmup of ``warmup_steps`` to ``lr``, gradients
     clipped to global norm ``grad_clip`` (``None``: no clipping), and a parameter EMA of rate
     ``min(ema_rate, (1 + s) / (ema_warmup + s))`` at step ``s`` (``ema_warmup = None``: the
-    constant ``ema_rate``; see ``experiments.train.ema_decay``)."""
+    constant ``ema_rate``; see ``trainer.state.ema_decay``)."""
 
-    lr: float
-    warmup_steps: int
-    grad_clip: float | None
-    ema_rate: float
-    ema_warmup: int | None
-    b1: float
-    b2: float
-    adam_eps: float
+    SECTION: ClassVar[str] = "optim"
+    lr: float = checked(1e-3, numbers.Real, 0, low_open=True)
+    warmup_steps: int = checked(100, numbers.Integral, 0)
+    grad_clip: float | None = checked(1.0, numbers.Real, 0, low_open=True)
+    ema_rate: float = checked(0.999, numbers.Real, 0, 1)
+    # after 300 steps the plain EMA would still be 74% the initial weights
+    ema_warmup: int | None = checked(10, numbers.Integral, 1)
+    b1: float = checked(0.9, numbers.Real, 0, 1)
+    b2: float = checked(0.999, numbers.Real, 0, 1)
+    adam_eps: float = checked(1e-8, numbers.Real, 0, low_open=True)
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainingConfig:
-    """Global ``batch_size``; ``steps_per_call`` steps per compiled call (``lax.scan``);
-    ``num_devices`` local devices (``None``: all); the ``*_every`` intervals in steps;
-    ``rng_block_size``: each block of that many consecutive examples of the global batch draws
-    its randomness from one key (``experiments.train.example_losses``), so every device's share
-    must be a multiple of it."""
+class TrainingConfig(_Checked):
+    """Global ``batch_size`` (over every device of every process); ``steps_per_call`` steps per
+    compiled call (``lax.scan``); ``num_devices`` local devices (``None``: all); the ``*_every``
+    intervals in steps (``sample_every`` writes a sample grid PNG); ``rng_block_size``: each
+    block of that many consecutive examples of the global batch draws its randomness from one
+    key (``trainer.step.example_losses``), so every device's share must be a multiple of it."""
 
-    batch_size: int
-    num_train_steps: int
-    steps_per_call: int
-    num_devices: int | None
-    log_every: int
-    eval_every: int
-    sample_every: int
-    checkpoint_every: int
-    keep_checkpoints: int
-    seed: int
-    rng_block_size: int
+    SECTION: ClassVar[str] = "training"
+    batch_size: int = checked(256, numbers.Integral, 1)
+    num_train_steps: int = checked(5_000, numbers.Integral, 1)
+    steps_per_call: int = checked(1, numbers.Integral, 1)
+    num_devices: int | None = checked(None, numbers.Integral, 1)
+    log_every: int = checked(100, numbers.Integral, 1)
+    eval_every: int = checked(1_000, numbers.Integral, 1)
+    sample_every: int = checked(2_500, numbers.Integral, 1)
+    checkpoint_every: int = checked(1_000, numbers.Integral, 1)
+    keep_checkpoints: int = checked(3, numbers.Integral, 1)
+    seed: int = checked(0, numbers.Integral, 0)
+    rng_block_size: int = checked(8, numbers.Integral, 1)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.num_train_steps % self.steps_per_call:
+            raise ValueError(f"training.num_train_steps ({self.num_train_steps}) must be a "
+                             f"multiple of training.steps_per_call ({self.steps_per_call})")
 
 
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
-    """Arguments of ``sde_lib.sample``."""
+    """Arguments of ``sde_lib.sample`` for the trainer's sample grids and ``--mode sample``
+    (checked against the SDE in ``parse_config``)."""
 
-    method: str
-    num_steps: int
-    eps: float
-    options: Mapping
+    method: str = "euler_maruyama"
+    num_steps: int = 500
+    eps: float = 1e-3
+    options: Mapping = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
-class EvalConfig:
-    """Test loss on ``num_batches`` batches of ``batch_size``; probability-flow bits/dim
-    (``sde_lib.log_likelihood``) on ``likelihood_examples`` test examples; ``num_samples``."""
+class EvalConfig(_Checked):
+    """Test loss on ``num_batches`` batches of ``batch_size`` of the test split;
+    probability-flow bits/dim (``sde_lib.log_likelihood``) on ``likelihood_examples`` test
+    examples; ``num_samples`` samples."""
 
-    batch_size: int
-    num_batches: int
-    likelihood: bool
-    likelihood_examples: int
-    likelihood_eps: float
-    divergence: str
-    rtol: float
-    atol: float
-    num_samples: int
+    SECTION: ClassVar[str] = "eval"
+    batch_size: int = checked(256, numbers.Integral, 1)
+    num_batches: int = checked(4, numbers.Integral, 1)
+    likelihood: bool = True
+    likelihood_examples: int = checked(64, numbers.Integral, 1)
+    likelihood_eps: float = 1e-5
+    divergence: str = "rademacher"
+    rtol: float = 1e-5
+    atol: float = 1e-5
+    num_samples: int = checked(256, numbers.Integral, 1)
 
 
 @dataclasses.dataclass(frozen=True)
 class DistributedConfig:
     """``jax.distributed.initialize`` arguments; ``None`` fields come from the environment
-    (``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``)."""
+    (``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``), and nothing is
+    initialized when no coordinator is given."""
 
-    coordinator_address: str | None
-    num_processes: int | None
-    process_id: int | None
+    coordinator_address: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
 
     def resolved(self) -> DistributedConfig:
         env = os.environ
@@ -153,8 +189,8 @@ def _plain(section) -> dict:
 
 
 def _section(config, name: str) -> dict:
-    """Section ``name`` of ``config`` over the base config's (the one place defaults live)."""
-    defaults = _plain(base.get_base_config()[name]) if name in base.SECTIONS else {}
+    """The fields section ``name`` of ``config`` sets; the dataclass defaults fill the rest."""
+    defaults = {"model": {"name": DEFAULT_MODEL}}.get(name, {})
     return {**defaults, **(_plain(config[name]) if name in config else {})}
 
 
@@ -166,9 +202,9 @@ def default_section(section: str, /, **overrides):
     return _typed(SECTION_TYPES[section], {section: overrides}, section)
 
 
-SECTION_TYPES = {"data": DataConfig, "sde": SDEConfig, "optim": OptimConfig,
-                 "training": TrainingConfig, "sampling": SamplingConfig, "eval": EvalConfig,
-                 "distributed": DistributedConfig}
+SECTION_TYPES = {"data": DataConfig, "loss": sde_lib.LossConfig, "sde": SDEConfig,
+                 "optim": OptimConfig, "training": TrainingConfig, "sampling": SamplingConfig,
+                 "eval": EvalConfig, "distributed": DistributedConfig}
 
 
 def _typed(cls, config, name: str):
@@ -242,25 +278,7 @@ def parse_config(config) -> ExperimentConfig:
         sampling=_typed(SamplingConfig, config, "sampling"),
         eval=_typed(EvalConfig, config, "eval"),
         distributed=_typed(DistributedConfig, config, "distributed"), model_name=model_name)
-    o, t, e, s = cfg.optim, cfg.training, cfg.eval, cfg.sampling
-    _check("optim.lr", o.lr, numbers.Real, 0, low_open=True)
-    _check("optim.warmup_steps", o.warmup_steps, numbers.Integral, 0)
-    _check("optim.grad_clip", o.grad_clip, numbers.Real, 0, low_open=True, optional=True)
-    _check("optim.ema_rate", o.ema_rate, numbers.Real, 0, 1)
-    _check("optim.ema_warmup", o.ema_warmup, numbers.Integral, 1, optional=True)
-    _check("optim.b1", o.b1, numbers.Real, 0, 1)
-    _check("optim.b2", o.b2, numbers.Real, 0, 1)
-    _check("optim.adam_eps", o.adam_eps, numbers.Real, 0, low_open=True)
-    for name in ("batch_size", "num_train_steps", "steps_per_call", "log_every", "eval_every",
-                 "sample_every", "checkpoint_every", "keep_checkpoints", "rng_block_size"):
-        _check(f"training.{name}", getattr(t, name), numbers.Integral, 1)
-    _check("training.num_devices", t.num_devices, numbers.Integral, 1, optional=True)
-    _check("training.seed", t.seed, numbers.Integral, 0)
-    if t.num_train_steps % t.steps_per_call:
-        raise ValueError(f"training.num_train_steps ({t.num_train_steps}) must be a multiple of "
-                         f"training.steps_per_call ({t.steps_per_call})")
-    for name in ("batch_size", "num_batches", "likelihood_examples", "num_samples"):
-        _check(f"eval.{name}", getattr(e, name), numbers.Integral, 1)
+    s = cfg.sampling
     if s.method not in sde_lib.SAMPLERS:
         raise ValueError(f"sampling.method must be one of {sorted(sde_lib.SAMPLERS)}, got "
                          f"{s.method!r}")
@@ -269,6 +287,13 @@ def parse_config(config) -> ExperimentConfig:
             sde_lib.sampling.build_sampler(sde, None, s.method, s.num_steps, s.eps, **s.options)
         except ValueError as e:
             raise ValueError(f"bad sampling config: {e}") from None
+    return cfg
+
+
+def validate_config(config) -> ExperimentConfig:
+    """``parse_config`` and ``check_devices``: every check, before anything is compiled."""
+    cfg = parse_config(config)
+    check_devices(cfg)
     return cfg
 
 

@@ -1,9 +1,9 @@
-"""Launcher: ``python -m experiments.main --config experiments/configs/gmm_mlp.py --workdir DIR``.
+"""Launcher: ``python -m trainer.main --config experiments/configs/gmm_mlp.py --workdir DIR``.
 
 ``--mode train`` (default) trains, resuming from the latest checkpoint in ``DIR/checkpoints``, and
 evaluates at the end; ``--mode eval`` evaluates and ``--mode sample`` samples the EMA parameters
 of the latest checkpoint. Config fields are overridden as ``--config.training.num_train_steps=100``
-or, for the shortcuts of ``experiments/configs/base.py``, as
+or, for the shortcuts of ``trainer/base.py``, as
 ``--config experiments/configs/gmm_mlp.py:sde=ve,sampler=pf_ode_heun``. Across hosts, run the same
 command on every process with ``--config.distributed.coordinator_address=HOST:PORT``,
 ``--config.distributed.num_processes=P`` and ``--config.distributed.process_id=p`` (or the
@@ -12,7 +12,9 @@ command on every process with ``--config.distributed.coordinator_address=HOST:PO
 
 from absl import app, flags, logging
 
-from experiments import cli, train
+from trainer import cli
+from trainer.evaluation import evaluate_workdir, sample_workdir
+from trainer.loop import train_and_evaluate
 
 FLAGS = flags.FLAGS
 cli.define_flags()  # --config and --workdir, both required here
@@ -23,7 +25,7 @@ flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"],
 flags.DEFINE_integer("num_samples", None, "--mode sample: how many samples (default: the "
                      "config's eval.num_samples).", lower_bound=1)
 
-MODES = {"train": train.train_and_evaluate, "eval": train.evaluate, "sample": train.sample}
+MODES = {"train": train_and_evaluate, "eval": evaluate_workdir, "sample": sample_workdir}
 
 
 def main(argv):

@@ -1,7 +1,7 @@
 r"""Data: tfds random-access sources (array_record, no TensorFlow, no network) and Gaussian-mixture
 data, read in deterministic global batches split across processes and devices.
 
-* ``"digits"``: the 8x8 digits shipped in scikit-learn (``experiments/digits_builder.py``),
+* ``"digits"``: the 8x8 digits shipped in scikit-learn (``trainer/digits_builder.py``),
   prepared offline into ``data_dir`` on first use; 17 grey levels.
 * any other image dataset by its tfds name (``"mnist"``, ``"cifar10"``, ...), which must already
   be prepared in array_record format in ``data_dir``; nothing is ever downloaded here.
@@ -69,19 +69,19 @@ class DataConfig:
       num_train, num_test: sizes of the synthetic train and test sets.
       seed: seed of the synthetic data, the shuffling and the dequantization noise.
 
-    No defaults here: they are in ``experiments/configs/base.py``
-    (``config_types.default_section("data", name=...)``).
+    The defaults here are the only ones (the base ConfigDict is derived from them,
+    ``trainer.base``): a 2-D ring of Gaussians.
     """
 
-    name: str
-    data_dir: str | None
-    train_split: str
-    eval_split: str
-    dequantize: bool
-    dim: int
-    num_train: int
-    num_test: int
-    seed: int
+    name: str = "ring"
+    data_dir: str | None = None
+    train_split: str = "train"
+    eval_split: str = "test"
+    dequantize: bool = False
+    dim: int = 2
+    num_train: int = 10_000
+    num_test: int = 2_000
+    seed: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +182,7 @@ def tfds_dataset(name: str, split: str, data_dir: str | os.PathLike | None = Non
     """
     import tensorflow_datasets as tfds
 
-    from experiments.digits_builder import NUM_LEVELS, get_digits_builder
+    from trainer.digits_builder import NUM_LEVELS, get_digits_builder
 
     if name == DIGITS:
         builder, num_levels = get_digits_builder(data_dir), NUM_LEVELS

@@ -1,18 +1,17 @@
-"""The command line shared by the trainer and every experiment module.
+"""The command line shared by the trainer (``trainer.main``) and every study.
 
 ``python -m experiments.<module> --workdir DIR [--config FILE[:key=value,...]]
-[--config.section.field=value ...]``: the same two flags as ``experiments.main``. ``--config`` is
-an ml_collections file of ``experiments/configs`` and defaults to the module's own file
-(``experiments/configs/<module>.py``); the module's settings are its ``experiment`` section
+[--config.section.field=value ...]``: the same two flags as ``trainer.main``. ``--config`` is an
+ml_collections file of ``experiments/configs`` and defaults to the study's own file
+(``run_main``'s ``config_file``); the study's settings are its ``experiment`` section
 (``--config.experiment.num_samples=500``), the model behind it is the rest of the file, trained
-by ``experiments.train``. ``run(config, workdir)`` returns the paths it wrote; the markdown tables
-are printed, then the paths and the time taken.
+by ``trainer.train_and_evaluate``. ``run(config, workdir)`` returns the paths it wrote; the
+markdown tables are printed, then the paths and the time taken.
 """
 
 from __future__ import annotations
 
 import ast
-import os
 import re
 import sys
 import time
@@ -22,18 +21,9 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 
-def config_file(name: str) -> str:
-    """The path of ``experiments/configs/<name>.py``."""
-    return os.path.join(CONFIG_DIR, f"{name}.py")
-
-
-_MODEL_OVERRIDES: list[tuple[str, str]] = []
-
-
-def _take_model_overrides(argv: list[str]) -> list[tuple[str, str]]:
+def take_model_overrides(argv: list[str]) -> list[tuple[str, str]]:
     """Removes the ``--config.model.<field>=value`` arguments (but ``model.name``) from
     ``argv`` in place and returns them as ``(field path, text)``, in order.
 
@@ -54,7 +44,7 @@ def _take_model_overrides(argv: list[str]) -> list[tuple[str, str]]:
 _E_INT = re.compile(r"^[+-]?\d+(\.\d*)?[eE]\+?\d+$")
 
 
-def _e_notation_to_int(argv: list[str]) -> None:
+def e_notation_to_int(argv: list[str]) -> None:
     """Rewrites ``--config.<field>=1e3`` in place as ``=1000`` (ml_collections' int parser
     refuses e-notation; a float field parses ``1000`` as well): integral values only."""
     for i, arg in enumerate(argv):
@@ -68,20 +58,20 @@ def _e_notation_to_int(argv: list[str]) -> None:
 def parse_text(text: str):
     """An override's value: a tuple or list literal, else as the config shortcuts parse it
     (int, with ``1e3`` the int 1000; float; bool; None; the text)."""
-    from experiments.configs import base
+    from trainer import base
     if text.strip()[:1] in "([":
         try:
             return ast.literal_eval(text)
         except (ValueError, SyntaxError):
             pass
-    return base._parse_value(text)
+    return base.parse_value(text)
 
 
-def apply_model_overrides(config, overrides=None) -> None:
-    """Sets ``config.model.<path>`` for each ``(path, text)`` of ``overrides`` (default: those
-    taken from the command line), adding the fields the config file leaves out; the model's
-    config dataclass then checks the names and values (``models.get_model_config``)."""
-    overrides = _MODEL_OVERRIDES if overrides is None else overrides
+def apply_model_overrides(config, overrides) -> None:
+    """Sets ``config.model.<path>`` for each ``(path, text)`` of ``overrides`` (those
+    ``take_model_overrides`` took from the command line), adding the fields the config file
+    leaves out; the model's config dataclass then checks the names and values
+    (``models.get_model_config``)."""
     if not overrides:
         return
     import ml_collections
@@ -102,17 +92,17 @@ def apply_model_overrides(config, overrides=None) -> None:
             section[leaf] = value
 
 
-def _prepare_argv(argv: list[str]) -> list[tuple[str, str]]:
-    """In place: e-notation integers rewritten, the ``--config.model.*`` overrides taken out
-    (returned)."""
-    _e_notation_to_int(argv)
-    return _take_model_overrides(argv)
+def prepare_argv(argv) -> tuple[list[str], list[tuple[str, str]]]:
+    """A copy of ``argv`` with e-notation integers rewritten and the ``--config.model.*``
+    overrides taken out, and those overrides."""
+    argv = list(argv)
+    e_notation_to_int(argv)
+    return argv, take_model_overrides(argv)
 
 
 def define_flags(default_config: str | None = None) -> None:
-    """``--workdir`` (required) and ``--config`` (required unless ``default_config``); takes
-    the ``--config.model.*`` overrides out of ``sys.argv`` first (``apply_model_overrides``)."""
-    _MODEL_OVERRIDES[:] = _prepare_argv(sys.argv)
+    """``--workdir`` (required) and ``--config`` (required unless ``default_config``, which is
+    parsed here with the ``--config.*`` overrides of ``sys.argv``)."""
     flags.DEFINE_string("workdir", None, "Directory for the results (and the trained models).")
     config_flags.DEFINE_config_file("config", default_config, "Configuration file.",
                                     lock_config=True)
@@ -136,20 +126,25 @@ def _unknown_field(error: Exception, argv) -> None:
     sys.exit(2)
 
 
-def _parse_flags(argv):
-    """absl's flag parsing, with a one-line error for an unknown ``--config.<field>``."""
-    argv = list(argv)
-    taken = _prepare_argv(argv)
-    _prepare_argv(sys.argv)  # where config_flags reads the overrides
-    if taken:  # argv not (or no longer) the sys.argv that define_flags read
-        _MODEL_OVERRIDES[:] = taken
+def parse_flags(argv, default_config: str | None = None) -> list[str]:
+    """absl's flag parsing of the command line ``argv``, prepared once (``prepare_argv``):
+    ``sys.argv`` becomes the prepared copy (config_flags reads the ``--config.*`` overrides
+    there), the flags are defined (``define_flags``, ``default_config`` parsed then), parsed,
+    and the model overrides applied to ``FLAGS.config``. An unknown ``--config.<field>`` or a
+    bad model field exits with status 2 and one line."""
+    argv, model_overrides = prepare_argv(argv)
+    sys.argv = argv
     try:
+        if "workdir" not in FLAGS:
+            define_flags(default_config)
+            for name in ("workdir", "config"):  # listed by --help, under the module run
+                FLAGS.register_key_flag_for_module(argv[0], FLAGS[name])
         rest = FLAGS(argv)
     except (AttributeError, KeyError) as error:
         _unknown_field(error, argv)
-    if "config" in FLAGS and FLAGS.config is not None and _MODEL_OVERRIDES:
+    if "config" in FLAGS and FLAGS.config is not None and model_overrides:
         try:
-            apply_model_overrides(FLAGS.config)
+            apply_model_overrides(FLAGS.config, model_overrides)
             check_model_section(FLAGS.config)
         except (ValueError, TypeError) as error:
             sys.stderr.write(f"error: {error}\n")
@@ -180,12 +175,13 @@ def check_model_section(config) -> None:
         raise ValueError(f"config.model ({name!r}): {error}") from None
 
 
-def app_run(main: Callable, argv=None, epilog: Callable[[], str] | None = None) -> None:
-    """``absl.app.run(main)``, exiting 0 (not absl's 1) after printing the help (and then
-    ``epilog()``), and with a one-line error for an unknown ``--config.<field>``."""
+def app_run(main: Callable, argv=None, epilog: Callable[[], str] | None = None,
+            default_config: str | None = None) -> None:
+    """``absl.app.run(main)`` with ``parse_flags``, exiting 0 (not absl's 1) after printing the
+    help (and then ``epilog()``)."""
     args = sys.argv if argv is None else argv
     try:
-        app.run(main, argv, flags_parser=_parse_flags)
+        app.run(main, args, flags_parser=lambda a: parse_flags(a, default_config))
     except SystemExit as done:
         if done.code == 1 and any(a in HELP_FLAGS for a in args[1:]):
             if epilog is not None:
@@ -219,17 +215,10 @@ def report(paths: dict[str, str], seconds: float) -> None:
         print(f"  {path}")
 
 
-def run_main(run: Callable, module: str, argv=None, settings: type | None = None) -> None:
-    """Defines the flags with ``experiments/configs/<module>.py`` as the default config and runs
-    ``run(FLAGS.config, FLAGS.workdir)`` under ``absl.app``; ``--help`` also lists the fields of
-    ``settings`` (the module's ``experiment`` dataclass) with their defaults."""
-    try:  # the default config file is parsed, with the overrides, here
-        define_flags(config_file(module))
-    except (AttributeError, KeyError) as error:
-        _unknown_field(error, sys.argv if argv is None else argv)
-    for name in ("workdir", "config"):  # listed by --help, under the module run
-        FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
-
+def run_main(run: Callable, config_file: str, argv=None, settings: type | None = None) -> None:
+    """Runs ``run(FLAGS.config, FLAGS.workdir)`` under ``absl.app`` with ``config_file`` (a
+    study's own file) as the default config; ``--help`` also lists the fields of ``settings``
+    (the study's ``experiment`` dataclass) with their defaults."""
     def main(args):
         if len(args) > 1:
             raise app.UsageError(f"Too many command-line arguments: {args[1:]}")
@@ -239,6 +228,6 @@ def run_main(run: Callable, module: str, argv=None, settings: type | None = None
         report(paths, time.perf_counter() - start)
 
     def epilog():
-        return settings_help(settings, FLAGS["config"].value, config_file(module))
+        return settings_help(settings, FLAGS["config"].value, config_file)
 
-    app_run(main, argv, epilog if settings is not None else None)
+    app_run(main, argv, epilog if settings is not None else None, config_file)

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from experiments.reporting import pyplot, save_figure, write_atomic
+from trainer.reporting import pyplot, save_figure, write_atomic
 
 
 class MetricWriter:

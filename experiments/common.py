@@ -1,0 +1,167 @@
+r"""What the studies share: their config files, tables, sample-quality statistics against a known
+data law, jitted samplers and flow KLs, the exact Gaussian testbed and training several seeds.
+
+Sample quality (all take ``(n, d)`` arrays and return Python floats or numpy arrays):
+
+* ``sliced_wasserstein(x, y, rng)``: the sliced 2-Wasserstein distance (Rabin et al. 2011;
+  Bonneel et al. 2015) ``SW_2(x, y)^2 = E_theta W_2(theta^T x, theta^T y)^2`` over directions
+  uniform on the sphere, each 1-D ``W_2`` from the sorted projections (equal sample sizes);
+* ``mode_weights(gmm, x)``: the fraction of samples whose most probable component is ``k``;
+* ``mean_nll(gmm, x)``: the mean true negative log-density ``-E log p(x)`` of the samples in nats
+  per dimension (for exact samples it is the entropy per dimension).
+
+Tables are written whole or not at all (``trainer.reporting.write_atomic``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import sde_lib
+import trainer
+from sde_lib import evaluation
+from sde_lib.gmm import GaussianMixture
+from trainer.reporting import write_atomic
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+
+def config_file(name: str) -> str:
+    """The path of ``experiments/configs/<name>.py``."""
+    return os.path.join(CONFIG_DIR, f"{name}.py")
+
+
+# ----- tables ------------------------------------------------------------------------------------
+
+def fmt(value) -> str:
+    """A table cell: floats to 4 significant digits, missing values as ``n/a``."""
+    if value is None or value == "":
+        return "n/a"
+    if isinstance(value, float):
+        return "inf" if math.isinf(value) else f"{value:.4g}"
+    return str(value)
+
+
+def summarize(runs, names) -> dict:
+    """``{name: mean, name_sd: sd}`` over ``runs`` (dicts) for each of ``names``; the sd is
+    ``None`` for a single run."""
+    out = {}
+    for name in names:
+        values = np.array([r[name] for r in runs], float)
+        out[name] = float(values.mean())
+        out[f"{name}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else None
+    return out
+
+
+def markdown_table(rows: Sequence[Mapping], columns: Sequence[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(workdir: str, name: str, rows: Sequence[Mapping],
+                columns: Sequence[str]) -> dict[str, str]:
+    """``<name>.csv`` and ``<name>.md`` in ``workdir``; returns their paths by file name."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows([{c: ("" if r.get(c) is None else r.get(c)) for c in columns}
+                      for r in rows])
+    return {f"{name}.csv": write_atomic(os.path.join(workdir, f"{name}.csv"), buf.getvalue()),
+            f"{name}.md": write_atomic(os.path.join(workdir, f"{name}.md"),
+                                       markdown_table(rows, columns))}
+
+
+def pm(mean, sd) -> str:
+    """``mean +- sd`` as table cells (``fmt``); ``n/a`` without a mean."""
+    if mean is None:
+        return "n/a"
+    return fmt(mean) + ("" if sd is None else f" +- {fmt(sd)}")
+
+
+
+# ----- sample quality ----------------------------------------------------------------------------
+
+def sliced_wasserstein(x, y, rng: jax.Array, num_projections: int = 256) -> float:
+    """``SW_2`` between the empirical laws of ``x`` and ``y``, both ``(n, d)``."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.shape != y.shape or x.ndim != 2:
+        raise ValueError(f"x and y must be (n, d) arrays of the same shape, got {x.shape}, "
+                         f"{y.shape}")
+    dtype = np.result_type(x.dtype, y.dtype, np.float32)
+    theta = np.array(jax.random.normal(rng, (x.shape[1], num_projections), dtype))
+    theta /= np.linalg.norm(theta, axis=0, keepdims=True)
+    # numpy's sort: about 15 times faster than XLA's on the CPU for (2000, 256)
+    px, py = np.sort(x @ theta, axis=0), np.sort(y @ theta, axis=0)
+    return float(np.sqrt(np.mean((px - py) ** 2)))
+
+
+def component_log_probs(gmm: GaussianMixture, x) -> np.ndarray:
+    """``log w_k + log N(x; mu_k, Sigma_k)``, ``(n, K)``."""
+    x = np.asarray(x, np.float64)
+    out = []
+    for w, mu, cov in zip(np.asarray(gmm.weights), np.asarray(gmm.means), np.asarray(gmm.covs),
+                          strict=True):
+        L = np.linalg.cholesky(cov)
+        z = np.linalg.solve(L, (x - mu).T)
+        logdet = 2 * np.sum(np.log(np.diag(L)))
+        out.append(np.log(w) - 0.5 * (np.sum(z**2, 0) + logdet + len(mu) * np.log(2 * np.pi)))
+    return np.stack(out, axis=1)
+
+
+def mode_weights(gmm: GaussianMixture, x) -> np.ndarray:
+    """Fraction of the samples assigned to each component (most probable component), ``(K,)``."""
+    k = np.argmax(component_log_probs(gmm, x), axis=1)
+    return np.bincount(k, minlength=len(np.asarray(gmm.weights))) / len(k)
+
+
+def mean_nll(gmm: GaussianMixture, x) -> float:
+    """``-mean log p(x) / d`` in nats per dimension under the true law."""
+    logp = np.logaddexp.reduce(component_log_probs(gmm, x), axis=1)
+    return float(-np.mean(logp) / np.asarray(x).shape[1])
+
+
+# ----- samplers, testbeds, training ---------------------------------------------------------------
+
+def sampler_fn(sde, shape, method, num_steps, options):
+    """``fn(key, score_fn) -> (x, nfe)``, jitted with ``score_fn`` as a pytree argument (a
+    ``jax.tree_util.Partial``), so it compiles once for every score of the same structure; its
+    first call raises ValueError when the method rejects the setting (e.g. reverse diffusion
+    with a beta_i >= 1)."""
+    return jax.jit(lambda k, score_fn: sde_lib.sample(k, sde, score_fn, shape, method=method,
+                                                      num_steps=num_steps, **options))
+
+
+def flow_kl_fn(sde, gmm, num, dim, method, num_steps):
+    """``fn(key, score_fn) -> (KL, standard error)`` of a deterministic sampler's output to
+    ``gmm`` (nats, ``sde_lib.evaluation.flow_kl`` over ``num`` prior draws), jitted with the
+    score as a pytree argument."""
+    return jax.jit(lambda key, score_fn: evaluation.flow_kl(
+        jax.random.fold_in(key, 1), sde, score_fn, gmm.log_prob, num, dim, method, num_steps))
+
+
+def gaussian_testbed(exp) -> evaluation.GaussianLaw:
+    """The Gaussian of the exact table: ``N(mu, diag(s^2))`` in ``exp.gaussian_dim``
+    dimensions, ``s^2`` log-spaced over ``exp.gaussian_var``, ``mu ~ N(0, I)`` (seed
+    ``exp.seed``)."""
+    lo, hi = exp.gaussian_var
+    return evaluation.GaussianLaw(jax.random.normal(jax.random.key(exp.seed), (exp.gaussian_dim,)),
+                                  jnp.geomspace(lo, hi, exp.gaussian_dim))
+
+
+def train_models(config, workdir: str, train_seeds) -> list[dict]:
+    """Trains (or reloads) the model of ``config`` for each training seed in
+    ``workdir/model_s<seed>``, every config checked first."""
+    configs = {seed: trainer.override(config, {"training.seed": seed}) for seed in train_seeds}
+    for c in configs.values():
+        trainer.validate_config(c)
+    return [trainer.train_and_evaluate(c, os.path.join(workdir, f"model_s{seed}"))
+            for seed, c in configs.items()]

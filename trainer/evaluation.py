@@ -1,0 +1,157 @@
+"""Evaluation of a run's parameters (test loss, bits/dim, a sample grid) and the readers of a
+training workdir: its config, its score function, its evaluation and its samples."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import jax_utils
+
+import sde_lib
+from trainer.data import DataState
+from trainer.metrics import MetricWriter, save_samples_png
+from trainer.reporting import save_npy, write_atomic
+from trainer.run import Run, reading
+from trainer.step import AXIS
+
+
+def evaluate_params(run: Run, params, step: int) -> dict[str, float]:
+    """Test loss, probability-flow bits/dim and a sample grid for ``params`` (the EMA)."""
+    cfg, ev, sp = run.cfg, run.cfg.eval, run.cfg.sampling
+    key = jax.random.fold_in(jax.random.PRNGKey(cfg.training.seed), 2**31 - 1)
+    k_loss, k_ll, k_deq, k_sample = jax.random.split(key, 4)
+    p_params = jax_utils.replicate(params, run.devices, axis_name=AXIS)
+    p_keys = jax_utils.replicate(k_loss, run.devices, axis_name=AXIS)
+    losses = []
+    n_batches = min(ev.num_batches, run.eval_it.batches_per_epoch)
+    for k in range(n_batches):
+        x = run.eval_it.batch_at(DataState(0, k))["x"]
+        index = run.index(run.eval_it) + k * run.eval_it.global_batch_size
+        losses.append(float(run.eval_step(p_params, p_keys, {"x": x, "index": index})[0]))
+    out = {"test_loss": float(np.mean(losses))}
+    D = math.prod(run.data_shape)
+    if ev.likelihood:
+        x = run.eval_it.batch_at(DataState(0, 0))["x"].reshape(-1, *run.data_shape)
+        x = jnp.asarray(x[:ev.likelihood_examples])
+        L = run.eval_it.dataset.num_levels
+        if L is not None and not cfg.data.dequantize:  # levels 2 v / (L - 1) - 1 -> v + u
+            v = jnp.round((x + 1.0) * (L - 1) / 2.0)
+            x = sde_lib.uniform_dequantize(k_deq, v, (-1.0, 1.0), L).astype(jnp.float32)
+        logp, _ = run.log_likelihood(params, k_ll, x)
+        if L is not None:
+            out["bits_per_dim"] = float(sde_lib.bits_per_dim(logp, D, (-1.0, 1.0), L).mean())
+        else:  # continuous data: negative log-density in bits per dimension
+            out["nll_bits_per_dim"] = float(-logp.mean() / (D * math.log(2.0)))
+            gmm = run.eval_it.dataset.gmm
+            if gmm is not None:
+                out["true_nll_bits_per_dim"] = float(-gmm.log_prob(x).mean() / (D * math.log(2)))
+    x, nfe = draw_samples(run, params, k_sample)
+    out["sample_nfe"] = float(nfe)
+    if run.is_main:
+        path = os.path.join(run.workdir, "samples", f"samples_{step}.png")
+        save_samples_png(x, path, f"{sp.method}, step {step}")
+        save_npy(os.path.join(run.workdir, "samples", f"samples_{step}.npy"), x)
+    return out
+
+
+def draw_samples(run: Run, params, rng) -> tuple[np.ndarray, int]:
+    """``eval.num_samples`` samples of ``sde_lib.sample`` with ``params``: ``(n, *D)``, NFE."""
+    x, nfe = run.draw(params, rng)
+    return np.asarray(x), int(nfe)
+
+
+def _json_number(value):
+    """A metric for JSON: ``None`` (null) for NaN and infinities, which JSON has no value for."""
+    return value if not isinstance(value, float) or math.isfinite(value) else None
+
+
+def write_eval(run: Run, writer: MetricWriter, step: int, metrics: dict) -> None:
+    writer.write_scalars(step, metrics, prefix="eval/")
+    if run.is_main:
+        record = {"step": step, **{k: _json_number(v) for k, v in metrics.items()}}
+        write_atomic(os.path.join(run.workdir, f"eval_{step}.json"),
+                     json.dumps(record, indent=1, allow_nan=False))
+
+
+def evaluate_workdir(config, workdir: str) -> dict[str, float]:
+    """Evaluates the EMA parameters of the latest checkpoint in ``workdir`` (``--mode eval``)."""
+    with reading(config, workdir) as run:
+        step = int(run.state.step)
+        metrics = evaluate_params(run, run.state.ema_params, step)
+        writer = MetricWriter(os.path.join(run.workdir, "tensorboard"), run.is_main)
+        write_eval(run, writer, step, metrics)
+        writer.close()
+    return metrics
+
+
+def saved_config(workdir: str) -> dict:
+    """The config a workdir was trained with (its ``config.json``), as sections that
+    ``parse_config`` and ``train_and_evaluate`` take.
+
+    Raises:
+      FileNotFoundError: the workdir has no ``config.json`` (not a training workdir, or one from
+        before the config was saved).
+    """
+    path = os.path.join(os.fspath(workdir), "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no config.json in {workdir}: pass the config it was trained "
+                                f"with (a ConfigDict of experiments/configs)")
+    with open(path) as f:
+        record = json.load(f)
+    if "model_name" not in record:
+        raise ValueError(f"{path} does not name its model (written before model_name was "
+                         f"saved): pass the config it was trained with")
+    config = {k: v for k, v in record.items() if k != "model_name"}
+    config["model"] = {**record["model"], "name": record["model_name"]}
+    return config
+
+
+def load_score_fn(workdir: str, config=None, params: str = "ema"):
+    """The score function of the latest checkpoint in ``workdir``, for use in Python.
+
+    Example::
+
+        score_fn, sde = trainer.load_score_fn("runs/gmm_mlp")
+        x, nfe = sde_lib.sample(jax.random.key(0), sde, score_fn, (512, 16),
+                                method="dpm_solver_pp", num_steps=20)
+
+    Args:
+      workdir: a training workdir (``trainer.main`` or a study's ``W/model``).
+      config: the config it was trained with; default its ``config.json``.
+      params: ``"ema"`` (what ``--mode eval`` and ``sample`` use) or ``"raw"`` (the parameters
+        of the last step).
+
+    Returns:
+      ``(score_fn, sde)``: ``score_fn(x, t) -> (B, *D)`` (the network through its
+      parameterization, ``models.get_score_fn``) and the SDE it was trained on.
+
+    Raises:
+      ValueError: ``params`` not ``"ema"`` or ``"raw"``; a config that does not fit.
+      FileNotFoundError: no checkpoint (or no config.json and no ``config``).
+      RuntimeError: a run holds the workdir (its lock is taken while the checkpoint is read).
+    """
+    if params not in ("ema", "raw"):
+        raise ValueError(f"params must be 'ema' or 'raw', got {params!r}")
+    with reading(saved_config(workdir) if config is None else config, workdir) as run:
+        state = run.state
+    return run.score_fn(state.ema_params if params == "ema" else state.params), run.sde
+
+
+def sample_workdir(config, workdir: str) -> tuple[np.ndarray, str]:
+    """Samples from the EMA parameters of the latest checkpoint (``--mode sample``); writes
+    ``workdir/samples/sample_mode_<step>.{png,npy}`` and returns the samples ``(n, *D)`` and
+    the path of the ``.npy``."""
+    with reading(config, workdir) as run:
+        cfg, step = run.cfg, int(run.state.step)
+        key = jax.random.fold_in(jax.random.PRNGKey(cfg.training.seed), 2**31 - 2)
+        x, _ = draw_samples(run, run.state.ema_params, key)
+        path = os.path.join(run.workdir, "samples", f"sample_mode_{step}.png")
+        if run.is_main:
+            save_samples_png(x, path, f"{cfg.sampling.method}, step {step}")
+            save_npy(path[:-4] + ".npy", x)
+    return x, path[:-4] + ".npy"
