@@ -99,7 +99,7 @@ def sliced_wasserstein(x, y, rng: jax.Array, num_projections: int = 256) -> floa
     dtype = np.result_type(x.dtype, y.dtype, np.float32)
     theta = np.array(jax.random.normal(rng, (x.shape[1], num_projections), dtype))
     theta /= np.linalg.norm(theta, axis=0, keepdims=True)
-    # numpy's sort: about 15 times faster than XLA's on the CPU for (2000, 256)
+    # numpy's sort: faster than XLA's on the CPU
     px, py = np.sort(x @ theta, axis=0), np.sort(y @ theta, axis=0)
     return float(np.sqrt(np.mean((px - py) ** 2)))
 

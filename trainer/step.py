@@ -36,11 +36,10 @@ def example_losses(params, model, loss_fn, step_key, x, index, rng_block_size: i
 
     A ``sde_lib.losses.LossFn`` (what ``get_loss_fn`` returns) draws per block (``jax.vmap``
     of ``loss_fn.draw``) and evaluates the network once on the whole batch: a network applied
-    inside the vmap runs on 3-D arrays ``(blocks, c, features)``, which XLA:CPU computes about
-    20% slower than the same products and norms on 2-D ones (the MLP's loss gradient 112-121 ms
-    against 94 ms unvmapped, batch 4096, 2 cores). A network with dropout in training
-    (``uses_dropout``) and a plain loss function keep the whole loss in the vmap, so that the
-    dropout masks are drawn per block too.
+    inside the vmap runs on 3-D arrays ``(blocks, c, features)``, which XLA:CPU computes more
+    slowly than the same products and norms on 2-D ones (benchmarks/README.md). A network with
+    dropout in training (``uses_dropout``) and a plain loss function keep the whole loss in the
+    vmap, so that the dropout masks are drawn per block too.
     """
     b = x.shape[0]
     if b % rng_block_size:

@@ -25,7 +25,7 @@ def get_config(arg: str | None = None):
         methods=("euler_maruyama", "reverse_diffusion", "ddpm_ancestral", "ddim",
                  "pf_ode_euler", "pf_ode_heun"),
         nfes=(10, 20, 50, 100),
-        model_nfes=(10, 50),  # the Transformer's runs (a score call costs ~0.1 s here)
+        model_nfes=(10, 50),  # the Transformer's runs (its score calls are the costly ones)
         model_methods=("euler_maruyama", "ddpm_ancestral", "ddim", "pf_ode_heun"),
         num_samples=2000,  # per run, and exact samples to compare with
         sample_seeds=3,
