@@ -16,7 +16,7 @@ import sde_lib
 from trainer.data import DataState
 from trainer.metrics import MetricWriter, save_samples_png
 from trainer.reporting import save_npy, write_atomic
-from trainer.run import Run, reading
+from trainer.run import Run, open_for_reading
 from trainer.step import AXIS
 
 
@@ -80,7 +80,7 @@ def write_eval(run: Run, writer: MetricWriter, step: int, metrics: dict) -> None
 
 def evaluate_workdir(config, workdir: str) -> dict[str, float]:
     """Evaluates the EMA parameters of the latest checkpoint in ``workdir`` (``--mode eval``)."""
-    with reading(config, workdir) as run:
+    with open_for_reading(config, workdir) as run:
         step = int(run.state.step)
         metrics = evaluate_params(run, run.state.ema_params, step)
         writer = MetricWriter(os.path.join(run.workdir, "tensorboard"), run.is_main)
@@ -123,8 +123,8 @@ def load_score_fn(workdir: str, config=None, params: str = "ema"):
     Args:
       workdir: a training workdir (``trainer.main`` or a study's ``W/model``).
       config: the config it was trained with; default its ``config.json``.
-      params: ``"ema"`` (what ``--mode eval`` and ``sample`` use) or ``"raw"`` (the parameters
-        of the last step).
+      params: ``"ema"`` (what ``--mode eval`` and ``--mode sample`` use) or ``"raw"`` (the
+        parameters of the last step).
 
     Returns:
       ``(score_fn, sde)``: ``score_fn(x, t) -> (B, *D)`` (the network through its
@@ -137,7 +137,7 @@ def load_score_fn(workdir: str, config=None, params: str = "ema"):
     """
     if params not in ("ema", "raw"):
         raise ValueError(f"params must be 'ema' or 'raw', got {params!r}")
-    with reading(saved_config(workdir) if config is None else config, workdir) as run:
+    with open_for_reading(saved_config(workdir) if config is None else config, workdir) as run:
         state = run.state
     return run.score_fn(state.ema_params if params == "ema" else state.params), run.sde
 
@@ -146,7 +146,7 @@ def sample_workdir(config, workdir: str) -> tuple[np.ndarray, str]:
     """Samples from the EMA parameters of the latest checkpoint (``--mode sample``); writes
     ``workdir/samples/sample_mode_<step>.{png,npy}`` and returns the samples ``(n, *D)`` and
     the path of the ``.npy``."""
-    with reading(config, workdir) as run:
+    with open_for_reading(config, workdir) as run:
         cfg, step = run.cfg, int(run.state.step)
         key = jax.random.fold_in(jax.random.PRNGKey(cfg.training.seed), 2**31 - 2)
         x, _ = draw_samples(run, run.state.ema_params, key)

@@ -46,7 +46,7 @@ class Run:
     """The objects of one run, built from a checked config (devices, data, model, steps)."""
 
     def __init__(self, cfg: ExperimentConfig, workdir: str, reading: bool = False):
-        # reading: evaluate, sample or load_score_fn (the workdir's config.json is left as is)
+        # reading: evaluate_workdir, sample_workdir or load_score_fn (config.json is left as is)
         self.cfg, self.workdir, self.reading = cfg, os.fspath(workdir), reading
         self.num_devices = check_devices(cfg)
         # pmap spans the first num_devices devices of every process (the same list everywhere)
@@ -159,7 +159,7 @@ def unreplicate(tree):
 
 
 @contextlib.contextmanager
-def reading(config, workdir: str):
+def open_for_reading(config, workdir: str):
     """The run of ``workdir``'s latest checkpoint, restored for reading (eval, sample,
     ``load_score_fn``), its lock held inside the block."""
     initialize_distributed(config)
