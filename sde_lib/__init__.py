@@ -74,6 +74,6 @@ from sde_lib import inverse  # noqa: E402
 from sde_lib.inverse import GUIDANCE, conditional_sample, guided_score_fn  # noqa: E402
 
 __all__ += ["GUIDANCE", "conditional_sample", "guided_score_fn", "inverse"]
-from sde_lib._checks import debug_checks  # noqa: E402
+from sde_lib._validation import debug_checks  # noqa: E402
 
 __all__ += ["debug_checks"]

@@ -22,7 +22,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 from jax.typing import ArrayLike
 
-from sde_lib._checks import check_times
+from sde_lib._validation import check_times
 
 # the oracle's products at full float32 precision: on GPUs XLA's default for float32 matrix
 # products is TF32 (10-bit mantissa), whose rounding made the float32 likelihood solve at

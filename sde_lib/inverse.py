@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from sde_lib._checks import batch_coeff
+from sde_lib._arrays import batch_coeff
 from sde_lib.sampling.driver import build_sampler, get_sampler, sample, scan_steps
 from sde_lib.sampling.steps import Multistep
 

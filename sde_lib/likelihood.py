@@ -30,14 +30,12 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from sde_lib._checks import (
-    as_pytree_fn,
-    batch_coeff,
+from sde_lib._arrays import as_pytree_fn, batch_coeff, pad_with_last, sum_except_batch
+from sde_lib._validation import (
+    check_choice,
     check_num_steps,
     check_positive,
     concrete_or_none,
-    pad_with_last,
-    sum_except_batch,
 )
 from sde_lib.ddpm import (
     VARIANCES,
@@ -100,11 +98,6 @@ DIVERGENCES = {
     "rademacher": (jax.random.rademacher, _hutchinson_divergence),
     "gaussian": (jax.random.normal, _hutchinson_divergence),
 }
-
-
-def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
 
 
 def _as_data(x: ArrayLike) -> jax.Array:
@@ -180,8 +173,8 @@ def log_likelihood(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike, eps: fl
         ``num_steps > max_steps``,
         a bad ``time_grid`` or ``x`` without a data axis (before tracing).
     """
-    _check_choice("divergence", divergence, DIVERGENCES)
-    _check_choice("solver", solver, SOLVERS)
+    check_choice("divergence", divergence, DIVERGENCES)
+    check_choice("solver", solver, SOLVERS)
     if (isinstance(eps, bool) or not isinstance(eps, numbers.Real)
             or not 0.0 < eps < sde.T):
         raise ValueError(f"eps must be a real number in the open interval (0, T) = "
@@ -403,10 +396,10 @@ def ddpm_negative_elbo(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike,
       data for the discretized decoder (no offset), of the density for the Gaussian one (convert
       with ``bits_per_dim`` for dequantized data).
     """
-    _check_choice("variance", variance, VARIANCES)
-    _check_choice("decoder", decoder, DECODERS)
+    check_choice("variance", variance, VARIANCES)
+    check_choice("decoder", decoder, DECODERS)
     decoder_variance = variance if decoder_variance is None else decoder_variance
-    _check_choice("decoder_variance", decoder_variance, DECODER_LOG_VARIANCES)
+    check_choice("decoder_variance", decoder_variance, DECODER_LOG_VARIANCES)
     num_bins = check_num_steps("num_bins", num_bins)
     if not sde.has_chain:
         raise ValueError(f"sde must have a DDPM chain (has_chain: VPSDE, CosineVPSDE, "

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-from sde_lib._checks import check_positive
+from sde_lib._validation import check_positive
 from sde_lib.ddpm import VARIANCES, DDPMChain
 from sde_lib.losses.denoising import check_batch, ddpm_loss, denoising_loss, dsm_loss
 from sde_lib.losses.score_matching import (

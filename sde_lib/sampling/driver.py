@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from sde_lib._checks import as_pytree_fn, check_num_steps, pad_with_last
+from sde_lib._arrays import as_pytree_fn, pad_with_last
+from sde_lib._validation import check_choice, check_nonneg, check_num_steps, check_positive
 from sde_lib.ddpm import VARIANCES
 from sde_lib.sampling import grid, steps
 
@@ -39,25 +40,6 @@ ODE_SOLVERS = {"tsit5": (diffrax.Tsit5, 6, 1), "dopri5": (diffrax.Dopri5, 6, 1),
                "bosh3": (diffrax.Bosh3, 3, 1), "heun": (diffrax.Heun, 2, 0),
                "euler": (diffrax.Euler, 1, 0)}
 ADAPTIVE_ODE_SOLVERS = ("tsit5", "dopri5", "bosh3", "heun")
-
-
-def _check_choice(name, value, choices):
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
-    return value
-
-
-def _check_nonneg(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
-        raise ValueError(f"{name} must be a real number >= 0, got {value!r}")
-    return float(value)
-
-
-def _check_pos(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0 \
-            or not math.isfinite(value):
-        raise ValueError(f"{name} must be a positive real number, got {value!r}")
-    return float(value)
 
 
 def _check_chain(name, value):
@@ -84,7 +66,7 @@ def _check_clip(name, value):
 
 def _check_grid(name, value):
     if isinstance(value, str):
-        return _check_choice(name, value, grid.TIME_GRIDS)
+        return check_choice(name, value, grid.TIME_GRIDS)
     return tuple(float(v) for v in value)  # checked against num_steps in evaluation_times
 
 
@@ -327,7 +309,7 @@ _CHAIN = (None, _check_chain)
 _CLIP = (None, _check_clip)
 SAMPLERS: dict[str, Sampler] = {sampler.name: sampler for sampler in (
     Sampler("ddpm_ancestral", {
-        "variance": ("beta_tilde", functools.partial(_check_choice, choices=VARIANCES)),
+        "variance": ("beta_tilde", functools.partial(check_choice, choices=VARIANCES)),
         "chain": _CHAIN, "time_grid": _GRID, "clip_denoised": _CLIP},
         _chain_or_continuous, _ancestral_step),
     Sampler("euler_maruyama", {"time_grid": _GRID}, _continuous_grid,
@@ -339,16 +321,16 @@ SAMPLERS: dict[str, Sampler] = {sampler.name: sampler for sampler in (
     Sampler("pf_ode_heun", {"time_grid": _GRID}, _continuous_grid, _sde_step(steps.pf_ode_heun),
             nfe=_heun_nfe, deterministic=lambda o: True),
     Sampler("pf_ode_adaptive", {
-        "rtol": (1e-5, _check_pos), "atol": (1e-5, _check_pos),
-        "solver": ("tsit5", functools.partial(_check_choice, choices=ADAPTIVE_ODE_SOLVERS)),
+        "rtol": (1e-5, check_positive), "atol": (1e-5, check_positive),
+        "solver": ("tsit5", functools.partial(check_choice, choices=ADAPTIVE_ODE_SOLVERS)),
         "max_steps": (4096, check_num_steps)}, solve=lambda x_T, sde, score_fn, eps, o:
         _adaptive(x_T, sde, score_fn, eps, **o)),
-    Sampler("ddim", {"eta": (0.0, _check_nonneg), "chain": _CHAIN, "time_grid": _GRID,
+    Sampler("ddim", {"eta": (0.0, check_nonneg), "chain": _CHAIN, "time_grid": _GRID,
                      "clip_denoised": _CLIP}, _chain_or_continuous, _ddim_step,
             deterministic=lambda o: o["eta"] == 0),
     Sampler("pc", {
-        "snr": (0.16, _check_pos), "corrector_steps": (1, check_num_steps),
-        "predictor": ("reverse_diffusion", functools.partial(_check_choice, choices=PREDICTORS)),
+        "snr": (0.16, check_positive), "corrector_steps": (1, check_num_steps),
+        "predictor": ("reverse_diffusion", functools.partial(check_choice, choices=PREDICTORS)),
         "time_grid": _GRID}, _pc_grid, _pc_step, nfe=_pc_nfe, affine=False,
         discretized=lambda o: o["predictor"] == "reverse_diffusion"),
     Sampler("dpm_solver_pp", {"order": (2, _check_order), "time_grid": _LOGSNR},
@@ -363,8 +345,8 @@ SAMPLERS: dict[str, Sampler] = {sampler.name: sampler for sampler in (
     Sampler("edm_heun", {"time_grid": _KARRAS}, _edm_grid, _edm_step, nfe=_heun_nfe,
             deterministic=lambda o: True),
     Sampler("edm_stochastic", {
-        "s_churn": (10.0, _check_nonneg), "s_tmin": (0.05, _check_nonneg),
-        "s_tmax": (50.0, _check_nonneg), "s_noise": (1.0, _check_pos), "time_grid": _KARRAS},
+        "s_churn": (10.0, check_nonneg), "s_tmin": (0.05, check_nonneg),
+        "s_tmax": (50.0, check_nonneg), "s_noise": (1.0, check_positive), "time_grid": _KARRAS},
         _edm_grid, _edm_step, nfe=_heun_nfe, affine=False,
         deterministic=lambda o: o["s_churn"] == 0),
 )}
@@ -372,7 +354,7 @@ SAMPLERS: dict[str, Sampler] = {sampler.name: sampler for sampler in (
 
 def get_sampler(method: str) -> Sampler:
     """The registered ``Sampler`` called ``method``; ValueError listing the valid names."""
-    _check_choice("method", method, tuple(SAMPLERS))
+    check_choice("method", method, tuple(SAMPLERS))
     return SAMPLERS[method]
 
 

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from sde_lib._checks import batch_coeff, sum_except_batch
+from sde_lib._arrays import batch_coeff, sum_except_batch
 
 
 def _times(x, t):
