@@ -44,13 +44,13 @@ from sde_lib.ddpm import (
     gaussian_log_likelihood,
 )
 from sde_lib.parameterization import get_parameterization
-from sde_lib.sampling.driver import ODE_SOLVERS
+from sde_lib.sampling.adaptive import ODE_SOLVERS
 from sde_lib.sampling.grid import chain_index, evaluation_times
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 # The adaptive 5(4) pairs, and Euler and Heun with fixed steps only; classes and evaluations per
-# step from the samplers' table (sampling.driver.ODE_SOLVERS).
+# step from the samplers' table (sampling.adaptive.ODE_SOLVERS).
 SOLVERS = ("tsit5", "dopri5", "euler", "heun")
 FIXED_STEP_SOLVERS = ("euler", "heun")
 # The initial step of an adaptive solve is given (1% of the interval), so no evaluations are
