@@ -43,6 +43,7 @@ from sde_lib.ddpm import (
     discretized_gaussian_log_likelihood,
     gaussian_log_likelihood,
 )
+from sde_lib.divergence import ESTIMATES
 from sde_lib.parameterization import get_parameterization
 from sde_lib.sampling.adaptive import ODE_SOLVERS
 from sde_lib.sampling.grid import chain_index, evaluation_times
@@ -56,48 +57,6 @@ FIXED_STEP_SOLVERS = ("euler", "heun")
 # The initial step of an adaptive solve is given (1% of the interval), so no evaluations are
 # spent on selecting it.
 _INITIAL_STEP_FRACTION = 0.01
-
-
-# ----- divergence of a batched vector field ----------------------------------------------------
-
-def _hutchinson_divergence(fn: Callable[[jax.Array], jax.Array], x: jax.Array,
-                           z: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``fn(x)`` and the per-example ``z^T J z`` from one forward-mode pass (``J = d fn / dx``)."""
-    fx, jz = jax.jvp(fn, (x,), (z,))
-    return fx, sum_except_batch(jz * z)
-
-
-# the exact divergence's jvps are vmapped in chunks of at most this many basis vectors times
-# batch elements times D (the (chunk, B, D) Jacobian columns; 2^24 floats = 64 MiB in float32)
-EXACT_DIVERGENCE_CHUNK_ELEMENTS = 2**24
-
-
-def _exact_divergence(fn: Callable[[jax.Array], jax.Array], x: jax.Array,
-                      z: None) -> tuple[jax.Array, jax.Array]:
-    """``fn(x)`` and the per-example trace of ``J``: one jvp per basis vector ``e_j`` of the data
-    space, with ``e_j`` in every example at once (examples are independent under ``score_fn``,
-    so the batch Jacobian is block diagonal), keeping only the diagonal entry of each column.
-    Costs ``D`` jvps (about ``D`` times Hutchinson's one): small ``D`` only. The jvps are
-    vmapped in chunks (``lax.map(batch_size=)``) so that memory is ``chunk x B x D``, not the
-    whole ``(D, B, D)`` Jacobian."""
-    B, D = x.shape[0], math.prod(x.shape[1:])
-    fx = fn(x)
-
-    def diagonal_entry(j):  # (J e_j)_j for every example: (B,)
-        e = jax.nn.one_hot(j, D, dtype=x.dtype).reshape(x.shape[1:])
-        column = jax.jvp(fn, (x,), (jnp.broadcast_to(e, x.shape),))[1]
-        return column.reshape(B, D)[:, j]
-
-    chunk = max(1, min(D, EXACT_DIVERGENCE_CHUNK_ELEMENTS // max(1, B * D)))
-    return fx, jnp.sum(lax.map(diagonal_entry, jnp.arange(D), batch_size=chunk), axis=0)
-
-
-# divergence name -> (probe sampler or None, estimator)
-DIVERGENCES = {
-    "exact": (None, _exact_divergence),
-    "rademacher": (jax.random.rademacher, _hutchinson_divergence),
-    "gaussian": (jax.random.normal, _hutchinson_divergence),
-}
 
 
 def _as_data(x: ArrayLike) -> jax.Array:
@@ -173,7 +132,7 @@ def log_likelihood(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike, eps: fl
         ``num_steps > max_steps``,
         a bad ``time_grid`` or ``x`` without a data axis (before tracing).
     """
-    check_choice("divergence", divergence, DIVERGENCES)
+    check_choice("divergence", divergence, ESTIMATES)
     check_choice("solver", solver, SOLVERS)
     if (isinstance(eps, bool) or not isinstance(eps, numbers.Real)
             or not 0.0 < eps < sde.T):
@@ -207,7 +166,7 @@ def log_likelihood(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike, eps: fl
 def _flow_with_divergence(rng, x, score_fn, sde, divergence):
     """The joint vector field ``(f~(x, t), div f~(x, t))`` of the probability-flow ODE."""
     B = x.shape[0]
-    draw_probe, estimate = DIVERGENCES[divergence]
+    draw_probe, estimate = ESTIMATES[divergence]
     z = None if draw_probe is None else draw_probe(rng, x.shape, x.dtype)
     flow = sde.reverse(score_fn, probability_flow=True)
 
