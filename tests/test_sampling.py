@@ -56,7 +56,7 @@ def _exact_reference(n):
 
 CASES = [("vp", m) for m in ALL] + [("ve", m) for m in ALL] + [
     ("subvp", "euler_maruyama"), ("subvp", "ddim"), ("subvp", "ddpm_ancestral"),
-    ("cosine_vp", "ddpm_ancestral"), ("cosine_vp", "pf_ode_adaptive"),
+    ("cosine", "ddpm_ancestral"), ("cosine", "pf_ode_adaptive"),
     ("ou", "euler_maruyama"), ("ou", "pf_ode_heun"), ("ou", "reverse_diffusion")]
 # (Brownian motion is left out: its prior N(0, sigma^2 T I) is not p_T, which keeps the data.)
 
