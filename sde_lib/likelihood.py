@@ -324,13 +324,14 @@ def ddpm_negative_elbo(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike,
     ``N(x_i / sqrt(alpha_i), beta_i)``. With ``variance = "beta"`` and the decoder variance
     ``beta_0`` (the same rule at ``i = 0``) every kernel matches it, and with the exact score the
     bound closes as ``N`` grows. Near the data the linear schedule's noise variance
-    ``1 - alpha_bar_i ~ (i + 1) beta_0`` grows by ``O(1)`` factors per step at any ``N``, and there ``beta_tilde_i / beta_i ~ i / (i + 1)``: the ``beta_tilde``
-    kernels and the decoder variance ``beta_tilde_1 ~ beta_0 / 2`` are too narrow and cost
+    ``1 - alpha_bar_i ~ (i + 1) beta_0`` grows by ``O(1)`` factors per step at any ``N``, and
+    there ``beta_tilde_i / beta_i ~ i / (i + 1)``: the ``beta_tilde`` kernels and the decoder
+    variance ``beta_tilde_1 ~ beta_0 / 2`` are too narrow and cost
     ``(D/2) sum_i (1/i - ln(1 + 1/i)) + (D/2)(1 - ln 2) -> (D/2)(gamma + 1 - ln 2) ~ 0.44 D``
-    nats that do not vanish as ``N -> infinity``.
-    For 8-bit data, point masses on the scale of the first steps, the posterior given ``x_0``
-    dominates near the data and this analysis does not apply; Ho et al.'s code uses
-    ``beta_tilde_1`` for the decoder with either ``variance`` (``decoder_variance="beta_tilde"``).
+    nats that do not vanish as ``N -> infinity``. For 8-bit data, point masses on the scale of
+    the first steps, the posterior given ``x_0`` dominates near the data and this analysis does
+    not apply; Ho et al.'s code uses ``beta_tilde_1`` for the decoder with either ``variance``
+    (``decoder_variance="beta_tilde"``).
 
     Args:
       rng: key for the draws of ``x_i``.
