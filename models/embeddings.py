@@ -1,9 +1,9 @@
 r"""Time conditioning: sinusoidal and Gaussian Fourier embeddings of the diffusion time ``t``.
 
 Every network receives the continuous time ``t`` ``(B,)`` in ``[0, T]`` (a DDPM index ``i`` enters
-as ``t_i = (i + 1) T / N``, see DESIGN.md) and embeds ``time_scale * t + time_shift``. Networks
+as ``t_i = (i + 1) T / N``, see docs/sdes.md) and embeds ``time_scale * t + time_shift``. Networks
 ported from diffusers or from score_sde's DDPM models were fed the index ``i`` itself:
-``time_scale = N / T``, ``time_shift = -1`` gives exactly ``i`` at ``t_i`` (README, porting).
+``time_scale = N / T``, ``time_shift = -1`` gives exactly ``i`` at ``t_i`` (docs/porting.md).
 
 * ``"sinusoidal"`` (Vaswani et al. 2017, Section 3.5; Ho et al. 2020, Appendix B): with
   ``half = dim // 2`` frequencies ``w_k = max_period^{-k / (half - 1)}``,

@@ -12,8 +12,8 @@ Xie 2023, Section 3.2).
     out    = Dense(P)(LN(h) (1 + scale) + shift), shift, scale = Dense(2E, zero init)(silu(c))
 
 The zero-initialised modulations make every block the identity at initialisation (adaLN-Zero).
-A vector ``x`` ``(B, d)`` gives ``N = d`` tokens of one value each, as in the seeds' lab on
-Gaussian-mixture data; an image gives ``N = (H / p) (W / p)`` patches of ``P = p^2 C`` values.
+A vector ``x`` ``(B, d)`` gives ``N = d`` tokens of one value each (the Gaussian-mixture
+studies); an image gives ``N = (H / p) (W / p)`` patches of ``P = p^2 C`` values.
 """
 
 from __future__ import annotations

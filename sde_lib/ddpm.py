@@ -18,7 +18,8 @@ import numpy as np
 from jax.scipy.special import log_ndtr
 from jax.typing import ArrayLike
 
-from sde_lib._checks import batch_coeff, check_index, pad_with_last, sum_except_batch
+from sde_lib._arrays import batch_coeff, pad_with_last, sum_except_batch
+from sde_lib._validation import check_index
 
 VARIANCES = ("beta", "beta_tilde")
 

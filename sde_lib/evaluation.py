@@ -45,7 +45,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from sde_lib._checks import check_num_steps
+from sde_lib._validation import check_num_steps
 from sde_lib.sampling import SAMPLERS, get_sampler, scan_steps
 
 

@@ -22,11 +22,11 @@ import numpy as np
 from jax.scipy.special import logsumexp
 from jax.typing import ArrayLike
 
-from sde_lib._checks import check_times
+from sde_lib._validation import check_times
 
 # the oracle's products at full float32 precision: on GPUs XLA's default for float32 matrix
-# products is TF32 (10-bit mantissa), whose rounding made the float32 likelihood solve at
-# d = 784 take 223 NFE on an H100 against 49 on CPU
+# products is TF32 (10-bit mantissa), too coarse for a reference score (its rounding slows the
+# float32 likelihood solve; benchmarks/README.md, Likelihood)
 _EXACT = jax.lax.Precision.HIGHEST
 
 
@@ -127,9 +127,7 @@ class GaussianMixture:
         float32 its rounding (and, worse, that of its derivative along a probe, ``s_k^T z``,
         ``O(d)`` too) swamps the differences between components that decide the
         responsibilities. With the per-coordinate differences the Hutchinson divergence of the
-        probability flow stays accurate in float32 at d = 784 (where the differences of the
-        summed forms made it noise of order 100 and the adaptive likelihood solve took 2,000+
-        steps).
+        probability flow stays accurate in float32 at d = 784.
         """
         a, s = alpha[:, None, None], sigma[:, None, None]
         var = a**2 * lam[None] + s**2  # (B, K, d): eigenvalues of alpha^2 Sigma_k + sigma^2 I

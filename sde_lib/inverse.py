@@ -46,9 +46,10 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from sde_lib._checks import batch_coeff
-from sde_lib.sampling.driver import build_sampler, get_sampler, sample, scan_steps
-from sde_lib.sampling.steps import Multistep
+from sde_lib._arrays import batch_coeff
+from sde_lib.sampling.driver import build_sampler, sample, scan_steps
+from sde_lib.sampling.multistep import Multistep
+from sde_lib.sampling.registry import get_sampler
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 GUIDANCE = ("projection", "dps", "tmpd", "pigdm")

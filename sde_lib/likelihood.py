@@ -30,14 +30,12 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from sde_lib._checks import (
-    as_pytree_fn,
-    batch_coeff,
+from sde_lib._arrays import as_pytree_fn, batch_coeff, pad_with_last, sum_except_batch
+from sde_lib._validation import (
+    check_choice,
     check_num_steps,
     check_positive,
     concrete_or_none,
-    pad_with_last,
-    sum_except_batch,
 )
 from sde_lib.ddpm import (
     VARIANCES,
@@ -45,66 +43,20 @@ from sde_lib.ddpm import (
     discretized_gaussian_log_likelihood,
     gaussian_log_likelihood,
 )
+from sde_lib.divergence import ESTIMATES
 from sde_lib.parameterization import get_parameterization
-from sde_lib.sampling.driver import ODE_SOLVERS
+from sde_lib.sampling.adaptive import ODE_SOLVERS
 from sde_lib.sampling.grid import chain_index, evaluation_times
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 # The adaptive 5(4) pairs, and Euler and Heun with fixed steps only; classes and evaluations per
-# step from the samplers' table (sampling.driver.ODE_SOLVERS).
+# step from the samplers' table (sampling.adaptive.ODE_SOLVERS).
 SOLVERS = ("tsit5", "dopri5", "euler", "heun")
 FIXED_STEP_SOLVERS = ("euler", "heun")
 # The initial step of an adaptive solve is given (1% of the interval), so no evaluations are
 # spent on selecting it.
 _INITIAL_STEP_FRACTION = 0.01
-
-
-# ----- divergence of a batched vector field ----------------------------------------------------
-
-def _hutchinson_divergence(fn: Callable[[jax.Array], jax.Array], x: jax.Array,
-                           z: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``fn(x)`` and the per-example ``z^T J z`` from one forward-mode pass (``J = d fn / dx``)."""
-    fx, jz = jax.jvp(fn, (x,), (z,))
-    return fx, sum_except_batch(jz * z)
-
-
-# the exact divergence's jvps are vmapped in chunks of at most this many basis vectors times
-# batch elements times D (the (chunk, B, D) Jacobian columns; 2^24 floats = 64 MiB in float32)
-EXACT_DIVERGENCE_CHUNK_ELEMENTS = 2**24
-
-
-def _exact_divergence(fn: Callable[[jax.Array], jax.Array], x: jax.Array,
-                      z: None) -> tuple[jax.Array, jax.Array]:
-    """``fn(x)`` and the per-example trace of ``J``: one jvp per basis vector ``e_j`` of the data
-    space, with ``e_j`` in every example at once (examples are independent under ``score_fn``,
-    so the batch Jacobian is block diagonal), keeping only the diagonal entry of each column.
-    Costs ``D`` jvps (about ``D`` times Hutchinson's one): small ``D`` only. The jvps are
-    vmapped in chunks (``lax.map(batch_size=)``) so that memory is ``chunk x B x D``, not the
-    whole ``(D, B, D)`` Jacobian."""
-    B, D = x.shape[0], math.prod(x.shape[1:])
-    fx = fn(x)
-
-    def diagonal_entry(j):  # (J e_j)_j for every example: (B,)
-        e = jax.nn.one_hot(j, D, dtype=x.dtype).reshape(x.shape[1:])
-        column = jax.jvp(fn, (x,), (jnp.broadcast_to(e, x.shape),))[1]
-        return column.reshape(B, D)[:, j]
-
-    chunk = max(1, min(D, EXACT_DIVERGENCE_CHUNK_ELEMENTS // max(1, B * D)))
-    return fx, jnp.sum(lax.map(diagonal_entry, jnp.arange(D), batch_size=chunk), axis=0)
-
-
-# divergence name -> (probe sampler or None, estimator)
-DIVERGENCES = {
-    "exact": (None, _exact_divergence),
-    "rademacher": (jax.random.rademacher, _hutchinson_divergence),
-    "gaussian": (jax.random.normal, _hutchinson_divergence),
-}
-
-
-def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
 
 
 def _as_data(x: ArrayLike) -> jax.Array:
@@ -180,8 +132,8 @@ def log_likelihood(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike, eps: fl
         ``num_steps > max_steps``,
         a bad ``time_grid`` or ``x`` without a data axis (before tracing).
     """
-    _check_choice("divergence", divergence, DIVERGENCES)
-    _check_choice("solver", solver, SOLVERS)
+    check_choice("divergence", divergence, ESTIMATES)
+    check_choice("solver", solver, SOLVERS)
     if (isinstance(eps, bool) or not isinstance(eps, numbers.Real)
             or not 0.0 < eps < sde.T):
         raise ValueError(f"eps must be a real number in the open interval (0, T) = "
@@ -214,7 +166,7 @@ def log_likelihood(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike, eps: fl
 def _flow_with_divergence(rng, x, score_fn, sde, divergence):
     """The joint vector field ``(f~(x, t), div f~(x, t))`` of the probability-flow ODE."""
     B = x.shape[0]
-    draw_probe, estimate = DIVERGENCES[divergence]
+    draw_probe, estimate = ESTIMATES[divergence]
     z = None if draw_probe is None else draw_probe(rng, x.shape, x.dtype)
     flow = sde.reverse(score_fn, probability_flow=True)
 
@@ -371,16 +323,15 @@ def ddpm_negative_elbo(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike,
     ``sqrt(1 - alpha_bar_i)``, the true reverse kernel ``q(x_{i-1} | x_i)`` is nearly
     ``N(x_i / sqrt(alpha_i), beta_i)``. With ``variance = "beta"`` and the decoder variance
     ``beta_0`` (the same rule at ``i = 0``) every kernel matches it, and with the exact score the
-    bound closes as ``N`` grows (tested on the 8-Gaussian ring: the mean gap to the true NLL
-    falls from about 0.5 nats at ``N = 25`` to 0.02 at ``N = 1000``). Near the data the linear
-    schedule's noise variance ``1 - alpha_bar_i ~ (i + 1) beta_0`` grows by ``O(1)`` factors
-    per step at any ``N``, and there ``beta_tilde_i / beta_i ~ i / (i + 1)``: the ``beta_tilde``
-    kernels and the decoder variance ``beta_tilde_1 ~ beta_0 / 2`` are too narrow and cost
+    bound closes as ``N`` grows. Near the data the linear schedule's noise variance
+    ``1 - alpha_bar_i ~ (i + 1) beta_0`` grows by ``O(1)`` factors per step at any ``N``, and
+    there ``beta_tilde_i / beta_i ~ i / (i + 1)``: the ``beta_tilde`` kernels and the decoder
+    variance ``beta_tilde_1 ~ beta_0 / 2`` are too narrow and cost
     ``(D/2) sum_i (1/i - ln(1 + 1/i)) + (D/2)(1 - ln 2) -> (D/2)(gamma + 1 - ln 2) ~ 0.44 D``
-    nats that do not vanish as ``N -> infinity`` (about ``0.55 D`` at ``N = 1000`` on the ring).
-    For 8-bit data, point masses on the scale of the first steps, the posterior given ``x_0``
-    dominates near the data and this analysis does not apply; Ho et al.'s code uses
-    ``beta_tilde_1`` for the decoder with either ``variance`` (``decoder_variance="beta_tilde"``).
+    nats that do not vanish as ``N -> infinity``. For 8-bit data, point masses on the scale of
+    the first steps, the posterior given ``x_0`` dominates near the data and this analysis does
+    not apply; Ho et al.'s code uses ``beta_tilde_1`` for the decoder with either ``variance``
+    (``decoder_variance="beta_tilde"``).
 
     Args:
       rng: key for the draws of ``x_i``.
@@ -403,10 +354,10 @@ def ddpm_negative_elbo(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike,
       data for the discretized decoder (no offset), of the density for the Gaussian one (convert
       with ``bits_per_dim`` for dequantized data).
     """
-    _check_choice("variance", variance, VARIANCES)
-    _check_choice("decoder", decoder, DECODERS)
+    check_choice("variance", variance, VARIANCES)
+    check_choice("decoder", decoder, DECODERS)
     decoder_variance = variance if decoder_variance is None else decoder_variance
-    _check_choice("decoder_variance", decoder_variance, DECODER_LOG_VARIANCES)
+    check_choice("decoder_variance", decoder_variance, DECODER_LOG_VARIANCES)
     num_bins = check_num_steps("num_bins", num_bins)
     if not sde.has_chain:
         raise ValueError(f"sde must have a DDPM chain (has_chain: VPSDE, CosineVPSDE, "

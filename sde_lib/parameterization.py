@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from sde_lib._checks import batch_coeff
+from sde_lib._arrays import batch_coeff
 
 Converter = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
 

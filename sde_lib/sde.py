@@ -28,13 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from sde_lib._checks import (
-    batch_coeff,
-    check_num_steps,
-    check_positive,
-    check_times,
-    sum_except_batch,
-)
+from sde_lib._arrays import batch_coeff, sum_except_batch
+from sde_lib._validation import check_num_steps, check_positive, check_times
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 

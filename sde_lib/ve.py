@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from sde_lib._checks import check_ordered, check_positive, check_times
+from sde_lib._validation import check_ordered, check_positive, check_times
 from sde_lib.sde import LinearSDE
 
 

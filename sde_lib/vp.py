@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from sde_lib._checks import batch_coeff, check_positive, check_times
+from sde_lib._arrays import batch_coeff
+from sde_lib._validation import check_positive, check_times
 from sde_lib.sde import AbstractSDE, LinearSDE
 
 

@@ -14,7 +14,7 @@ from _sde_cases import SDES
 import sde_lib
 
 
-@pytest.mark.parametrize("name", ["vp", "cosine_vp", "chain", "subvp", "ve", "ou", "brownian"])
+@pytest.mark.parametrize("name", ["vp", "cosine", "ddpm", "subvp", "ve", "ou", "bm"])
 def test_fokker_planck_residual(name):
     sde = SDES[name]()
     gmm = sde_lib.asymmetric_mixture_2d()

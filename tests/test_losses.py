@@ -44,7 +44,7 @@ def brownian_np(t, s=1.3):
     return np.ones_like(t), s * np.sqrt(t), np.full_like(t, s**2)
 
 
-NP_SDES = {"vp": vp_np, "subvp": subvp_np, "ve": ve_np, "brownian": brownian_np}
+NP_SDES = {"vp": vp_np, "subvp": subvp_np, "ve": ve_np, "bm": brownian_np}
 
 
 def np_to_score(out, x_t, a, s, param):
@@ -220,7 +220,7 @@ def test_seeds_identity_eps_vs_score_error():
     np.testing.assert_allclose(lhs_score, rhs, rtol=1e-12)
 
 
-@pytest.mark.parametrize("sde_name", ["vp", "cosine_vp", "subvp", "ve", "ou", "brownian"])
+@pytest.mark.parametrize("sde_name", ["vp", "cosine", "subvp", "ve", "ou", "bm"])
 def test_regression_losses_equal_dsm(sde_name):
     """Continuous eps loss = DSM with sigma^2 weighting (both 0.5 * sum, score_sde); ELBO eps and
     ELBO x0 losses = DSM with likelihood weighting; for every parameterization. rtol 1e-9."""
@@ -493,7 +493,7 @@ def test_ddpm_loss_recovers_gaussian_score(target, weight):
 
 
 # ---------------------------------------------------------------- time sampling
-@pytest.mark.parametrize("sde_name", ["vp", "subvp", "ve", "brownian"])
+@pytest.mark.parametrize("sde_name", ["vp", "subvp", "ve", "bm"])
 def test_importance_sampling_inverts_the_cdf(sde_name):
     """t = F^{-1}(u) for the density g^2 / sigma^2 on [eps, T]: with the same key, the numpy CDF
     F(t) = (l(eps) - l(t)) / (l(eps) - l(T)), l = log(alpha^2 / sigma^2), returns the uniform u

@@ -14,7 +14,7 @@ import scipy.stats
 
 import sde_lib
 from sde_lib import losses
-from sde_lib.sampling import build_sampler, grid, scan_steps, steps
+from sde_lib.sampling import build_sampler, grid, pc, reverse_sde, scan_steps
 
 N = 1000
 B, D = 4, 3
@@ -250,13 +250,13 @@ def test_reverse_diffusion_and_euler_maruyama_match_score_sde():
         tb = np.full(B, t)
         assert int(np.floor(t * (N - 1))) == i
         c = grid.GridCoeffs(t=jnp.asarray(t), t_next=jnp.asarray(t - 1.0 / N))
-        got, _ = steps.reverse_diffusion(key, jnp.asarray(x), c, sde=vp, score_fn=score)
+        got, _ = reverse_sde.reverse_diffusion(key, jnp.asarray(x), c, sde=vp, score_fn=score)
         f, G = (np.sqrt(1 - betas[i]) - 1) * x, np.sqrt(betas[i])
         x_mean = x - (f - G**2 * score(x, tb))
         np.testing.assert_allclose(got, x_mean + G * z, **TOL)
 
         for sde in (vp, ve):
-            got, _ = steps.euler_maruyama(key, jnp.asarray(x), c, sde=sde, score_fn=score)
+            got, _ = reverse_sde.euler_maruyama(key, jnp.asarray(x), c, sde=sde, score_fn=score)
             if sde is vp:
                 beta_t = 0.1 + t * (20.0 - 0.1)
                 drift, diffusion = -0.5 * beta_t * x, np.sqrt(beta_t)
@@ -282,9 +282,9 @@ def test_ve_reverse_diffusion_rule_on_documented_grid():
     score = lambda x, t: -x / (1.0 + t[:, None])  # noqa: E731
     for i in (0, 1, 500, 999):
         t = (i + 1) / N
-        got, _ = steps.reverse_diffusion(key, jnp.asarray(x), grid.GridCoeffs(t=jnp.asarray(t)),
-                                         sde=ve,
-                                         score_fn=score)
+        got, _ = reverse_sde.reverse_diffusion(key, jnp.asarray(x),
+                                               grid.GridCoeffs(t=jnp.asarray(t)), sde=ve,
+                                               score_fn=score)
         G2 = sig[i] ** 2 - (sig[i - 1] if i > 0 else 0.01) ** 2
         want = x + G2 * score(x, np.full(B, t)) + np.sqrt(G2) * z
         np.testing.assert_allclose(got, want, **TOL)
@@ -308,8 +308,8 @@ def test_langevin_corrector_matches_score_sde(kind):
     i = 600
     c = jax.tree.map(lambda a: a[N - 1 - i], grid.chain_grid(
         sde, grid.evaluation_times("uniform", N, sde, 1.0 / N)))
-    got, got_mean = steps.langevin_corrector(key, jnp.asarray(x0), c, score_fn=score, snr=0.16,
-                                             num_steps=2)
+    got, got_mean = pc.langevin_corrector(key, jnp.asarray(x0), c, score_fn=score, snr=0.16,
+                                          num_steps=2)
     alpha = 1 - betas[i] if kind == "vp" else 1.0
     x = x0
     for k in jax.random.split(key, 2):

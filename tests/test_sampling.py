@@ -11,7 +11,7 @@ import pytest
 from scipy import spatial, stats
 
 import sde_lib
-from sde_lib.sampling import grid, steps
+from sde_lib.sampling import ancestral, grid
 from tests._sde_cases import SDES, Z
 
 ALL = tuple(sde_lib.SAMPLERS)
@@ -56,7 +56,7 @@ def _exact_reference(n):
 
 CASES = [("vp", m) for m in ALL] + [("ve", m) for m in ALL] + [
     ("subvp", "euler_maruyama"), ("subvp", "ddim"), ("subvp", "ddpm_ancestral"),
-    ("cosine_vp", "ddpm_ancestral"), ("cosine_vp", "pf_ode_adaptive"),
+    ("cosine", "ddpm_ancestral"), ("cosine", "pf_ode_adaptive"),
     ("ou", "euler_maruyama"), ("ou", "pf_ode_heun"), ("ou", "reverse_diffusion")]
 # (Brownian motion is left out: its prior N(0, sigma^2 T I) is not p_T, which keeps the data.)
 
@@ -207,8 +207,8 @@ def test_ancestral_step_is_hos_algorithm_2(variance):
     sub = sde_lib.DDPMChain(1.0 - chain.alphas_cumprod[jnp.array([j, i])]
                             / jnp.concatenate([jnp.ones(1), chain.alphas_cumprod[jnp.array([j])]]))
     noise = {"beta": lambda v, b2: b2, "beta_tilde": lambda v, b2: v}[variance]
-    got, _ = steps.generalized_ddim(key, x, c, score_fn=score_fn, eps_scale="posterior",
-                                    noise_scale=noise)
+    got, _ = ancestral.generalized_ddim(key, x, c, score_fn=score_fn, eps_scale="posterior",
+                                        noise_scale=noise)
     want = sub.ancestral_step(key, x, jnp.ones((16,), jnp.int32), eps_hat, variance)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-10, atol=1e-10)
 

@@ -53,7 +53,7 @@ def test_marginal_prob_matches_euler_maruyama(name):
     n, steps = 20000, 4000
     # End times inside [0, T]; the cosine schedule's rate grows without bound near T (until
     # its clip), so it is checked where Euler-Maruyama at this step size is still fine.
-    t_end = (0.9 if name == "cosine_vp" else 1.0) * sde.T
+    t_end = (0.9 if name == "cosine" else 1.0) * sde.T
     record = (400, 2000, 4000)
     xs = simulate_forward(sde, x0, jax.random.PRNGKey(0), t_end, steps, n, record)
     for x, k in zip(np.asarray(xs), record, strict=True):
@@ -73,7 +73,7 @@ def test_marginal_coeffs_solve_moment_odes(name):
     with f, g taken from sde.sde (the SDE's definition, not its closed form)."""
     sde = SDES[name]()
     t = jnp.linspace(0.02, 0.98, 13) * sde.T
-    if name == "cosine_vp":  # away from the clip's kink in beta
+    if name == "cosine":  # away from the clip's kink in beta
         t = t[jnp.abs(t - sde.t_clip) > 1e-3]
 
     def coeffs(t):
@@ -200,7 +200,7 @@ def test_vp_discretize_is_a_ddpm_step():
     np.testing.assert_array_equal(vp.time_to_index(jnp.array([0.0, 1.0])), [0, 49])
 
 
-@pytest.mark.parametrize("name", ["subvp", "ou", "brownian"])
+@pytest.mark.parametrize("name", ["subvp", "ou", "bm"])
 def test_default_discretize_is_euler_maruyama(name):
     sde = SDES[name]()
     x = jax.random.normal(jax.random.PRNGKey(2), (3, 4))

@@ -24,11 +24,11 @@ from collections.abc import Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-from sde_lib._checks import check_positive
+from sde_lib._validation import check_positive
 from sde_lib.ddpm import VARIANCES, DDPMChain
+from sde_lib.divergence import DIVERGENCES, PROBES
 from sde_lib.losses.denoising import check_batch, ddpm_loss, denoising_loss, dsm_loss
 from sde_lib.losses.score_matching import (
-    PROBES,
     explicit_score_matching,
     noise_conditional_loss,
     sample_probes,
@@ -41,8 +41,6 @@ from sde_lib.losses.weighting import (
     SCORE_WEIGHTINGS,
 )
 from sde_lib.parameterization import get_parameterization
-
-DIVERGENCES = ("exact",) + PROBES
 
 
 @dataclasses.dataclass(frozen=True)

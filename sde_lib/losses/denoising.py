@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from sde_lib._checks import batch_coeff, sum_except_batch
+from sde_lib._arrays import batch_coeff, sum_except_batch
 from sde_lib.losses.weighting import ddpm_unit_weight, sigma2_weighting, unit_weighting
 from sde_lib.parameterization import Parameterization
 

@@ -27,12 +27,11 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from sde_lib._checks import sum_except_batch
+from sde_lib._arrays import sum_except_batch
+from sde_lib.divergence import PROBES
 from sde_lib.losses.denoising import ModelFn, Weighting, check_batch, perturb
 from sde_lib.losses.weighting import sigma2_weighting
 from sde_lib.parameterization import Parameterization
-
-PROBES = ("gaussian", "rademacher", "sphere")
 
 
 def get_model_score_fn(model_fn: ModelFn, sde,

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from sde_lib._checks import check_num_steps, check_positive
+from sde_lib._validation import check_num_steps, check_positive
 
 DEFAULT_EPS = 1e-5
 

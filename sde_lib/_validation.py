@@ -1,4 +1,5 @@
-"""Argument validation and shape helpers shared by sde_lib.
+"""Argument validation shared by sde_lib: a bad argument raises ValueError naming it, before
+anything is traced.
 
 Concrete values are checked in Python; traced ones (under ``jit``) cannot be, and pass through
 unless ``debug_checks()`` is on, where the value checks become ``jax.experimental.checkify``
@@ -37,12 +38,28 @@ def debug_checks(enabled: bool = True):
         _DEBUG[0] = before
 
 
+def check_choice(name: str, value, choices) -> str:
+    """Returns ``value`` or raises ValueError naming ``name`` and the valid ``choices`` (a
+    sequence or mapping of names) if it is not one of them."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
 def check_positive(name: str, value) -> float:
     """Returns ``float(value)`` or raises ValueError naming ``name`` if it is not a finite
     real number > 0."""
     if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0
             or not math.isfinite(value)):
         raise ValueError(f"{name} must be a positive real number, got {value!r}")
+    return float(value)
+
+
+def check_nonneg(name: str, value) -> float:
+    """Returns ``float(value)`` or raises ValueError naming ``name`` if it is not a real
+    number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
+        raise ValueError(f"{name} must be a real number >= 0, got {value!r}")
     return float(value)
 
 
@@ -58,33 +75,6 @@ def check_ordered(lo_name: str, lo: float, hi_name: str, hi: float) -> None:
     if not lo < hi:
         raise ValueError(f"{lo_name} must be smaller than {hi_name}, got {lo_name}={lo!r}, "
                          f"{hi_name}={hi!r}")
-
-
-def batch_coeff(c: jax.Array, x: jax.Array) -> jax.Array:
-    """Reshapes a per-example coefficient ``c`` of shape ``(B,)`` to broadcast against ``x``.
-
-    Args:
-      c: ``(B,)`` (or a scalar, returned unchanged).
-      x: ``(B, *D)``.
-
-    Returns:
-      ``c`` reshaped to ``(B, 1, ..., 1)`` with ``x.ndim`` axes.
-    """
-    c = jnp.asarray(c)
-    if c.ndim == 0:
-        return c
-    shape = jnp.shape(x)
-    if c.ndim > len(shape) or any(a not in (b, 1)
-                                  for a, b in zip(c.shape, shape[:c.ndim], strict=True)):
-        raise ValueError(f"a per-example coefficient (from t) of shape {c.shape} does not fit x "
-                         f"of shape {shape}: t must be a scalar or shaped (B,) = "
-                         f"{shape[:1]}")
-    return c.reshape(c.shape + (1,) * (len(shape) - c.ndim))
-
-
-def sum_except_batch(x: jax.Array) -> jax.Array:
-    """Sums ``(B, *D)`` over every axis but the first: ``(B,)``."""
-    return jnp.sum(x, axis=tuple(range(1, jnp.ndim(x))))
 
 
 def concrete_or_none(value):
@@ -122,21 +112,3 @@ def check_index(name: str, i, N: int):
         raise ValueError(f"{name} must be integers in 0 .. N - 1 = {N - 1}, got {a.dtype} "
                          f"values in [{a.min().item()}, {a.max().item()}]")
     return i
-
-
-def pad_with_last(a, size: int) -> np.ndarray:
-    """``a`` (along its first axis, as numpy) padded to ``size`` entries by repeating its last
-    entry: the padded grids and chains whose first entries a traced trip count runs over."""
-    a = np.asarray(a)
-    return np.concatenate([a, np.repeat(a[-1:], size - a.shape[0], axis=0)])
-
-
-def as_pytree_fn(fn):
-    """``fn`` as a pytree that ``jax.jit`` takes as an argument: itself if it is one (e.g.
-    ``models.get_score_fn``'s ``Partial``, whose leaves are the parameters), else
-    ``jax.tree_util.Partial(fn)`` (no leaves: compiled once per function object, as a static
-    argument would be)."""
-    leaves = jax.tree.leaves(fn)
-    if len(leaves) == 1 and leaves[0] is fn:
-        return jax.tree_util.Partial(fn)
-    return fn

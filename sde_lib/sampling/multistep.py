@@ -1,0 +1,78 @@
+r"""What the exponential integrators in log-SNR share (``dpm_solver.py``, ``unipc.py``, and
+``edm.py``'s data prediction): the ``Multistep`` step that carries earlier model outputs, the
+per-step order of their grid, Tweedie's data prediction and the first-order step.
+
+Notation: ``lambda_t = log(alpha_t / sigma_t)``, ``h = lambda_{t_next} - lambda_t > 0``, and the
+data prediction (Tweedie) ``D(x, t) = (x + sigma_t^2 s(x, t)) / alpha_t``. The exact solution of
+the probability-flow ODE in these variables is ``x_s = (sigma_s / sigma_t) x_t + sigma_s
+int_{lambda_t}^{lambda_s} e^{lambda} D(x_lambda) d lambda`` (Lu et al. 2022b, Eq. 9); the
+multistep methods interpolate ``D`` through earlier evaluations, carried in the scan's state.
+``e^{-h} = (sigma_s alpha_t) / (sigma_t alpha_s)`` is computed from the coefficients, so the
+last step, to ``sigma = 0`` (``h = infinity``), is ``x_0 = D(x, t)`` exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+
+from sde_lib.sampling.registry import continuous_coefficients, step_times
+
+
+class Multistep(NamedTuple):
+    """A step that carries a state beyond ``x`` (earlier model outputs): ``init(x_T) -> state``
+    with ``state[0] = x``, and ``step(key, state, c) -> (state, x_mean)``; ``scan_steps`` runs
+    it like a plain step."""
+
+    init: Callable
+    step: Callable
+
+
+def denoise(score_fn, x, t, alpha, sigma):
+    """Tweedie's data prediction ``D = (x + sigma^2 s(x, t)) / alpha``."""
+    return (x + sigma**2 * score_fn(x, step_times(x, t))) / alpha
+
+
+def log_snr(alpha, sigma):
+    """``lambda = log(alpha / sigma)``."""
+    return jnp.log(alpha) - jnp.log(sigma)
+
+
+def safe(v):
+    """``v`` where it is finite and non-zero, 1 elsewhere (for the branches not selected)."""
+    return jnp.where(jnp.isfinite(v) & (v != 0), v, 1.0)
+
+
+def exp_step(c, x, m0):
+    """The first-order step (DPM-Solver-1 = DDIM, eta = 0): ``(sigma_s / sigma_t) x - alpha_s
+    (e^{-h} - 1) m0``, with ``e^{-h} - 1`` and a safe ``h`` for the higher orders."""
+    ratio = c.sigma_next / c.sigma
+    phi1 = ratio * c.alpha / c.alpha_next - 1.0  # e^{-h} - 1, -1 at sigma_next = 0
+    h = safe(log_snr(c.alpha_next, c.sigma_next) - log_snr(c.alpha, c.sigma))
+    return ratio * x - c.alpha_next * phi1 * m0, phi1, h
+
+
+def noise_to_signal(alpha, sigma):
+    """``r = sigma / alpha`` on the host, in float64 (the grids' noise levels)."""
+    return np.asarray(sigma, np.float64) / np.asarray(alpha, np.float64)
+
+
+def multistep_grid(max_order):
+    """The grid builder of a multistep method: the continuous grid with each step's order
+    ``min(order, k + 1, K - k)`` (``order`` the option, ``max_order`` without one)."""
+    def build(sde, num_steps, eps, o):
+        coeffs = continuous_coefficients(sde, num_steps, eps, o)
+        k = np.arange(num_steps)
+        order = np.minimum(np.minimum(o.get("order", max_order), k + 1), num_steps - k)
+        return coeffs._replace(order=jnp.asarray(order, coeffs.t.dtype))
+    return build
+
+
+def multistep_step(step_fn, init):
+    """The step builder of a multistep method: ``Multistep(init, step_fn)`` with the score
+    bound."""
+    return lambda sde, score_fn, o: Multistep(init, functools.partial(step_fn, score_fn=score_fn))
