@@ -21,7 +21,6 @@ from trainer import (
 )
 from trainer.base import get_base_config, override
 from trainer.config import (
-    SDES,
     ExperimentConfig,
     check_devices,
     default_section,
@@ -51,7 +50,7 @@ from trainer.step import (
 )
 
 __all__ = [
-    "AXIS", "SDES", "ConfigChangeWarning", "ExperimentConfig", "Run", "TrainState", "base",
+    "AXIS", "ConfigChangeWarning", "ExperimentConfig", "Run", "TrainState", "base",
     "check_devices", "checkpointing", "cli", "config", "create_optimizer", "create_train_state",
     "data", "default_section", "digits_builder", "draw_samples", "ema_decay", "evaluate_params",
     "evaluate_workdir", "evaluation", "example_losses", "experiment_config", "get_base_config",

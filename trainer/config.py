@@ -4,8 +4,9 @@
 ``ExperimentConfig`` of frozen dataclasses; below this point no code reads a ConfigDict. Each
 field's default is written once, on its dataclass (the base ConfigDict is derived from them,
 ``trainer.base``), and its check once, in its metadata (``checked``), run when the section is
-built. Strings become objects in one place each: the SDE here (``SDES``), the model in
-``models.get_model``, the loss in ``sde_lib.get_loss_fn`` and the sampler in ``sde_lib.sample``.
+built. Strings become objects in one place each: the SDE in ``sde_lib.SDES`` (the one SDE
+registry), the model in ``models.get_model``, the loss in ``sde_lib.get_loss_fn`` and the
+sampler in ``sde_lib.sample``.
 """
 
 from __future__ import annotations
@@ -25,30 +26,21 @@ from trainer.data import DataConfig
 
 DEFAULT_MODEL = "mlp"  # the model section's default name (a key of models.MODELS)
 
-SDES = {
-    "vp": sde_lib.VPSDE,
-    "ddpm": sde_lib.DiscreteVPSDE,  # the DDPM chain as an SDE (beta_min, beta_max, N or betas)
-    "subvp": sde_lib.subVPSDE,
-    "cosine": sde_lib.CosineVPSDE,
-    "ve": sde_lib.VESDE,
-    "ou": sde_lib.OrnsteinUhlenbeckSDE,
-    "bm": sde_lib.BrownianMotionSDE,
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class SDEConfig:
-    """``name`` (a key of ``SDES``) and the keyword arguments of its constructor."""
+    """``name`` (a key of ``sde_lib.SDES``) and the keyword arguments of its constructor."""
 
     name: str = "vp"
     kwargs: Mapping = dataclasses.field(default_factory=dict)
 
     def build(self):
         """The SDE object; raises ValueError for an unknown name or bad arguments."""
-        if self.name not in SDES:
-            raise ValueError(f"sde.name must be one of {sorted(SDES)}, got {self.name!r}")
+        if self.name not in sde_lib.SDES:
+            raise ValueError(f"sde.name must be one of {sorted(sde_lib.SDES)}, got "
+                             f"{self.name!r}")
         try:
-            return SDES[self.name](**self.kwargs)
+            return sde_lib.SDES[self.name](**self.kwargs)
         except TypeError as e:
             raise ValueError(f"bad sde.kwargs {dict(self.kwargs)} for {self.name!r}: {e}") from None
 
