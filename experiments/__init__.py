@@ -1,1 +1,2 @@
-"""What a researcher runs: configs, data, training and experiment modules."""
+"""The studies (one module each, run as ``python -m experiments.<study>``), their configs
+(``experiments/configs/``) and the helpers they share (``experiments.common``)."""
