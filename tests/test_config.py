@@ -5,6 +5,7 @@ import dataclasses
 
 import pytest
 
+import models
 import sde_lib
 from experiments.configs import base as experiments_base
 from trainer import base, config
@@ -38,3 +39,25 @@ def test_a_section_checks_its_fields_when_built():
         config.TrainingConfig(num_train_steps=10, steps_per_call=3)
     assert config.TrainingConfig(num_devices=None).num_devices is None
     assert config.default_section("training", rng_block_size=2).rng_block_size == 2
+
+
+def _parses(**fields) -> bool:
+    try:
+        config.parse_config(base.override(base.get_base_config(), fields))
+    except ValueError:
+        return False
+    return True
+
+
+def test_every_registered_name_is_reachable_from_a_config():
+    """Each SDE, sampler, loss and model name is accepted as a config value (a loss that needs
+    the DDPM chain, with the chain SDE)."""
+    for name in sde_lib.SDES:
+        assert _parses(**{"sde.name": name}), name
+    for name in sde_lib.SAMPLERS:
+        assert _parses(**{"sampling.method": name}), name
+    for name in sde_lib.losses.LOSSES:
+        assert any(_parses(**{"loss.name": name, "sde.name": sde}) for sde in sde_lib.SDES), name
+    for name in models.MODELS:
+        assert _parses(**{"model.name": name}), name
+    assert not _parses(**{"sde.name": "vpp"})  # the check itself can fail

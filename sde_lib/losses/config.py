@@ -53,7 +53,7 @@ class LossFn:
 
     The split lets a trainer draw per block of examples (``jax.vmap(draw)`` over the blocks'
     keys, so the draws do not depend on how the batch is split across devices) and evaluate the
-    network once on the whole batch, outside the vmap (``experiments.train.example_losses``).
+    network once on the whole batch, outside the vmap (``trainer.example_losses``).
     """
 
     draw: Callable[[jax.Array, jax.Array], dict]
@@ -263,7 +263,7 @@ def get_loss_fn(sde, config) -> LossFn:
         x0 = jnp.asarray(x0)
         if not jnp.issubdtype(x0.dtype, jnp.floating):
             raise TypeError(f"x0 must be a floating array (scale integer data first, e.g. "
-                            f"experiments.data.scale_images), got dtype {x0.dtype}")
+                            f"trainer.data.scale_images), got dtype {x0.dtype}")
         return built.draw(rng, x0)
 
     if not cfg.reduce_mean:
