@@ -154,6 +154,7 @@ def test_bad_batch_arguments(digits_train):
         data.BatchIterator(digits_train, 0)
 
 
+@pytest.mark.slow
 def test_synthetic_gaussian_pair_splits():
     cfg = default_section("data", name="gaussian_pair", dim=4, num_train=4000, num_test=500, seed=7)
     train, test = data.load_dataset(cfg, "train"), data.load_dataset(cfg, "test")

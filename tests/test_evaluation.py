@@ -370,6 +370,7 @@ def test_coupled_error_bad_input():
 
 # ----- per-mode errors and the MMD test --------------------------------------------------------
 
+@pytest.mark.slow
 def test_mode_errors_of_exact_samples():
     """Exact samples of the overlapping 3-component mixture: every weight error within Z of its
     standard error, and the mean and covariance errors at their floor (below Z bootstrap

@@ -86,7 +86,8 @@ def test_gaussian_data_closed_form_and_fixed_probe(divergence):
             assert np.all(np.abs(np.asarray(other - logp)) > 0)
 
 
-@pytest.mark.parametrize("divergence", ["rademacher", "gaussian"])
+@pytest.mark.parametrize("divergence", [pytest.param("rademacher", marks=pytest.mark.slow),
+                                        "gaussian"])
 def test_hutchinson_estimate_is_unbiased(divergence):
     """Hutchinson's z^T J z is unbiased for tr J, so the log-likelihood estimate is unbiased for
     the exact-divergence value. Each of 4 points of the (correlated, non-isotropic) 2-D mixture is

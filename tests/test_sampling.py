@@ -187,7 +187,7 @@ def test_ancestral_and_reverse_diffusion_agree_to_first_order():
     assert abs(slope - 1.0) < 0.25 and diffs[-1] < 0.01, (diffs, slope)
 
 
-@pytest.mark.parametrize("variance", ["beta", "beta_tilde"])
+@pytest.mark.parametrize("variance", [pytest.param("beta", marks=pytest.mark.slow), "beta_tilde"])
 def test_ancestral_step_is_hos_algorithm_2(variance):
     """One chain step of the generalized step equals DDPMChain.ancestral_step (Ho et al. 2020,
     Algorithm 2, written separately in ddpm.py) with the same key, on the chain SDE."""

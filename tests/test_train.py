@@ -102,6 +102,7 @@ def test_smoke_train_and_evaluate(tmp_path):
     assert os.path.getsize(os.path.join(str(tmp_path), "loss.png")) > 0
 
 
+@pytest.mark.slow
 def test_checkpoints_record_the_batches_trained_on_not_the_one_read_ahead(tmp_path):
     """The trainer reads each call's batch one call ahead (transferred while the previous call
     runs); the data state a checkpoint records is that after the batches trained on: 1 and 2
