@@ -59,10 +59,17 @@ def edm_stochastic(key, x, c, *, score_fn, s_noise):
     ``sigma~ = sigma / alpha`` to ``sigma^ = (1 + gamma) sigma~`` (``c.t_hat``, where ``gamma =
     min(S_churn / K, sqrt 2 - 1)`` inside ``[S_tmin, S_tmax]``, 0 outside; ``_edm_grid``) by
     ``x~ += sqrt(sigma^2 - sigma~^2) S_noise z`` in ``x~ = x / alpha``, then Heun from
-    ``sigma^`` to the next level. With ``S_churn = 0`` it is ``edm_heun``."""
+    ``sigma^`` to the next level. The added standard deviation is exactly 0 where ``sigma^ <=
+    sigma~`` (``gamma = 0``: ``S_churn = 0`` or outside ``[S_tmin, S_tmax]``) and ``x`` is then
+    kept as it is: under ``jit`` XLA fuses ``sigma^2 - sigma~^2`` into a multiply-add whose
+    result is the rounding error of ``sigma~^2`` (``sqrt`` of it: 1.5e-4 ``sigma~`` in
+    float32), so without the mask ``S_churn = 0`` would add noise. With ``S_churn = 0`` it is
+    ``edm_heun``, bit for bit."""
     s, s_hat = c.sigma / c.alpha, c.sigma_hat / c.alpha_hat
-    noise = jnp.sqrt(jnp.maximum(s_hat**2 - s**2, 0.0)) * s_noise * step_noise(key, x)
-    x_hat = c.alpha_hat * (x / c.alpha + noise)
+    churn = s_hat > s
+    std = jnp.where(churn, jnp.sqrt(jnp.maximum(s_hat**2 - s**2, 0.0)), 0.0)
+    x_hat = jnp.where(churn, c.alpha_hat * (x / c.alpha + std * s_noise * step_noise(key, x)),
+                      x)
     x_next = _edm_heun_from(x_hat, c, score_fn, c.t_hat, c.alpha_hat, c.sigma_hat)
     return x_next, x_next
 
