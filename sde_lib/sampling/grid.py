@@ -26,9 +26,14 @@ Grid kinds (``time_grid``):
   ``lambda = log(alpha_t / sigma_t) = -log r`` (Lu et al. 2022). All four run from ``T`` to
   ``eps``.
 * diffusers' timestep spacings, on the indices ``tau`` of the SDE's ``N``-step chain, at the
-  times ``t = (tau + 1) T / N`` (``eps`` is not used): ``"leading"`` ``tau = k (N // K)``
-  (diffusers' default, ``steps_offset = 0``), ``"trailing"`` ``tau = round(N - k N / K) - 1``
-  and ``"linspace"`` ``tau = round(linspace(0, N - 1, K))``, each in decreasing order.
+  times ``t = (tau + 1) T / N`` (``eps`` is not used), each in decreasing order. Those of
+  ``DDPMScheduler`` and ``DDIMScheduler`` (``K`` indices down to ``tau = 0``): ``"leading"``
+  ``tau = k (N // K)`` (their default, ``steps_offset = 0``), ``"trailing"`` ``tau = round(N -
+  k N / K) - 1`` and ``"linspace"`` ``tau = round(linspace(0, N - 1, K))``. Those of
+  ``DPMSolverMultistepScheduler`` and ``UniPCMultistepScheduler``, which take ``K + 1`` indices
+  and drop the last (``tau = 0``): ``"linspace_multistep"`` (their default) the first ``K`` of
+  ``round(linspace(N - 1, 0, K + 1))``, ``"leading_multistep"`` the first ``K`` of ``k (N //
+  (K + 1))``, ``k = K, ..., 0``; their ``"trailing"`` is the one above.
 * an explicit decreasing sequence of the ``K`` evaluation times in ``(0, T]``.
 """
 
@@ -41,8 +46,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-TIME_GRIDS = ("uniform", "quadratic", "karras", "logsnr", "leading", "trailing", "linspace")
-INDEX_SPACINGS = ("leading", "trailing", "linspace")
+INDEX_SPACINGS = ("leading", "trailing", "linspace", "leading_multistep", "linspace_multistep")
+TIME_GRIDS = ("uniform", "quadratic", "karras", "logsnr") + INDEX_SPACINGS
 KARRAS_RHO = 7.0
 
 
@@ -95,20 +100,29 @@ def logsnr_times(sde, num_steps: int, eps: float) -> np.ndarray:
 
 
 def chain_indices(kind: str, num_steps: int, N: int) -> np.ndarray:
-    """diffusers' timestep spacings: ``K`` decreasing indices of an ``N``-step chain.
+    """diffusers' timestep spacings: ``K`` decreasing indices of an ``N``-step chain (the
+    module docstring gives each; ``DPMSolverMultistepScheduler.set_timesteps`` with
+    ``steps_offset = 0`` for the ``*_multistep`` ones).
 
     Raises:
-      ValueError: ``num_steps > N`` (the indices would repeat).
+      ValueError: ``num_steps > N`` (the indices would repeat; ``num_steps >= N`` for
+        ``"leading_multistep"``, whose stride ``N // (K + 1)`` would be 0).
     """
-    if num_steps > N:
-        raise ValueError(f"time_grid={kind!r} needs num_steps <= N = {N} (the SDE's chain), got "
-                         f"num_steps={num_steps}")
+    limit = N - 1 if kind == "leading_multistep" else N
+    if num_steps > limit:
+        bound = "N - 1" if kind == "leading_multistep" else "N"
+        raise ValueError(f"time_grid={kind!r} needs num_steps <= {bound} = {limit} (the SDE's "
+                         f"chain), got num_steps={num_steps}")
     if kind == "leading":
         tau = np.arange(num_steps) * (N // num_steps)
     elif kind == "trailing":
         tau = np.round(N - np.arange(num_steps) * (N / num_steps)).astype(np.int64)[::-1] - 1
-    else:
+    elif kind == "linspace":
         tau = np.round(np.linspace(0, N - 1, num_steps))
+    elif kind == "leading_multistep":
+        tau = (np.arange(num_steps + 1) * (N // (num_steps + 1)))[1:]
+    else:
+        tau = np.round(np.linspace(0, N - 1, num_steps + 1))[1:]
     return np.asarray(tau, np.int64)[::-1].copy()
 
 

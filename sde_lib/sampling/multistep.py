@@ -61,13 +61,76 @@ def noise_to_signal(alpha, sigma):
     return np.asarray(sigma, np.float64) / np.asarray(alpha, np.float64)
 
 
+FINAL_SIGMAS = ("zero", "sigma_min")
+LOWER_ORDER_FINAL = (True, False, "always")
+
+
+def check_final_sigma(name, value):
+    """``"zero"`` (the last step lands on ``sigma = 0``) or ``"sigma_min"`` (on ``t = T / N``)."""
+    if value not in FINAL_SIGMAS:
+        raise ValueError(f"{name} must be one of {FINAL_SIGMAS}, got {value!r}")
+    return value
+
+
+def check_lower_order_final(name, value):
+    """``True`` (diffusers' rule, K < 15), ``False`` or ``"always"``."""
+    if not any(value is v or (isinstance(v, str) and value == v) for v in LOWER_ORDER_FINAL):
+        raise ValueError(f"{name} must be True, False or 'always', got {value!r}")
+    return value
+
+
+def step_orders(max_order, num_steps, lower_order_final="always", final_sigma="zero"):
+    r"""Each step's order: ``min(order, k + 1)`` (a warm-up: step ``k`` has ``k`` earlier
+    outputs), lowered at the end by ``lower_order_final``:
+
+    * ``True`` (diffusers' ``lower_order_final=True``, ``DPMSolverMultistepScheduler``'s
+      default): when ``K < 15``, the last step at order 1 and the one before at most 2;
+    * ``False``: no lowering;
+    * ``"always"``: ``min(order, K - k)`` at every ``K`` (diffusers' ``UniPCMultistepScheduler``
+      rule).
+
+    Whatever the rule, a last step to ``sigma = 0`` (``final_sigma="zero"``) is first order,
+    ``x_0 = D(x, t)``: a higher order there extrapolates ``D`` to ``h = infinity``."""
+    k = np.arange(num_steps)
+    order = np.minimum(max_order, k + 1)
+    if lower_order_final == "always" or (lower_order_final is True and num_steps < 15):
+        order = np.minimum(order, num_steps - k)
+    if final_sigma == "zero":
+        order[-1] = 1
+    return order
+
+
 def multistep_grid(max_order):
     """The grid builder of a multistep method: the continuous grid with each step's order
-    ``min(order, k + 1, K - k)`` (``order`` the option, ``max_order`` without one)."""
+    (``step_orders``; ``order`` the option, ``max_order`` without one). With ``final_sigma=
+    "sigma_min"`` the last step goes to ``t = T / N`` (the first time of the SDE's ``N``-step
+    chain, diffusers' ``final_sigmas_type="sigma_min"``) instead of ``t = 0``, and returns the
+    sample there; a step of length 0 (a grid ending at ``T / N``) is first order, the identity.
+
+    Raises:
+      ValueError: ``final_sigma="sigma_min"`` on a grid whose last time is below ``T / N``.
+    """
     def build(sde, num_steps, eps, o):
         coeffs = continuous_coefficients(sde, num_steps, eps, o)
-        k = np.arange(num_steps)
-        order = np.minimum(np.minimum(o.get("order", max_order), k + 1), num_steps - k)
+        final_sigma = o.get("final_sigma", "zero")
+        order = step_orders(o.get("order", max_order), num_steps,
+                            o.get("lower_order_final", "always"), final_sigma)
+        if final_sigma == "sigma_min":
+            t_min = sde.T / sde.N
+            t_last = float(coeffs.t[-1])
+            if t_last < t_min * (1.0 - 1e-9):
+                raise ValueError(f"final_sigma='sigma_min' steps to t = T / N = {t_min:g}; the "
+                                 f"grid's last time {t_last:g} is below it (raise eps to T / N)")
+            if t_last <= t_min:  # a step of length 0
+                t_end, alpha_end, sigma_end = coeffs.t[-1], coeffs.alpha[-1], coeffs.sigma[-1]
+                order[-1] = 1
+            else:
+                t_end = jnp.asarray(t_min, coeffs.t.dtype)
+                alpha_end, sigma_end = sde.marginal_coeffs(t_end)
+            last = lambda a, v: a.at[-1].set(v)  # noqa: E731
+            coeffs = coeffs._replace(t_next=last(coeffs.t_next, t_end),
+                                     alpha_next=last(coeffs.alpha_next, alpha_end),
+                                     sigma_next=last(coeffs.sigma_next, sigma_end))
         return coeffs._replace(order=jnp.asarray(order, coeffs.t.dtype))
     return build
 

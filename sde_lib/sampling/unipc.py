@@ -1,12 +1,18 @@
 r"""``unipc``: UniPC (Zhao et al. 2023), the UniP-2 predictor with the UniC corrector, a
-multistep exponential integrator in log-SNR (notation in ``multistep.py``); option
-``time_grid="logsnr"``."""
+multistep exponential integrator in log-SNR (notation in ``multistep.py``); options
+``time_grid="logsnr"`` and ``final_sigma="zero"`` (``"sigma_min"``: stop at ``t = T / N``,
+diffusers' ``final_sigmas_type``). Its order rule is diffusers' ``UniPCMultistepScheduler``'s
+(``lower_order_final=True`` there lowers the last step at every ``K``). With
+``time_grid="linspace_multistep"`` (or ``"leading_multistep"``, ``"trailing"``, or ``"karras"``
+with ``eps = T / N``) on ``DiscreteVPSDE`` it is that scheduler (``bh2``, order 2) step for step
+(``docs/porting.md``)."""
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 
 from sde_lib.sampling.multistep import (
+    check_final_sigma,
     denoise,
     exp_step,
     log_snr,
@@ -47,7 +53,7 @@ def unipc(key, state, c, *, score_fn):
     predictor's output) with ``m_0`` at the previous predictor's order, then UniP predicts
     ``x_s`` from the corrected ``x`` with ``m_0`` and ``m_1``; so NFE = K. Step ``k`` predicts at
     the order of its grid, ``c.order = min(2, k + 1, K - k)`` (the last, to ``sigma = 0``, is
-    ``x_0 = m_0``).
+    ``x_0 = m_0``; to ``t = T / N`` with ``final_sigma="sigma_min"``, a first-order step).
     """
     del key
     x, x1_prev, m1, m2, lam1, lam2, sigma1, alpha1, p1, k = state
@@ -73,5 +79,6 @@ def unipc(key, state, c, *, score_fn):
     return state, x_next
 
 
-register(Sampler("unipc", {"time_grid": ("logsnr", check_grid)}, multistep_grid(2),
+register(Sampler("unipc", {"time_grid": ("logsnr", check_grid),
+                           "final_sigma": ("zero", check_final_sigma)}, multistep_grid(2),
                  multistep_step(unipc, unipc_init), affine=False, deterministic=lambda o: True))
