@@ -122,7 +122,7 @@ def diffusers_multistep_set_timesteps(K, spacing, final_sigmas_type, karras=Fals
     log_sigmas = np.log(sigmas)
     if karras:
         sigmas = _karras(sigmas, K)
-        timesteps = np.array([_sigma_to_t(s, log_sigmas) for s in sigmas]).round()
+        timesteps = np.array([_sigma_to_t(s, log_sigmas) for s in sigmas]).round().ravel()
         sigma_last = sigmas[-1] if final_sigmas_type == "sigma_min" else 0.0
     else:
         sigmas = np.interp(timesteps, np.arange(0, len(sigmas)), sigmas)
@@ -327,6 +327,7 @@ def test_step_orders():
     ("dpm_solver_pp", {"lower_order_final": "yes"}, "lower_order_final must be True, False"),
     ("dpm_solver_pp", {"lower_order_final": 1}, "lower_order_final must be True, False"),
     ("unipc", {"lower_order_final": True}, r"unknown options \['lower_order_final'\]"),
+    ("unipc", {"timestep_rounding": 1}, "timestep_rounding must be True or False"),
     ("dpm_solver_pp", {"final_sigma": "sigma_min", "eps": 1e-4},
      r"steps to t = T / N = 0.001; the grid's last time 0.0001 is below it"),
     ("dpm_solver_pp", {"time_grid": "leading_multistep", "num_steps": 1000},
@@ -338,3 +339,23 @@ def test_bad_porting_options(method, options, match):
     with pytest.raises(ValueError, match=match):
         sde_lib.sample(jax.random.key(0), sde, lambda x, t: -x, (4, 2), method=method,
                        **options)
+
+
+@pytest.mark.parametrize("method,order", [("dpm_solver_pp", 2), ("dpm_solver_pp", 3),
+                                          ("unipc", 2)])
+@pytest.mark.parametrize("K", [10, 20])
+def test_timestep_rounding_is_diffusers_karras(method, order, K):
+    """``timestep_rounding=True`` on the Karras grid: the network sees diffusers' rounded
+    timesteps ``round(tau(sigma))`` (``grid.rounded_chain_times`` equals them) while the solver
+    keeps the Karras sigmas, so both schedulers with ``use_karras_sigmas=True`` are reproduced
+    to 1e-10, the network's own input included; without it the network's time differs."""
+    x_T = 1.3 * np.random.default_rng(3).normal(size=(B, D))
+    options = {"order": order} if method == "dpm_solver_pp" else {}
+    got, coeffs = _run_library(method, K, x_T, time_grid="karras", eps=1.0 / N,
+                               timestep_rounding=True, **options)
+    tau = diffusers_multistep_set_timesteps(K, "linspace", "zero", karras=True)[0]
+    np.testing.assert_allclose(np.asarray(coeffs.t_net), (tau + 1) / N, rtol=1e-15)
+    assert np.abs(np.asarray(coeffs.t) - (tau + 1) / N).max() > 1e-4
+    want = (diffusers_dpm_solver_pp(x_T, K, "linspace", order, "zero", karras=True)
+            if method == "dpm_solver_pp" else diffusers_unipc(x_T, K, "linspace", "zero", True))
+    np.testing.assert_allclose(got, want, **TOL)

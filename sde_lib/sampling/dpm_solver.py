@@ -3,7 +3,9 @@ r"""DPM-Solver++ (Lu et al. 2022b): ``dpm_solver_pp``, the multistep solver of o
 probability-flow ODE in log-SNR (notation in ``multistep.py``). Options: ``time_grid="logsnr"``;
 ``dpm_solver_pp`` also ``order=2`` (1, 2 or 3), ``lower_order_final=True`` (diffusers' rule: the
 last two steps lowered when ``K < 15``; ``False``; ``"always"``) and ``final_sigma="zero"``
-(``"sigma_min"``: stop at ``t = T / N``, diffusers' ``final_sigmas_type``). With
+(``"sigma_min"``: stop at ``t = T / N``, diffusers' ``final_sigmas_type``) and
+``timestep_rounding=False`` (``True``: the network reads its noise prediction at the rounded
+chain time of each grid time, as diffusers on a Karras grid; ``multistep.denoise_grid``). With
 ``time_grid="linspace_multistep"`` (or ``"leading_multistep"``, ``"trailing"``, or ``"karras"``
 with ``eps = T / N``) on ``DiscreteVPSDE`` it is ``DPMSolverMultistepScheduler`` step for step
 (``docs/porting.md``)."""
@@ -19,8 +21,10 @@ from jax import lax
 from sde_lib.sampling import grid
 from sde_lib.sampling.multistep import (
     check_final_sigma,
+    check_flag,
     check_lower_order_final,
     denoise,
+    denoise_grid,
     exp_step,
     log_snr,
     multistep_grid,
@@ -71,7 +75,7 @@ def dpm_solver_pp(key, state, c, *, score_fn):
     """
     del key
     x, m1, m2, lam1, lam2, k = state
-    m0 = denoise(score_fn, x, c.t, c.alpha, c.sigma)
+    m0 = denoise_grid(score_fn, x, c)
     x1, phi1, h = exp_step(c, x, m0)
     lam0 = log_snr(c.alpha, c.sigma)
     r0, r1 = safe((lam0 - lam1) / h), safe((lam1 - lam2) / h)
@@ -127,7 +131,8 @@ def _check_order(name, value):
 
 register(Sampler("dpm_solver_pp", {"order": (2, _check_order), "time_grid": ("logsnr", check_grid),
                                    "lower_order_final": (True, check_lower_order_final),
-                                   "final_sigma": ("zero", check_final_sigma)},
+                                   "final_sigma": ("zero", check_final_sigma),
+                                   "timestep_rounding": (False, check_flag)},
                  multistep_grid(3), multistep_step(dpm_solver_pp, dpm_solver_pp_init),
                  affine=False, deterministic=lambda o: True))
 register(Sampler("dpm_solver_2s", {"time_grid": ("logsnr", check_grid)}, _dpm_solver_2s_grid,

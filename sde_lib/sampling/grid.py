@@ -126,6 +126,19 @@ def chain_indices(kind: str, num_steps: int, N: int) -> np.ndarray:
     return np.asarray(tau, np.int64)[::-1].copy()
 
 
+def rounded_chain_times(sde, times: np.ndarray) -> np.ndarray:
+    r"""The chain times ``(round(tau) + 1) T / N`` of ``times``, where ``tau`` is the chain index
+    interpolated linearly in ``log r`` (``r = sigma / alpha``) between the chain's ``r_i =
+    r((i + 1) T / N)`` and clipped to ``[0, N - 1]``: diffusers' ``_sigma_to_t`` rounded, the
+    timestep its multistep schedulers hand the network on a Karras grid. Half-way values round
+    to even (numpy's ``round``, as diffusers)."""
+    N, T = sde.N, sde.T
+    log_r_chain = np.log(_noise_to_signal(sde, np.arange(1, N + 1) * (T / N)))
+    tau = np.interp(np.log(_noise_to_signal(sde, np.asarray(times, np.float64))), log_r_chain,
+                    np.arange(N, dtype=np.float64))
+    return (np.round(tau) + 1.0) * (T / N)
+
+
 def evaluation_times(kind: str | Sequence[float], num_steps: int, sde,
                      eps: float) -> np.ndarray:
     """The ``K`` decreasing evaluation times (float64 numpy) of a ``time_grid`` on ``sde``.
@@ -169,8 +182,10 @@ class GridCoeffs(NamedTuple):
     ``t`` and ``t_next`` (``t_K = 0``), the marginal coefficients ``alpha, sigma`` at ``t`` and
     ``alpha_next, sigma_next`` at ``t_next`` (``1`` and ``0`` at ``t = 0``). Steps that need only
     the times may leave the rest ``None``; ``*_mid`` is the log-SNR midpoint of the step
-    (DPM-Solver-2S), ``*_hat`` the raised noise level of EDM's stochastic sampler and ``order``
-    the order of a multistep method's step (lowered at the ends of the grid).
+    (DPM-Solver-2S), ``*_hat`` the raised noise level of EDM's stochastic sampler, ``order``
+    the order of a multistep method's step (lowered at the ends of the grid), and ``t_net``,
+    ``sigma_net`` the chain time (and its ``sigma``) at which a multistep method with
+    ``timestep_rounding`` evaluates the score (``rounded_chain_times``).
     """
 
     t: jax.Array
@@ -186,6 +201,8 @@ class GridCoeffs(NamedTuple):
     alpha_hat: jax.Array | None = None
     sigma_hat: jax.Array | None = None
     order: jax.Array | None = None
+    t_net: jax.Array | None = None
+    sigma_net: jax.Array | None = None
 
 
 def _pack(t, alpha, sigma) -> GridCoeffs:

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
+from sde_lib.sampling import grid
 from sde_lib.sampling.registry import continuous_coefficients, step_times
 
 
@@ -35,6 +36,16 @@ class Multistep(NamedTuple):
 def denoise(score_fn, x, t, alpha, sigma):
     """Tweedie's data prediction ``D = (x + sigma^2 s(x, t)) / alpha``."""
     return (x + sigma**2 * score_fn(x, step_times(x, t))) / alpha
+
+
+def denoise_grid(score_fn, x, c):
+    r"""``D(x, t)`` at grid point ``c``: ``denoise`` at ``c.t``, or with ``timestep_rounding``
+    (``c.t_net`` set) the network's noise prediction read at the rounded chain time,
+    ``eps = -sigma(t_net) s(x, t_net)``, in ``D = (x - sigma_t eps) / alpha_t`` at the grid's own
+    ``(alpha_t, sigma_t)`` (diffusers' multistep schedulers on a Karras grid)."""
+    if c.t_net is None:
+        return denoise(score_fn, x, c.t, c.alpha, c.sigma)
+    return (x + c.sigma * c.sigma_net * score_fn(x, step_times(x, c.t_net))) / c.alpha
 
 
 def log_snr(alpha, sigma):
@@ -79,6 +90,13 @@ def check_lower_order_final(name, value):
     return value
 
 
+def check_flag(name, value):
+    """``True`` or ``False``."""
+    if value is not True and value is not False:
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def step_orders(max_order, num_steps, lower_order_final="always", final_sigma="zero"):
     r"""Each step's order: ``min(order, k + 1)`` (a warm-up: step ``k`` has ``k`` earlier
     outputs), lowered at the end by ``lower_order_final``:
@@ -106,6 +124,9 @@ def multistep_grid(max_order):
     "sigma_min"`` the last step goes to ``t = T / N`` (the first time of the SDE's ``N``-step
     chain, diffusers' ``final_sigmas_type="sigma_min"``) instead of ``t = 0``, and returns the
     sample there; a step of length 0 (a grid ending at ``T / N``) is first order, the identity.
+    With ``timestep_rounding=True`` the score is read at the rounded chain times
+    (``grid.rounded_chain_times``, ``denoise_grid``) while the steps keep the grid's
+    coefficients.
 
     Raises:
       ValueError: ``final_sigma="sigma_min"`` on a grid whose last time is below ``T / N``.
@@ -131,7 +152,12 @@ def multistep_grid(max_order):
             coeffs = coeffs._replace(t_next=last(coeffs.t_next, t_end),
                                      alpha_next=last(coeffs.alpha_next, alpha_end),
                                      sigma_next=last(coeffs.sigma_next, sigma_end))
-        return coeffs._replace(order=jnp.asarray(order, coeffs.t.dtype))
+        coeffs = coeffs._replace(order=jnp.asarray(order, coeffs.t.dtype))
+        if o.get("timestep_rounding", False):
+            t_net = jnp.asarray(grid.rounded_chain_times(sde, np.asarray(coeffs.t, np.float64)),
+                                coeffs.t.dtype)
+            coeffs = coeffs._replace(t_net=t_net, sigma_net=sde.marginal_coeffs(t_net)[1])
+        return coeffs
     return build
 
 

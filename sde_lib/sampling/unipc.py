@@ -1,7 +1,9 @@
 r"""``unipc``: UniPC (Zhao et al. 2023), the UniP-2 predictor with the UniC corrector, a
 multistep exponential integrator in log-SNR (notation in ``multistep.py``); options
-``time_grid="logsnr"`` and ``final_sigma="zero"`` (``"sigma_min"``: stop at ``t = T / N``,
-diffusers' ``final_sigmas_type``). Its order rule is diffusers' ``UniPCMultistepScheduler``'s
+``time_grid="logsnr"``, ``final_sigma="zero"`` (``"sigma_min"``: stop at ``t = T / N``,
+diffusers' ``final_sigmas_type``) and ``timestep_rounding=False`` (``True``: the network reads
+its noise prediction at the rounded chain time of each grid time, as diffusers on a Karras
+grid; ``multistep.denoise_grid``). Its order rule is diffusers' ``UniPCMultistepScheduler``'s
 (``lower_order_final=True`` there lowers the last step at every ``K``). With
 ``time_grid="linspace_multistep"`` (or ``"leading_multistep"``, ``"trailing"``, or ``"karras"``
 with ``eps = T / N``) on ``DiscreteVPSDE`` it is that scheduler (``bh2``, order 2) step for step
@@ -13,7 +15,8 @@ import jax.numpy as jnp
 
 from sde_lib.sampling.multistep import (
     check_final_sigma,
-    denoise,
+    check_flag,
+    denoise_grid,
     exp_step,
     log_snr,
     multistep_grid,
@@ -57,7 +60,7 @@ def unipc(key, state, c, *, score_fn):
     """
     del key
     x, x1_prev, m1, m2, lam1, lam2, sigma1, alpha1, p1, k = state
-    m0 = denoise(score_fn, x, c.t, c.alpha, c.sigma)
+    m0 = denoise_grid(score_fn, x, c)
     lam0 = log_snr(c.alpha, c.sigma)
     # UniC from t_{k-1} to t_k with the new m_0 (skipped at k = 0)
     prev = c._replace(t_next=c.t, alpha_next=c.alpha, sigma_next=c.sigma,
@@ -80,5 +83,6 @@ def unipc(key, state, c, *, score_fn):
 
 
 register(Sampler("unipc", {"time_grid": ("logsnr", check_grid),
-                           "final_sigma": ("zero", check_final_sigma)}, multistep_grid(2),
+                           "final_sigma": ("zero", check_final_sigma),
+                           "timestep_rounding": (False, check_flag)}, multistep_grid(2),
                  multistep_step(unipc, unipc_init), affine=False, deterministic=lambda o: True))
