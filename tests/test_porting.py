@@ -2,7 +2,8 @@
 
 ``dpm_solver_pp`` (2M, 3M) and ``unipc`` against numpy transcriptions, written here, of
 diffusers' ``DPMSolverMultistepScheduler`` and ``UniPCMultistepScheduler`` (``set_timesteps`` and
-``step``; float64, 1e-10) for every spacing and both final sigmas; ``edm_stochastic`` without
+``step``; float64, 1e-10) for every spacing and both final sigmas, and k-diffusion's Karras
+sigmas, Euler, Heun and DPM++(2M) samplers; ``edm_stochastic`` without
 churn is ``edm_heun`` under ``jit`` in float32, and with churn equals a float64 run of the same
 noise to float32 round-off."""
 
@@ -358,4 +359,73 @@ def test_timestep_rounding_is_diffusers_karras(method, order, K):
     assert np.abs(np.asarray(coeffs.t) - (tau + 1) / N).max() > 1e-4
     want = (diffusers_dpm_solver_pp(x_T, K, "linspace", order, "zero", karras=True)
             if method == "dpm_solver_pp" else diffusers_unipc(x_T, K, "linspace", "zero", True))
+    np.testing.assert_allclose(got, want, **TOL)
+
+
+# ---------------------------------------------------------------- k-diffusion, transcribed
+def get_sigmas_karras(n, sigma_min, sigma_max, rho=7.0):
+    """k-diffusion's ``get_sigmas_karras``: ``n`` Karras sigmas and a final 0."""
+    ramp = np.linspace(0, 1, n)
+    min_inv_rho, max_inv_rho = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return np.append((max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho, 0.0)
+
+
+def k_diffusion_sample(name, model, x, sigmas):
+    """k-diffusion's ``sample_euler``, ``sample_heun`` (no churn) and ``sample_dpmpp_2m``;
+    ``model(x, i)`` is the denoiser at ``sigmas[i]``."""
+    old_denoised = None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, i)
+        if name == "dpmpp_2m":
+            t, t_next = -np.log(sigmas[i]), -np.log(sigmas[i + 1]) if sigmas[i + 1] else np.inf
+            h = t_next - t
+            if old_denoised is None or sigmas[i + 1] == 0:
+                x = np.exp(-t_next) / np.exp(-t) * x - np.expm1(-h) * denoised
+            else:
+                r = (t + np.log(sigmas[i - 1])) / h
+                denoised_d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
+                x = np.exp(-t_next) / np.exp(-t) * x - np.expm1(-h) * denoised_d
+            old_denoised = denoised
+            continue
+        d = (x - denoised) / sigmas[i]
+        dt = sigmas[i + 1] - sigmas[i]
+        if name == "euler" or sigmas[i + 1] == 0:
+            x = x + d * dt
+        else:
+            x_2 = x + d * dt
+            d_2 = (x_2 - model(x_2, i + 1)) / sigmas[i + 1]
+            x = x + (d + d_2) / 2 * dt
+    return x
+
+
+@pytest.mark.parametrize("K", [10, 20])
+@pytest.mark.parametrize("name,method,options", [
+    ("euler", "dpm_solver_pp", {"order": 1}), ("heun", "edm_heun", {}),
+    ("dpmpp_2m", "dpm_solver_pp", {})])
+def test_k_diffusion_samplers(name, method, options, K):
+    """k-diffusion's Euler, Heun and DPM++(2M) on ``get_sigmas_karras(K, r(eps), r(T))`` are
+    ``dpm_solver_pp(order=1)``, ``edm_heun`` and ``dpm_solver_pp`` with ``time_grid="karras"``
+    on the continuous VP SDE, in k-diffusion's variables ``x~ = x / alpha``, ``sigma~ = sigma /
+    alpha`` (1e-10, float64; the denoiser is the eps network's at the library's grid time of each
+    sigma)."""
+    sde, eps = sde_lib.VPSDE(), 1e-3
+    score_fn = losses.get_model_score_fn(eps_net, sde, sde_lib.get_parameterization("eps"))
+    step, coeffs, _ = build_sampler(sde, score_fn, method, K, eps=eps, time_grid="karras",
+                                    **options)
+    x_T = np.random.default_rng(4).normal(size=(B, D)) * float(sde.marginal_coeffs(
+        jnp.asarray(1.0))[1])
+    got = np.asarray(scan_steps(step, jax.random.key(0), jnp.asarray(x_T), coeffs))
+
+    t = np.asarray(coeffs.t)
+    alpha, sigma = (np.asarray(v, np.float64) for v in sde.marginal_coeffs(jnp.asarray(t)))
+    ends = [np.asarray(v, np.float64) for v in sde.marginal_coeffs(jnp.array([eps, 1.0]))]
+    r_min, r_max = ends[1] / ends[0]
+    sigmas = get_sigmas_karras(K, r_min, r_max)
+    np.testing.assert_allclose(sigmas[:-1], sigma / alpha, rtol=1e-12)
+
+    def model(x_tilde, i):  # the eps network as k-diffusion's denoiser D(x~, sigma~_i)
+        x = alpha[i] * x_tilde
+        return (x - sigma[i] * eps_net(x, np.full(B, t[i]))) / alpha[i]
+
+    want = k_diffusion_sample(name, model, x_T / alpha[0], sigmas)
     np.testing.assert_allclose(got, want, **TOL)
