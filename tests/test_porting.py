@@ -208,7 +208,7 @@ SPACING_IDS = ["linspace", "leading", "trailing", "karras"]
 
 
 @pytest.mark.parametrize("final", ["zero", "sigma_min"])
-@pytest.mark.parametrize("K", [10, 20])
+@pytest.mark.parametrize("K", [10, pytest.param(20, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("order", [2, 3])
 @pytest.mark.parametrize("spacing,karras", SPACINGS, ids=SPACING_IDS)
 def test_dpm_solver_pp_is_dpm_solver_multistep_scheduler(spacing, karras, order, K, final):
@@ -283,7 +283,7 @@ def diffusers_unipc(x, K, spacing, final_sigmas_type, karras=False, net_times=No
 
 
 @pytest.mark.parametrize("final", ["zero", "sigma_min"])
-@pytest.mark.parametrize("K", [10, 20])
+@pytest.mark.parametrize("K", [10, pytest.param(20, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("spacing,karras", SPACINGS, ids=SPACING_IDS)
 def test_unipc_is_unipc_multistep_scheduler(spacing, karras, K, final):
     """``unipc`` on ``DiscreteVPSDE`` with the scheduler's spacing by name and ``final_sigma``
@@ -347,7 +347,7 @@ def test_bad_porting_options(method, options, match):
 
 @pytest.mark.parametrize("method,order", [("dpm_solver_pp", 2), ("dpm_solver_pp", 3),
                                           ("unipc", 2)])
-@pytest.mark.parametrize("K", [10, 20])
+@pytest.mark.parametrize("K", [10, pytest.param(20, marks=pytest.mark.slow)])
 def test_timestep_rounding_is_diffusers_karras(method, order, K):
     """``timestep_rounding=True`` on the Karras grid: the network sees diffusers' rounded
     timesteps ``round(tau(sigma))`` (``grid.rounded_chain_times`` equals them) while the solver
@@ -401,7 +401,7 @@ def k_diffusion_sample(name, model, x, sigmas):
     return x
 
 
-@pytest.mark.parametrize("K", [10, 20])
+@pytest.mark.parametrize("K", [10, pytest.param(20, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("name,method,options", [
     ("euler", "dpm_solver_pp", {"order": 1}), ("heun", "edm_heun", {}),
     ("dpmpp_2m", "dpm_solver_pp", {})])
