@@ -22,6 +22,7 @@ import jax
 import sde_lib
 from models import ModelConfig, get_model_config
 from sde_lib.losses.config import as_loss_config
+from sde_lib.sampling.driver import EPS as SAMPLER_EPS
 from trainer.data import DataConfig
 
 DEFAULT_MODEL = "mlp"  # the model section's default name (a key of models.MODELS)
@@ -120,7 +121,7 @@ class SamplingConfig:
 
     method: str = "euler_maruyama"
     num_steps: int = 500
-    eps: float = 1e-3
+    eps: float = SAMPLER_EPS  # sde_lib.sample's default
     options: Mapping = dataclasses.field(default_factory=dict)
 
 

@@ -20,6 +20,9 @@ from sde_lib.sampling import grid
 from sde_lib.sampling.multistep import Multistep
 from sde_lib.sampling.registry import get_sampler
 
+NUM_STEPS = 1000  # the default number of steps of ``sample`` and ``Sweep``'s ``max_num_steps``
+EPS = 1e-3  # the default last evaluation time of the continuous grids (VP)
+
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
@@ -46,7 +49,7 @@ def check_common(sde, num_steps, eps):
 
 
 def sample(rng: jax.Array, sde, score_fn: ScoreFn, shape: Sequence[int],
-           method: str = "euler_maruyama", num_steps: int = 1000, eps: float = 1e-3,
+           method: str = "euler_maruyama", num_steps: int = NUM_STEPS, eps: float = EPS,
            **options) -> tuple[jax.Array, jax.Array | int]:
     r"""Draws samples of the model ``score_fn`` by running its reverse process from the prior.
 
@@ -138,7 +141,7 @@ def shape_checked(score_fn: ScoreFn) -> ScoreFn:
     return checked
 
 
-def build_sampler(sde, score_fn: ScoreFn, method: str, num_steps: int, eps: float = 1e-3,
+def build_sampler(sde, score_fn: ScoreFn, method: str, num_steps: int, eps: float = EPS,
                   **options) -> tuple[Callable, grid.GridCoeffs, int]:
     """The pieces ``sample`` scans, for the fixed-step methods (not the adaptive ones).
 

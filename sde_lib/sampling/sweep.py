@@ -12,7 +12,15 @@ import numpy as np
 from sde_lib._arrays import as_pytree_fn, pad_with_last
 from sde_lib._validation import check_num_steps
 from sde_lib.sampling import grid
-from sde_lib.sampling.driver import ScoreFn, check_common, check_shape, loop_steps, shape_checked
+from sde_lib.sampling.driver import (
+    EPS,
+    NUM_STEPS,
+    ScoreFn,
+    check_common,
+    check_shape,
+    loop_steps,
+    shape_checked,
+)
 from sde_lib.sampling.registry import SAMPLERS, check_grid, get_sampler
 
 _GRID_ONLY_OPTIONS = ("time_grid", "chain")  # read by Sampler.grid, never by the step
@@ -50,7 +58,7 @@ class Sweep:
     """
 
     def __init__(self, sde, shape: Sequence[int], method: str = "euler_maruyama",
-                 max_num_steps: int = 1000, eps: float = 1e-3, **options):
+                 max_num_steps: int = NUM_STEPS, eps: float = EPS, **options):
         self.shape = check_shape(shape)
         self.sampler = get_sampler(method)
         check_num_steps("max_num_steps", max_num_steps)
