@@ -207,7 +207,7 @@ SPACINGS = [("linspace", False), ("leading", False), ("trailing", False), ("lins
 SPACING_IDS = ["linspace", "leading", "trailing", "karras"]
 
 
-@pytest.mark.parametrize("final", ["zero", "sigma_min"])
+@pytest.mark.parametrize("final", ["zero", pytest.param("sigma_min", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("K", [10, pytest.param(20, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("order", [2, 3])
 @pytest.mark.parametrize("spacing,karras", SPACINGS, ids=SPACING_IDS)
@@ -282,7 +282,7 @@ def diffusers_unipc(x, K, spacing, final_sigmas_type, karras=False, net_times=No
     return x
 
 
-@pytest.mark.parametrize("final", ["zero", "sigma_min"])
+@pytest.mark.parametrize("final", ["zero", pytest.param("sigma_min", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("K", [10, pytest.param(20, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("spacing,karras", SPACINGS, ids=SPACING_IDS)
 def test_unipc_is_unipc_multistep_scheduler(spacing, karras, K, final):
