@@ -36,14 +36,12 @@ class SDEConfig:
     kwargs: Mapping = dataclasses.field(default_factory=dict)
 
     def build(self):
-        """The SDE object; raises ValueError for an unknown name or bad arguments."""
-        if self.name not in sde_lib.SDES:
-            raise ValueError(f"sde.name must be one of {sorted(sde_lib.SDES)}, got "
-                             f"{self.name!r}")
+        """The SDE object (``sde_lib.get_sde``); ValueError for an unknown name or bad
+        arguments, naming the config section."""
         try:
-            return sde_lib.SDES[self.name](**self.kwargs)
-        except TypeError as e:
-            raise ValueError(f"bad sde.kwargs {dict(self.kwargs)} for {self.name!r}: {e}") from None
+            return sde_lib.get_sde(self.name, **self.kwargs)
+        except ValueError as e:
+            raise ValueError(f"bad sde config (sde.name, sde.kwargs): {e}") from None
 
 
 def checked(default, kind, low=None, high=None, low_open=False):
