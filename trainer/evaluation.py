@@ -52,10 +52,10 @@ def evaluate_params(run: Run, params, step: int) -> dict[str, float]:
                 out["true_nll_bits_per_dim"] = float(-gmm.log_prob(x).mean() / (D * math.log(2)))
     x, nfe = draw_samples(run, params, k_sample)
     out["sample_nfe"] = float(nfe)
-    if run.is_main:
-        path = os.path.join(run.workdir, "samples", f"samples_{step}.png")
+    if run.is_main and run.out_dir is not None:
+        path = os.path.join(run.out_dir, "samples", f"samples_{step}.png")
         save_samples_png(x, path, f"{sp.method}, step {step}")
-        save_npy(os.path.join(run.workdir, "samples", f"samples_{step}.npy"), x)
+        save_npy(path[:-4] + ".npy", x)
     return out
 
 
@@ -70,22 +70,25 @@ def _json_number(value):
     return value if not isinstance(value, float) or math.isfinite(value) else None
 
 
-def write_eval(run: Run, writer: MetricWriter, step: int, metrics: dict) -> None:
-    writer.write_scalars(step, metrics, prefix="eval/")
-    if run.is_main:
+def write_eval(run: Run, writer: MetricWriter | None, step: int, metrics: dict) -> None:
+    """The metrics to ``writer`` (TensorBoard and CSV) and ``<out_dir>/eval_<step>.json``."""
+    if writer is not None:
+        writer.write_scalars(step, metrics, prefix="eval/")
+    if run.is_main and run.out_dir is not None:
         record = {"step": step, **{k: _json_number(v) for k, v in metrics.items()}}
-        write_atomic(os.path.join(run.workdir, f"eval_{step}.json"),
+        write_atomic(os.path.join(run.out_dir, f"eval_{step}.json"),
                      json.dumps(record, indent=1, allow_nan=False))
 
 
-def evaluate_workdir(config, workdir: str) -> dict[str, float]:
-    """Evaluates the EMA parameters of the latest checkpoint in ``workdir`` (``--mode eval``)."""
-    with open_for_reading(config, workdir) as run:
-        step = int(run.state.step)
-        metrics = evaluate_params(run, run.state.ema_params, step)
-        writer = MetricWriter(os.path.join(run.workdir, "tensorboard"), run.is_main)
-        write_eval(run, writer, step, metrics)
-        writer.close()
+def evaluate_workdir(config, workdir: str, out: str | None = None) -> dict[str, float]:
+    """Evaluates the EMA parameters of the newest intact checkpoint in ``workdir``
+    (``--mode eval``), writing nothing there: ``eval_<step>.json`` and the sample grid go to
+    ``out`` when given (``--out``)."""
+    run = open_for_reading(config, workdir)
+    run.out_dir = None if out is None else os.fspath(out)
+    step = int(run.state.step)
+    metrics = evaluate_params(run, run.state.ema_params, step)
+    write_eval(run, None, step, metrics)
     return metrics
 
 
@@ -137,21 +140,23 @@ def load_score_fn(workdir: str, config=None, params: str = "ema"):
     """
     if params not in ("ema", "raw"):
         raise ValueError(f"params must be 'ema' or 'raw', got {params!r}")
-    with open_for_reading(saved_config(workdir) if config is None else config, workdir) as run:
-        state = run.state
+    run = open_for_reading(saved_config(workdir) if config is None else config, workdir)
+    state = run.state
     return run.score_fn(state.ema_params if params == "ema" else state.params), run.sde
 
 
-def sample_workdir(config, workdir: str) -> tuple[np.ndarray, str]:
-    """Samples from the EMA parameters of the latest checkpoint (``--mode sample``); writes
-    ``workdir/samples/sample_mode_<step>.{png,npy}`` and returns the samples ``(n, *D)`` and
-    the path of the ``.npy``."""
-    with open_for_reading(config, workdir) as run:
-        cfg, step = run.cfg, int(run.state.step)
-        key = jax.random.fold_in(jax.random.PRNGKey(cfg.training.seed), 2**31 - 2)
-        x, _ = draw_samples(run, run.state.ema_params, key)
-        path = os.path.join(run.workdir, "samples", f"sample_mode_{step}.png")
-        if run.is_main:
-            save_samples_png(x, path, f"{cfg.sampling.method}, step {step}")
-            save_npy(path[:-4] + ".npy", x)
+def sample_workdir(config, workdir: str, out: str | None = None) -> tuple[np.ndarray, str]:
+    """Samples from the EMA parameters of the newest intact checkpoint (``--mode sample``);
+    writes ``<out>/sample_mode_<step>.{png,npy}`` (default ``out``: ``workdir/samples``; pass
+    another for a read-only workdir) and returns the samples ``(n, *D)`` and the path of the
+    ``.npy``."""
+    run = open_for_reading(config, workdir)
+    cfg, step = run.cfg, int(run.state.step)
+    key = jax.random.fold_in(jax.random.PRNGKey(cfg.training.seed), 2**31 - 2)
+    x, _ = draw_samples(run, run.state.ema_params, key)
+    out = os.path.join(run.workdir, "samples") if out is None else os.fspath(out)
+    path = os.path.join(out, f"sample_mode_{step}.png")
+    if run.is_main:
+        save_samples_png(x, path, f"{cfg.sampling.method}, step {step}")
+        save_npy(path[:-4] + ".npy", x)
     return x, path[:-4] + ".npy"

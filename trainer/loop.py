@@ -17,6 +17,7 @@ from trainer import checkpointing
 from trainer.config import parse_config
 from trainer.evaluation import evaluate_params, write_eval
 from trainer.metrics import MetricWriter, save_loss_png
+from trainer.preemption import Preempted, StopSignals
 from trainer.run import Run, initialize_distributed, unreplicate
 from trainer.step import AXIS, make_train_step, scan_unroll
 
@@ -60,15 +61,26 @@ class _FiniteGuard:
             self._stop(f"the parameters after step {step} are not finite")
 
 
-def train_and_evaluate(config, workdir: str, on_checkpoint: Callable[[int], None] | None = None
-                       ) -> dict:
-    """Trains ``config`` in ``workdir``, resuming from its latest checkpoint, then evaluates.
+def _checkpoint_path(run, step: int) -> str:
+    return os.path.join(checkpointing.checkpoint_dir(run.workdir), str(step))
+
+
+def train_and_evaluate(config, workdir: str, on_checkpoint: Callable[[int], None] | None = None,
+                       restart: bool = False) -> dict:
+    """Trains ``config`` in ``workdir``, resuming from its newest intact checkpoint, then
+    evaluates.
+
+    SIGTERM and SIGINT stop the run politely (``trainer.preemption``): the current step
+    finishes, a checkpoint is saved, the lock is released and ``Preempted`` is raised.
 
     Args:
       config: a ConfigDict of ``experiments/configs`` (or a mapping of its sections).
       workdir: checkpoints in ``workdir/checkpoints``, TensorBoard events in
         ``workdir/tensorboard``, sample grids in ``workdir/samples``, ``eval_<step>.json``.
       on_checkpoint: called with the step after each checkpoint is on disk.
+      restart: start from step 0 when every checkpoint of ``workdir`` is damaged (they stay
+        aside as ``<step>.damaged``; the run's metrics are overwritten); without it such a
+        workdir is refused.
 
     Returns:
       ``{"state": the final TrainState, "train_loss": (steps run here,) losses, "eval": dict,
@@ -80,22 +92,26 @@ def train_and_evaluate(config, workdir: str, on_checkpoint: Callable[[int], None
       ValueError: a bad config (see ``parse_config`` and ``check_devices``), before compiling,
         or a checkpoint that does not fit it.
       RuntimeError: another run holds the workdir (``checkpointing.WorkdirLock``).
+      checkpointing.DamagedCheckpointsError: every checkpoint is damaged (and not ``restart``).
+      checkpointing.CheckpointSaveError: a checkpoint could not be written (a full disk).
       FloatingPointError: a non-finite loss, gradient norm or parameters (nothing is saved).
+      Preempted: SIGTERM or SIGINT; the checkpoint of the step reached is saved.
     """
     initialize_distributed(config)
     cfg = parse_config(config)
     run = Run(cfg, workdir)
     try:
-        return _train_and_evaluate(run, on_checkpoint)
+        with StopSignals(run.devices, run.pmap_devices) as signals:
+            return _train_and_evaluate(run, on_checkpoint, restart, signals)
     finally:
         run.lock.release()
 
 
-def _train_and_evaluate(run, on_checkpoint):
+def _train_and_evaluate(run, on_checkpoint, restart, signals):
     from tqdm import tqdm
 
     cfg = run.cfg
-    if run.restore() and run.is_main:
+    if run.restore(restart=restart) and run.is_main:
         print(f"resumed {run.workdir} from step {int(run.state.step)}", flush=True)
     t = cfg.training
     p_step = jax.pmap(make_train_step(run.model, run.loss_fn, run.optimizer, run.schedule,
@@ -125,7 +141,8 @@ def _train_and_evaluate(run, on_checkpoint):
                 writer.write_scalars(new, last, prefix="train/")
                 bar.set_postfix(loss=f"{last['loss']:.4g}")
             unrep = None
-            if _crossed(step, new, t.checkpoint_every) or new == t.num_train_steps:
+            signum = signals.poll()
+            if _crossed(step, new, t.checkpoint_every) or new == t.num_train_steps or signum:
                 guard.check()
                 unrep = unreplicate(p_state)
                 guard.check_state(unrep, new)
@@ -135,6 +152,9 @@ def _train_and_evaluate(run, on_checkpoint):
                     save_loss_png(writer.csv_path, os.path.join(run.workdir, "loss.png"))
                 if on_checkpoint is not None:
                     on_checkpoint(new)
+            if signum:
+                writer.close()
+                raise Preempted(signum, new, _checkpoint_path(run, new))
             if new < t.num_train_steps and (_crossed(step, new, t.eval_every)
                                             or _crossed(step, new, t.sample_every)):
                 if unrep is None:
@@ -143,6 +163,12 @@ def _train_and_evaluate(run, on_checkpoint):
             bar.update(new - step)
             step = new
     run.state = unreplicate(p_state)
+    signum = signals.agree()
+    if signum:  # during the last call (its checkpoint is saved) or before the first
+        writer.close()
+        if run.manager.latest_step() != step:
+            checkpointing.save_checkpoint(run.manager, run.state, run.train_it.state)
+        raise Preempted(signum, step, _checkpoint_path(run, step))
     metrics = evaluate_params(run, run.state.ema_params, step)
     write_eval(run, writer, step, metrics)
     writer.close()

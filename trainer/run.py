@@ -3,7 +3,6 @@ iterators, the workdir's lock and checkpoint manager, and the batches read one c
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import os
@@ -48,6 +47,9 @@ class Run:
     def __init__(self, cfg: ExperimentConfig, workdir: str, reading: bool = False):
         # reading: evaluate_workdir, sample_workdir or load_score_fn (config.json is left as is)
         self.cfg, self.workdir, self.reading = cfg, os.fspath(workdir), reading
+        # where evaluations and samples are written: the workdir when training; a reader's
+        # ``out`` (None: nothing is written)
+        self.out_dir: str | None = None if reading else self.workdir
         self.num_devices = check_devices(cfg)
         # pmap spans the first num_devices devices of every process (the same list everywhere)
         self.pmap_devices = [d for p in range(jax.process_count())
@@ -63,11 +65,14 @@ class Run:
         self.data_shape = self.train_it.dataset.data_shape
         self.state = create_train_state(jax.random.PRNGKey(cfg.training.seed), self.model,
                                         self.data_shape, self.optimizer)
-        # the lock before the manager, whose creation removes unfinished saves in the workdir
-        self.lock = checkpointing.WorkdirLock(self.workdir).acquire()
+        # a writer takes the lock before the manager, whose creation removes unfinished saves;
+        # readers take none and read through a manager that writes nothing
+        self.lock = checkpointing.WorkdirLock(self.workdir)
+        if not reading:
+            self.lock.acquire()
         try:
-            self.manager = checkpointing.create_manager(self.workdir,
-                                                        cfg.training.keep_checkpoints)
+            self.manager = checkpointing.create_manager(
+                self.workdir, cfg.training.keep_checkpoints, read_only=reading)
             self.config_changes = checkpointing.check_config(
                 self.workdir, dataclasses.asdict(cfg), self.manager.latest_step() is not None)
         except BaseException:
@@ -106,13 +111,20 @@ class Run:
             rng, self.sde, self.score_fn(params), shape, sp.method, sp.num_steps, sp.eps,
             **sp.options))
 
-    def restore(self, required: bool = False) -> bool:
+    def restore(self, required: bool = False, restart: bool = False) -> bool:
         """Restores the newest intact checkpoint (if any), then (when training) saves the config
-        beside it."""
-        state, data_state = checkpointing.restore_checkpoint(self.manager, self.state)
-        if state is None and required:
-            raise FileNotFoundError(
-                f"no checkpoint in {checkpointing.checkpoint_dir(self.workdir)}")
+        beside it.
+
+        Raises:
+          checkpointing.DamagedCheckpointsError: the workdir had checkpoints and every one is
+            damaged (a writer starts over from step 0 only with ``restart``).
+          FileNotFoundError: ``required`` and the workdir has no checkpoint.
+        """
+        listed = self.manager.all_steps()
+        state, data_state = checkpointing.restore_checkpoint(self.manager, self.state,
+                                                             read_only=self.reading)
+        if state is None:
+            self._no_checkpoint(listed, required, restart)
         if not self.reading:
             checkpointing.save_config(self.workdir, dataclasses.asdict(self.cfg))
         if state is None:
@@ -120,6 +132,20 @@ class Run:
         self.state = jax.tree.map(jnp.asarray, state)
         self.train_it.restore(data_state)
         return True
+
+    def _no_checkpoint(self, listed, required: bool, restart: bool) -> None:
+        directory = checkpointing.checkpoint_dir(self.workdir)
+        damaged = [str(s) for s in listed] if self.reading else [
+            os.path.basename(p) for p in checkpointing.damaged_checkpoints(self.workdir)]
+        if damaged and not (restart and not self.reading):
+            what = ("start over from step 0 with --restart (trainer.main) or restart=True "
+                    "(the damaged ones stay aside; the run's metrics are overwritten)")
+            raise checkpointing.DamagedCheckpointsError(
+                f"every checkpoint in {directory} is damaged ({', '.join(damaged)}); nothing "
+                f"was overwritten. Inspect them, restore them from a copy, or "
+                f"{'train again' if self.reading else what}")
+        if required:
+            raise FileNotFoundError(f"no checkpoint in {directory}")
 
     def index(self, it) -> np.ndarray:
         """Global positions ``(D, b)`` of this process's examples in a batch of ``it``."""
@@ -158,14 +184,17 @@ def unreplicate(tree):
     return jax.tree.map(lambda x: x.addressable_shards[0].data[0], tree)
 
 
-@contextlib.contextmanager
-def open_for_reading(config, workdir: str):
-    """The run of ``workdir``'s latest checkpoint, restored for reading (eval, sample,
-    ``load_score_fn``), its lock held inside the block."""
+def open_for_reading(config, workdir: str) -> Run:
+    """The run of ``workdir``'s newest intact checkpoint, restored for reading (eval, sample,
+    ``load_score_fn``).
+
+    A reader takes no lock and writes nothing into ``workdir``: several may read at once, while
+    a run trains there (a checkpoint being saved is not listed until complete) or from
+    read-only media; a damaged checkpoint is skipped with a warning and left in place.
+    """
+    if not os.path.isdir(checkpointing.checkpoint_dir(workdir)):
+        raise FileNotFoundError(f"no checkpoint in {checkpointing.checkpoint_dir(workdir)}")
     initialize_distributed(config)
     run = Run(parse_config(config), workdir, reading=True)
-    try:
-        run.restore(required=True)
-        yield run
-    finally:
-        run.lock.release()
+    run.restore(required=True)
+    return run
