@@ -4,9 +4,10 @@
 
 ``CONFIG_JSON`` maps dotted config fields to values, plus ``"config"`` (a file of
 ``experiments/configs``) and ``"sleep_after_checkpoint"`` (seconds to wait after each checkpoint,
-after printing ``CHECKPOINT <step>``, so that the parent can kill the process there) and
-``"hang_in_save_at"`` (a step: the save of that checkpoint stops, its files half written in
-orbax's temporary directory, after printing ``SAVING <step>``, for the parent to kill it).
+after printing ``CHECKPOINT <step>``, so that the parent can kill or signal the process there)
+and ``"hang_in_save_at"`` (a step: the save of that checkpoint stops, its files half written in
+orbax's temporary directory, after printing ``SAVING <step>``, for the parent to kill it). A
+run stopped by SIGTERM or SIGINT exits as ``trainer.main`` does (one line, code 128 + signal).
 """
 
 import json
@@ -74,7 +75,11 @@ def main():
         print(f"CHECKPOINT {step}", flush=True)
         time.sleep(sleep)
 
-    out = trainer.train_and_evaluate(config, WORKDIR, on_checkpoint=on_checkpoint)
+    try:
+        out = trainer.train_and_evaluate(config, WORKDIR, on_checkpoint=on_checkpoint)
+    except trainer.Preempted as stop:  # as trainer.main: one line, the signal's exit code
+        print(f"error: {stop}", file=sys.stderr, flush=True)
+        sys.exit(stop.exit_code)
     leaves = jax.tree.leaves(jax.device_get(out["state"]))
     if jax.process_index() == 0:
         arrays = {f"arr_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}

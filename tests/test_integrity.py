@@ -216,11 +216,13 @@ def test_readers_skip_a_damaged_checkpoint_and_leave_it_in_place(finished, tmp_p
 
 
 @pytest.mark.slow
-def test_sigterm_and_sigint_finish_the_step_save_and_resume_exactly(finished, tmp_path):
-    """A signal after the checkpoint of step 2 (sent from inside the run): step 3 finishes, its
-    checkpoint is saved, the lock released and ``Preempted`` raised; the resumed run ends with
-    the uninterrupted run's parameters and logs each step once."""
-    for signum in (signal.SIGTERM, signal.SIGINT):
+def test_sigint_finishes_the_step_saves_and_resumes_exactly(finished, tmp_path):
+    """SIGINT (Ctrl-C) after the checkpoint of step 2, sent from inside the run: no
+    KeyboardInterrupt; step 3 finishes, its checkpoint is saved, the lock released and
+    ``Preempted`` raised; the resumed run ends with the uninterrupted run's parameters and
+    logs each step once. (SIGTERM, a second signal and two processes: test_train, in
+    subprocesses.)"""
+    for signum in (signal.SIGINT,):
         workdir = tmp_path / signal.Signals(signum).name
 
         def on_checkpoint(step, signum=signum):

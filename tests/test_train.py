@@ -723,3 +723,84 @@ def test_two_processes_train_the_same_steps_as_one(uninterrupted, tmp_path):
     np.testing.assert_allclose(result["train_loss"], uninterrupted["train_loss"], rtol=1e-5)
     for a, b in zip(_leaves(result), _leaves(uninterrupted), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _signal_at(line, procs, signals, watch=0):
+    """Sends ``signals`` (in order) to ``procs[watch]`` once it prints ``line``; returns the
+    processes' exit codes."""
+    for text in procs[watch].stdout:
+        if text.strip() == line:
+            for signum in signals:
+                procs[watch].send_signal(signum)
+            break
+    return [proc.wait(timeout=300) for proc in procs]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signals", [[signal.SIGTERM], [signal.SIGTERM, signal.SIGTERM]],
+                         ids=["sigterm", "twice"])  # SIGINT: test_integrity, in process
+def test_a_signal_saves_and_the_resumed_run_is_the_uninterrupted_one(uninterrupted, tmp_path,
+                                                                      signals):
+    """SIGTERM or SIGINT just after the checkpoint of step 4: step 5 finishes, its checkpoint
+    is saved, the lock is released and the run exits with 128 + the signal and one line; the
+    resumed run ends bit for bit as the uninterrupted one. A second signal ends it at once."""
+    workdir = tmp_path / "run"
+    with open(tmp_path / "log", "w") as err:
+        proc = subprocess.Popen(_command(tmp_path / "unused.npz", workdir, 4,
+                                         {**TINY, "sleep_after_checkpoint": 2}),
+                                env=_env(), stdout=subprocess.PIPE, stderr=err, text=True)
+        try:
+            code, = _signal_at("CHECKPOINT 4", [proc], signals)
+        finally:
+            proc.kill()
+    log = (tmp_path / "log").read_text()
+    if len(signals) == 2:  # at once: no step finished, nothing saved
+        assert code == -signal.SIGTERM, log[-3000:]
+        assert sorted(os.listdir(workdir / "checkpoints")) == ["4"]
+        return
+    assert code == 128 + signal.SIGTERM, log[-3000:]
+    assert f"error: stopped at step 5 on SIGTERM, saved {workdir}/checkpoints/5" in log
+    assert "Traceback" not in log
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["4", "5"]
+    assert not (workdir / "train.lock").exists()
+    assert _logged_steps(workdir) == [1, 2, 3, 4, 5]
+    resumed = _run(tmp_path / "out.npz", workdir)
+    np.testing.assert_array_equal(resumed["train_loss"], uninterrupted["train_loss"][5:])
+    for a, b in zip(_leaves(resumed), _leaves(uninterrupted), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert _logged_steps(workdir) == list(range(1, 13))
+
+
+@pytest.mark.slow
+def test_two_processes_stop_together_when_one_is_signalled(uninterrupted, tmp_path):
+    """SIGTERM to process 0 only: both processes agree to stop after the same call, save the
+    same checkpoint (step 6: the agreement is read one call late) and exit 143; both resumed
+    end where one uninterrupted process does."""
+    def start(spec, out):
+        coord = f"127.0.0.1:{_free_port()}"
+        return [subprocess.Popen(
+            _command(tmp_path / f"{out}{pid}.npz", tmp_path / "run", 2, spec, coord, 2, pid),
+            env=_env(), stdout=subprocess.PIPE if pid == 0 else subprocess.DEVNULL,
+            stderr=open(tmp_path / f"log{pid}", "w"), text=True) for pid in range(2)]
+
+    procs = start({**TINY, "sleep_after_checkpoint": 2}, "unused")
+    try:
+        codes = _signal_at("CHECKPOINT 4", procs, [signal.SIGTERM])
+    finally:
+        for proc in procs:
+            proc.kill()
+    logs = [(tmp_path / f"log{pid}").read_text() for pid in range(2)]
+    assert codes == [143, 143], [log[-2000:] for log in logs]
+    for log in logs:
+        assert "stopped at step 6 on SIGTERM" in log, log[-2000:]
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["4", "6"]
+    procs = start(TINY, "out")
+    try:
+        assert [proc.wait(timeout=300) for proc in procs] == [0, 0]
+    finally:
+        for proc in procs:
+            proc.kill()
+    result = dict(np.load(tmp_path / "out0.npz"))
+    assert result["train_loss"].shape == (6,)
+    for a, b in zip(_leaves(result), _leaves(uninterrupted), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
