@@ -159,6 +159,7 @@ def config_argument(argv, default_config: str | None = None) -> str | None:
 
 def _expected(parser) -> str:
     """What a value of ``parser`` (an absl or ml_collections flag parser) must be."""
+    from ml_collections.config_flags import config_flags as cf
     from ml_collections.config_flags import tuple_parser
     if isinstance(parser, flags.EnumParser):
         return "one of " + ", ".join(parser.enum_values)
@@ -173,7 +174,7 @@ def _expected(parser) -> str:
                 + ("" if high is None else f"{' and' if low is not None else ''} <= {high}"))
     if isinstance(parser, tuple_parser.TupleParser):
         return "a tuple such as '(1, 2)' (a string in quotes: \"('a', 'b')\")"
-    if parser.flag_type() == "config_dict" or type(parser).__name__ == "_ConfigDictParser":
+    if isinstance(parser, cf._ConfigDictParser):
         return "a dict such as \"{'key': 1}\""
     return f"a {parser.flag_type()}"
 
@@ -280,13 +281,12 @@ def check_loaded_config(argv, default_config: str | None = None) -> str | None:
     """The one-line message for a ``--config`` that parsed without an error but holds none: a
     file that did not load (ml_collections defers that error to the first use of the config),
     or a ``get_config`` that returned None; None when the config is there (or not asked for)."""
-    if "config" not in FLAGS:
-        return None
+    from ml_collections.config_flags import config_flags as cf
     argument = config_argument(argv, default_config)
-    config = FLAGS["config"].value
-    if argument is None:
+    if "config" not in FLAGS or argument is None:
         return None
-    if type(config).__name__ == "_ErrorConfig":
+    config = FLAGS["config"].value
+    if isinstance(config, cf._ErrorConfig):  # its attributes raise the error of the load
         return _load_error(object.__getattribute__(config, "_error"), argument)
     if config is None:
         return f"--config={argument}: get_config() returned None"
@@ -402,9 +402,9 @@ def _fits(value, hint) -> bool:
     import types
     import typing
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint in (int, float):
-        return (isinstance(value, int | float if hint is float else int)
-                and not isinstance(value, bool))
+    if hint in (int, float):  # an int is a float too; a bool is neither
+        kinds = (int, float) if hint is float else int
+        return isinstance(value, kinds) and not isinstance(value, bool)
     if hint in (bool, str):
         return isinstance(value, hint)
     if hint is type(None):
