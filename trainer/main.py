@@ -10,7 +10,7 @@ command on every process with ``--config.distributed.coordinator_address=HOST:PO
 ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID`` environment variables).
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from trainer import cli
 from trainer.evaluation import evaluate_workdir, sample_workdir
@@ -29,15 +29,16 @@ MODES = {"train": train_and_evaluate, "eval": evaluate_workdir, "sample": sample
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+    del argv  # parse_flags refuses positional arguments
     logging.set_verbosity(logging.WARNING)  # orbax's and absl's INFO lines off the console
     config = FLAGS.config
     if FLAGS.num_samples is not None:
         if FLAGS.mode != "sample":
-            raise app.UsageError("--num_samples is for --mode sample")
+            cli.fail(f"--num_samples={FLAGS.num_samples} is for --mode=sample, not "
+                     f"--mode={FLAGS.mode}")
         with config.unlocked():
             config.eval.num_samples = FLAGS.num_samples
+    cli.check_config(config)  # a bad config: one line and exit status 2, before any work
     result = MODES[FLAGS.mode](config, FLAGS.workdir)
     if FLAGS.mode == "sample":
         x, path = result
