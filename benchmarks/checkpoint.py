@@ -46,35 +46,44 @@ def _state(module, shape):
     return jax.tree.map(np.asarray, jax.device_get(state))
 
 
-def _time(fn) -> float:
+def _timed(fn, *args) -> float:
     start = time.perf_counter()
-    fn()
+    fn(*args)
     return time.perf_counter() - start
+
+
+def _save_bare(manager, step, state, data):
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                               data=ocp.args.JsonSave(data.to_dict())))
+    manager.wait_until_finished()
+
+
+def _restore_bare(manager, step):
+    return manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                                         data=ocp.args.JsonRestore()))
+
+
+def one_round(state, data, root: str) -> dict[str, float]:
+    """The five times of one round, in seconds (the directories are removed after)."""
+    with_dir, bare_dir = os.path.join(root, "with"), os.path.join(root, "bare")
+    manager, bare = (checkpointing.create_manager(d) for d in (with_dir, bare_dir))
+    step = int(state.step)
+    times = {"save": _timed(checkpointing.save_checkpoint, manager, state, data),
+             "save_bare": _timed(_save_bare, bare, step, state, data),
+             "restore": _timed(checkpointing.restore_checkpoint, manager, state),
+             "restore_bare": _timed(_restore_bare, bare, step),
+             "digest": _timed(checkpointing.digest, state, data.to_dict())}
+    shutil.rmtree(with_dir)
+    shutil.rmtree(bare_dir)
+    return times
 
 
 def run_case(name: str, rounds: int, root: str) -> dict[str, float]:
     state = _state(*CASES[name])
     data = DataState(0, 1)
     nbytes = sum(np.asarray(leaf).nbytes for leaf in jax.tree.leaves(state))
-    times = {k: [] for k in ("save", "save_bare", "restore", "restore_bare", "digest")}
-    for r in range(rounds):
-        with_dir, bare_dir = os.path.join(root, f"{name}{r}a"), os.path.join(root, f"{name}{r}b")
-        manager = checkpointing.create_manager(with_dir)
-        bare = checkpointing.create_manager(bare_dir)
-        state_r = state.replace(step=np.int32(r + 1))
-        times["save"].append(_time(lambda: checkpointing.save_checkpoint(manager, state_r,
-                                                                         data)))
-        times["save_bare"].append(_time(lambda: (bare.save(r + 1, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state_r), data=ocp.args.JsonSave(data.to_dict()))),
-            bare.wait_until_finished())))
-        times["restore"].append(_time(lambda: checkpointing.restore_checkpoint(manager,
-                                                                               state_r)))
-        times["restore_bare"].append(_time(lambda: bare.restore(r + 1, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(), data=ocp.args.JsonRestore()))))
-        times["digest"].append(_time(lambda: checkpointing.digest(state_r, data.to_dict())))
-        shutil.rmtree(with_dir)
-        shutil.rmtree(bare_dir)
-    med = {k: float(np.median(v)) for k, v in times.items()}
+    times = [one_round(state.replace(step=np.int32(r + 1)), data, root) for r in range(rounds)]
+    med = {k: float(np.median([t[k] for t in times])) for k in times[0]}
     print(f"{name}: {nbytes / 2**20:.1f} MiB of arrays; median of {rounds} rounds (ms): "
           f"save {1e3 * med['save']:.1f} / without digest {1e3 * med['save_bare']:.1f} "
           f"(ratio {med['save'] / med['save_bare']:.3f}); restore {1e3 * med['restore']:.1f} / "

@@ -14,6 +14,7 @@ from trainer import (
     evaluation,
     loop,
     metrics,
+    preemption,
     reporting,
     run,
     state,
@@ -37,6 +38,7 @@ from trainer.evaluation import (
     saved_config,
 )
 from trainer.loop import train_and_evaluate
+from trainer.preemption import Preempted
 from trainer.run import ConfigChangeWarning, Run, initialize_distributed
 from trainer.state import TrainState, create_optimizer, create_train_state, ema_decay
 from trainer.step import (
@@ -55,7 +57,7 @@ __all__ = [
     "data", "default_section", "digits_builder", "draw_samples", "ema_decay", "evaluate_params",
     "evaluate_workdir", "evaluation", "example_losses", "experiment_config", "get_base_config",
     "initialize_distributed", "load_score_fn", "loop", "make_eval_step", "make_train_step",
-    "metrics", "override", "parse_config", "reporting", "run", "sample_workdir", "saved_config",
-    "scan_unroll", "state", "step", "train_and_evaluate", "uses_convolution", "uses_dropout",
-    "validate_config",
+    "metrics", "override", "parse_config", "Preempted", "preemption", "reporting", "run",
+    "sample_workdir", "saved_config", "scan_unroll", "state", "step", "train_and_evaluate",
+    "uses_convolution", "uses_dropout", "validate_config",
 ]

@@ -94,9 +94,22 @@ def digest(state, data: dict) -> dict:
     return {"arrays": arrays, "data": hashlib.sha256(text.encode()).hexdigest()}
 
 
-class CheckpointSaveError(OSError):
+class WorkdirError(Exception):
+    """What a workdir does not allow, said in one line (``trainer.main`` and the studies print
+    it as ``error: <message>`` and exit with status 1): the subclasses below."""
+
+
+class CheckpointSaveError(WorkdirError, OSError):
     """A checkpoint could not be written (no space left, I/O error); the previous ones are
     intact."""
+
+
+class WorkdirInUseError(WorkdirError, RuntimeError):
+    """Another run holds the workdir's lock."""
+
+
+class NoCheckpointError(WorkdirError, FileNotFoundError):
+    """A reader (eval, sample, ``load_score_fn``) found no checkpoint in the workdir."""
 
 
 def save_checkpoint(manager: ocp.CheckpointManager, state, data_state: DataState) -> int:
@@ -143,7 +156,7 @@ class DamagedCheckpointWarning(UserWarning):
     """A checkpoint could not be restored or failed its digest; an older one is used."""
 
 
-class DamagedCheckpointsError(RuntimeError):
+class DamagedCheckpointsError(WorkdirError, RuntimeError):
     """Every checkpoint of a workdir is damaged: the run refuses to start over silently."""
 
 
@@ -279,7 +292,7 @@ class WorkdirLock:
                     with contextlib.suppress(FileNotFoundError):
                         os.remove(self.path)
                     continue
-                raise RuntimeError(
+                raise WorkdirInUseError(
                     f"workdir {os.path.dirname(self.path)} is in use by process {pid} on host "
                     f"{host} (lock file {self.path}); wait for that run to finish, use another "
                     f"workdir, or remove the lock file if that run is gone") from None

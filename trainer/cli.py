@@ -114,11 +114,25 @@ def define_flags(default_config: str | None = None) -> None:
 HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
 
 
-def fail(message) -> NoReturn:
-    """Exits with status 2 after writing ``error: <message>`` to stderr on one line (the
-    message's line breaks and runs of spaces become single spaces)."""
+def fail(message, status: int = 2) -> NoReturn:
+    """Exits with ``status`` (2: a usage error) after writing ``error: <message>`` to stderr on
+    one line (the message's line breaks and runs of spaces become single spaces)."""
     sys.stderr.write(f"error: {' '.join(str(message).split())}\n")
-    sys.exit(2)
+    sys.exit(status)
+
+
+def run_or_exit(fn: Callable, *args, **kwargs):
+    """``fn(*args, **kwargs)``; a run stopped by a signal (``trainer.Preempted``: its line, exit
+    128 + the signal) or a workdir that does not allow it (``checkpointing.WorkdirError``:
+    exit 1) ends the process with one line instead of a traceback."""
+    from trainer.checkpointing import WorkdirError
+    from trainer.preemption import Preempted
+    try:
+        return fn(*args, **kwargs)
+    except Preempted as stop:
+        fail(stop, stop.exit_code)
+    except WorkdirError as error:
+        fail(error, 1)
 
 
 def _chain(error: BaseException) -> list[BaseException]:
@@ -479,7 +493,7 @@ def run_main(run: Callable, config_file: str, argv=None, settings: type | None =
         logging.set_verbosity(logging.WARNING)
         check_config(FLAGS.config, settings, sys.argv)
         start = time.perf_counter()
-        paths = run(FLAGS.config, FLAGS.workdir)
+        paths = run_or_exit(run, FLAGS.config, FLAGS.workdir)
         report(paths, time.perf_counter() - start)
 
     def epilog():

@@ -1,8 +1,10 @@
 """Launcher: ``python -m trainer.main --config experiments/configs/gmm_mlp.py --workdir DIR``.
 
-``--mode train`` (default) trains, resuming from the latest checkpoint in ``DIR/checkpoints``, and
-evaluates at the end; ``--mode eval`` evaluates and ``--mode sample`` samples the EMA parameters
-of the latest checkpoint. Config fields are overridden as ``--config.training.num_train_steps=100``
+``--mode train`` (default) trains, resuming from the newest intact checkpoint in
+``DIR/checkpoints``, and evaluates at the end (SIGTERM or Ctrl-C: the step finishes, a checkpoint
+is saved, exit 143 or 130); ``--mode eval`` evaluates and ``--mode sample`` samples the EMA
+parameters of the newest intact checkpoint, writing nothing into ``DIR`` but what ``--out``
+says. Config fields are overridden as ``--config.training.num_train_steps=100``
 or, for the shortcuts of ``trainer/base.py``, as
 ``--config experiments/configs/gmm_mlp.py:sde=ve,sampler=pf_ode_heun``. Across hosts, run the same
 command on every process with ``--config.distributed.coordinator_address=HOST:PORT``,
@@ -22,6 +24,13 @@ flags.adopt_module_key_flags(cli)  # listed by --help
 flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"],
                   "What to run: train (resuming from the workdir's latest checkpoint) and "
                   "evaluate, evaluate the latest checkpoint's EMA, or sample from it.")
+flags.DEFINE_bool("restart", False, "--mode train: start over from step 0 when every "
+                  "checkpoint of the workdir is damaged (they stay aside as <step>.damaged; "
+                  "the run's metrics are overwritten). Without it such a workdir is refused.")
+flags.DEFINE_string("out", None, "--mode eval: write eval_<step>.json and the sample grid "
+                    "here (default: nothing is written, the metrics are printed); --mode "
+                    "sample: write the samples here (default: <workdir>/samples). Readers "
+                    "write nothing else, so a read-only workdir can be evaluated.")
 flags.DEFINE_integer("num_samples", None, "--mode sample: how many samples (default: the "
                      "config's eval.num_samples).", lower_bound=1)
 
@@ -38,8 +47,16 @@ def main(argv):
                      f"--mode={FLAGS.mode}")
         with config.unlocked():
             config.eval.num_samples = FLAGS.num_samples
+    for name, modes in (("restart", ("train",)), ("out", ("eval", "sample"))):
+        if FLAGS[name].present and FLAGS.mode not in modes:
+            cli.fail(f"--{name} is for --mode={' or --mode='.join(modes)}, not "
+                     f"--mode={FLAGS.mode}")
     cli.check_config(config)  # a bad config: one line and exit status 2, before any work
-    result = MODES[FLAGS.mode](config, FLAGS.workdir)
+    if FLAGS.mode == "train":
+        result = cli.run_or_exit(train_and_evaluate, config, FLAGS.workdir,
+                                 restart=FLAGS.restart)
+    else:
+        result = cli.run_or_exit(MODES[FLAGS.mode], config, FLAGS.workdir, out=FLAGS.out)
     if FLAGS.mode == "sample":
         x, path = result
         print(f"{x.shape[0]} samples of shape {x.shape[1:]} written to {path} and "

@@ -118,7 +118,7 @@ class Run:
         Raises:
           checkpointing.DamagedCheckpointsError: the workdir had checkpoints and every one is
             damaged (a writer starts over from step 0 only with ``restart``).
-          FileNotFoundError: ``required`` and the workdir has no checkpoint.
+          checkpointing.NoCheckpointError: ``required`` and the workdir has no checkpoint.
         """
         listed = self.manager.all_steps()
         state, data_state = checkpointing.restore_checkpoint(self.manager, self.state,
@@ -145,7 +145,7 @@ class Run:
                 f"was overwritten. Inspect them, restore them from a copy, or "
                 f"{'train again' if self.reading else what}")
         if required:
-            raise FileNotFoundError(f"no checkpoint in {directory}")
+            raise checkpointing.NoCheckpointError(f"no checkpoint in {directory}")
 
     def index(self, it) -> np.ndarray:
         """Global positions ``(D, b)`` of this process's examples in a batch of ``it``."""
@@ -193,7 +193,9 @@ def open_for_reading(config, workdir: str) -> Run:
     read-only media; a damaged checkpoint is skipped with a warning and left in place.
     """
     if not os.path.isdir(checkpointing.checkpoint_dir(workdir)):
-        raise FileNotFoundError(f"no checkpoint in {checkpointing.checkpoint_dir(workdir)}")
+        raise checkpointing.NoCheckpointError(
+            f"no checkpoint in {checkpointing.checkpoint_dir(workdir)} (is {workdir} a "
+            f"training workdir?)")
     initialize_distributed(config)
     run = Run(parse_config(config), workdir, reading=True)
     run.restore(required=True)
