@@ -48,7 +48,7 @@ def cli_error(tmp_path, monkeypatch, capsys):
         for name in [n for n in main.FLAGS if n.startswith("config.")]:
             delattr(main.FLAGS, name)  # the override flags of the previous parse
 
-    def work(config, workdir):
+    def work(config, workdir, **options):
         raise AssertionError(f"the command line was accepted: {sys.argv}")
 
     for name, text in BAD_FILES.items():
@@ -263,3 +263,43 @@ def test_more_entry_point_errors_are_one_line(tmp_path, args, want):
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 2 and err.strip() == want, err[-2000:]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("error,status,line", [
+    ("in use", 1, "error: workdir /w is in use by process 7 on host h"),
+    ("damaged", 1, "error: every checkpoint in /w/checkpoints is damaged (4.damaged)"),
+    ("full", 1, "error: could not save checkpoint 8 in /w/checkpoints: no space left"),
+    ("none", 1, "error: no checkpoint in /w/checkpoints"),
+    ("sigterm", 143, "error: stopped at step 5 on SIGTERM, saved /w/checkpoints/5; run the "
+                     "same command again to resume"),
+    ("sigint", 130, "error: stopped at step 5 on SIGINT, saved /w/checkpoints/5; run the "
+                    "same command again to resume"),
+])
+def test_a_workdir_error_or_a_stop_is_one_line(error, status, line, capsys):
+    """What a workdir does not allow and a run stopped by a signal end ``cli.run_or_exit`` (the
+    launcher's and the studies' call of the work) with one line and their status; other
+    errors keep their traceback."""
+    import signal
+
+    from trainer import checkpointing, cli, preemption
+
+    raised = {
+        "in use": checkpointing.WorkdirInUseError("workdir /w is in use by process 7 on host h"),
+        "damaged": checkpointing.DamagedCheckpointsError(
+            "every checkpoint in /w/checkpoints is damaged (4.damaged)"),
+        "full": checkpointing.CheckpointSaveError(
+            "could not save checkpoint 8 in /w/checkpoints: no space left"),
+        "none": checkpointing.NoCheckpointError("no checkpoint in /w/checkpoints"),
+        "sigterm": preemption.Preempted(signal.SIGTERM, 5, "/w/checkpoints/5"),
+        "sigint": preemption.Preempted(signal.SIGINT, 5, "/w/checkpoints/5"),
+    }[error]
+
+    def work(config, workdir):
+        raise raised
+
+    with pytest.raises(SystemExit) as done:
+        cli.run_or_exit(work, None, "/w")
+    assert done.value.code == status
+    assert capsys.readouterr().err == line + "\n"
+    with pytest.raises(KeyError):  # anything else is not hidden
+        cli.run_or_exit(lambda: {}["x"])

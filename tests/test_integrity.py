@@ -6,9 +6,11 @@ The fast tier saves checkpoints of an untrained state (no compilation); the slow
 tiny run (6 steps, checkpoints at 2, 4 and 6) per module and copies it per test.
 """
 
+import concurrent.futures
 import os
 import shutil
 import signal
+import subprocess
 import warnings
 
 import jax
@@ -183,14 +185,16 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(finished, tmp
 
 @pytest.mark.slow
 def test_readers_take_no_lock_and_write_nothing_into_the_workdir(finished, tmp_path):
-    """While a run holds the workdir's lock, two evaluations, sampling to another directory and
-    ``load_score_fn`` all read its newest checkpoint; the workdir's tree (sizes and
-    modification times) is unchanged after them."""
+    """While a run holds the workdir's lock, two evaluations at once (threads), sampling to
+    another directory and ``load_score_fn`` all read its newest checkpoint; the workdir's tree
+    (sizes and modification times) is unchanged after them."""
     workdir = copy(finished, tmp_path)
     with checkpointing.WorkdirLock(workdir):
         before = tree(workdir)
-        first = trainer.evaluate_workdir(config(), str(workdir))
-        second = trainer.evaluate_workdir(config(), str(workdir), out=str(tmp_path / "eval"))
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            first, second = pool.map(
+                lambda out: trainer.evaluate_workdir(config(), str(workdir), out=out),
+                [None, str(tmp_path / "eval")])
         x, path = trainer.sample_workdir(config(), str(workdir), out=str(tmp_path / "samples"))
         score_fn, _ = trainer.load_score_fn(str(workdir))
         assert tree(workdir) == before
@@ -200,6 +204,37 @@ def test_readers_take_no_lock_and_write_nothing_into_the_workdir(finished, tmp_p
     xt = np.ones((2, 4))
     np.testing.assert_array_equal(score_fn(xt, np.full((2,), 0.5)),
                                   finished[1]["score_fn"](xt, np.full((2,), 0.5)))
+
+
+def _mount_read_only(source, target) -> bool:
+    """A read-only bind mount of ``source`` at ``target``, where the environment allows it
+    (root with mount rights)."""
+    os.makedirs(target)
+    done = subprocess.run(["mount", "--bind", str(source), str(target)], capture_output=True)
+    if done.returncode != 0:
+        return False
+    if subprocess.run(["mount", "-o", "remount,ro,bind", str(target)],
+                      capture_output=True).returncode != 0:
+        subprocess.run(["umount", str(target)], check=True)
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_readers_work_on_a_read_only_mount(finished, tmp_path):
+    workdir = tmp_path / "ro"
+    if shutil.which("mount") is None or not _mount_read_only(finished[0], workdir):
+        pytest.skip("a read-only bind mount is not permitted here (the no-write test above "
+                    "covers readers everywhere)")
+    try:
+        with pytest.raises(OSError, match="Read-only file system"):
+            (workdir / "probe").write_text("")
+        metrics = trainer.evaluate_workdir(config(), str(workdir))
+        score_fn, _ = trainer.load_score_fn(str(workdir))
+        x, _ = trainer.sample_workdir(config(), str(workdir), out=str(tmp_path / "samples"))
+    finally:
+        subprocess.run(["umount", str(workdir)], check=True)
+    assert metrics["test_loss"] == finished[1]["eval"]["test_loss"] and x.shape == (4, 4)
 
 
 @pytest.mark.slow

@@ -52,11 +52,8 @@ def main(argv):
             cli.fail(f"--{name} is for --mode={' or --mode='.join(modes)}, not "
                      f"--mode={FLAGS.mode}")
     cli.check_config(config)  # a bad config: one line and exit status 2, before any work
-    if FLAGS.mode == "train":
-        result = cli.run_or_exit(train_and_evaluate, config, FLAGS.workdir,
-                                 restart=FLAGS.restart)
-    else:
-        result = cli.run_or_exit(MODES[FLAGS.mode], config, FLAGS.workdir, out=FLAGS.out)
+    options = {"restart": FLAGS.restart} if FLAGS.mode == "train" else {"out": FLAGS.out}
+    result = cli.run_or_exit(MODES[FLAGS.mode], config, FLAGS.workdir, **options)
     if FLAGS.mode == "sample":
         x, path = result
         print(f"{x.shape[0]} samples of shape {x.shape[1:]} written to {path} and "
