@@ -15,6 +15,8 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 
+from models._checks import check_params
+from sde_lib._validation import check_rng, check_sde
 from sde_lib.losses import get_model_score_fn
 from sde_lib.parameterization import Parameterization, get_parameterization
 
@@ -30,14 +32,24 @@ def get_model_fn(model: nn.Module, params, train: bool = False,
       params: the ``"params"`` collection.
       train: enables dropout; then ``rng`` is the dropout key.
       rng: a ``jax.random`` key, required when ``train`` is true.
+
+    Raises:
+      ValueError: ``train`` not a bool, ``train=True`` without ``rng``; the returned
+        ``model_fn``, at its first call for a data shape (also when traced): ``params`` whose
+        leaves or shapes differ from what ``model.init`` gives (e.g. another model's), naming
+        the first differing leaf.
+      TypeError: ``rng`` given and not a ``jax.random`` key.
     """
     if not isinstance(train, bool):
         raise ValueError(f"train must be a bool, got {train!r}")
     if train and rng is None:
         raise ValueError("rng (the dropout key) is required when train=True")
+    if rng is not None:
+        check_rng("rng", rng)
     rngs = {"dropout": rng} if train else None
 
     def model_fn(x, t):
+        check_params(model, params, x, t)
         return model.apply({"params": params}, x, t, train=train, rngs=rngs)
 
     return model_fn
@@ -72,7 +84,13 @@ def get_score_fn(sde, model: nn.Module, params, parameterization: str | Paramete
       model, params, train, rng: as in ``get_model_fn``.
       parameterization: what the network predicts: ``"eps"``, ``"x0"``, ``"v"``, ``"score"``
         (or a ``Parameterization``).
+
+    Raises:
+      TypeError: ``sde`` that is not an SDE of sde_lib; as ``get_model_fn``.
+      ValueError: an unknown parameterization; as ``get_model_fn`` (the returned ``score_fn``
+        refuses params that do not fit the model).
     """
+    check_sde("sde", sde)
     if not isinstance(parameterization, Parameterization):
         parameterization = get_parameterization(parameterization)
     get_model_fn(model, params, train, rng)  # checks train and rng now, not when traced

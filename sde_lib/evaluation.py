@@ -45,7 +45,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from sde_lib._validation import check_num_steps
+from sde_lib._validation import check_num_steps, check_rng, check_sde, shape_checked
 from sde_lib.sampling import SAMPLERS, get_sampler, scan_steps
 
 
@@ -98,10 +98,12 @@ def gaussian_sampler_law(sde, mean: ArrayLike, var: ArrayLike, method: str,
     coordinate: ``b = Phi(0)``, ``a = Phi(1) - Phi(0)`` from its own map (``sampler_map``).
 
     Raises:
+      TypeError: ``sde`` that is not an SDE of sde_lib.
       ValueError: a method that is neither affine nor deterministic (``pc``, ``edm_stochastic``
         with churn) or adaptive, ``clip_denoised`` (a nonlinear step), or bad options, naming
         them.
     """
+    check_sde("sde", sde)
     data = _data(mean, var)
     sampler = get_sampler(method)
     opts = sampler.check_options(options) if not sampler.adaptive else {}
@@ -157,8 +159,12 @@ def sampler_map(sde, score_fn, method: str, num_steps: int, eps: float = 1e-3, *
     own steps, as ``sde_lib.sample`` runs them after the prior draw).
 
     Raises:
-      ValueError: a method (or options) that is not deterministic, naming the ones that are.
+      TypeError: ``sde`` that is not an SDE of sde_lib.
+      ValueError: a method (or options) that is not deterministic, naming the ones that are;
+        when traced, a ``score_fn`` whose output is not a floating array shaped like ``x``.
     """
+    check_sde("sde", sde)
+    score_fn = shape_checked(score_fn)
     sampler = get_sampler(method)
     opts = sampler.check_options(options)
     if sampler.adaptive or not sampler.deterministic(opts):
@@ -191,7 +197,10 @@ def flow_kl(rng: jax.Array, sde, score_fn, log_prob, num: int, dim: int, method:
     r"""``(KL(q || p), its standard error)`` in nats between a deterministic sampler's output law
     ``q`` and the data law with log-density ``log_prob(x (B, d)) -> (B,)``: the mean of
     ``log q(x_0) - log p(x_0)`` over ``num`` prior draws (``flow_log_density``); scalar arrays,
-    so it can run under ``jax.jit``."""
+    so it can run under ``jax.jit``. Raises as ``sampler_map``, and TypeError for an ``rng``
+    that is not a ``jax.random`` key."""
+    check_rng("rng", rng)
+    check_sde("sde", sde)
     x_T = sde.prior_sampling(rng, (num, dim))
     x0, log_q = flow_log_density(sde, score_fn, x_T, method, num_steps, eps, **options)
     diff = log_q - log_prob(x0)
@@ -211,7 +220,10 @@ def flow_limit_kl(rng: jax.Array, sde, log_prob_T, num: int, dim: int
     ``p_eps`` by ``O(eps)``.) The reverse SDE is not bound by it: its noise contracts the prior's
     error. Monte Carlo over ``num`` prior draws of ``log prior(z) - log_prob_T(z)``, where
     ``log_prob_T(z (B, dim)) -> (B,)`` is the data's marginal at ``sde.T`` (for a mixture,
-    ``gmm.marginal(sde, sde.T).log_prob``)."""
+    ``gmm.marginal(sde, sde.T).log_prob``). TypeError for an ``rng`` that is not a
+    ``jax.random`` key or an ``sde`` that is not an SDE of sde_lib."""
+    check_rng("rng", rng)
+    check_sde("sde", sde)
     z = sde.prior_sampling(rng, (num, dim))
     diff = sde.prior_logp(z) - log_prob_T(z)
     return jnp.mean(diff), jnp.std(diff, ddof=1) / jnp.sqrt(num)
@@ -319,7 +331,17 @@ def coupled_error(rng: jax.Array, sde, score_fn, shape: tuple[int, ...], method:
     Returns:
       ``(rms, se, samples)``: the errors and their standard errors (delta method over the
       ``B`` pairs), ``(len(nums_steps),)`` each, and the reference samples ``(B, *D)``.
+
+    Raises:
+      TypeError: ``rng`` that is not a ``jax.random`` key, ``sde`` that is not an SDE of
+        sde_lib.
+      ValueError: a method that does not draw one normal per step (named), step counts not in
+        ``1 .. MAX_NUM_STEPS``; when traced, a ``score_fn`` whose output is not a floating
+        array shaped like ``x``.
     """
+    check_rng("rng", rng)
+    check_sde("sde", sde)
+    score_fn = shape_checked(score_fn)
     sampler, opts = _coupled_sampler(method, options)
     check_num_steps("ref_steps", ref_steps)
     for k in nums_steps:
@@ -394,8 +416,10 @@ def mode_errors(rng: jax.Array, gmm, x: ArrayLike, num_bootstrap: int = 200) -> 
     the binomial ``sqrt(w_k (1 - w_k) / n)`` when the components are separated (``r_k`` in
     ``{0, 1}``); the mean and covariance errors, norms, get theirs from ``num_bootstrap``
     resamples of ``x``. The norms are positive even for exact samples: their Monte Carlo floor is
-    the same statistic on as many exact samples.
+    the same statistic on as many exact samples. TypeError for an ``rng`` that is not a
+    ``jax.random`` key.
     """
+    check_rng("rng", rng)
     x = jnp.asarray(x)
     if x.ndim != 2 or x.shape[1] != gmm.dim:
         raise ValueError(f"x must be (n, d={gmm.dim}), got shape {x.shape}")
@@ -432,7 +456,12 @@ def mmd_test(rng: jax.Array, x: ArrayLike, y: ArrayLike, num_permutations: int =
 
     Returns:
       ``(mmd2, p_value)``, scalar arrays.
+
+    Raises:
+      TypeError: ``rng`` that is not a ``jax.random`` key.
+      ValueError: ``x`` and ``y`` of other shapes, ``num_permutations < 1``.
     """
+    check_rng("rng", rng)
     x, y = jnp.asarray(x), jnp.asarray(y)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must be (n, d) and (m, d), got {x.shape} and {y.shape}")

@@ -22,7 +22,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 from jax.typing import ArrayLike
 
-from sde_lib._validation import check_times
+from sde_lib._validation import check_rng, check_sde, check_times
 
 # the oracle's products at full float32 precision: on GPUs XLA's default for float32 matrix
 # products is TF32 (10-bit mantissa), too coarse for a reference score (its rounding slows the
@@ -108,8 +108,9 @@ class GaussianMixture:
         return second - m[..., :, None] * m[..., None, :]
 
     def sample(self, rng: jax.Array, n: int) -> jax.Array:
-        """``n`` independent samples, ``(n, d)``."""
-        k_rng, z_rng = jax.random.split(rng)
+        """``n`` independent samples, ``(n, d)``; TypeError for an ``rng`` that is not a
+        ``jax.random`` key."""
+        k_rng, z_rng = jax.random.split(check_rng("rng", rng))
         k = jax.random.categorical(k_rng, jnp.log(self.weights), shape=(n,))
         lam, U = self._eig()
         z = jax.random.normal(z_rng, (n, self.dim), self.means.dtype)
@@ -170,7 +171,9 @@ class GaussianMixture:
 
     def marginal(self, sde, t: ArrayLike) -> GaussianMixture:
         """``p_t`` under ``sde`` for a scalar ``t``: ``sum_k w_k N(alpha mu_k, alpha^2 Sigma_k +
-        sigma^2 I)``; a concrete ``t`` outside ``[0, T]`` is a ValueError."""
+        sigma^2 I)``; a concrete ``t`` outside ``[0, T]`` is a ValueError, an ``sde`` that is not
+        an SDE of sde_lib a TypeError."""
+        check_sde("sde", sde)
         alpha, sigma = sde.marginal_coeffs(jnp.asarray(check_times("t", t, sde.T)))
         eye = jnp.eye(self.dim, dtype=self.covs.dtype)
         return GaussianMixture._unchecked(self.weights, alpha * self.means,
@@ -178,6 +181,7 @@ class GaussianMixture:
 
     def log_prob_fn(self, sde):
         """Exact ``log p_t(x)`` as a function ``(x (B, d), t (B,)) -> (B,)``."""
+        check_sde("sde", sde)
         lam, U = self._eig()
 
         def log_prob_fn(x, t):
@@ -189,6 +193,7 @@ class GaussianMixture:
     def score_fn(self, sde):
         """Exact ``score_fn(x, t) = grad_x log p_t(x)`` under ``sde``, ``x`` ``(B, *D)`` with
         ``prod(D) = d``, ``t`` ``(B,)``. Safe under ``jit``, ``vmap`` and ``pmap``."""
+        check_sde("sde", sde)
         lam, U = self._eig()
 
         def score_fn(x, t):
@@ -233,6 +238,7 @@ class GaussianMixture:
     def posterior(self, sde, x_t: ArrayLike, t: ArrayLike) -> GaussianMixture:
         """Exact ``p(x_0 | x_t)`` per example: ``condition(alpha_t I, x_t, sigma_t)``, returned as a
         batched mixture (weights ``(B, K)``, means ``(B, K, d)``, covs ``(B, K, d, d)``)."""
+        check_sde("sde", sde)
         alpha, sigma = sde.marginal_coeffs(jnp.asarray(t))
         eye = jnp.eye(self.dim, dtype=self.covs.dtype)
         return jax.vmap(lambda x, a, s: self.condition(a * eye, x, s))(
@@ -247,7 +253,8 @@ def gaussian_pair(rng: jax.Array, dim: int, shift: float = 4.0, std: float = 1.0
     ``mu_k = shift xi_k / sqrt(dim)``, ``xi_k ~ N(0, I)``, equal weights."""
     if dim < 1:
         raise ValueError(f"dim must be >= 1, got {dim!r}")
-    means = shift * np.asarray(jax.random.normal(rng, (2, dim)), np.float64) / math.sqrt(dim)
+    means = shift * np.asarray(jax.random.normal(check_rng("rng", rng), (2, dim)),
+                               np.float64) / math.sqrt(dim)
     covs = np.broadcast_to(std**2 * np.eye(dim), (2, dim, dim))
     return GaussianMixture(np.full(2, 0.5), means, covs)
 

@@ -47,6 +47,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from sde_lib._arrays import batch_coeff
+from sde_lib._validation import check_rng, check_sde, shape_checked
 from sde_lib.sampling.driver import build_sampler, sample, scan_steps
 from sde_lib.sampling.multistep import Multistep
 from sde_lib.sampling.registry import get_sampler
@@ -83,7 +84,15 @@ def guided_score_fn(score_fn: ScoreFn, sde, A: ArrayLike, y: ArrayLike, sigma_y:
 
     Returns:
       the guided ``score_fn(x, t)``.
+
+    Raises:
+      TypeError: ``sde`` that is not an SDE of sde_lib.
+      ValueError: an unknown guidance (the valid ones are listed), ``scale <= 0``, ``dps`` with
+        ``sigma_y = 0``; when traced, a ``score_fn`` whose output is not a floating array
+        shaped like ``x``.
     """
+    check_sde("sde", sde)
+    score_fn = shape_checked(score_fn)
     if guidance not in GUIDED:
         raise ValueError(f"guidance must be one of {GUIDED} for a guided score, got "
                          f"{guidance!r}")
@@ -167,11 +176,17 @@ def conditional_sample(rng: jax.Array, sde, score_fn: ScoreFn, shape: Sequence[i
       ``score_fn`` and one vector-Jacobian product; ``tmpd`` adds ``m`` Jacobian-vector products).
 
     Raises:
+      TypeError: as ``sample``: ``rng`` that is not a ``jax.random`` key, ``sde`` that is not
+        an SDE of sde_lib.
       ValueError: bad shapes of ``A`` or ``y``, ``sigma_y < 0``, an unknown guidance (the valid
         ones are listed), ``dps`` with ``sigma_y = 0`` (unless ``normalize``), ``normalize``
         with another guidance, ``projection`` with an adaptive or a multistep method, and
-        everything ``sample`` rejects; before anything is traced.
+        everything ``sample`` rejects; before anything is traced. When traced, a ``score_fn``
+        whose output is not a floating array shaped like ``x``.
     """
+    check_rng("rng", rng)
+    check_sde("sde", sde)
+    score_fn = shape_checked(score_fn)
     if guidance not in GUIDANCE:
         raise ValueError(f"guidance must be one of {GUIDANCE}, got {guidance!r}")
     shape = tuple(shape)

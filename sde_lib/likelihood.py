@@ -33,9 +33,14 @@ from jax.typing import ArrayLike
 from sde_lib._arrays import as_pytree_fn, batch_coeff, pad_with_last, sum_except_batch
 from sde_lib._validation import (
     check_choice,
+    check_count,
+    check_finite,
+    check_floating,
     check_num_steps,
     check_positive,
-    concrete_or_none,
+    check_rng,
+    check_sde,
+    shape_checked,
 )
 from sde_lib.ddpm import (
     VARIANCES,
@@ -45,7 +50,7 @@ from sde_lib.ddpm import (
 )
 from sde_lib.divergence import ESTIMATES
 from sde_lib.parameterization import get_parameterization
-from sde_lib.sampling.adaptive import ODE_SOLVERS
+from sde_lib.sampling.adaptive import ODE_SOLVERS, adaptive_solve, check_stop
 from sde_lib.sampling.grid import chain_index, evaluation_times
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -54,22 +59,19 @@ ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 # step from the samplers' table (sampling.adaptive.ODE_SOLVERS).
 SOLVERS = ("tsit5", "dopri5", "euler", "heun")
 FIXED_STEP_SOLVERS = ("euler", "heun")
-# The initial step of an adaptive solve is given (1% of the interval), so no evaluations are
-# spent on selecting it.
-_INITIAL_STEP_FRACTION = 0.01
 
 
-def _as_data(x: ArrayLike) -> jax.Array:
-    """``x`` as a floating array ``(B, *D)``; raises ValueError without a data axis, for an
-    empty batch, or (for a concrete ``x``, not a tracer) non-finite values."""
+def _check_inputs(rng, sde, x: ArrayLike, need_rng: bool = True) -> jax.Array:
+    """``x`` as a floating array ``(B, *D)``, after the checks of ``rng`` and ``sde`` (kinds:
+    TypeError), ``x``'s shape (ValueError) and dtype (TypeError, as the losses) and, for a
+    concrete ``x`` (checked on the host, also under a caller's jit), NaN or inf values."""
+    if need_rng:
+        check_rng("rng", rng)
+    check_sde("sde", sde)
     if jnp.ndim(x) < 2 or jnp.shape(x)[0] < 1:
         raise ValueError(f"x must have shape (B, *D) with B >= 1 and at least one data axis, "
                          f"got shape {jnp.shape(x)}")
-    concrete = concrete_or_none(x)  # numpy, on the host: under a caller's jit, jnp would trace
-    if concrete is not None and not np.all(np.isfinite(concrete)):
-        raise ValueError("x must be finite: it holds NaN or inf values")
-    x = jnp.asarray(x)
-    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
+    return check_floating("x", check_finite("x", x))
 
 
 # ----- probability-flow log-likelihood ---------------------------------------------------------
@@ -127,13 +129,20 @@ def log_likelihood(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike, eps: fl
       rejected step, and the first stage of the first step), ``K`` for Euler, ``2K`` for Heun.
 
     Raises:
+      TypeError: ``rng`` that is not a ``jax.random`` key (unless ``"exact"``), ``sde`` that is
+        not an SDE of sde_lib, integer ``x`` (scale it to floats first, as for the losses).
       ValueError: for an unknown ``divergence`` or ``solver``, ``eps`` outside ``(0, T)``,
-        non-positive tolerances, ``max_steps < 1``, a fixed-step solver without ``num_steps``,
-        ``num_steps > max_steps``,
-        a bad ``time_grid`` or ``x`` without a data axis (before tracing).
+        non-positive tolerances, ``max_steps`` or ``num_steps`` not in ``1 .. MAX_NUM_STEPS``,
+        a fixed-step solver without ``num_steps``, ``num_steps > max_steps``, a bad
+        ``time_grid``, ``x`` without a data axis or (concrete) holding NaN or inf, all before
+        tracing; when traced, a ``score_fn`` whose output is not a floating array shaped like
+        ``x``; an adaptive solve that stops early, naming a ``score_fn`` that is NaN or inf
+        there or else ``max_steps`` (under a caller's ``jit``: diffrax's runtime error, or a
+        ``checkify`` check within ``debug_checks()``).
     """
     check_choice("divergence", divergence, ESTIMATES)
     check_choice("solver", solver, SOLVERS)
+    x = _check_inputs(rng, sde, x, need_rng=divergence != "exact")
     if (isinstance(eps, bool) or not isinstance(eps, numbers.Real)
             or not 0.0 < eps < sde.T):
         raise ValueError(f"eps must be a real number in the open interval (0, T) = "
@@ -153,43 +162,48 @@ def log_likelihood(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike, eps: fl
             raise ValueError(f"time_grid must run from T = {sde.T} to eps = {eps}, got "
                              f"{ts[-1]} .. {ts[0]}")
         ts = pad_with_last(ts, max_steps + 1)
-        return _log_likelihood_fixed(rng, _as_data(x), ts, np.int32(num_steps),
+        return _log_likelihood_fixed(rng, x, ts, np.int32(num_steps),
                                      as_pytree_fn(score_fn), sde=sde, divergence=divergence,
                                      solver=solver)
     if solver in FIXED_STEP_SOLVERS:
         raise ValueError(f"solver={solver!r} takes fixed steps: give num_steps")
-    return _log_likelihood(rng, _as_data(x), eps, as_pytree_fn(score_fn), sde=sde,
-                           divergence=divergence, rtol=rtol, atol=atol, solver=solver,
-                           max_steps=max_steps)
+    score_fn = as_pytree_fn(score_fn)
+    logp, nfe, stop = _log_likelihood(rng, x, eps, score_fn, sde=sde, divergence=divergence,
+                                      rtol=rtol, atol=atol, solver=solver, max_steps=max_steps)
+
+    def field(t, y):  # built again only to name what failed, after a failed solve
+        return _flow_with_divergence(rng, x, score_fn, sde, divergence)(t, y)
+
+    return check_stop(stop, field, max_steps, logp), nfe
 
 
 def _flow_with_divergence(rng, x, score_fn, sde, divergence):
-    """The joint vector field ``(f~(x, t), div f~(x, t))`` of the probability-flow ODE."""
+    """The joint vector field ``(f~(x, t), div f~(x, t))`` of the probability-flow ODE, with
+    ``score_fn``'s output checked (``shape_checked``)."""
     B = x.shape[0]
     draw_probe, estimate = ESTIMATES[divergence]
     z = None if draw_probe is None else draw_probe(rng, x.shape, x.dtype)
-    flow = sde.reverse(score_fn, probability_flow=True)
+    flow = sde.reverse(shape_checked(score_fn), probability_flow=True)
 
-    def vector_field(t, state, args):
+    def vector_field(t, state):
         t_batch = jnp.full((B,), t, x.dtype)
         drift, div = estimate(lambda y: flow.sde(y, t_batch)[0], state[0], z)
         return drift.astype(x.dtype), div.astype(x.dtype)  # the state keeps the dtype of x
 
-    return diffrax.ODETerm(vector_field)
+    return vector_field
 
 
 @functools.partial(jax.jit, static_argnames=("sde", "divergence", "rtol", "atol", "solver",
                                              "max_steps"))
 def _log_likelihood(rng, x, eps, score_fn, *, sde, divergence, rtol, atol, solver, max_steps):
-    sol = diffrax.diffeqsolve(
-        _flow_with_divergence(rng, x, score_fn, sde, divergence), ODE_SOLVERS[solver][0](),
-        t0=jnp.asarray(eps, x.dtype), t1=jnp.asarray(sde.T, x.dtype),
-        dt0=_INITIAL_STEP_FRACTION * (sde.T - eps), y0=(x, jnp.zeros((x.shape[0],), x.dtype)),
-        saveat=diffrax.SaveAt(t1=True),
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=max_steps)
-    x_T, delta_logp = sol.ys[0][-1], sol.ys[1][-1]
-    _, per_step, extra = ODE_SOLVERS[solver]
-    return sde.prior_logp(x_T) + delta_logp, per_step * sol.stats["num_steps"] + extra
+    """``(logp, nfe, stop)``: the adaptive solve from ``eps`` to ``T`` (the initial step, 1% of
+    the interval, is given: no evaluations are spent on selecting it); ``check_stop`` reads
+    ``stop`` outside this jit, where it can be concrete."""
+    stop, nfe = adaptive_solve(_flow_with_divergence(rng, x, score_fn, sde, divergence), eps,
+                               sde.T, (x, jnp.zeros((x.shape[0],), x.dtype)), rtol=rtol,
+                               atol=atol, solver=solver, max_steps=max_steps)
+    x_T, delta_logp = stop.y
+    return sde.prior_logp(x_T) + delta_logp, nfe, stop
 
 
 @functools.partial(jax.jit, static_argnames=("sde", "divergence", "solver"))
@@ -197,7 +211,8 @@ def _log_likelihood_fixed(rng, x, ts, num_steps, score_fn, *, sde, divergence, s
     """The solver's steps between the first ``num_steps + 1`` of the times ``ts`` (a padded
     grid), in a ``lax.fori_loop`` with a traced trip count: diffrax's ``step`` as its
     ``diffeqsolve`` takes it with ``StepTo``, compiled once for every grid of ``ts``'s length."""
-    term = _flow_with_divergence(rng, x, score_fn, sde, divergence)
+    field = _flow_with_divergence(rng, x, score_fn, sde, divergence)
+    term = diffrax.ODETerm(lambda t, y, args: field(t, y))
     ts = ts.astype(x.dtype)
     method = ODE_SOLVERS[solver][0]()
     y0 = (x, jnp.zeros((x.shape[0],), x.dtype))
@@ -219,7 +234,7 @@ def _bin_width(data_range: tuple[float, float], num_bins: int) -> float:
     lo, hi = (float(v) for v in data_range)
     if not hi > lo:
         raise ValueError(f"data_range must be (lo, hi) with lo < hi, got {data_range!r}")
-    return (hi - lo) / check_num_steps("num_bins", num_bins)
+    return (hi - lo) / check_count("num_bins", num_bins)
 
 
 def uniform_dequantize(rng: jax.Array, k: ArrayLike, data_range: tuple[float, float] = (-1.0, 1.0),
@@ -232,6 +247,7 @@ def uniform_dequantize(rng: jax.Array, k: ArrayLike, data_range: tuple[float, fl
     ``[lo + k w, lo + (k + 1) w)`` of width ``w = (hi - lo) / num_bins``.
     """
     w = _bin_width(data_range, num_bins)
+    check_rng("rng", rng)
     k = jnp.asarray(k)
     u = jax.random.uniform(rng, k.shape, jnp.result_type(float))
     return data_range[0] + w * (k.astype(u.dtype) + u)
@@ -263,7 +279,7 @@ def bits_per_dim(logp: ArrayLike, dim: int, data_range: tuple[float, float] = (-
       ``(B,)`` bits per dimension.
     """
     w = _bin_width(data_range, num_bins)
-    dim = check_num_steps("dim", dim)
+    dim = check_count("dim", dim)
     return -(jnp.asarray(logp) + dim * math.log(w)) / (dim * math.log(2.0))
 
 
@@ -353,12 +369,21 @@ def ddpm_negative_elbo(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike,
       ``NegativeELBO`` of ``(B,)`` arrays; ``bpd = total / (D ln 2)`` is bits/dim of the discrete
       data for the discretized decoder (no offset), of the density for the Gaussian one (convert
       with ``bits_per_dim`` for dequantized data).
+
+    Raises:
+      TypeError: ``rng`` that is not a ``jax.random`` key, ``sde`` that is not an SDE of
+        sde_lib, integer ``x``.
+      ValueError: an unknown ``variance``, ``decoder`` or ``decoder_variance``, ``num_bins <
+        1``, an SDE without a DDPM chain, ``num_steps`` outside ``1 .. N``, ``x`` without a data
+        axis or (concrete) holding NaN or inf, all before tracing; when traced, a ``score_fn``
+        whose output is not a floating array shaped like ``x``.
     """
     check_choice("variance", variance, VARIANCES)
     check_choice("decoder", decoder, DECODERS)
     decoder_variance = variance if decoder_variance is None else decoder_variance
     check_choice("decoder_variance", decoder_variance, DECODER_LOG_VARIANCES)
-    num_bins = check_num_steps("num_bins", num_bins)
+    x = _check_inputs(rng, sde, x)
+    num_bins = check_count("num_bins", num_bins)
     if not sde.has_chain:
         raise ValueError(f"sde must have a DDPM chain (has_chain: VPSDE, CosineVPSDE, "
                          f"DiscreteVPSDE); got {type(sde).__name__}")
@@ -369,7 +394,7 @@ def ddpm_negative_elbo(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike,
                              f"{num_steps}")
     grid_key = time_grid if isinstance(time_grid, str) else tuple(float(t) for t in time_grid)
     chain, times, steps = _chain_of(sde, num_steps, grid_key)
-    return _negative_elbo(rng, _as_data(x), as_pytree_fn(score_fn), times, chain,
+    return _negative_elbo(rng, x, as_pytree_fn(score_fn), times, chain,
                           np.int32(steps), sde=sde, variance=variance, decoder=decoder,
                           decoder_variance=decoder_variance, num_bins=num_bins)
 
@@ -398,6 +423,7 @@ def _negative_elbo(rng, x0, score_fn, times, chain, num_steps, *, sde, variance,
     """The bound of the first ``num_steps`` (traced) entries of ``chain`` (a padded chain);
     its terms in a ``lax.fori_loop`` with a traced trip count."""
     to_eps = get_parameterization("score").to_eps
+    score_fn = shape_checked(score_fn)
     B = x0.shape[0]
 
     def eps_model(i, key):

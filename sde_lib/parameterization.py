@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from sde_lib._arrays import batch_coeff
+from sde_lib._validation import check_sde, shape_checked
 
 Converter = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
 
@@ -151,7 +152,15 @@ def posterior_moments(score_fn, sde, x_t: ArrayLike,
                       t: ArrayLike) -> tuple[jax.Array, jax.Array]:
     r"""Tweedie mean ``(B, d)`` and covariance ``(B, d, d)`` of ``x_0`` given ``x_t`` ``(B, d)``
     from ``score_fn(x, t)`` under a linear ``sde``; the Jacobian is taken per example with
-    ``jax.jacfwd``."""
+    ``jax.jacfwd``.
+
+    Raises:
+      TypeError: ``sde`` that is not an SDE of sde_lib.
+      ValueError: a ``score_fn`` whose output is not a floating array shaped like ``x_t``, or
+        (concrete) holds NaN or inf.
+    """
+    check_sde("sde", sde)
+    score_fn = shape_checked(score_fn)
     x_t, t = jnp.asarray(x_t), jnp.asarray(t)
     alpha, sigma = sde.marginal_coeffs(t)
     score = score_fn(x_t, t)

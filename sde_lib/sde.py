@@ -29,7 +29,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from sde_lib._arrays import batch_coeff, sum_except_batch
-from sde_lib._validation import check_num_steps, check_positive, check_times
+from sde_lib._validation import check_num_steps, check_positive, check_rng, check_times
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -228,7 +228,7 @@ class LinearSDE(AbstractSDE):
         return batch_coeff(alpha, x0) * x0, sigma
 
     def prior_sampling(self, rng: jax.Array, shape: Sequence[int]) -> jax.Array:
-        return self.prior_std * jax.random.normal(rng, tuple(shape))
+        return self.prior_std * jax.random.normal(check_rng("rng", rng), tuple(shape))
 
     def prior_logp(self, z: ArrayLike) -> jax.Array:
         z = jnp.asarray(z)

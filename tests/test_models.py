@@ -331,6 +331,33 @@ def test_score_fn_rejects_unknown_parameterization():
         models.get_score_fn(sde_lib.VPSDE(), models.get_model("mlp"), {}, "noise")
 
 
+def test_score_fn_names_params_of_another_model_and_the_wrong_kinds():
+    """Another model's params gave a 30-frame flax ScopeParamShapeError when the score was
+    called; now one ValueError names the first leaf that differs, eager or traced, and an sde or
+    rng of the wrong kind is a TypeError naming it."""
+    sde, x, t = sde_lib.VPSDE(), jnp.ones((3, 2)), jnp.full((3,), 0.5)
+
+    def zeros_like_init(model):  # the params' structure without running init op by op
+        shapes = jax.eval_shape(model.init, KEY, x, t)["params"]
+        return jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+
+    model = models.get_model("mlp", hidden=16, num_blocks=1)
+    other = zeros_like_init(models.get_model("mlp", hidden=8, num_blocks=1))
+    score_fn = models.get_score_fn(sde, model, other)
+    match = (r"params do not fit the model ResidualMLP for x of shape \(3, 2\): shape mismatch "
+             r"of leaf \S+: params have \([\d, ]+\), the model expects \([\d, ]+\)")
+    with pytest.raises(ValueError, match=match):
+        score_fn(x, t)
+    with pytest.raises(ValueError, match=match):
+        jax.jit(score_fn)(x, t)
+    with pytest.raises(ValueError, match="pass variables\\['params'\\], not the whole"):
+        models.get_score_fn(sde, model, {"params": zeros_like_init(model)})(x, t)
+    with pytest.raises(TypeError, match="sde must be an SDE of sde_lib .* got None"):
+        models.get_score_fn(None, model, other)
+    with pytest.raises(TypeError, match="rng must be a jax PRNG key .* got int"):
+        models.get_model_fn(model, other, train=True, rng=0)
+
+
 @pytest.mark.slow
 def test_new_score_fn_closures_do_not_recompile():
     """``get_score_fn`` returns a pytree whose leaves are the parameters: three score functions

@@ -331,15 +331,15 @@ def test_score_of_the_wrong_shape_is_refused(method):
     batch) raises a ValueError naming score_fn when the sampler is traced."""
     def score_fn(x, t):
         return -x[:1]
-    with pytest.raises(ValueError, match=r"score_fn must return an array shaped like x "
-                                         r"\(4, 2\), got shape \(1, 2\)"):
+    with pytest.raises(ValueError, match=r"score_fn must return a floating array shaped like "
+                                         r"x \(4, 2\), got float\d+ of shape \(1, 2\)"):
         sde_lib.sample(jax.random.key(0), sde_lib.VPSDE(), score_fn, (4, 2), method=method,
                        num_steps=10)
 
 
 # the issue's reproduction: an exact 3-component mixture score through jnp.linalg.solve and
 # slogdet of (B, K, 5, 5) covariances, pc at batch 20,000 (XLA:CPU deadlocked without the
-# driver's ordering of score evaluations, see sampling.driver.shape_checked)
+# driver's ordering of score evaluations, see sde_lib._validation.shape_checked)
 _PC_LINALG = """
 import os, sys
 os.sched_setaffinity(0, [int(c) for c in sys.argv[1:]])  # before jax sizes its thread pool

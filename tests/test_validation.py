@@ -2,6 +2,7 @@
 
 import inspect
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -175,3 +176,137 @@ def test_which_sdes_have_a_ddpm_chain():
         sde_lib.get_loss_fn(subvp, {"name": "ddpm_eps"})
     with pytest.raises(ValueError, match="sde must have a DDPM chain"):
         sde_lib.ddpm_negative_elbo(jax.random.PRNGKey(0), subvp, lambda x, t: -x, x)
+
+
+# ----- inputs of the wrong kind, shape or size at the entry points (issue 28, part 8) ------------
+
+_SDE, _X, _KEY = sde_lib.VPSDE(N=100), jnp.full((3, 2), 0.1), jax.random.PRNGKey(0)
+_A, _Y = jnp.eye(2)[:1], jnp.zeros(1)
+
+
+def _ok(x, t):
+    return -x
+
+
+_SCORE_CALLS = {
+    "log_likelihood": lambda s: sde_lib.log_likelihood(_KEY, _SDE, s, _X),
+    "log_likelihood exact": lambda s: sde_lib.log_likelihood(_KEY, _SDE, s, _X,
+                                                             divergence="exact"),
+    "log_likelihood heun": lambda s: sde_lib.log_likelihood(_KEY, _SDE, s, _X, solver="heun",
+                                                            num_steps=2),
+    "ddpm_negative_elbo": lambda s: sde_lib.ddpm_negative_elbo(_KEY, _SDE, s, _X),
+    "conditional_sample dps": lambda s: sde_lib.conditional_sample(
+        _KEY, _SDE, s, (3, 2), _A, _Y, sigma_y=0.1, guidance="dps", num_steps=2),
+    "conditional_sample normalized dps": lambda s: sde_lib.conditional_sample(
+        _KEY, _SDE, s, (3, 2), _A, _Y, guidance="dps", normalize=True, num_steps=2),
+    "posterior_moments": lambda s: sde_lib.posterior_moments(s, _SDE, _X, jnp.full((3,), 0.5)),
+    "sampler_map": lambda s: sde_lib.evaluation.sampler_map(_SDE, s, "pf_ode_euler", 2)(_X),
+    "sample (dtype)": lambda s: sde_lib.sample(_KEY, _SDE, s, (3, 2), num_steps=2),
+}
+
+
+@pytest.mark.parametrize("call", _SCORE_CALLS.values(), ids=_SCORE_CALLS.keys())
+@pytest.mark.parametrize("bad", [lambda x, t: x[:, :1], lambda x, t: x[:1],
+                                 lambda x, t: jnp.zeros(x.shape, jnp.int32)],
+                         ids=["(B, 1)", "(1, D)", "int32"])
+def test_a_score_of_the_wrong_shape_or_dtype_is_refused_at_every_entry_point(call, bad):
+    """A score shaped (B, 1) or (1, D), or of integer dtype, broadcast silently (finite
+    log-likelihoods, ELBOs and conditional samples) or raised an error blaming t; every entry
+    point refuses it when traced, naming score_fn and the shape it must have."""
+    with pytest.raises(ValueError, match=r"score_fn must return a floating array shaped like x "
+                                         r"\(3, 2\), got \w+ of shape \((3, 1|1, 2|3, 2)\)"):
+        call(bad)
+
+
+def test_log_likelihood_and_the_elbo_refuse_integer_data_as_the_losses_do():
+    x = jnp.ones((3, 2), jnp.int32)
+    for call in (lambda: sde_lib.log_likelihood(_KEY, _SDE, _ok, x),
+                 lambda: sde_lib.ddpm_negative_elbo(_KEY, _SDE, _ok, x),
+                 lambda: sde_lib.get_loss_fn(_SDE, {})(_KEY, _ok, x)):
+        with pytest.raises(TypeError, match="x0? must be a floating array .* got dtype int32"):
+            call()
+
+
+def _nan_score(x, t):
+    return x * jnp.nan
+
+
+@pytest.mark.parametrize("solve", [
+    lambda s, **kw: sde_lib.sample(_KEY, _SDE, s, (3, 2), "pf_ode_adaptive", **kw),
+    lambda s, **kw: sde_lib.log_likelihood(_KEY, _SDE, s, _X, **kw),
+], ids=["pf_ode_adaptive", "log_likelihood"])
+@pytest.mark.parametrize("score, match", [
+    (_nan_score, r"score_fn\(x, t\) must be finite: it holds NaN"),
+    (_ok, r"max_steps=2 is too small: the adaptive solve stopped at t="),
+], ids=["nan", "finite"])
+def test_a_non_finite_score_is_named_by_the_adaptive_solvers(solve, score, match):
+    """A NaN score made the adaptive solves reject every step and report "the maximum number of
+    solver steps was reached"; now the error names score_fn, and max_steps only when the score
+    is finite where the solve stopped."""
+    with pytest.raises(ValueError, match=match):
+        solve(score, max_steps=2)
+
+
+@pytest.mark.parametrize("fn, arg, match", [
+    (lambda k: sde_lib.log_likelihood(k, _SDE, _nan_score, _X, max_steps=16)[0], _KEY,
+     r"score_fn(\(x, t\) must be finite| returned NaN or inf, or max_steps=16)"),
+    (lambda x: sde_lib.log_likelihood(_KEY, _SDE, _ok, x, max_steps=16)[0],
+     _X.at[0, 0].set(jnp.inf), "x must be finite"),
+], ids=["score", "data"])
+def test_non_finite_data_and_scores_under_jit_are_checkify_checks_in_debug_mode(fn, arg, match):
+    """Under a caller's jit the values cannot be checked in Python; within debug_checks() they
+    are checkify checks (the score's own, or the failed solve's, whichever checkify reports)."""
+    from jax.experimental import checkify
+    with sde_lib.debug_checks():
+        err, _ = checkify.checkify(jax.jit(fn))(arg)
+    with pytest.raises(Exception, match=match):
+        err.throw()
+
+
+_KIND_CALLS = {
+    "sample": lambda rng, sde: sde_lib.sample(rng, sde, _ok, (3, 2), num_steps=2),
+    "sample pf_ode_adaptive": lambda rng, sde: sde_lib.sample(rng, sde, _ok, (3, 2),
+                                                              "pf_ode_adaptive"),
+    "Sweep": lambda rng, sde: sde_lib.Sweep(sde, (3, 2), max_num_steps=2)(rng, _ok, 2),
+    "log_likelihood": lambda rng, sde: sde_lib.log_likelihood(rng, sde, _ok, _X),
+    "ddpm_negative_elbo": lambda rng, sde: sde_lib.ddpm_negative_elbo(rng, sde, _ok, _X),
+    "conditional_sample": lambda rng, sde: sde_lib.conditional_sample(
+        rng, sde, _ok, (3, 2), _A, _Y, num_steps=2),
+    "get_loss_fn": lambda rng, sde: sde_lib.get_loss_fn(sde, {})(rng, _ok, _X),
+    "coupled_error": lambda rng, sde: sde_lib.coupled_error(
+        rng, sde, _ok, (3, 2), "euler_maruyama", (2,), 4),
+    "flow_kl": lambda rng, sde: sde_lib.flow_kl(rng, sde, _ok, lambda x: x[:, 0], 3, 2,
+                                                "pf_ode_euler", 2),
+}
+
+
+@pytest.mark.parametrize("call", _KIND_CALLS.values(), ids=_KIND_CALLS.keys())
+def test_rng_and_sde_of_the_wrong_kind_are_named(call):
+    """rng=0 gave a raw JAX TypeError about key data and sde=None an AttributeError."""
+    with pytest.raises(TypeError, match=r"rng must be a jax PRNG key \(jax.random.key\(seed\) "
+                                        r"or jax.random.PRNGKey\(seed\)\), got int"):
+        call(0, _SDE)
+    with pytest.raises(TypeError, match=r"sde must be an SDE of sde_lib \(a LinearSDE: VPSDE, "
+                                        r".*sde_lib.get_sde\(name\)\), got None"):
+        call(_KEY, None)
+
+
+def test_typed_and_raw_keys_are_both_taken_also_when_traced():
+    x, _ = sde_lib.sample(jax.random.key(0), _SDE, _ok, (3, 2), num_steps=2)
+    traced = jax.jit(lambda k: sde_lib.sample(k, _SDE, _ok, (3, 2), num_steps=2)[0])
+    chex.assert_trees_all_close(traced(jax.random.PRNGKey(0)), x)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: sde_lib.sample(_KEY, _SDE, _ok, (3, 2), num_steps=10**9),
+    lambda: sde_lib.Sweep(_SDE, (3, 2), max_num_steps=10**9),
+    lambda: sde_lib.log_likelihood(_KEY, _SDE, _ok, _X, max_steps=10**9),
+    lambda: sde_lib.sample(_KEY, _SDE, _ok, (3, 2), "pf_ode_adaptive", max_steps=10**9),
+    lambda: sde_lib.VPSDE(N=10**9),
+], ids=["sample", "Sweep", "log_likelihood", "pf_ode_adaptive", "VPSDE"])
+def test_a_number_of_steps_beyond_memory_is_refused_before_allocating(call):
+    """num_steps=10**9 allocated a 7.45 GiB time grid (numpy MemoryError); now every step
+    count that sizes a grid or chain is refused above MAX_NUM_STEPS, naming it and the range."""
+    with pytest.raises(ValueError, match=r"(num_steps|max_num_steps|max_steps|N) must be an "
+                                         r"integer >= 1 and <= 1000000 .* got 1000000000"):
+        call()

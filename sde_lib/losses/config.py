@@ -24,7 +24,13 @@ from collections.abc import Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-from sde_lib._validation import check_positive
+from sde_lib._validation import (
+    check_finite,
+    check_floating,
+    check_positive,
+    check_rng,
+    check_sde,
+)
 from sde_lib.ddpm import VARIANCES, DDPMChain
 from sde_lib.divergence import DIVERGENCES, PROBES
 from sde_lib.losses.denoising import check_batch, ddpm_loss, denoising_loss, dsm_loss
@@ -247,11 +253,15 @@ def get_loss_fn(sde, config) -> LossFn:
       ``loss_fn.draw(rng, x0)`` and ``loss_fn.evaluate(model_fn, x0, draws)``.
 
     Raises:
+      TypeError: ``sde`` that is not an SDE of sde_lib.
       ValueError: an unknown name, weighting, parameterization, time sampling, probe law,
         variance or config key, or ``eps`` not in ``(0, T)``; listed with the valid values.
-        The returned ``loss_fn`` raises TypeError (when traced) for an ``x0`` that is not
-        floating-point.
+        The returned ``loss_fn`` (its ``draw``) raises TypeError for an ``rng`` that is not a
+        ``jax.random`` key or an ``x0`` that is not floating-point (also when traced), and
+        ValueError for a concrete ``x0`` holding NaN or inf (a traced one is a ``checkify``
+        check within ``debug_checks()``).
     """
+    check_sde("sde", sde)
     cfg = as_loss_config(config)
     build = _lookup("name", cfg.name, LOSSES)
     if not isinstance(cfg.reduce_mean, bool):
@@ -260,11 +270,8 @@ def get_loss_fn(sde, config) -> LossFn:
     built = build(sde, cfg)
 
     def draw(rng, x0):
-        x0 = jnp.asarray(x0)
-        if not jnp.issubdtype(x0.dtype, jnp.floating):
-            raise TypeError(f"x0 must be a floating array (scale integer data first, e.g. "
-                            f"trainer.data.scale_images), got dtype {x0.dtype}")
-        return built.draw(rng, x0)
+        check_rng("rng", rng)
+        return built.draw(rng, check_finite("x0", check_floating("x0", x0)))
 
     if not cfg.reduce_mean:
         return LossFn(draw, built.evaluate)

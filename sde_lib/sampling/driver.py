@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from sde_lib._validation import check_num_steps
+from sde_lib._validation import check_num_steps, check_rng, check_sde, shape_checked
 from sde_lib.sampling import grid
 from sde_lib.sampling.multistep import Multistep
 from sde_lib.sampling.registry import get_sampler
@@ -42,7 +42,9 @@ def check_shape(shape) -> tuple[int, ...]:
 
 
 def check_common(sde, num_steps, eps):
-    """ValueError unless ``num_steps >= 1`` and ``eps`` is in ``(0, T)``."""
+    """TypeError unless ``sde`` is an SDE of sde_lib; ValueError unless ``num_steps`` is in
+    ``1 .. MAX_NUM_STEPS`` and ``eps`` is in ``(0, T)``."""
+    check_sde("sde", sde)
     check_num_steps("num_steps", num_steps)
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < sde.T:
         raise ValueError(f"eps must be a real number in (0, T={sde.T}), got {eps!r}")
@@ -95,9 +97,17 @@ def sample(rng: jax.Array, sde, score_fn: ScoreFn, shape: Sequence[int],
       for ``pf_ode_adaptive``).
 
     Raises:
-      ValueError: an unknown method (the valid ones are listed) or option, ``num_steps < 1``,
-        ``eps`` outside ``(0, T)``, a bad shape or option value; before anything is traced.
+      TypeError: ``rng`` that is not a ``jax.random`` key, ``sde`` that is not an SDE of
+        sde_lib; before anything is traced.
+      ValueError: an unknown method (the valid ones are listed) or option, ``num_steps`` not an
+        integer in ``1 .. MAX_NUM_STEPS`` (``1e6``: a longer grid is refused before it is
+        allocated), ``eps`` outside ``(0, T)``, a bad shape or option value, before anything is
+        traced; when traced, a ``score_fn`` whose output is not a floating array shaped like
+        ``x``; ``pf_ode_adaptive``: a solve that stops early, naming a ``score_fn`` that returned
+        NaN or inf or else ``max_steps`` (under ``jit``, diffrax's runtime error, or a
+        ``checkify`` check within ``debug_checks()``).
     """
+    check_rng("rng", rng)
     shape = check_shape(shape)
     sampler = get_sampler(method)
     check_common(sde, num_steps, eps)
@@ -110,35 +120,6 @@ def sample(rng: jax.Array, sde, score_fn: ScoreFn, shape: Sequence[int],
     if sampler.adaptive:
         return sampler.solve(x_T, sde, score_fn, float(eps), opts)
     return scan_steps(step, rng_steps, x_T, coeffs), sampler.nfe(num_steps, opts)
-
-
-def _first_entries(x, t):
-    """Each example's first entry of ``x`` (a scalar for a scalar ``t``), without gradient."""
-    x = lax.stop_gradient(x)
-    if jnp.ndim(t) == 1 and jnp.shape(t)[0] == jnp.shape(x)[0]:
-        first = jnp.reshape(x, (jnp.shape(x)[0], -1))[:, 0]
-    else:
-        first = jnp.ravel(x)[0]
-    return first.astype(jnp.result_type(t))
-
-
-def shape_checked(score_fn: ScoreFn) -> ScoreFn:
-    """``score_fn`` that raises ValueError, when traced, if its output is not shaped like its
-    input ``x`` (a ``(1, D)`` output would otherwise broadcast over the batch silently), and
-    whose evaluations run one after another.
-
-    ``t`` becomes ``t + 0 x_0`` (``x_0`` each example's first entry), which orders each score
-    evaluation after its ``x``, so two evaluations at one ``t`` never run their ``t``-only LAPACK
-    calls at once (an XLA:CPU deadlock; see docs/known_issues.md).
-    """
-    def checked(x, t):
-        t = t + 0.0 * _first_entries(x, t)
-        out = score_fn(x, t)
-        if jnp.shape(out) != jnp.shape(x):
-            raise ValueError(f"score_fn must return an array shaped like x {jnp.shape(x)}, got "
-                             f"shape {jnp.shape(out)}")
-        return out
-    return checked
 
 
 def build_sampler(sde, score_fn: ScoreFn, method: str, num_steps: int, eps: float = EPS,

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from sde_lib._arrays import as_pytree_fn, pad_with_last
-from sde_lib._validation import check_num_steps
+from sde_lib._validation import check_num_steps, check_rng, shape_checked
 from sde_lib.sampling import grid
 from sde_lib.sampling.driver import (
     EPS,
@@ -19,7 +19,6 @@ from sde_lib.sampling.driver import (
     check_common,
     check_shape,
     loop_steps,
-    shape_checked,
 )
 from sde_lib.sampling.registry import SAMPLERS, check_grid, get_sampler
 
@@ -54,6 +53,7 @@ class Sweep:
       max_num_steps: the largest ``num_steps`` of the sweep (the padded grid's length).
 
     Raises:
+      TypeError: as ``sample`` (``sde`` here, ``rng`` at the call).
       ValueError: as ``sample``; an adaptive or discretized method (named).
     """
 
@@ -90,6 +90,7 @@ class Sweep:
     def __call__(self, rng: jax.Array, score_fn: ScoreFn, num_steps: int,
                  time_grid=None) -> tuple[jax.Array, int]:
         """``(x, nfe)`` of ``num_steps`` steps (on ``time_grid`` if given), as ``sample``."""
+        check_rng("rng", rng)
         coeffs = self.grid(num_steps, time_grid)
         x = _sweep_program(rng, self.sde, as_pytree_fn(score_fn), coeffs,
                            np.int32(num_steps), method=self.sampler.name,
