@@ -76,6 +76,13 @@ def _check_inputs(rng, sde, x: ArrayLike, need_rng: bool = True) -> jax.Array:
 
 # ----- probability-flow log-likelihood ---------------------------------------------------------
 
+def _finite_result(name: str, value):
+    """``value``, or (concrete; traced: within ``debug_checks()``) a ValueError: the inputs are
+    finite, so a NaN or inf result comes from the score."""
+    return check_finite(f"{name}'s result", value, ": x is finite, so score_fn returned NaN or "
+                        "inf along the way")
+
+
 def log_likelihood(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike, eps: float = 1e-5,
                    divergence: str = "rademacher", rtol: float = 1e-5, atol: float = 1e-5,
                    solver: str = "tsit5", max_steps: int = 4096, num_steps: int | None = None,
@@ -162,9 +169,10 @@ def log_likelihood(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike, eps: fl
             raise ValueError(f"time_grid must run from T = {sde.T} to eps = {eps}, got "
                              f"{ts[-1]} .. {ts[0]}")
         ts = pad_with_last(ts, max_steps + 1)
-        return _log_likelihood_fixed(rng, x, ts, np.int32(num_steps),
-                                     as_pytree_fn(score_fn), sde=sde, divergence=divergence,
-                                     solver=solver)
+        logp, nfe = _log_likelihood_fixed(rng, x, ts, np.int32(num_steps),
+                                          as_pytree_fn(score_fn), sde=sde,
+                                          divergence=divergence, solver=solver)
+        return _finite_result("log_likelihood", logp), nfe
     if solver in FIXED_STEP_SOLVERS:
         raise ValueError(f"solver={solver!r} takes fixed steps: give num_steps")
     score_fn = as_pytree_fn(score_fn)
@@ -394,9 +402,11 @@ def ddpm_negative_elbo(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike,
                              f"{num_steps}")
     grid_key = time_grid if isinstance(time_grid, str) else tuple(float(t) for t in time_grid)
     chain, times, steps = _chain_of(sde, num_steps, grid_key)
-    return _negative_elbo(rng, x, as_pytree_fn(score_fn), times, chain,
-                          np.int32(steps), sde=sde, variance=variance, decoder=decoder,
-                          decoder_variance=decoder_variance, num_bins=num_bins)
+    out = _negative_elbo(rng, x, as_pytree_fn(score_fn), times, chain,
+                         np.int32(steps), sde=sde, variance=variance, decoder=decoder,
+                         decoder_variance=decoder_variance, num_bins=num_bins)
+    _finite_result("ddpm_negative_elbo", out.total)
+    return out
 
 
 @functools.lru_cache(maxsize=32)

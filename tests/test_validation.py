@@ -247,6 +247,22 @@ def test_a_non_finite_score_is_named_by_the_adaptive_solvers(solve, score, match
         solve(score, max_steps=2)
 
 
+@pytest.mark.parametrize("call", [
+    lambda s: sde_lib.log_likelihood(_KEY, _SDE, s, _X, num_steps=4, solver="euler"),
+    lambda s: sde_lib.log_likelihood(_KEY, _SDE, s, _X, num_steps=4, solver="heun",
+                                     divergence="exact"),
+    lambda s: sde_lib.ddpm_negative_elbo(_KEY, _SDE, s, _X, num_steps=4),
+], ids=["euler", "heun exact", "elbo"])
+def test_a_non_finite_score_is_named_by_the_fixed_step_likelihoods(call):
+    """The fixed-step likelihoods and the ELBO returned NaN quietly for a NaN score; their
+    result is checked (the data are, before), and a finite score passes."""
+    with pytest.raises(ValueError, match=r"result must be finite: .* x is finite, so score_fn "
+                                         r"returned NaN or inf"):
+        call(_nan_score)
+    out = call(_ok)
+    assert np.all(np.isfinite(np.asarray(out[0])))
+
+
 @pytest.mark.parametrize("fn, arg, match", [
     (lambda k: sde_lib.log_likelihood(k, _SDE, _nan_score, _X, max_steps=16)[0], _KEY,
      r"score_fn(\(x, t\) must be finite| returned NaN or inf, or max_steps=16)"),
