@@ -21,7 +21,7 @@ import pytest
 
 import trainer
 from experiments.configs import base, gmm_mlp
-from trainer import checkpointing, metrics
+from trainer import checkpointing, cli, metrics
 
 FIELDS = {
     "data.dim": 4, "data.num_train": 512, "data.num_test": 128, "model.hidden": 16,
@@ -123,27 +123,30 @@ READING = (r": restore it, or pass the config the workdir was trained with \(the
 
 
 def raises_one_line(call, expected):
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(checkpointing.DamagedConfigError) as error:  # a ValueError
         call()
     message = str(error.value)
+    assert isinstance(error.value, ValueError)
     assert "\n" not in message and re.fullmatch(expected, message), message
 
 
 @pytest.mark.parametrize("kind", list(PROBLEMS)[:5])
 def test_damaged_config_json_is_one_line_naming_it_and_nothing_is_written(kind, checkpointed,
-                                                                          tmp_path):
+                                                                          tmp_path, capsys):
     """A config.json that is not UTF-8 JSON or not a config (a comparison with it would be
     vacuous: today a list resumes with a ConfigChangeWarning per field) refuses the resume with
-    one line naming the file, what is wrong and what to do, before anything in the workdir is
-    written; ``saved_config`` (eval, sample and load_score_fn without a config) says the same
-    with its own advice."""
+    one line naming the file, what is wrong and what to do (``trainer.main`` prints it and exits
+    with status 1), before anything in the workdir is written; ``saved_config`` (eval, sample
+    and load_score_fn without a config) says the same with its own advice."""
     workdir = shutil.copytree(checkpointed, tmp_path / "w")
     path = workdir / "config.json"
     path.write_bytes(damaged_config(kind, path.read_bytes()))
     before = snapshot(workdir)
     problem = re.escape(str(path)) + " " + PROBLEMS[kind]
-    raises_one_line(lambda: trainer.train_and_evaluate(config(), str(workdir)),
-                    problem + RESUMING)
+    with pytest.raises(SystemExit) as done:  # as trainer.main runs it
+        cli.run_or_exit(trainer.train_and_evaluate, config(), str(workdir))
+    line = capsys.readouterr().err
+    assert done.value.code == 1 and re.fullmatch(f"error: {problem}{RESUMING}\n", line), line
     assert snapshot(workdir) == before
     raises_one_line(lambda: trainer.saved_config(str(workdir)), problem + READING)
     raises_one_line(lambda: trainer.load_score_fn(str(workdir)), problem + READING)

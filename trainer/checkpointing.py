@@ -358,6 +358,10 @@ def _flatten(tree, prefix=""):
 CONFIG_SECTIONS = tuple(sorted({f.split(".")[0] for f in FIXED_FIELDS if "." in f}))
 
 
+class DamagedConfigError(WorkdirError, ValueError):
+    """A workdir's ``config.json`` cannot be read or is not a config (``read_config``)."""
+
+
 def read_config(path: str | os.PathLike, remedy: str) -> dict:
     """The config saved at ``path`` by ``save_config``, as nested dicts.
 
@@ -366,9 +370,9 @@ def read_config(path: str | os.PathLike, remedy: str) -> dict:
       remedy: what to do about a damaged one, the end of the error message.
 
     Raises:
-      ValueError: one line naming ``path``, what is wrong (not UTF-8 text, empty, not JSON, or
-        not a config: a JSON object with the sections ``CONFIG_SECTIONS``, each an object) and
-        ``remedy``.
+      DamagedConfigError: (a ``ValueError``) one line naming ``path``, what is wrong (not UTF-8
+        text, empty, not JSON, or not a config: a JSON object with the sections
+        ``CONFIG_SECTIONS``, each an object) and ``remedy``.
     """
     with open(path, "rb") as f:
         raw = f.read()
@@ -391,7 +395,7 @@ def read_config(path: str | os.PathLike, remedy: str) -> dict:
         if wrong:
             problem = f"is not a config ({'; '.join(wrong)})"
     if problem is not None:
-        raise ValueError(f"{path} {problem}: {remedy}")
+        raise DamagedConfigError(f"{path} {problem}: {remedy}")
     return record
 
 
@@ -407,7 +411,7 @@ def check_config(workdir: str | os.PathLike, config: dict, has_checkpoint: bool)
     Raises:
       ValueError: a changed field of ``FIXED_FIELDS`` (model shapes, data and its stream, loss,
         SDE, batch size, seed), naming each with its old and new value; a ``config.json`` that
-        cannot be compared (``read_config``). Nothing is written.
+        cannot be compared (``DamagedConfigError``, ``read_config``). Nothing is written.
     """
     path = os.path.join(os.path.abspath(os.fspath(workdir)), "config.json")
     new = json.loads(json.dumps(config, default=str, sort_keys=True))

@@ -100,8 +100,9 @@ def saved_config(workdir: str) -> dict:
     Raises:
       FileNotFoundError: the workdir has no ``config.json`` (not a training workdir, or one from
         before the config was saved).
-      ValueError: a ``config.json`` that is not UTF-8 JSON or not a config (one line naming it,
-        ``checkpointing.read_config``), or one without ``model_name``.
+      checkpointing.DamagedConfigError: (a ``ValueError``) a ``config.json`` that is not UTF-8
+        JSON or not a config, in one line naming it (``checkpointing.read_config``).
+      ValueError: a ``config.json`` without ``model_name``.
     """
     path = os.path.join(os.fspath(workdir), "config.json")
     if not os.path.exists(path):
