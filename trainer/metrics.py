@@ -92,6 +92,7 @@ class MetricWriter:
             self._csv.write(f"{s},{name},{value!r}\n")
             self._keys.add((s, name))
         self._csv.flush()
+
     def sync(self) -> None:
         """Everything written so far on disk: the CSV fsynced, the event file closed (a new
         one is opened for what follows)."""
@@ -189,8 +190,8 @@ def _repair(csv_path: str, resume_step: int | None, log_every: int | None,
                        if s // log_every > (s - K) // log_every})
         lost = [s for s in grid if s not in logged]
     if lines or lost:
-        s = "s" * (len(lines) > 1)
-        damage = [f"{len(lines)} unreadable line{s} (line{s} "
+        plural = "s" * (len(lines) > 1)
+        damage = [f"{len(lines)} unreadable line{plural} (line{plural} "
                   f"{_runs(lines, list(range(1, lines[-1] + 1)))})"] if lines else []
         if lost:
             damage.append(f"no train/loss row at step{'s' * (len(lost) > 1)} "
