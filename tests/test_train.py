@@ -199,7 +199,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_intact_one(tmp_path):
 def test_saved_config_fields_added_later_resume_and_the_model_name_is_fixed(tmp_path):
     """A field the saved config.json lacks (added by a newer version) resumes with a warning;
     a changed model name (several names share a config class) is refused like a shape."""
-    old = {"model": {"hidden": 16}, "training": {"seed": 0}}
+    old = {"data": {}, "loss": {}, "model": {"hidden": 16}, "sde": {}, "training": {"seed": 0}}
     checkpointing.save_config(tmp_path, old)
     assert checkpointing.check_config(tmp_path, {**old, "model_name": "mlp"}, True) == [
         "model_name: '<absent>' -> 'mlp'"]

@@ -38,6 +38,7 @@ from trainer.evaluation import (
     saved_config,
 )
 from trainer.loop import train_and_evaluate
+from trainer.metrics import MetricsRepairWarning
 from trainer.preemption import Preempted
 from trainer.run import ConfigChangeWarning, Run, initialize_distributed
 from trainer.state import TrainState, create_optimizer, create_train_state, ema_decay
@@ -52,7 +53,8 @@ from trainer.step import (
 )
 
 __all__ = [
-    "AXIS", "ConfigChangeWarning", "ExperimentConfig", "Run", "TrainState", "base",
+    "AXIS", "ConfigChangeWarning", "ExperimentConfig", "MetricsRepairWarning", "Run",
+    "TrainState", "base",
     "check_devices", "checkpointing", "cli", "config", "create_optimizer", "create_train_state",
     "data", "default_section", "digits_builder", "draw_samples", "ema_decay", "evaluate_params",
     "evaluate_workdir", "evaluation", "example_losses", "experiment_config", "get_base_config",

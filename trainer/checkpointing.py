@@ -354,6 +354,51 @@ def _flatten(tree, prefix=""):
     return {prefix[:-1]: tree}
 
 
+# the sections a saved config has (those of FIXED_FIELDS): without them a comparison is vacuous
+CONFIG_SECTIONS = tuple(sorted({f.split(".")[0] for f in FIXED_FIELDS if "." in f}))
+
+
+class DamagedConfigError(WorkdirError, ValueError):
+    """A workdir's ``config.json`` cannot be read or is not a config (``read_config``)."""
+
+
+def read_config(path: str | os.PathLike, remedy: str) -> dict:
+    """The config saved at ``path`` by ``save_config``, as nested dicts.
+
+    Args:
+      path: a ``config.json``.
+      remedy: what to do about a damaged one, the end of the error message.
+
+    Raises:
+      DamagedConfigError: (a ``ValueError``) one line naming ``path``, what is wrong (not UTF-8
+        text, empty, not JSON, or not a config: a JSON object with the sections
+        ``CONFIG_SECTIONS``, each an object) and ``remedy``.
+    """
+    with open(path, "rb") as f:
+        raw = f.read()
+    record, problem = None, None
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        problem = f"is not text (byte {error.start} is not UTF-8)"
+    except json.JSONDecodeError as error:
+        problem = ("is empty" if not raw.strip() else
+                   f"is not valid JSON ({error.msg}: line {error.lineno} column {error.colno})")
+    if problem is None and not isinstance(record, dict):
+        problem = (f"is not a config (a JSON {type(record).__name__}, where a saved config is "
+                   f"an object with the sections {', '.join(CONFIG_SECTIONS)})")
+    if problem is None:
+        missing = [s for s in CONFIG_SECTIONS if s not in record]
+        other = [s for s in CONFIG_SECTIONS if s in record and not isinstance(record[s], dict)]
+        wrong = ([f"missing the section{'s' * (len(missing) > 1)} {', '.join(missing)}"]
+                 if missing else []) + [f"{s} is not an object" for s in other]
+        if wrong:
+            problem = f"is not a config ({'; '.join(wrong)})"
+    if problem is not None:
+        raise DamagedConfigError(f"{path} {problem}: {remedy}")
+    return record
+
+
 def check_config(workdir: str | os.PathLike, config: dict, has_checkpoint: bool) -> list[str]:
     """Compares the resolved ``config`` (nested dicts) with the one saved in
     ``<workdir>/config.json`` (by ``save_config``) when the workdir has checkpoints.
@@ -365,14 +410,16 @@ def check_config(workdir: str | os.PathLike, config: dict, has_checkpoint: bool)
 
     Raises:
       ValueError: a changed field of ``FIXED_FIELDS`` (model shapes, data and its stream, loss,
-        SDE, batch size, seed), naming each with its old and new value; nothing is written.
+        SDE, batch size, seed), naming each with its old and new value; a ``config.json`` that
+        cannot be compared (``DamagedConfigError``, ``read_config``). Nothing is written.
     """
     path = os.path.join(os.path.abspath(os.fspath(workdir)), "config.json")
     new = json.loads(json.dumps(config, default=str, sort_keys=True))
     changes = []
     if has_checkpoint and os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
+        old = read_config(path, "restore it, or delete it to use the config given (the "
+                                "checkpoints then decide the shapes: a config that does not "
+                                "fit them is still refused)")
         flat_old, flat_new = _flatten(old), _flatten(new)
         changed = sorted(k for k in flat_old.keys() | flat_new.keys()
                          if flat_old.get(k, "<absent>") != flat_new.get(k, "<absent>"))

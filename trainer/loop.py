@@ -124,7 +124,8 @@ def _train_and_evaluate(run, on_checkpoint, restart, signals):
     p_state = jax_utils.replicate(run.state, run.devices, axis_name=AXIS)
     writer = MetricWriter(os.path.join(run.workdir, "tensorboard"), run.is_main,
                           csv_path=os.path.join(run.workdir, "metrics.csv"),
-                          resume_step=int(run.state.step))
+                          resume_step=int(run.state.step), log_every=t.log_every,
+                          steps_per_call=t.steps_per_call)
     step, losses = int(run.state.step), []
     guard = _FiniteGuard(step, run.manager)
     feed = run.next_batches(-(-(t.num_train_steps - step) // t.steps_per_call))

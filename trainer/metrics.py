@@ -7,10 +7,21 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import warnings
 
 import numpy as np
 
 from trainer.reporting import pyplot, save_figure, write_atomic
+
+HEADER = "step,name,value"
+# a row as MetricWriter writes it: an integer step, a name without commas, a float's repr
+_ROW = re.compile(r"(\d+),([^,\x00-\x1f\x7f]+),([^,\s]+)")
+
+
+class MetricsRepairWarning(UserWarning):
+    """A damaged ``metrics.csv`` was rewritten with the rows that could be read; the warning
+    names the unreadable lines and the steps whose ``train/loss`` row is lost."""
 
 
 class MetricWriter:
@@ -19,36 +30,42 @@ class MetricWriter:
     The CSV (``step,name,value`` rows) is the complete record: ``sync()`` (called before each
     checkpoint is saved) flushes it to disk, and also closes the event file and opens a new one
     (tensorboardX's ``flush`` does not drain its queue), so a run killed right after a
-    checkpoint has logged every step up to it. A writer opened with ``resume_step`` first drops
-    the CSV's rows after that step, which the resumed run logs again, so each step appears once.
+    checkpoint has logged every step up to it. Each ``(step, name)`` appears once: a writer
+    opened on an existing CSV keeps its rows up to ``resume_step`` (the resumed run logs the
+    later steps again), and a row written again (a rerun's evaluation of the step it resumed
+    at) replaces the earlier one, the newest value winning.
+
+    A damaged CSV (bytes that are not UTF-8, rows cut short or garbled: a full disk, a bad copy,
+    a stray edit) is rewritten, atomically, with every row that can be read, and a
+    ``MetricsRepairWarning`` names the unreadable lines and the steps of the ``log_every`` grid
+    up to ``resume_step`` left without a ``train/loss`` row.
 
     Args:
       logdir: directory of the event files.
       enabled: ``False`` makes every method a no-op (processes other than 0).
       csv_path: the CSV file, or ``None`` for event files only.
       resume_step: the step the run resumes from (rows after it are dropped).
+      log_every, steps_per_call: the run's logging grid (the training loop logs the first call
+        end at or after each multiple of ``log_every``), which names the rows a damaged CSV
+        lost; without ``log_every`` only the unreadable lines are named.
     """
 
     def __init__(self, logdir: str, enabled: bool = True, csv_path: str | None = None,
-                 resume_step: int | None = None):
+                 resume_step: int | None = None, log_every: int | None = None,
+                 steps_per_call: int = 1):
         self.enabled, self.logdir, self.csv_path = enabled, logdir, csv_path
         self._writer = self._csv = None
+        self._keys: set[tuple[int, str]] = set()
         if not enabled:
             return
         os.makedirs(logdir, exist_ok=True)
         self._open_events()
         if csv_path is not None:
-            if os.path.exists(csv_path) and resume_step is not None:
-                with open(csv_path) as f:
-                    lines = f.readlines()
-                keep = [ln for ln in lines[1:] if ln.strip() and ln.count(",") >= 2
-                        and _int_or_none(ln.split(",", 1)[0]) is not None
-                        and _int_or_none(ln.split(",", 1)[0]) <= resume_step]
-                write_atomic(csv_path, "step,name,value\n" + "".join(keep))
-            new = not os.path.exists(csv_path)
+            if os.path.exists(csv_path):
+                self._keys = _repair(csv_path, resume_step, log_every, steps_per_call)
+            else:
+                write_atomic(csv_path, HEADER + "\n")
             self._csv = open(csv_path, "a")  # noqa: SIM115 (closed in close())
-            if new:
-                self._csv.write("step,name,value\n")
 
     def _open_events(self):
         from tensorboardX import SummaryWriter
@@ -58,13 +75,23 @@ class MetricWriter:
     def write_scalars(self, step: int, scalars: dict[str, float], prefix: str = "") -> None:
         if not self.enabled:
             return
-        for name, value in scalars.items():
-            self._writer.add_scalar(prefix + name, float(value), int(step))
-            if self._csv is not None:
-                self._csv.write(f"{int(step)},{prefix}{name},{float(value)!r}\n")
+        rows = [(int(step), prefix + name, float(value)) for name, value in scalars.items()]
+        for _, name, value in rows:
+            self._writer.add_scalar(name, value, int(step))
         self._writer.flush()
-        if self._csv is not None:
-            self._csv.flush()
+        if self._csv is None:
+            return
+        again = {(s, name) for s, name, _ in rows} & self._keys
+        if again:  # logged before: the earlier rows go, the newest value wins
+            self._csv.close()
+            kept, _ = read_metrics(self.csv_path)
+            write_atomic(self.csv_path, _csv_text((s, n, v) for s, n, v in kept
+                                                  if (s, n) not in again))
+            self._csv = open(self.csv_path, "a")  # noqa: SIM115 (closed in close())
+        for s, name, value in rows:
+            self._csv.write(f"{s},{name},{value!r}\n")
+            self._keys.add((s, name))
+        self._csv.flush()
 
     def sync(self) -> None:
         """Everything written so far on disk: the CSV fsynced, the event file closed (a new
@@ -86,11 +113,106 @@ class MetricWriter:
             self._csv = None
 
 
-def _int_or_none(text: str) -> int | None:
+def read_metrics(csv_path: str) -> tuple[list[tuple[int, str, str]], list[tuple[int, int]]]:
+    """The rows of a ``metrics.csv`` that can be read, whatever damage the file has.
+
+    A row is a line ``step,name,value`` (an integer step, a name, a float) ended by a newline;
+    a line that is not UTF-8, not such a row, or cut short (the end of the file without its
+    newline) is unreadable.
+
+    Returns:
+      ``(rows, unreadable)``: the ``(step, name, value)`` of each row in file order, ``value``
+      the text as written; for each unreadable line (the header excepted) its line number and
+      the number of rows before it.
+    """
+    with open(csv_path, "rb") as f:
+        lines = f.read().split(b"\n")
+    rows, unreadable = [], []
+    for number, line in enumerate(lines, 1):
+        if number == len(lines):  # after the last newline: empty, or a row cut short
+            if line:
+                unreadable.append((number, len(rows)))
+            break
+        row = _parse_row(line)
+        if row is not None:
+            rows.append(row)
+        elif not (number == 1 and line == HEADER.encode()):
+            unreadable.append((number, len(rows)))
+    return rows, unreadable
+
+
+def _parse_row(line: bytes) -> tuple[int, str, str] | None:
     try:
-        return int(text)
-    except ValueError:
+        match = _ROW.fullmatch(line.decode("utf-8"))
+        if match is None:
+            return None
+        float(match[3])
+    except (UnicodeDecodeError, ValueError):
         return None
+    return int(match[1]), match[2], match[3]
+
+
+def _csv_text(rows) -> str:
+    return HEADER + "\n" + "".join(f"{step},{name},{value}\n" for step, name, value in rows)
+
+
+def _repair(csv_path: str, resume_step: int | None, log_every: int | None,
+            steps_per_call: int) -> set[tuple[int, str]]:
+    """Rewrites ``csv_path`` with its readable rows up to ``resume_step`` (the newest of each
+    ``(step, name)``; nothing is written when that is the file as it is), warns when it was
+    damaged; returns the ``(step, name)`` kept."""
+    rows, unreadable = read_metrics(csv_path)
+    end = resume_step if resume_step is not None else max((r[0] for r in rows), default=0)
+    kept: dict[tuple[int, str], str] = {}
+    for step, name, value in rows:
+        if step <= end:
+            kept.pop((step, name), None)
+            kept[(step, name)] = value
+    text = _csv_text((step, name, value) for (step, name), value in kept.items())
+    with open(csv_path, "rb") as f:
+        if f.read() != text.encode():
+            write_atomic(csv_path, text)
+    # the steps an unreadable line may have held: from the row before it to the row after it;
+    # one among the rows after the resumed step (a row cut short by a kill) is dropped anyway
+    spans, lines = [], []
+    for number, before in unreadable:
+        a = rows[before - 1][0] if before else 0
+        b = rows[before][0] if before < len(rows) else None
+        if a < end or (b is not None and b <= end):
+            lines.append(number)
+            spans.append((a, end if b is None else min(b, end)))
+    logged = {step for step, name in kept if name == "train/loss"}
+    spans.append((max(logged, default=0) + 1, end))  # a file that ends early
+    lost = []
+    if log_every:
+        K = steps_per_call
+        grid = sorted({s for a, b in spans for s in range(-(-max(a, 1) // K) * K, b + 1, K)
+                       if s // log_every > (s - K) // log_every})
+        lost = [s for s in grid if s not in logged]
+    if lines or lost:
+        plural = "s" * (len(lines) > 1)
+        damage = [f"{len(lines)} unreadable line{plural} (line{plural} "
+                  f"{_runs(lines, list(range(1, lines[-1] + 1)))})"] if lines else []
+        if lost:
+            damage.append(f"no train/loss row at step{'s' * (len(lost) > 1)} "
+                          f"{_runs(lost, grid)} (log_every = {log_every})")
+        warnings.warn(f"{csv_path} is damaged: {'; '.join(damage)}. Kept the {len(kept)} "
+                      f"rows that could be read up to step {end}; the checkpoints are not "
+                      f"affected", MetricsRepairWarning, stacklevel=3)
+    return set(kept)
+
+
+def _runs(values: list[int], grid: list[int], most: int = 8) -> str:
+    """``values`` (sorted, in ``grid``) as runs of neighbours in ``grid``: ``"3, 7-9, 12"``."""
+    position = {v: k for k, v in enumerate(grid)}
+    runs: list[list[int]] = []
+    for v in values:
+        if runs and position[v] == position[runs[-1][-1]] + 1:
+            runs[-1].append(v)
+        else:
+            runs.append([v])
+    text = [str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs[:most]]
+    return ", ".join(text) + (f", ... ({len(runs) - most} more)" if len(runs) > most else "")
 
 
 def save_samples_png(x: np.ndarray, path: str, title: str = "") -> str:
@@ -132,14 +254,11 @@ def save_loss_png(csv_path: str, path: str) -> str | None:
     and the held-out ``eval/test_loss`` (markers), log scale where the losses are positive;
     written atomically. Nothing (``None``) without logged training losses."""
     series: dict[str, tuple[list[int], list[float]]] = {}
-    with open(csv_path) as f:
-        next(f, None)
-        for line in f:
-            step, name, value = line.rstrip("\n").split(",", 2)
-            if name in ("train/loss", "eval/test_loss"):
-                steps, values = series.setdefault(name, ([], []))
-                steps.append(int(step))
-                values.append(float(value))
+    for step, name, value in read_metrics(csv_path)[0]:  # the rows that can be read
+        if name in ("train/loss", "eval/test_loss"):
+            steps, values = series.setdefault(name, ([], []))
+            steps.append(step)
+            values.append(float(value))
     if "train/loss" not in series:
         return None
     plt = pyplot()
