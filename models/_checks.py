@@ -33,8 +33,6 @@ def set_time_embedding(config) -> None:
     object.__setattr__(config, "time_embedding", as_time_embedding(config.time_embedding))
 
 
-
-
 def check_inputs(x, t, min_data_ndim: int = 1, name: str = "network"):
     """Raises ValueError unless ``x`` is ``(B, *D)`` with ``len(D) >= min_data_ndim`` and
     ``t`` is ``(B,)``."""

@@ -222,6 +222,7 @@ def test_flow_needs_a_deterministic_sampler(method, options):
                                     "ddim", 10)
 
 
+@pytest.mark.slow
 def test_flow_kl_interval_is_calibrated():
     """The flow KL's +-1.96 standard-error interval covers the exact KL at its nominal 95% rate:
     over 1000 independent estimates of 300 prior draws each, the coverage lies within 4.5

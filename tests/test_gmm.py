@@ -112,6 +112,7 @@ def test_condition_matches_information_form(gmm):
                                     atol=1e-12)
 
 
+@pytest.mark.slow
 def test_condition_by_monte_carlo(gmm):
     """Independent of any formula: importance-reweight prior samples by the likelihood of y and
     compare the weighted mean with the posterior mean (tolerance from the effective sample size)."""

@@ -161,7 +161,7 @@ def test_tmpd_keeps_its_covariance_positive_semidefinite():
     np.testing.assert_allclose(np.asarray(noiseless), np.asarray(sharp(x, t)), rtol=1e-12)
 
 
-@pytest.mark.parametrize("sde_name", ["vp", "ve", "subvp"])
+@pytest.mark.parametrize("sde_name", [pytest.param("vp", marks=pytest.mark.slow), "ve", "subvp"])
 @pytest.mark.parametrize("sigma_y", [pytest.param(0.3, marks=pytest.mark.slow), 0.0])
 def test_pigdm_is_exact_for_unit_variance_gaussian_data(sde_name, sigma_y):
     """PiGDM's scalar covariance r_t^2 = sigma_t^2 / (alpha_t^2 + sigma_t^2) is Cov[x0 | x_t]

@@ -110,7 +110,7 @@ def test_hutchinson_estimate_is_unbiased(divergence):
         f"{divergence}: mean {mean}, exact {np.asarray(exact)}, standard error {se}")
 
 
-@pytest.mark.parametrize("chunk_elements", [42, 10**9])
+@pytest.mark.parametrize("chunk_elements", [42, pytest.param(10**9, marks=pytest.mark.slow)])
 def test_exact_divergence_in_chunks_is_the_jacobian_trace(chunk_elements, monkeypatch):
     """The exact divergence in chunks of 3 basis vectors (D = 7: two chunks and a remainder) and
     in one chunk equals the trace of jax.jacfwd's per-example Jacobian."""
@@ -215,6 +215,7 @@ def _fixed_step_likelihood_against_step_to(settings, sweep):
     assert len([c for c in compiles if "_log_likelihood_fixed" in c.name]) == 1, compiles
 
 
+@pytest.mark.slow
 def test_fixed_step_likelihood_is_diffrax_step_to():
     """With ``num_steps`` the likelihood (its grid padded to ``max_steps + 1`` times, stepped
     with a traced trip count) is diffrax's ``diffeqsolve`` with ``StepTo`` on the same grid
@@ -499,6 +500,7 @@ def test_log_likelihood_bad_input(kwargs, match):
                                jnp.zeros((2, 2)), **kwargs)
 
 
+@pytest.mark.slow
 def test_concrete_data_inside_a_callers_jit():
     """The finiteness check of concrete data runs on the host: data closed over by a caller's
     jit (as the experiment modules do) is not traced into a boolean."""

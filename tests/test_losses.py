@@ -471,7 +471,9 @@ def test_loss_recovers_gaussian_score(case):
     assert_recovers(lambda x: score_fn(x, jnp.full((x.shape[0],), 0.35)), alpha, sigma)
 
 
-@pytest.mark.parametrize("target,weight", [("eps", "simple"), ("eps", "elbo"), ("x0", "elbo")])
+@pytest.mark.parametrize("target,weight", [("eps", "simple"),
+                                           pytest.param("eps", "elbo", marks=pytest.mark.slow),
+                                           pytest.param("x0", "elbo", marks=pytest.mark.slow)])
 def test_ddpm_loss_recovers_gaussian_score(target, weight):
     """The discrete losses at a fixed index i = 30 of the N = 100 chain recover the score of
     q(x_i) = N(sqrt(alpha_bar_i) MU, alpha_bar_i SIGMA + (1 - alpha_bar_i) I)."""
@@ -601,7 +603,8 @@ def _model_multi_axis(x, t):
     return jnp.sin(x) * (1 + t)[:, None, None] - 0.3 * x
 
 
-@pytest.mark.parametrize("name", sorted(losses.LOSSES))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow)
+                                  if n in ("esm", "ssm") else n for n in sorted(losses.LOSSES)])
 def test_get_loss_fn_shapes_determinism_and_reduction(name):
     """Every loss: (B,) finite values for x0 of shape (B, 2, 3) under jit, the same key gives the
     same values, reduce_mean replaces 1/2 sum by the mean over the 6 data entries (x 2/6),

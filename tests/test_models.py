@@ -83,7 +83,9 @@ def mlp_param_count(d, H, L):
     return time + inp + L * block + out
 
 
-@pytest.mark.parametrize("shape,H,L", [((5, 3), 16, 2), ((4, 2, 3), 8, 0), ((3, 7), 32, 3)])
+@pytest.mark.parametrize("shape,H,L", [pytest.param((5, 3), 16, 2, marks=pytest.mark.slow),
+                                       pytest.param((4, 2, 3), 8, 0, marks=pytest.mark.slow),
+                                       ((3, 7), 32, 3)])
 def test_mlp_shape_and_parameter_count(shape, H, L):
     model = models.get_model("mlp", hidden=H, num_blocks=L)
     x, t = jnp.ones(shape), jnp.full(shape[:1], 0.5)

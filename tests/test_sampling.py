@@ -187,7 +187,8 @@ def test_ancestral_and_reverse_diffusion_agree_to_first_order():
     assert abs(slope - 1.0) < 0.25 and diffs[-1] < 0.01, (diffs, slope)
 
 
-@pytest.mark.parametrize("variance", [pytest.param("beta", marks=pytest.mark.slow), "beta_tilde"])
+@pytest.mark.slow  # the fast tier's ancestral check: test_parity (diffusers' step)
+@pytest.mark.parametrize("variance", ["beta", "beta_tilde"])
 def test_ancestral_step_is_hos_algorithm_2(variance):
     """One chain step of the generalized step equals DDPMChain.ancestral_step (Ho et al. 2020,
     Algorithm 2, written separately in ddpm.py) with the same key, on the chain SDE."""
@@ -431,6 +432,7 @@ def _sweep_matches_sample(method, options, steps_list, max_num_steps, time_grid=
                                    err_msg=f"{method} at num_steps={k}")
 
 
+@pytest.mark.slow
 def test_sweep_gives_the_samples_of_sample():
     """``Sweep`` runs the first ``K`` entries of a padded grid with a traced trip count: the same
     samples as ``sample`` with ``num_steps = K`` for the same key (float64), at ``K = 1`` and at

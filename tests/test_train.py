@@ -479,6 +479,7 @@ def _whole_batch_matches_blocks(names, halves=True):
             np.testing.assert_allclose(half, got[8:], rtol=1e-10, err_msg=name)
 
 
+@pytest.mark.slow
 def test_example_losses_draw_per_block_and_evaluate_the_whole_batch():
     """``example_losses`` (draws per block, one network call on the whole batch) gives each
     block's own loss, computed in the test by a vmap over blocks with a network call per block
@@ -503,6 +504,7 @@ def _check_uses_dropout(cases):
         assert trainer.uses_dropout(model, params, shapes[name]) == expected, (name, fields)
 
 
+@pytest.mark.slow
 def test_dropout_models_keep_their_masks_per_block():
     """``uses_dropout``: a positive dropout rate draws random numbers in training (the U-Net's
     default 0.1, an MLP at 0.2), a zero rate does not; such a network keeps the whole loss in

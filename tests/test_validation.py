@@ -237,7 +237,8 @@ def _nan_score(x, t):
 ], ids=["pf_ode_adaptive", "log_likelihood"])
 @pytest.mark.parametrize("score, match", [
     (_nan_score, r"score_fn\(x, t\) must be finite: it holds NaN"),
-    (_ok, r"max_steps=2 is too small: the adaptive solve stopped at t="),
+    pytest.param(_ok, r"max_steps=2 is too small: the adaptive solve stopped at t=",
+                 marks=pytest.mark.slow),
 ], ids=["nan", "finite"])
 def test_a_non_finite_score_is_named_by_the_adaptive_solvers(solve, score, match):
     """A NaN score made the adaptive solves reject every step and report "the maximum number of
@@ -266,8 +267,8 @@ def test_a_non_finite_score_is_named_by_the_fixed_step_likelihoods(call):
 @pytest.mark.parametrize("fn, arg, match", [
     (lambda k: sde_lib.log_likelihood(k, _SDE, _nan_score, _X, max_steps=16)[0], _KEY,
      r"score_fn(\(x, t\) must be finite| returned NaN or inf, or max_steps=16)"),
-    (lambda x: sde_lib.log_likelihood(_KEY, _SDE, _ok, x, max_steps=16)[0],
-     _X.at[0, 0].set(jnp.inf), "x must be finite"),
+    pytest.param(lambda x: sde_lib.log_likelihood(_KEY, _SDE, _ok, x, max_steps=16)[0],
+                 _X.at[0, 0].set(jnp.inf), "x must be finite", marks=pytest.mark.slow),
 ], ids=["score", "data"])
 def test_non_finite_data_and_scores_under_jit_are_checkify_checks_in_debug_mode(fn, arg, match):
     """Under a caller's jit the values cannot be checked in Python; within debug_checks() they

@@ -137,6 +137,13 @@ def _host_device():
     return jax.local_devices(backend="cpu")[0]
 
 
+@functools.partial(jax.jit, static_argnums=2)
+def _draw(gmm, rng, n: int):
+    """``gmm.sample(rng, n)`` as one compiled program (op by op it compiles each of its
+    operations: about 1.5 s per dataset on CPU)."""
+    return gmm.sample(rng, n)
+
+
 def synthetic_dataset(name: str, split: str, dim: int = 2, num_train: int = 10_000,
                       num_test: int = 2_000, seed: int = 0) -> Dataset:
     """Samples of the Gaussian mixture ``name`` (a key of ``SYNTHETIC``).
@@ -158,7 +165,7 @@ def synthetic_dataset(name: str, split: str, dim: int = 2, num_train: int = 10_0
     with jax.default_device(_host_device()):
         key = jax.random.PRNGKey(seed)
         gmm = SYNTHETIC[name](jax.random.fold_in(key, 0), dim)
-        x = gmm.sample(jax.random.fold_in(key, 1 if split == "train" else 2), sizes[split])
+        x = _draw(gmm, jax.random.fold_in(key, 1 if split == "train" else 2), sizes[split])
     return Dataset(ArraySource(np.asarray(x)), (gmm.dim,), None, gmm)
 
 
