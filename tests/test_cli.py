@@ -270,6 +270,8 @@ def test_more_entry_point_errors_are_one_line(tmp_path, args, want):
     ("damaged", 1, "error: every checkpoint in /w/checkpoints is damaged (4.damaged)"),
     ("full", 1, "error: could not save checkpoint 8 in /w/checkpoints: no space left"),
     ("none", 1, "error: no checkpoint in /w/checkpoints"),
+    ("changed", 1, "error: the config differs from the one the checkpoints in /w were trained "
+                   "with"),
     ("sigterm", 143, "error: stopped at step 5 on SIGTERM, saved /w/checkpoints/5; run the "
                      "same command again to resume"),
     ("sigint", 130, "error: stopped at step 5 on SIGINT, saved /w/checkpoints/5; run the "
@@ -281,15 +283,17 @@ def test_a_workdir_error_or_a_stop_is_one_line(error, status, line, capsys):
     errors keep their traceback."""
     import signal
 
-    from trainer import checkpointing, cli, preemption
+    from trainer import checkpointing, cli, preemption, workdirs
 
     raised = {
-        "in use": checkpointing.WorkdirInUseError("workdir /w is in use by process 7 on host h"),
+        "in use": workdirs.WorkdirInUseError("workdir /w is in use by process 7 on host h"),
         "damaged": checkpointing.DamagedCheckpointsError(
             "every checkpoint in /w/checkpoints is damaged (4.damaged)"),
         "full": checkpointing.CheckpointSaveError(
             "could not save checkpoint 8 in /w/checkpoints: no space left"),
         "none": checkpointing.NoCheckpointError("no checkpoint in /w/checkpoints"),
+        "changed": workdirs.ConfigMismatchError(
+            "the config differs from the one the checkpoints in /w were trained with"),
         "sigterm": preemption.Preempted(signal.SIGTERM, 5, "/w/checkpoints/5"),
         "sigint": preemption.Preempted(signal.SIGINT, 5, "/w/checkpoints/5"),
     }[error]

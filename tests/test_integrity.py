@@ -19,7 +19,7 @@ import pytest
 
 import trainer
 from experiments.configs import gmm_mlp
-from trainer import checkpointing, preemption
+from trainer import checkpointing, preemption, workdirs
 
 FIELDS = {
     "data.dim": 4, "data.num_train": 256, "data.num_test": 64, "model.hidden": 128,
@@ -189,7 +189,7 @@ def test_readers_take_no_lock_and_write_nothing_into_the_workdir(finished, tmp_p
     another directory and ``load_score_fn`` all read its newest checkpoint; the workdir's tree
     (sizes and modification times) is unchanged after them."""
     workdir = copy(finished, tmp_path)
-    with checkpointing.WorkdirLock(workdir):
+    with workdirs.WorkdirLock(workdir):
         before = tree(workdir)
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             first, second = pool.map(

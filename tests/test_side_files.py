@@ -21,7 +21,7 @@ import pytest
 
 import trainer
 from experiments.configs import base, gmm_mlp
-from trainer import checkpointing, cli, metrics
+from trainer import checkpointing, cli, metrics, workdirs
 
 FIELDS = {
     "data.dim": 4, "data.num_train": 512, "data.num_test": 128, "model.hidden": 16,
@@ -45,7 +45,7 @@ def checkpointed(tmp_path_factory):
     run = trainer.Run(trainer.parse_config(config()), str(workdir))
     try:
         checkpointing.save_checkpoint(run.manager, run.state, run.train_it.state)
-        checkpointing.save_config(workdir, dataclasses.asdict(run.cfg))
+        workdirs.save_config(workdir, dataclasses.asdict(run.cfg))
     finally:
         run.lock.release()
     return workdir
@@ -123,7 +123,7 @@ READING = (r": restore it, or pass the config the workdir was trained with \(the
 
 
 def raises_one_line(call, expected):
-    with pytest.raises(checkpointing.DamagedConfigError) as error:  # a ValueError
+    with pytest.raises(workdirs.DamagedConfigError) as error:  # a ValueError
         call()
     message = str(error.value)
     assert isinstance(error.value, ValueError)
@@ -159,13 +159,13 @@ def test_a_config_json_that_is_not_a_config_is_named_by_the_comparison_and_the_r
     ``check_config`` (what a resume runs) and ``saved_config`` alike, naming what is wrong."""
     good = (checkpointed / "config.json").read_bytes()
     resolved = dataclasses.asdict(trainer.parse_config(config()))
-    assert checkpointing.check_config(checkpointed, resolved, True) == []
+    assert workdirs.check_config(checkpointed, resolved, True) == []
     for kind in PROBLEMS:
         workdir = tmp_path / kind.replace(" ", "_")
         workdir.mkdir()
         (workdir / "config.json").write_bytes(damaged_config(kind, good))
         problem = re.escape(str(workdir / "config.json")) + " " + PROBLEMS[kind]
-        raises_one_line(lambda: checkpointing.check_config(workdir, resolved, True),  # noqa: B023
+        raises_one_line(lambda: workdirs.check_config(workdir, resolved, True),  # noqa: B023
                         problem + RESUMING)
         raises_one_line(lambda: trainer.saved_config(workdir), problem + READING)  # noqa: B023
 

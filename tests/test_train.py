@@ -24,7 +24,7 @@ import models
 import sde_lib
 import trainer
 from experiments.configs import base, cifar10, digits_unet, gmm_mlp, gmm_transformer, mnist
-from trainer import checkpointing, data
+from trainer import checkpointing, data, workdirs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "_train_worker.py")
@@ -200,12 +200,12 @@ def test_saved_config_fields_added_later_resume_and_the_model_name_is_fixed(tmp_
     """A field the saved config.json lacks (added by a newer version) resumes with a warning;
     a changed model name (several names share a config class) is refused like a shape."""
     old = {"data": {}, "loss": {}, "model": {"hidden": 16}, "sde": {}, "training": {"seed": 0}}
-    checkpointing.save_config(tmp_path, old)
-    assert checkpointing.check_config(tmp_path, {**old, "model_name": "mlp"}, True) == [
+    workdirs.save_config(tmp_path, old)
+    assert workdirs.check_config(tmp_path, {**old, "model_name": "mlp"}, True) == [
         "model_name: '<absent>' -> 'mlp'"]
-    checkpointing.save_config(tmp_path, {**old, "model_name": "unet_digits"})
+    workdirs.save_config(tmp_path, {**old, "model_name": "unet_digits"})
     with pytest.raises(ValueError, match="model_name: 'unet_digits' -> 'unet_mnist'"):
-        checkpointing.check_config(tmp_path, {**old, "model_name": "unet_mnist"}, True)
+        workdirs.check_config(tmp_path, {**old, "model_name": "unet_mnist"}, True)
 
 
 @pytest.mark.slow
@@ -227,7 +227,7 @@ def test_workdir_lock_refuses_a_second_run_and_takes_over_a_stale_one(tmp_path):
     with pytest.warns(UserWarning, match=f"taking over the lock .* of process {gone.pid}"):
         trainer.train_and_evaluate(config, str(tmp_path))
     assert not lock.exists()
-    with checkpointing.WorkdirLock(tmp_path) as held:
+    with workdirs.WorkdirLock(tmp_path) as held:
         assert lock.read_text().split() == [str(os.getpid()), host] and held.held
     assert not lock.exists()
 

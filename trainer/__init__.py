@@ -19,6 +19,7 @@ from trainer import (
     run,
     state,
     step,
+    workdirs,
 )
 from trainer.base import get_base_config, override
 from trainer.config import (
@@ -61,5 +62,5 @@ __all__ = [
     "initialize_distributed", "load_score_fn", "loop", "make_eval_step", "make_train_step",
     "metrics", "override", "parse_config", "Preempted", "preemption", "reporting", "run",
     "sample_workdir", "saved_config", "scan_unroll", "state", "step", "train_and_evaluate",
-    "uses_convolution", "uses_dropout", "validate_config",
+    "uses_convolution", "uses_dropout", "validate_config", "workdirs",
 ]

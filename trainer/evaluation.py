@@ -13,7 +13,7 @@ import numpy as np
 from flax import jax_utils
 
 import sde_lib
-from trainer import checkpointing
+from trainer import workdirs
 from trainer.data import DataState
 from trainer.metrics import MetricWriter, save_samples_png
 from trainer.reporting import save_npy, write_atomic
@@ -100,15 +100,15 @@ def saved_config(workdir: str) -> dict:
     Raises:
       FileNotFoundError: the workdir has no ``config.json`` (not a training workdir, or one from
         before the config was saved).
-      checkpointing.DamagedConfigError: (a ``ValueError``) a ``config.json`` that is not UTF-8
-        JSON or not a config, in one line naming it (``checkpointing.read_config``).
+      workdirs.DamagedConfigError: (a ``ValueError``) a ``config.json`` that is not UTF-8
+        JSON or not a config, in one line naming it (``workdirs.read_config``).
       ValueError: a ``config.json`` without ``model_name``.
     """
     path = os.path.join(os.fspath(workdir), "config.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"no config.json in {workdir}: pass the config it was trained "
                                 f"with (a ConfigDict of experiments/configs)")
-    record = checkpointing.read_config(
+    record = workdirs.read_config(
         path, "restore it, or pass the config the workdir was trained with (the checkpoints "
               "decide the shapes: a config that does not fit them is refused)")
     if "model_name" not in record:

@@ -91,7 +91,7 @@ def train_and_evaluate(config, workdir: str, on_checkpoint: Callable[[int], None
     Raises:
       ValueError: a bad config (see ``parse_config`` and ``check_devices``), before compiling,
         or a checkpoint that does not fit it.
-      RuntimeError: another run holds the workdir (``checkpointing.WorkdirLock``).
+      workdirs.WorkdirInUseError: another run holds the workdir (``workdirs.WorkdirLock``).
       checkpointing.DamagedCheckpointsError: every checkpoint is damaged (and not ``restart``).
       checkpointing.CheckpointSaveError: a checkpoint could not be written (a full disk).
       FloatingPointError: a non-finite loss, gradient norm or parameters (nothing is saved).

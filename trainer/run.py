@@ -14,7 +14,7 @@ import numpy as np
 
 import models
 import sde_lib
-from trainer import checkpointing
+from trainer import checkpointing, workdirs
 from trainer.config import ExperimentConfig, check_devices, distributed_config, parse_config
 from trainer.data import create_iterators
 from trainer.state import create_optimizer, create_train_state
@@ -67,13 +67,13 @@ class Run:
                                         self.data_shape, self.optimizer)
         # a writer takes the lock before the manager, whose creation removes unfinished saves;
         # readers take none and read through a manager that writes nothing
-        self.lock = checkpointing.WorkdirLock(self.workdir)
+        self.lock = workdirs.WorkdirLock(self.workdir)
         if not reading:
             self.lock.acquire()
         try:
             self.manager = checkpointing.create_manager(
                 self.workdir, cfg.training.keep_checkpoints, read_only=reading)
-            self.config_changes = checkpointing.check_config(
+            self.config_changes = workdirs.check_config(
                 self.workdir, dataclasses.asdict(cfg), self.manager.latest_step() is not None)
         except BaseException:
             self.lock.release()
@@ -126,7 +126,7 @@ class Run:
         if state is None:
             self._no_checkpoint(listed, required, restart)
         if not self.reading:
-            checkpointing.save_config(self.workdir, dataclasses.asdict(self.cfg))
+            workdirs.save_config(self.workdir, dataclasses.asdict(self.cfg))
         if state is None:
             return False
         self.state = jax.tree.map(jnp.asarray, state)
