@@ -12,6 +12,7 @@ markdown tables are printed, then the paths and the time taken.
 from __future__ import annotations
 
 import ast
+import os
 import re
 import sys
 import time
@@ -103,12 +104,12 @@ def prepare_argv(argv) -> tuple[list[str], list[tuple[str, str]]]:
     return argv, take_model_overrides(argv)
 
 
-def define_flags(default_config: str | None = None) -> None:
+def define_flags(default_config: str | None = None,
+                 config_help: str = "Configuration file.") -> None:
     """``--workdir`` (required) and ``--config`` (required unless ``default_config``, which is
     parsed here with the ``--config.*`` overrides of ``sys.argv``)."""
     flags.DEFINE_string("workdir", None, "Directory for the results (and the trained models).")
-    config_flags.DEFINE_config_file("config", default_config, "Configuration file.",
-                                    lock_config=True)
+    config_flags.DEFINE_config_file("config", default_config, config_help, lock_config=True)
     flags.mark_flags_as_required(["workdir"] + ([] if default_config else ["config"]))
 
 
@@ -136,7 +137,27 @@ def run_or_exit(fn: Callable, *args, **kwargs):
         fail(error, 1)
 
 
-def parse_flags(argv, default_config: str | None = None) -> list[str]:
+WORKDIR_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workdir_config.py")
+
+
+def config_from_workdir(argv: list[str]) -> None:
+    """Inserts ``--config=trainer/workdir_config.py:W`` into ``argv`` (in place) when it has no
+    ``--config`` and its ``--workdir`` W has a ``config.json``: the workdir's own config, which
+    the ``--config.*`` overrides then change."""
+    if flag_errors.config_argument(argv) is not None:
+        return
+    workdir = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--workdir=")), None)
+    if workdir is None and "--workdir" in argv[1:-1]:
+        workdir = argv[argv.index("--workdir") + 1]
+    if workdir is not None and os.path.exists(os.path.join(workdir, "config.json")):
+        argv.insert(1, f"--config={WORKDIR_CONFIG}:{workdir}")
+    elif workdir is not None and not any(a in HELP_FLAGS for a in argv[1:]):
+        fail(f"--config is required: {workdir} has no config.json (a new run needs a config "
+             f"file of experiments/configs; eval and sample need a trained workdir)")
+
+
+def parse_flags(argv, default_config: str | None = None,
+                workdir_config: bool = False) -> list[str]:
     """absl's flag parsing of the command line ``argv``, prepared once (``prepare_argv``):
     ``sys.argv`` becomes the prepared copy (config_flags reads the ``--config.*`` overrides
     there), the flags are defined (``define_flags``, ``default_config`` parsed then), parsed,
@@ -147,8 +168,11 @@ def parse_flags(argv, default_config: str | None = None) -> list[str]:
     (``--config.training.num_train_steps=abc: expected an int, got 'abc'``); a config file
     that is missing, does not import, or whose ``get_config`` raises (naming the file, the
     error and its line); an unknown flag or config field; a required flag left out; a
-    positional argument; a bad model field."""
+    positional argument; a bad model field. With ``workdir_config`` (``trainer.main``) a
+    missing ``--config`` is the workdir's own (``config_from_workdir``)."""
     argv, model_overrides = prepare_argv(argv)
+    if workdir_config:
+        config_from_workdir(argv)
     sys.argv = argv
     try:
         if "workdir" not in FLAGS:
@@ -200,12 +224,13 @@ def check_model_section(config) -> None:
 
 
 def app_run(main: Callable, argv=None, epilog: Callable[[], str] | None = None,
-            default_config: str | None = None) -> None:
+            default_config: str | None = None, workdir_config: bool = False) -> None:
     """``absl.app.run(main)`` with ``parse_flags``, exiting 0 (not absl's 1) after printing the
     help (and then ``epilog()``)."""
     args = sys.argv if argv is None else argv
     try:
-        app.run(main, args, flags_parser=lambda a: parse_flags(a, default_config))
+        app.run(main, args,
+                flags_parser=lambda a: parse_flags(a, default_config, workdir_config))
     except SystemExit as done:
         if done.code == 1 and any(a in HELP_FLAGS for a in args[1:]):
             if epilog is not None:

@@ -16,13 +16,15 @@ import sde_lib
 from trainer import workdirs
 from trainer.data import DataState
 from trainer.metrics import MetricWriter, save_samples_png
-from trainer.reporting import save_npy, write_atomic
+from trainer.reporting import save_npy, save_npz, write_atomic
 from trainer.run import Run, open_for_reading
 from trainer.step import AXIS
 
 
 def evaluate_params(run: Run, params, step: int) -> dict[str, float]:
-    """Test loss, probability-flow bits/dim and a sample grid for ``params`` (the EMA)."""
+    """Test loss, probability-flow bits/dim and a sample grid for ``params`` (the EMA), each
+    phase announced on stderr (``Run.progress``); the grid and its ``.npy`` go to
+    ``run.out_dir/samples`` (nothing when it is None)."""
     cfg, ev, sp = run.cfg, run.cfg.eval, run.cfg.sampling
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.training.seed), 2**31 - 1)
     k_loss, k_ll, k_deq, k_sample = jax.random.split(key, 4)
@@ -30,10 +32,11 @@ def evaluate_params(run: Run, params, step: int) -> dict[str, float]:
     p_keys = jax_utils.replicate(k_loss, run.devices, axis_name=AXIS)
     losses = []
     n_batches = min(ev.num_batches, run.eval_it.batches_per_epoch)
-    for k in range(n_batches):
-        x = run.eval_it.batch_at(DataState(0, k))["x"]
-        index = run.index(run.eval_it) + k * run.eval_it.global_batch_size
-        losses.append(float(run.eval_step(p_params, p_keys, {"x": x, "index": index})[0]))
+    with run.progress(f"step {step}: test loss over {n_batches} batches"):
+        for k in range(n_batches):
+            x = run.eval_it.batch_at(DataState(0, k))["x"]
+            index = run.index(run.eval_it) + k * run.eval_it.global_batch_size
+            losses.append(float(run.eval_step(p_params, p_keys, {"x": x, "index": index})[0]))
     out = {"test_loss": float(np.mean(losses))}
     D = math.prod(run.data_shape)
     if ev.likelihood:
@@ -43,7 +46,10 @@ def evaluate_params(run: Run, params, step: int) -> dict[str, float]:
         if L is not None and not cfg.data.dequantize:  # levels 2 v / (L - 1) - 1 -> v + u
             v = jnp.round((x + 1.0) * (L - 1) / 2.0)
             x = sde_lib.uniform_dequantize(k_deq, v, (-1.0, 1.0), L).astype(jnp.float32)
-        logp, _ = run.log_likelihood(params, k_ll, x)
+        with run.progress(f"step {step}: probability-flow likelihood of {x.shape[0]} test "
+                          f"examples"):
+            logp, _ = run.log_likelihood(params, k_ll, x)
+            logp = np.asarray(logp)
         if L is not None:
             out["bits_per_dim"] = float(sde_lib.bits_per_dim(logp, D, (-1.0, 1.0), L).mean())
         else:  # continuous data: negative log-density in bits per dimension
@@ -51,12 +57,14 @@ def evaluate_params(run: Run, params, step: int) -> dict[str, float]:
             gmm = run.eval_it.dataset.gmm
             if gmm is not None:
                 out["true_nll_bits_per_dim"] = float(-gmm.log_prob(x).mean() / (D * math.log(2)))
-    x, nfe = draw_samples(run, params, k_sample)
+    with run.progress(f"step {step}: {ev.num_samples} samples, {sp.method} with "
+                      f"{sp.num_steps} steps"):
+        x, nfe = draw_samples(run, params, k_sample)
     out["sample_nfe"] = float(nfe)
     if run.is_main and run.out_dir is not None:
         path = os.path.join(run.out_dir, "samples", f"samples_{step}.png")
-        save_samples_png(x, path, f"{sp.method}, step {step}")
-        save_npy(path[:-4] + ".npy", x)
+        run.wrote(save_samples_png(x, path, f"{sp.method}, step {step}"))
+        run.wrote(save_npy(path[:-4] + ".npy", x))
     return out
 
 
@@ -77,20 +85,33 @@ def write_eval(run: Run, writer: MetricWriter | None, step: int, metrics: dict) 
         writer.write_scalars(step, metrics, prefix="eval/")
     if run.is_main and run.out_dir is not None:
         record = {"step": step, **{k: _json_number(v) for k, v in metrics.items()}}
-        write_atomic(os.path.join(run.out_dir, f"eval_{step}.json"),
-                     json.dumps(record, indent=1, allow_nan=False))
+        path = os.path.join(run.out_dir, f"eval_{step}.json")
+        if run.reading and os.path.exists(path):
+            run.say(f"replacing {path}")
+        write_atomic(path, json.dumps(record, indent=1, allow_nan=False))
+        run.wrote(path)
 
 
-def evaluate_workdir(config, workdir: str, out: str | None = None) -> dict[str, float]:
+class Evaluation(dict):
+    """The metrics of ``evaluate_workdir`` (a dict), with the ``step`` evaluated and the files
+    ``written``."""
+
+    step: int
+    written: list[str]
+
+
+def evaluate_workdir(config, workdir: str, out: str | None = None) -> Evaluation:
     """Evaluates the EMA parameters of the newest intact checkpoint in ``workdir``
     (``--mode eval``), writing nothing there: ``eval_<step>.json`` and the sample grid go to
-    ``out`` when given (``--out``)."""
+    ``out`` when given (``--out``; an existing ``eval_<step>.json`` is replaced, and said)."""
     run = open_for_reading(config, workdir)
     run.out_dir = None if out is None else os.fspath(out)
     step = int(run.state.step)
     metrics = evaluate_params(run, run.state.ema_params, step)
     write_eval(run, None, step, metrics)
-    return metrics
+    result = Evaluation(metrics)
+    result.step, result.written = step, run.written
+    return result
 
 
 def saved_config(workdir: str) -> dict:
@@ -150,18 +171,37 @@ def load_score_fn(workdir: str, config=None, params: str = "ema"):
     return run.score_fn(state.ema_params if params == "ema" else state.params), run.sde
 
 
-def sample_workdir(config, workdir: str, out: str | None = None) -> tuple[np.ndarray, str]:
-    """Samples from the EMA parameters of the newest intact checkpoint (``--mode sample``);
-    writes ``<out>/sample_mode_<step>.{png,npy}`` (default ``out``: ``workdir/samples``; pass
-    another for a read-only workdir) and returns the samples ``(n, *D)`` and the path of the
-    ``.npy``."""
+SAMPLE_FILES = (".png", ".npy", ".npz")
+
+
+def sample_workdir(config, workdir: str, out: str | None = None
+                   ) -> tuple[np.ndarray, list[str]]:
+    """Samples from the EMA parameters of the newest intact checkpoint (``--mode sample``).
+
+    Args:
+      out: a ``.png`` (the grid or scatter plot), ``.npy`` or ``.npz`` (the array, as
+        ``samples``) file; or a directory, which gets ``sample_mode_<step>.png`` and ``.npy``
+        (default: ``workdir/samples``; pass another for a read-only workdir).
+
+    Returns:
+      the samples ``(n, *D)`` and the paths written.
+    """
+    out = os.path.join(os.fspath(workdir), "samples") if out is None else os.fspath(out)
     run = open_for_reading(config, workdir)
     cfg, step = run.cfg, int(run.state.step)
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.training.seed), 2**31 - 2)
-    x, _ = draw_samples(run, run.state.ema_params, key)
-    out = os.path.join(run.workdir, "samples") if out is None else os.fspath(out)
-    path = os.path.join(out, f"sample_mode_{step}.png")
+    with run.progress(f"step {step}: {cfg.eval.num_samples} samples, {cfg.sampling.method} "
+                      f"with {cfg.sampling.num_steps} steps"):
+        x, _ = draw_samples(run, run.state.ema_params, key)
+    stem, ext = os.path.splitext(out)
+    if ext not in SAMPLE_FILES:
+        stem, ext = os.path.join(out, f"sample_mode_{step}"), None
+    title = f"{cfg.sampling.method}, {cfg.sampling.num_steps} steps, checkpoint {step}"
     if run.is_main:
-        save_samples_png(x, path, f"{cfg.sampling.method}, step {step}")
-        save_npy(path[:-4] + ".npy", x)
-    return x, path[:-4] + ".npy"
+        if ext in (None, ".png"):
+            run.wrote(save_samples_png(x, stem + ".png", title))
+        if ext in (None, ".npy"):
+            run.wrote(save_npy(stem + ".npy", x))
+        if ext == ".npz":
+            run.wrote(save_npz(stem + ".npz", samples=x))
+    return x, run.written

@@ -84,6 +84,7 @@ def train_and_evaluate(config, workdir: str, on_checkpoint: Callable[[int], None
 
     Returns:
       ``{"state": the final TrainState, "train_loss": (steps run here,) losses, "eval": dict,
+      "written": the files written (checkpoints, evaluations, samples, metrics),
       "score_fn": the EMA parameters' score function, "sde": the SDE, "dataset": the training
       split (its ``gmm`` is the exact law of synthetic data)}``. A run already at
       ``num_train_steps`` only evaluates (``train_loss`` is then empty).
@@ -130,7 +131,7 @@ def _train_and_evaluate(run, on_checkpoint, restart, signals):
     guard = _FiniteGuard(step, run.manager)
     feed = run.next_batches(-(-(t.num_train_steps - step) // t.steps_per_call))
     with tqdm(total=t.num_train_steps, initial=step, disable=not run.is_main,
-              desc="train") as bar:
+              desc=f"train {run.label}") as bar:
         for batch, data_state in feed:
             p_state, metrics = p_step(p_state, batch)
             new = step + t.steps_per_call
@@ -148,7 +149,8 @@ def _train_and_evaluate(run, on_checkpoint, restart, signals):
                 unrep = unreplicate(p_state)
                 guard.check_state(unrep, new)
                 writer.sync()  # the steps logged so far on disk before the checkpoint is
-                checkpointing.save_checkpoint(run.manager, unrep, data_state)
+                run.wrote(_checkpoint_path(run, checkpointing.save_checkpoint(
+                    run.manager, unrep, data_state)))
                 if run.is_main:
                     save_loss_png(writer.csv_path, os.path.join(run.workdir, "loss.png"))
                 if on_checkpoint is not None:
@@ -177,6 +179,10 @@ def _train_and_evaluate(run, on_checkpoint, restart, signals):
         save_loss_png(writer.csv_path, os.path.join(run.workdir, "loss.png"))
     train_loss = np.concatenate([np.ravel(np.asarray(v)) for v in losses]) if losses else \
         np.zeros((0,))
+    for path in (writer.csv_path, os.path.join(run.workdir, "loss.png"), writer.logdir):
+        if os.path.exists(path):
+            run.wrote(path)
     return {"state": run.state, "train_loss": train_loss, "eval": metrics,
+            "written": run.written,
             "score_fn": run.score_fn(run.state.ema_params), "sde": run.sde,
             "dataset": run.train_it.dataset}

@@ -30,6 +30,15 @@ def save_npy(path: str, array) -> str:
     return path
 
 
+def save_npz(path: str, **arrays) -> str:
+    """Saves ``arrays`` as ``path`` (``.npz``) through a temporary file; returns ``path``."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}.npz"
+    np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
+    os.replace(tmp, path)
+    return path
+
+
 def pyplot():
     """matplotlib's pyplot with the non-interactive Agg backend."""
     import matplotlib

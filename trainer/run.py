@@ -3,9 +3,12 @@ iterators, the workdir's lock and checkpoint manager, and the batches read one c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
+import sys
+import time
 import warnings
 
 import jax
@@ -47,9 +50,11 @@ class Run:
     def __init__(self, cfg: ExperimentConfig, workdir: str, reading: bool = False):
         # reading: evaluate_workdir, sample_workdir or load_score_fn (config.json is left as is)
         self.cfg, self.workdir, self.reading = cfg, os.fspath(workdir), reading
+        self.is_main = jax.process_index() == 0
         # where evaluations and samples are written: the workdir when training; a reader's
         # ``out`` (None: nothing is written)
         self.out_dir: str | None = None if reading else self.workdir
+        self.written: list[str] = []  # the files this run wrote, in order (once each)
         self.num_devices = check_devices(cfg)
         # pmap spans the first num_devices devices of every process (the same list everywhere)
         self.pmap_devices = [d for p in range(jax.process_count())
@@ -78,11 +83,37 @@ class Run:
         except BaseException:
             self.lock.release()
             raise
-        for change in self.config_changes:
-            verb = "reading" if reading else "resuming"
-            warnings.warn(f"{verb} {self.workdir} with a changed config field: {change}",
+        for change in [] if reading else self.config_changes:  # a reader's own choices
+            warnings.warn(f"resuming {self.workdir} with a changed config field: {change}",
                           ConfigChangeWarning, stacklevel=3)
-        self.is_main = jax.process_index() == 0
+
+    @property
+    def label(self) -> str:
+        """What this run trains, for progress lines: ``gaussian_pair d=16 seed=2``."""
+        shape = self.data_shape
+        what = f"d={shape[0]}" if len(shape) == 1 else "x".join(map(str, shape))
+        return f"{self.cfg.data.name} {what} seed={self.cfg.training.seed}"
+
+    def wrote(self, path: str) -> str:
+        """Records ``path`` among the files this run wrote; returns it."""
+        if path not in self.written:
+            self.written.append(path)
+        return path
+
+    def say(self, line: str) -> None:
+        """``line`` on stderr, prefixed with the run's label (process 0)."""
+        if self.is_main:
+            _say(f"{self.label}: {line}")
+
+    @contextlib.contextmanager
+    def progress(self, what: str):
+        """A line on stderr before and after a phase that can take a while (process 0)."""
+        start = time.perf_counter()
+        if self.is_main:
+            _say(f"{self.label}: {what} ...")
+        yield
+        if self.is_main:
+            _say(f"{self.label}: {what}: done in {time.perf_counter() - start:.1f} s")
 
     # the evaluation's compiled functions, built once per run (params are arguments)
     @functools.cached_property
@@ -176,6 +207,12 @@ class Run:
         if K == 1:
             return batches[0]
         return jax.tree.map(lambda *a: np.stack(a, axis=1), *batches)
+
+
+def _say(line: str) -> None:
+    from tqdm import tqdm
+    tqdm.write(line, file=sys.stderr)  # above a progress bar, if one is shown
+    sys.stderr.flush()
 
 
 def unreplicate(tree):
