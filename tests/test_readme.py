@@ -62,7 +62,7 @@ def check_command(argv: list[str]) -> None:
         assert importlib.util.find_spec(target.module) is not None, (argv, target.module)
 
 
-@pytest.mark.parametrize("page", ["docs/training.md", "docs/experiments.md"])
+@pytest.mark.parametrize("page", ["README.md", "docs/training.md", "docs/experiments.md"])
 def test_printed_commands_name_programs_of_the_venv(page):
     """Fast: every ``.venv/bin/...`` command of the page's bash blocks names a module the venv
     imports, a console script of setup.cfg whose target exists, or an extra of setup.cfg."""
@@ -125,3 +125,15 @@ def test_readme_usage_example_runs():
     exec(compile(code, "README.md", "exec"), env)  # noqa: S102 -- the project's own README
     np.testing.assert_allclose(env["mean0"], env["post"].mean(), rtol=1e-9, atol=1e-10)
     np.testing.assert_allclose(env["cov0"], env["post"].covariance(), rtol=1e-7, atol=1e-9)
+
+
+def test_accelerator_extras_pin_the_jax_version():
+    """Fast: each accelerator extra of setup.cfg (``jax[cuda12]``, ``jax[tpu]``) pins exactly
+    the jax version of the main dependencies, so installing it changes no jax or jaxlib."""
+    cfg = setup_cfg()
+    pins = dict(line.split("==") for line in cfg["options"]["install_requires"].split())
+    extras = cfg["options.extras_require"]
+    accelerators = {name: extras[name].split() for name in ("cuda12", "tpu")}
+    assert pins["jaxlib"] == pins["jax"]
+    for name, requirements in accelerators.items():
+        assert requirements == [f"jax[{name}]=={pins['jax']}"], (name, requirements)
