@@ -8,8 +8,9 @@ r"""Likelihoods: the probability-flow ODE log-density, bits/dim, and the discret
 
   integrated forward from ``x_eps = x`` with an adaptive diffrax solver, the divergence exact or
   estimated by Hutchinson's trick ``E_z[z^T J z]`` (Hutchinson 1989; Grathwohl et al. 2019).
-* ``bits_per_dim`` / ``uniform_dequantize``: nats of a density of dequantized 8-bit data to bits
-  per dimension of the discrete data (Theis et al. 2016; Ho et al. 2020, Section 4).
+* ``bits_per_dim`` / ``uniform_dequantize``: nats of a density of dequantized ``num_bins``-level
+  data to bits per dimension of the discrete data (Theis et al. 2016; Ho et al. 2020, Section 4);
+  the data's range and number of levels are always given, never assumed.
 * ``ddpm_negative_elbo``: ``L_T + sum_{i >= 1} L_{i-1} + L_0`` of the DDPM chain (Ho et al. 2020,
   Eq. 5), every term computed (no sampling of ``i``), with a discretized (Eq. 13) or a continuous
   Gaussian decoder.
@@ -245,14 +246,15 @@ def _bin_width(data_range: tuple[float, float], num_bins: int) -> float:
     return (hi - lo) / check_count("num_bins", num_bins)
 
 
-def uniform_dequantize(rng: jax.Array, k: ArrayLike, data_range: tuple[float, float] = (-1.0, 1.0),
-                       num_bins: int = 256) -> jax.Array:
+def uniform_dequantize(rng: jax.Array, k: ArrayLike, data_range: tuple[float, float],
+                       num_bins: int) -> jax.Array:
     r"""Uniformly dequantized, rescaled data ``x = lo + (hi - lo) (k + u) / num_bins``,
     ``u ~ U[0, 1)`` per entry (Theis et al. 2016; score_sde's evaluation data).
 
     ``k`` holds integer levels ``0 .. num_bins - 1`` (e.g. uint8 pixels), any shape; ``x`` (float)
     has its shape and fills ``[lo, hi)``: level ``k`` owns the bin
-    ``[lo + k w, lo + (k + 1) w)`` of width ``w = (hi - lo) / num_bins``.
+    ``[lo + k w, lo + (k + 1) w)`` of width ``w = (hi - lo) / num_bins``. ``data_range`` and
+    ``num_bins`` have no defaults: 8-bit images in ``[-1, 1]`` are ``(-1.0, 1.0), 256``.
     """
     w = _bin_width(data_range, num_bins)
     check_rng("rng", rng)
@@ -261,8 +263,8 @@ def uniform_dequantize(rng: jax.Array, k: ArrayLike, data_range: tuple[float, fl
     return data_range[0] + w * (k.astype(u.dtype) + u)
 
 
-def bits_per_dim(logp: ArrayLike, dim: int, data_range: tuple[float, float] = (-1.0, 1.0),
-                 num_bins: int = 256) -> jax.Array:
+def bits_per_dim(logp: ArrayLike, dim: int, data_range: tuple[float, float],
+                 num_bins: int) -> jax.Array:
     r"""Bits/dim of ``num_bins``-level data from the log-density ``logp`` (nats) of its uniformly
     dequantized, rescaled version ``x = lo + w (k + u)``, ``w = (hi - lo) / num_bins``.
 
@@ -281,7 +283,9 @@ def bits_per_dim(logp: ArrayLike, dim: int, data_range: tuple[float, float] = (-
     Args:
       logp: ``(B,)`` nats of ``x``, e.g. from ``log_likelihood``.
       dim: ``D``, the number of data dimensions (``prod`` of the data shape).
-      data_range, num_bins: as in ``uniform_dequantize``.
+      data_range, num_bins: as in ``uniform_dequantize``; required, so no data gets the 8-bit
+        offset by default (``-logp / (D ln 2)`` of a continuous density such as a Gaussian
+        mixture's is its negative log-density in bits, not a bits/dim of discrete data).
 
     Returns:
       ``(B,)`` bits per dimension.

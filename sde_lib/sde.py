@@ -20,6 +20,7 @@ from __future__ import annotations
 import abc
 import copy
 import functools
+import inspect
 import math
 from collections.abc import Callable, Sequence
 
@@ -88,6 +89,20 @@ class AbstractSDE(abc.ABC):
     def __eq__(self, other):
         return type(self) is type(other) and self._value() == other._value()
 
+    def _repr_args(self) -> dict:
+        """The constructor arguments that rebuild this SDE, by name: each parameter of
+        ``__init__`` read from the attribute of the same name (``N`` and ``T`` included)."""
+        params = inspect.signature(type(self).__init__).parameters.values()
+        return {p.name: getattr(self, p.name) for p in params
+                if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                and hasattr(self, p.name)}
+
+    def __repr__(self) -> str:
+        """``VPSDE(beta_min=0.1, beta_max=20.0, N=1000, T=1.0)``: with the ``sde_lib`` names in
+        scope it evaluates to an equal SDE."""
+        args = ", ".join(f"{k}={_repr_value(v)}" for k, v in self._repr_args().items())
+        return f"{type(self).__name__}({args})"
+
     def __hash__(self):
         return hash(self._value())
 
@@ -141,6 +156,11 @@ class AbstractSDE(abc.ABC):
         return ReverseSDE(self, score_fn, probability_flow)
 
 
+def _repr_value(v) -> str:
+    """``repr`` of a constructor argument, numpy scalars as Python numbers."""
+    return repr(v.item() if isinstance(v, np.generic) else v)
+
+
 class ReverseSDE:
     r"""Reverse-time process of ``forward`` driven by ``score_fn(x, t)``.
 
@@ -155,6 +175,11 @@ class ReverseSDE:
         self.forward = forward
         self.score_fn = score_fn
         self.probability_flow = bool(probability_flow)
+
+    def __repr__(self) -> str:
+        name = getattr(self.score_fn, "__qualname__", type(self.score_fn).__name__)
+        return (f"ReverseSDE({self.forward!r}, score_fn=<{name}>, "
+                f"probability_flow={self.probability_flow})")
 
     @property
     def T(self) -> float:

@@ -25,6 +25,13 @@ def _as_float_array(values: np.ndarray) -> jax.Array:
     return jnp.asarray(values, dtype=jnp.result_type(float))
 
 
+class _Summary(str):
+    """A string printed as is by ``repr`` (a summary in place of a long argument)."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
 class _LinearBetaSDE(LinearSDE):
     """The linear ``beta(t)`` shared by the VP and sub-VP SDEs, drift ``-beta(t) x / 2``, prior
     ``N(0, I)``."""
@@ -186,6 +193,24 @@ class DiscreteVPSDE(VPSDE):
         self._rates = rates * b.size / self.T
         self.beta_min = float(self._rates.min())
         self.beta_max = float(self._rates.max())
+
+    def _repr_args(self) -> dict:
+        """``beta_min, beta_max, N, T`` when the chain is DDPM's linear schedule (checked by
+        rebuilding it), else ``betas`` summarised (not evaluable) and ``T``."""
+        b, n, T = self._betas, self._num_chain_steps, self.T
+        for digits in (6, 17):  # the shortest decimals that rebuild exactly the same betas
+            lo, hi = (float(f"{v * n / T:.{digits}g}") for v in (b[0], b[-1]))
+            try:
+                if np.array_equal(DiscreteVPSDE(beta_min=lo, beta_max=hi, N=n, T=T)._betas, b):
+                    return {"beta_min": lo, "beta_max": hi, "N": n, "T": T}
+            except ValueError:
+                break
+        return {"betas": _Summary(f"<{n} betas in [{b.min():.6g}, {b.max():.6g}]>"), "T": T}
+
+    def __repr__(self) -> str:
+        """As ``AbstractSDE``'s, with ``.with_num_steps(K)`` for a copy of ``K != N`` steps."""
+        steps = "" if self.N == self._num_chain_steps else f".with_num_steps({self.N})"
+        return super().__repr__() + steps
 
     @classmethod
     def from_sde(cls, sde) -> DiscreteVPSDE:

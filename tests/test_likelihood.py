@@ -281,7 +281,7 @@ def test_bits_per_dim_is_exact_for_piecewise_constant_density(data_range):
     bpd = sde_lib.bits_per_dim(logp, D, data_range, num_bins)
     expected = -np.sum(np.log2(P[np.arange(D), np.asarray(k)]), -1) / D
     chex.assert_trees_all_close(bpd, expected, rtol=1e-10)
-    uniform = sde_lib.bits_per_dim(jnp.full((2,), -D * math.log(hi - lo)), D, data_range)
+    uniform = sde_lib.bits_per_dim(jnp.full((2,), -D * math.log(hi - lo)), D, data_range, 256)
     chex.assert_trees_all_close(uniform, jnp.full((2,), 8.0), rtol=1e-12)
 
 
@@ -289,22 +289,38 @@ def test_bits_per_dim_score_sde_offset():
     """score_sde: bpd = -logp / (D ln 2) + 7 - inverse_scaler(-1), i.e. +7 bits for data in
     [-1, 1] and +8 for [0, 1]."""
     logp, D = jnp.array([-3000.0, 1234.5]), 3072
-    chex.assert_trees_all_close(sde_lib.bits_per_dim(logp, D),
+    chex.assert_trees_all_close(sde_lib.bits_per_dim(logp, D, (-1.0, 1.0), 256),
                                 -logp / (D * math.log(2)) + 7.0, rtol=1e-12)
-    chex.assert_trees_all_close(sde_lib.bits_per_dim(logp, D, (0.0, 1.0)),
+    chex.assert_trees_all_close(sde_lib.bits_per_dim(logp, D, (0.0, 1.0), num_bins=256),
                                 -logp / (D * math.log(2)) + 8.0, rtol=1e-12)
+
+
+def test_bits_per_dim_assumes_no_number_of_levels():
+    """The data's range and number of levels are arguments without defaults: a mixture's
+    log-density no longer gets an 8-bit offset silently, and 17-level data gets log2(17) bits
+    for a uniform density."""
+    with pytest.raises(TypeError, match="data_range.*num_bins"):
+        sde_lib.bits_per_dim(jnp.zeros(2), 2)
+    with pytest.raises(TypeError, match="num_bins"):
+        sde_lib.bits_per_dim(jnp.zeros(2), 2, (-1.0, 1.0))
+    with pytest.raises(TypeError, match="data_range.*num_bins"):
+        sde_lib.uniform_dequantize(jax.random.PRNGKey(0), jnp.zeros(2, jnp.int32))
+    D = 4
+    uniform = sde_lib.bits_per_dim(jnp.full((3,), -D * math.log(2.0)), D, (-1.0, 1.0), 17)
+    chex.assert_trees_all_close(uniform, jnp.full((3,), math.log2(17)), rtol=1e-12)
 
 
 def test_uniform_dequantize():
     """Each value lies in its level's bin; u = (x - lo) / w - k is U[0, 1): mean 1/2 within
     Z sqrt(1/12 / n); the same key gives the same values."""
     k = jax.random.randint(jax.random.PRNGKey(2), (64, 4, 4, 3), 0, 256).astype(jnp.uint8)
-    x = sde_lib.uniform_dequantize(jax.random.PRNGKey(3), k)
+    x = sde_lib.uniform_dequantize(jax.random.PRNGKey(3), k, (-1.0, 1.0), 256)
     chex.assert_shape(x, k.shape)
     u = (np.asarray(x) + 1.0) * 128.0 - np.asarray(k, np.float64)
     assert u.min() >= 0.0 and u.max() < 1.0
     assert abs(u.mean() - 0.5) <= Z * math.sqrt(1 / 12 / u.size)
-    chex.assert_trees_all_equal(x, sde_lib.uniform_dequantize(jax.random.PRNGKey(3), k))
+    chex.assert_trees_all_equal(x, sde_lib.uniform_dequantize(jax.random.PRNGKey(3), k,
+                                                              (-1.0, 1.0), 256))
 
 
 # ----- discrete DDPM negative ELBO ---------------------------------------------------------------
@@ -534,8 +550,8 @@ def test_bad_input_elbo_and_bits_per_dim():
     with pytest.raises(ValueError, match=r"betas must lie in the open interval \(0, 1\)"):
         sde_lib.ddpm_negative_elbo(rng, sde_lib.VPSDE(N=10), _never_traced, x)  # beta_i >= 1
     with pytest.raises(ValueError, match="data_range must be"):
-        sde_lib.bits_per_dim(jnp.zeros(2), 2, data_range=(1.0, -1.0))
+        sde_lib.bits_per_dim(jnp.zeros(2), 2, data_range=(1.0, -1.0), num_bins=256)
     with pytest.raises(ValueError, match="num_bins must be an integer >= 1"):
-        sde_lib.uniform_dequantize(rng, jnp.zeros(2), num_bins=0)
+        sde_lib.uniform_dequantize(rng, jnp.zeros(2), (-1.0, 1.0), num_bins=0)
     with pytest.raises(ValueError, match="dim must be an integer >= 1"):
-        sde_lib.bits_per_dim(jnp.zeros(2), 0)
+        sde_lib.bits_per_dim(jnp.zeros(2), 0, (-1.0, 1.0), 256)
