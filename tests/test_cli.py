@@ -67,7 +67,7 @@ def cli_error(tmp_path, monkeypatch, capsys):
         reset()
         capsys.readouterr()
         with pytest.raises(SystemExit) as done:
-            main.cli.parse_flags(argv)
+            main.cli.parse_flags(argv, workdir_config=True)  # as main.run parses
             main.main(["main"])
         assert not workdir.exists()
         return done.value.code, capsys.readouterr().err
@@ -125,7 +125,11 @@ def test_a_bad_flag_is_one_line(cli_error, args, want):
 
 
 def test_a_required_flag_left_out_is_one_line(cli_error):
-    assert_one_line(*cli_error("--workdir=x"), "--config is required: Configuration file.")
+    assert_one_line(*cli_error("--workdir=x"), "--config is required: x has no config.json (a "
+                    "new run needs a config file of experiments/configs; eval and sample need a "
+                    "trained workdir)")
+    assert_one_line(*cli_error("--workdir=x", "--mode=eval"), "--config is required: x has no "
+                    "config.json ...")
     assert_one_line(*cli_error("--config", CONFIG, "--workdir"),
                     "Missing value for flag --workdir")
     assert_one_line(*cli_error("--workdir=x", "--config"), "Missing value for flag --config")

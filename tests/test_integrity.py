@@ -195,12 +195,14 @@ def test_readers_take_no_lock_and_write_nothing_into_the_workdir(finished, tmp_p
             first, second = pool.map(
                 lambda out: trainer.evaluate_workdir(config(), str(workdir), out=out),
                 [None, str(tmp_path / "eval")])
-        x, path = trainer.sample_workdir(config(), str(workdir), out=str(tmp_path / "samples"))
+        x, paths = trainer.sample_workdir(config(), str(workdir),
+                                          out=str(tmp_path / "samples"))
         score_fn, _ = trainer.load_score_fn(str(workdir))
         assert tree(workdir) == before
     assert first == second and first["test_loss"] == finished[1]["eval"]["test_loss"]
     assert sorted(os.listdir(tmp_path / "eval")) == ["eval_6.json", "samples"]
-    assert path == str(tmp_path / "samples" / "sample_mode_6.npy") and x.shape == (4, 4)
+    assert paths == [str(tmp_path / "samples" / f"sample_mode_6.{e}") for e in ("png", "npy")]
+    assert x.shape == (4, 4)
     xt = np.ones((2, 4))
     np.testing.assert_array_equal(score_fn(xt, np.full((2,), 0.5)),
                                   finished[1]["score_fn"](xt, np.full((2,), 0.5)))

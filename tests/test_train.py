@@ -350,7 +350,7 @@ def test_main_launcher_trains_resumes_evaluates_and_samples(tmp_path, capsys, mo
         main.FLAGS.unparse_flags()
         for name in [n for n in main.FLAGS if n.startswith("config.")]:
             delattr(main.FLAGS, name)  # the override flags of the previous parse
-        main.cli.parse_flags(argv)
+        main.cli.parse_flags(argv, workdir_config=True)  # as main.run parses
         main.main(["main"])
         return capsys.readouterr().out
 
@@ -365,13 +365,19 @@ def test_main_launcher_trains_resumes_evaluates_and_samples(tmp_path, capsys, mo
     # a second train run in the same workdir with more steps resumes from step 4
     assert f"resumed {workdir} from step 4" in launch("--config.training.num_train_steps=6")
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4", "6"]
-    assert "test_loss" in launch("--config.training.num_train_steps=6", "--mode=eval")
-    assert (f"4 samples of shape (4,) written to {workdir}/samples/sample_mode_6.npy"
+    assert "test_loss = " in launch("--config.training.num_train_steps=6", "--mode=eval")
+    assert (f"4 samples of shape (4,); wrote:\n  {workdir}/samples/sample_mode_6.png\n  "
+            f"{workdir}/samples/sample_mode_6.npy"
             in launch("--config.training.num_train_steps=6", "--mode=sample"))
     x = np.load(os.path.join(workdir, "samples", "sample_mode_6.npy"))
     assert x.shape == (4, 4) and np.all(np.isfinite(x))
     assert "7 samples of shape (4,)" in launch("--config.training.num_train_steps=6",
                                                "--mode=sample", "--num_samples=7")
+    # without --config: the workdir's config.json, and an .npz wherever asked
+    out = tmp_path / "s.npz"
+    base_argv[:] = ["main", f"--workdir={workdir}"]
+    assert f"wrote:\n  {out}" in launch("--mode=sample", f"--out={out}")
+    assert np.load(out)["samples"].shape == (4, 4)
 
 
 @pytest.mark.slow

@@ -144,7 +144,8 @@ def config_from_workdir(argv: list[str]) -> None:
     """Inserts ``--config=trainer/workdir_config.py:W`` into ``argv`` (in place) when it has no
     ``--config`` and its ``--workdir`` W has a ``config.json``: the workdir's own config, which
     the ``--config.*`` overrides then change."""
-    if flag_errors.config_argument(argv) is not None:
+    if any(a in ("--config", "-config") or a.startswith(("--config=", "-config="))
+           for a in argv[1:]):
         return
     workdir = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--workdir=")), None)
     if workdir is None and "--workdir" in argv[1:-1]:
