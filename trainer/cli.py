@@ -16,6 +16,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -224,11 +225,23 @@ def check_model_section(config) -> None:
         raise ValueError(f"config.model ({name!r}): {error}") from None
 
 
+def _trainer_warnings_in_one_line(default: Callable) -> Callable:
+    """A ``warnings.formatwarning`` that writes the trainer's own warnings (a changed config
+    field, a damaged checkpoint, a repaired metrics.csv) as ``warning: <message>``, without the
+    file and line of the library code that raised them; others as ``default``."""
+    def formatwarning(message, category, filename, lineno, line=None):
+        if category.__module__.startswith("trainer."):
+            return f"warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+    return formatwarning
+
+
 def app_run(main: Callable, argv=None, epilog: Callable[[], str] | None = None,
             default_config: str | None = None, workdir_config: bool = False) -> None:
     """``absl.app.run(main)`` with ``parse_flags``, exiting 0 (not absl's 1) after printing the
     help (and then ``epilog()``)."""
     args = sys.argv if argv is None else argv
+    warnings.formatwarning = _trainer_warnings_in_one_line(warnings.formatwarning)
     try:
         app.run(main, args,
                 flags_parser=lambda a: parse_flags(a, default_config, workdir_config))
