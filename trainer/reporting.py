@@ -40,12 +40,36 @@ def pyplot():
     return plt
 
 
+def plain_log_ticks(ax, which: str = "xy") -> None:
+    """Labels the log-scaled axes ``which`` of ``ax`` with plain numbers ("200", "0.05") in
+    place of ``2×10²``: evenly spaced ticks within one decade, at 1, 2, 5 × 10^k over at most
+    three decades, at powers of ten beyond. Call it once the data are drawn."""
+    from matplotlib import ticker
+
+    for name in which:
+        axis = ax.xaxis if name == "x" else ax.yaxis
+        if axis.get_scale() != "log":
+            continue
+        low, high = sorted(ax.get_xlim() if name == "x" else ax.get_ylim())
+        decades = np.log10(high / low) if low > 0 else np.inf
+        if decades < 1:  # a log scale without a power of ten in view: evenly spaced values
+            axis.set_major_locator(ticker.MaxNLocator(nbins=5))
+            axis.set_minor_locator(ticker.NullLocator())
+        else:
+            subs = (1.0, 2.0, 5.0) if decades <= 3 else (1.0,)
+            axis.set_major_locator(ticker.LogLocator(base=10.0, subs=subs))
+        axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(ticker.NullFormatter())
+
+
 def save_figure(fig, workdir: str, name: str) -> dict[str, str]:
-    """Saves ``fig`` as ``workdir/name`` (PNG) atomically and closes it."""
+    """Saves ``fig`` as ``workdir/name`` (PNG) atomically and closes it; the saved area is cut to
+    what the figure draws (``bbox_inches="tight"``), so no label or legend outside the axes is
+    cut off."""
     path = os.path.join(workdir, name)
     os.makedirs(workdir, exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}.png"
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
     os.replace(tmp, path)
     pyplot().close(fig)
     return {name: path}
