@@ -217,7 +217,7 @@ def _runs(values: list[int], grid: list[int], most: int = 8) -> str:
 
 
 def _robust_limits(values: np.ndarray, q: float = 0.005,
-                   margin: float = 0.15) -> tuple[float, float]:
+                   margin: float = 0.25) -> tuple[float, float]:
     """The ``q`` .. ``1 - q`` quantiles of the finite ``values``, widened by ``margin`` of their
     span on each side: axis limits that one outlier cannot squeeze the cloud out of."""
     finite = values[np.isfinite(values)]
@@ -263,7 +263,8 @@ def figure_samples(x: np.ndarray, title: str = "", reference: np.ndarray | None 
             ax.set(xlim=lims[0], ylim=lims[1], xlabel="x[0]", ylabel="x[1]")
         if ref is not None:
             ax.legend(loc="best", fontsize=7, markerscale=3)
-        shown = "coordinate x[0]" if d == 1 else f"first 2 of {d} coordinates"
+        shown = {1: "coordinate x[0]", 2: "coordinates x[0], x[1]"}.get(
+            d, f"first 2 of {d} coordinates")
         outside = int(len(x) - inside.sum())
         note = f"{shown}; {outside} of {len(x)} samples outside the axes" if outside else shown
         ax.set_title(f"{title}\n{note}" if title else note, fontsize=9)

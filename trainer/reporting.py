@@ -42,8 +42,9 @@ def pyplot():
 
 def plain_log_ticks(ax, which: str = "xy") -> None:
     """Labels the log-scaled axes ``which`` of ``ax`` with plain numbers ("200", "0.05") in
-    place of ``2×10²``: evenly spaced ticks within one decade, at 1, 2, 5 × 10^k over at most
-    three decades, at powers of ten beyond. Call it once the data are drawn."""
+    place of ``2×10²``: within one decade the multiples m × 10^k in view (evenly spaced values
+    where fewer than three are), at 1, 2, 5 × 10^k over at most three decades, at powers of
+    ten beyond. Call it once the data are drawn."""
     from matplotlib import ticker
 
     for name in which:
@@ -52,8 +53,12 @@ def plain_log_ticks(ax, which: str = "xy") -> None:
             continue
         low, high = sorted(ax.get_xlim() if name == "x" else ax.get_ylim())
         decades = np.log10(high / low) if low > 0 else np.inf
-        if decades < 1:  # a log scale without a power of ten in view: evenly spaced values
-            axis.set_major_locator(ticker.MaxNLocator(nbins=5))
+        if decades < 1:  # within a decade: the multiples m 10^k in view, else evenly spaced
+            k = np.floor(np.log10(low))
+            ticks = [m * 10**j for j in (k, k + 1) for m in range(1, 10)
+                     if low <= m * 10**j <= high]
+            axis.set_major_locator(ticker.FixedLocator(ticks[::-(-len(ticks) // 6)])
+                                   if len(ticks) >= 3 else ticker.MaxNLocator(nbins=5))
             axis.set_minor_locator(ticker.NullLocator())
         else:
             subs = (1.0, 2.0, 5.0) if decades <= 3 else (1.0,)
