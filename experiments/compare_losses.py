@@ -119,6 +119,14 @@ def write_figure(workdir: str, rows: list[dict], num_seeds: int,
     return reporting.save_figure(figure(rows, num_seeds, cap), workdir, "losses.png")
 
 
+def _finite_range(lows, highs, default: tuple[float, float]) -> tuple[float, float]:
+    """The smallest of ``lows`` and the largest of ``highs`` that are finite, else ``default``."""
+    lows, highs = np.concatenate(lows), np.concatenate(highs)
+    lows, highs = lows[np.isfinite(lows)], highs[np.isfinite(highs)]
+    return (float(lows.min()) if lows.size else default[0],
+            float(highs.max()) if highs.size else default[1])
+
+
 def figure(rows: list[dict], num_seeds: int, cap: float = 4.0):
     """``losses.png`` (a matplotlib ``Figure``): per loss, the held-out PF-ODE NLL and DDPM
     ELBO (bits/dim, axis cut at ``cap``: a row beyond it is marked with its value) and the
@@ -132,7 +140,7 @@ def figure(rows: list[dict], num_seeds: int, cap: float = 4.0):
         values = np.array([r[name] for r in rows], float)
         sds = np.where(values < cap, [r.get(f"{name}_sd") or 0.0 for r in rows], 0.0)
         ends += [values - sds, np.minimum(values, cap) + sds]
-    low, high = float(np.min(ends[::2])), float(np.max(ends[1::2]))
+    low, high = _finite_range(ends[::2], ends[1::2], (cap - 1.0, cap))
     left = max(np.floor(10 * low) / 10 - 0.1, 0.0)
     right = max(high, cap) + 0.08 * (max(high, cap) - left)
     for name, dy, label in (("nll_bpd", -0.2, "PF-ODE NLL"), ("elbo_bpd", 0.2, "DDPM ELBO")):
@@ -154,7 +162,8 @@ def figure(rows: list[dict], num_seeds: int, cap: float = 4.0):
         sds = np.array([r.get(f"{name}_sd") or 0.0 for r in rows], float)
         axes[1].barh(y + dy, values, 0.4, xerr=sds, label=label, capsize=2)
         spans += [np.where(values - sds > 0, values - sds, values / 3), values + sds]
-    low, high = float(np.min(spans[::2])), float(np.max(spans[1::2]))
+    low, high = _finite_range(spans[::2], spans[1::2], (0.01, 10.0))
+    low = low if low > 0 else 0.01
     axes[1].set(xscale="log", xlim=(low / 1.5, high * 1.5),
                 xlabel=f"sliced W2 to exact samples (data units; mean +- sd over {num_seeds} "
                        f"seeds)", title="sample quality (lower is better)")

@@ -153,12 +153,17 @@ def test_compare_losses(tmp_path):
              "elbo_bpd_sd": 0.4, "sw2_em": w, "sw2_em_sd": w, "sw2_heun": 2 * w,
              "sw2_heun_sd": 0.1} for name, nll, w in
             [("exact score", 2.0, 0.05), ("dsm", 2.1, 0.1), ("ssm", 9.0, 0.4)]]
+    rows.append({"loss": "esm (diverged)", "nll_bpd": math.inf, "nll_bpd_sd": math.nan,
+                 "elbo_bpd": 3.0, "elbo_bpd_sd": None, "sw2_em": math.inf,
+                 "sw2_em_sd": math.nan, "sw2_heun": 0.3, "sw2_heun_sd": None})
     fig = compare_losses.figure(rows, 3)
     for ax in fig.axes:  # every error bar lies inside the axis
         for container in ax.containers:
             if hasattr(container, "has_xerr") and container.has_xerr:
                 for segments in container.lines[2]:
-                    ends = np.asarray(segments.get_segments())[..., 0]
+                    ends = np.concatenate([np.reshape(seg, (-1, 2))[:, 0]
+                                           for seg in segments.get_segments()])
+                    ends = ends[np.isfinite(ends)]
                     ends = ends[ends > 0] if ax.get_xscale() == "log" else ends
                     lo, hi = ax.get_xlim()
                     assert ends.min() >= lo and ends.max() <= hi
