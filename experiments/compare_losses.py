@@ -115,36 +115,68 @@ def _mean_sd(runs: list[dict]) -> dict:
 
 def write_figure(workdir: str, rows: list[dict], num_seeds: int,
                  cap: float = 4.0) -> dict[str, str]:
-    """``losses.png``: held-out PF-ODE NLL and DDPM ELBO (bits/dim, axis cut at ``cap``: a row
-    beyond it is marked with its value) and sliced W2 of two samplers, mean +- sd bars."""
+    """Writes ``losses.png`` (``figure``) into ``workdir``; returns its path by name."""
+    return reporting.save_figure(figure(rows, num_seeds, cap), workdir, "losses.png")
+
+
+def _finite_range(lows, highs, default: tuple[float, float]) -> tuple[float, float]:
+    """The smallest of ``lows`` and the largest of ``highs`` that are finite, else ``default``."""
+    lows, highs = np.concatenate(lows), np.concatenate(highs)
+    lows, highs = lows[np.isfinite(lows)], highs[np.isfinite(highs)]
+    return (float(lows.min()) if lows.size else default[0],
+            float(highs.max()) if highs.size else default[1])
+
+
+def figure(rows: list[dict], num_seeds: int, cap: float = 4.0):
+    """``losses.png`` (a matplotlib ``Figure``): per loss, the held-out PF-ODE NLL and DDPM
+    ELBO (bits/dim, axis cut at ``cap``: a row beyond it is marked with its value) and the
+    sliced W2 of two samplers, mean +- sd bars; the limits include every bar."""
     plt = reporting.pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.4 * len(rows) + 1.6))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.4 * len(rows) + 2.0), sharey=True)
     labels = [r["loss"] for r in rows]
     y = np.arange(len(rows))
-    low = min(min(r["nll_bpd"], r["elbo_bpd"]) for r in rows)
+    ends = []
+    for name in ("nll_bpd", "elbo_bpd"):
+        values = np.array([r[name] for r in rows], float)
+        sds = np.where(values < cap, [r.get(f"{name}_sd") or 0.0 for r in rows], 0.0)
+        ends += [values - sds, np.minimum(values, cap) + sds]
+    low, high = _finite_range(ends[::2], ends[1::2], (cap - 1.0, cap))
     left = max(np.floor(10 * low) / 10 - 0.1, 0.0)
+    right = max(high, cap) + 0.08 * (max(high, cap) - left)
     for name, dy, label in (("nll_bpd", -0.2, "PF-ODE NLL"), ("elbo_bpd", 0.2, "DDPM ELBO")):
         values = np.array([r[name] for r in rows], float)
         sds = np.array([r.get(f"{name}_sd") or 0.0 for r in rows], float)
         shown = np.minimum(values, cap)
         axes[0].barh(y + dy, shown - left, 0.4, left=left, label=label,
-                     xerr=np.where(values < cap, sds, 0.0))
+                     xerr=np.where(values < cap, sds, 0.0), capsize=2)
         for k in np.flatnonzero(values >= cap):
             axes[0].text(cap, y[k] + dy, f" {values[k]:.3g}", va="center", fontsize=7)
-    axes[0].set(yticks=y, yticklabels=labels, xlim=(left, cap * 1.08),
-                xlabel=f"held-out bits/dim (mean +- sd over {num_seeds} training seeds)")
-    axes[0].legend(fontsize=8)
+    axes[0].set(yticks=y, yticklabels=labels, xlim=(left, right), ylabel="training loss",
+                xlabel=f"held-out bits/dim (mean +- sd over {num_seeds} training seeds)",
+                title="likelihood (lower is better)")
+    axes[0].legend(loc="best", fontsize=8)
+    spans = []
     for name, dy, label in (("sw2_em", -0.2, "Euler-Maruyama 200"), ("sw2_heun", 0.2,
                                                                      "Heun 50 steps")):
-        axes[1].barh(y + dy, [min(r[name], 10) for r in rows], 0.4,
-                     xerr=[r.get(f"{name}_sd") or 0.0 for r in rows], label=label)
-    axes[1].set(yticks=y, yticklabels=[], xscale="log",
-                xlabel="sliced W2 to exact samples (mean +- sd)")
-    axes[1].legend(fontsize=8)
+        values = np.array([min(r[name], 10) for r in rows], float)
+        sds = np.array([r.get(f"{name}_sd") or 0.0 for r in rows], float)
+        axes[1].barh(y + dy, values, 0.4, xerr=sds, label=label, capsize=2)
+        spans += [np.where(values - sds > 0, values - sds, values / 3), values + sds]
+    low, high = _finite_range(spans[::2], spans[1::2], (0.01, 10.0))
+    low = low if low > 0 else 0.01
+    axes[1].set(xscale="log", xlim=(low / 1.5, high * 1.5),
+                xlabel=f"sliced W2 to exact samples (data units; mean +- sd over {num_seeds} "
+                       f"seeds)", title="sample quality (lower is better)")
+    axes[1].tick_params(labelleft=False)
+    axes[1].set_ylabel("training loss (as left)")
+    reporting.plain_log_ticks(axes[1], "x")
+    axes[1].legend(loc="best", fontsize=8)
     for ax in axes:
-        ax.invert_yaxis()
+        ax.grid(alpha=0.3, axis="x", which="both")
+    axes[0].invert_yaxis()
+    fig.suptitle("training losses compared: held-out likelihood and sample quality")
     fig.tight_layout()
-    return reporting.save_figure(fig, workdir, "losses.png")
+    return fig
 
 
 def run(config, workdir: str) -> dict[str, str]:

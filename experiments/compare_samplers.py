@@ -399,19 +399,29 @@ def write_summary(workdir, rows, gaussian, flow_limit, exp):
                                                  "\n".join(parts))}
 
 
-def write_figures(workdir, rows, gaussian, flow_limit, samples, gmm_2d, exp):
-    """``quality_vs_nfe.png`` (sliced W2 against NFE, mean with a +-1 sd band over the runs, one
-    panel per dimension and score, and the exact Gaussian KL) and ``samples_2d.png`` (model
-    samples at the middle NFE over the true density's contours)."""
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h", "p", "d")
+
+
+def method_styles(methods) -> dict[str, dict]:
+    """A distinct colour (tab10, then tab20's lighter shades) and marker per method, the same
+    in every panel."""
+    import matplotlib
+
+    tab10, tab20 = matplotlib.colormaps["tab10"], matplotlib.colormaps["tab20"]
+    colors = [tab10(i) for i in range(10)] + [tab20(2 * i + 1) for i in range(10)]
+    return {m: {"color": colors[k % len(colors)], "marker": MARKERS[k % len(MARKERS)]}
+            for k, m in enumerate(dict.fromkeys(methods))}
+
+
+def quality_figure(rows, gaussian, flow_limit, exp):
+    """``quality_vs_nfe.png`` (a matplotlib ``Figure``): sliced W2 against NFE, mean with a +-1 sd
+    band over the runs, one panel per dimension and score, and the exact Gaussian KL; one legend
+    for the figure, in the free panel's place."""
     plt = reporting.pyplot()
-    paths = {}
     scores = ("model", "exact")
     fig, axes = plt.subplots(len(exp.dims) + 1, len(scores), squeeze=False,
                              figsize=(5.2 * len(scores), 3.6 * (len(exp.dims) + 1)))
-    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    if len(exp.methods) > len(cycle):
-        cycle = [plt.get_cmap("tab20")(i % 20) for i in range(len(exp.methods))]
-    colors = dict(zip(exp.methods, cycle, strict=False))
+    styles = method_styles([*exp.methods, *(r["sampler"] for r in gaussian)])
     for i, dim in enumerate(exp.dims):
         ref = [r for r in rows if r["dim"] == dim and r["score"] == "exact samples"][0]
         for j, score in enumerate(scores):
@@ -422,52 +432,77 @@ def write_figures(workdir, rows, gaussian, flow_limit, samples, gmm_2d, exp):
                              r["sampler"] == method and "nfe" in r and math.isfinite(r["sw2"]))
                 if pts:
                     nfe, mean, sd = map(np.array, zip(*pts, strict=True))
-                    ax.plot(nfe, mean, marker="o", ms=3, label=method, color=colors[method])
-                    ax.fill_between(nfe, np.maximum(mean - sd, 1e-3), mean + sd, alpha=0.15,
-                                    color=colors[method])
+                    ax.plot(nfe, mean, ms=4, label=method, **styles[method])
+                    ax.fill_between(nfe, np.maximum(mean - sd, 1e-3), mean + sd, alpha=0.1,
+                                    color=styles[method]["color"])
             ax.axhspan(ref["sw2"] - ref["sw2_sd"], ref["sw2"] + ref["sw2_sd"], color="k",
                        alpha=0.1, label="exact vs exact (+-1 sd)")
             ax.set(xscale="log", yscale="log", title=f"d = {dim}, {score} score",
                    xlabel="NFE (score evaluations)", ylabel="sliced W2 to exact samples")
-    axes[0, -1].legend(fontsize=7)
     ax = axes[-1, 0]
     for method in dict.fromkeys(r["sampler"] for r in gaussian):
         pts = sorted((r["nfe"], r["kl_nats"]) for r in gaussian
                      if r["sampler"] == method and "kl_nats" in r)
         if pts:
-            ax.loglog(*zip(*pts, strict=True), marker="o", ms=3, label=method,
-                      color=colors[method])
+            ax.loglog(*zip(*pts, strict=True), ms=4, label=method, **styles[method])
     ax.axhline(flow_limit, color="k", ls="--", lw=0.8,
                label="deterministic samplers' limit KL(prior || p_T)")
-    ax.set(title=f"exact error, Gaussian d = {exp.gaussian_dim} (exact score, no Monte Carlo)",
+    ax.set(title=f"exact error, Gaussian d = {exp.gaussian_dim}\n(exact score, no Monte Carlo)",
            xlabel="NFE (score evaluations)", ylabel="KL(sampler || data), nats")
-    ax.legend(fontsize=7)
-    axes[-1, 1].axis("off")
+    for ax in axes.ravel():
+        reporting.plain_log_ticks(ax)
+        ax.grid(alpha=0.3, which="major")
+    legend = {}
+    for ax in axes.ravel():
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    for a in axes[-1, 1:]:  # the free places of the last row hold the legend
+        fig.delaxes(a)
+    fig.suptitle("sample quality against the number of score evaluations")
     fig.tight_layout()
-    paths.update(reporting.save_figure(fig, workdir, "quality_vs_nfe.png"))
+    right, bottom = axes[0, -1].get_position(), axes[-1, 0].get_position()
+    fig.legend(legend.values(), legend.keys(), loc="center", fontsize=8, ncol=2,
+               bbox_to_anchor=(right.x0, bottom.y0, right.x1 - right.x0, bottom.height))
+    return fig
+
+
+def samples_figure(samples, gmm_2d, exp, score: str = "model"):
+    """``samples_2d.png`` (a matplotlib ``Figure``): ``score``'s samples of each method at the
+    middle NFE target over the true density's contours; unused panels removed."""
+    plt = reporting.pyplot()
+    nfe = exp.nfes[len(exp.nfes) // 2]
+    cols = math.ceil(len(exp.methods) / 2)
+    fig, axes = plt.subplots(2, cols, squeeze=False, figsize=(3.2 * cols, 6.8),
+                             sharex=True, sharey=True)
+    lim = 1.2 * float(np.abs(np.asarray(gmm_2d.means)).max()) + 3.5
+    g = np.linspace(-lim, lim, 120)
+    xx, yy = np.meshgrid(g, g)
+    dens = np.exp(np.asarray(gmm_2d.log_prob(jnp.asarray(np.stack([xx.ravel(), yy.ravel()],
+                                                                      1)))).reshape(xx.shape))
+    for ax, method in zip(axes.ravel(), exp.methods, strict=False):
+        ax.contour(xx, yy, dens, levels=6, colors="k", linewidths=0.6)
+        x = samples.get((score, method, nfe))
+        if x is not None:
+            ax.scatter(x[:1000, 0], x[:1000, 1], s=1, alpha=0.4)
+        ax.set(title=f"{method}", xlim=(-lim, lim), ylim=(-lim, lim), xlabel="x_1",
+               ylabel="x_2")
+        ax.tick_params(labelbottom=True, labelleft=True)
+    for ax in axes.ravel()[len(exp.methods):]:
+        fig.delaxes(ax)
+    fig.suptitle(f"d = 2, {score} score (training seed {exp.train_seeds[0]}), NFE target "
+                 f"{nfe}; contours: the true density")
+    fig.tight_layout()
+    return fig
+
+
+def write_figures(workdir, rows, gaussian, flow_limit, samples, gmm_2d, exp):
+    """Writes ``quality_vs_nfe.png`` (``quality_figure``) and, with 2-D data,
+    ``samples_2d.png`` (``samples_figure``); returns their paths by name."""
+    paths = reporting.save_figure(quality_figure(rows, gaussian, flow_limit, exp), workdir,
+                                  "quality_vs_nfe.png")
     if gmm_2d is not None:
-        nfe = exp.nfes[len(exp.nfes) // 2]
-        score = scores[0]
-        fig, axes = plt.subplots(2, math.ceil(len(exp.methods) / 2), squeeze=False,
-                                 figsize=(3.2 * math.ceil(len(exp.methods) / 2), 6.4))
-        lim = 1.2 * float(np.abs(np.asarray(gmm_2d.means)).max()) + 3.5
-        g = np.linspace(-lim, lim, 120)
-        xx, yy = np.meshgrid(g, g)
-        dens = np.exp(np.asarray(gmm_2d.log_prob(jnp.asarray(np.stack([xx.ravel(), yy.ravel()],
-                                                                          1)))).reshape(xx.shape))
-        for ax, method in zip(axes.ravel(), exp.methods, strict=False):
-            ax.contour(xx, yy, dens, levels=6, colors="k", linewidths=0.6)
-            x = samples.get((score, method, nfe))
-            if x is not None:
-                ax.scatter(x[:1000, 0], x[:1000, 1], s=1, alpha=0.4)
-            ax.set(title=f"{method}", xlim=(-lim, lim), ylim=(-lim, lim), xlabel="x_1",
-                   ylabel="x_2")
-            ax.set_xticks([])
-            ax.set_yticks([])
-        fig.suptitle(f"d = 2, {score} score (training seed {exp.train_seeds[0]}), NFE target "
-                     f"{nfe}; contours: the true density")
-        fig.tight_layout()
-        paths.update(reporting.save_figure(fig, workdir, "samples_2d.png"))
+        paths.update(reporting.save_figure(samples_figure(samples, gmm_2d, exp), workdir,
+                                           "samples_2d.png"))
     return paths
 
 

@@ -88,21 +88,32 @@ def run(config, workdir: str) -> dict[str, str]:
     columns = ["N", "marginal_err", "ddpm_ancestral_var_err", "euler_maruyama_var_err",
                "var_se"]
     paths = common.write_table(workdir, "ddpm_to_sde", rows + [rates], columns)
+    paths.update(reporting.save_figure(figure(rows, rates), workdir, "ddpm_to_sde.png"))
+    return paths
+
+
+def figure(rows: list[dict], rates: dict):
+    """``ddpm_to_sde.png``: the chain's marginal error and the two samplers' weak error against
+    N, log-log, with the fitted rates in the legends (a matplotlib ``Figure``)."""
     plt = reporting.pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    Ns = np.array([r["N"] for r in rows], float)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     axes[0].loglog(Ns, [r["marginal_err"] for r in rows], "o-",
-                   label=f"max |alpha_bar_i - alpha(t_i)^2|, slope {rates['marginal_err']:.2f}")
+                   label=f"slope {rates['marginal_err']:.2f}")
     for method in ("ddpm_ancestral", "euler_maruyama"):
         axes[1].loglog(Ns, [r[f"{method}_var_err"] for r in rows], "o-",
                        label=f"{method}, slope {rates[f'{method}_var_err']:.2f}")
     axes[1].axhline(rows[0]["var_se"], color="k", ls=":", label="Monte Carlo standard error")
-    axes[0].set(xlabel="N", title="chain marginals vs the VP SDE")
-    axes[1].set(xlabel="N = steps", title="sampler weak error |Var - s^2| (exact score)")
+    axes[0].set(xlabel="N (chain steps)", ylabel="max_i |alpha_bar_i - alpha(t_i)^2|",
+                title="DDPM chain marginals vs the VP SDE")
+    axes[1].set(xlabel="N (sampler steps)", ylabel="|Var(x) - s^2| (weak error)",
+                title="sampler weak error, exact score")
     for ax in axes:
-        ax.legend(fontsize=8)
+        reporting.plain_log_ticks(ax)
+        ax.legend(loc="best", fontsize=8)
+        ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    paths.update(reporting.save_figure(fig, workdir, "ddpm_to_sde.png"))
-    return paths
+    return fig
 
 
 def main(argv=None):

@@ -247,23 +247,35 @@ def run(config, workdir: str) -> dict[str, str]:
     return out
 
 
-def write_figures(workdir, err_rows, sde_rows, paths_2d, exp) -> dict[str, str]:
+def score_error_figure(err_rows: list[dict], dims, num_seeds: int):
+    """``score_error.png`` (a matplotlib ``Figure``): the relative score error of the trained
+    models against t, one line per dimension, mean +- sd band over ``num_seeds`` seeds."""
     plt = reporting.pyplot()
-    out = {}
     fig, ax = plt.subplots(figsize=(6, 4))
-    for dim in exp.dims:
+    for dim in dims:
         rows = [r for r in err_rows if r["dim"] == dim]
         t = np.array([r["t"] for r in rows])
         m = np.array([r["rel_score_err"] for r in rows])
         sd = np.array([r["rel_score_err_sd"] or 0.0 for r in rows])
         ax.plot(t, m, "o-", ms=3, label=f"d = {dim}")
         ax.fill_between(t, np.maximum(m - sd, 1e-6), m + sd, alpha=0.2)
-    ax.set(yscale="log", xlabel="t", ylabel="relative score error (E||s - grad log p||^2 / "
-           "E||grad log p||^2)", title=f"trained model vs exact score (mean +- sd over "
-           f"{len(exp.train_seeds)} training seeds)")
-    ax.legend(fontsize=8)
+    ax.set(yscale="log", xlabel="diffusion time t", ylabel="relative score error\n"
+           "E||s - grad log p_t||^2 / E||grad log p_t||^2",
+           title=f"trained model vs exact score\n(mean +- sd over "
+           f"{num_seeds} training seeds)")
+    reporting.plain_log_ticks(ax, "y")
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
     fig.tight_layout()
-    out.update(reporting.save_figure(fig, workdir, "score_error.png"))
+    return fig
+
+
+def write_figures(workdir, err_rows, sde_rows, paths_2d, exp) -> dict[str, str]:
+    plt = reporting.pyplot()
+    out = {}
+    out.update(reporting.save_figure(score_error_figure(err_rows, exp.dims,
+                                                        len(exp.train_seeds)),
+                                     workdir, "score_error.png"))
     fig, axes = plt.subplots(1, len(SDES), figsize=(5 * len(SDES), 3.8), sharey=True)
     for ax, name in zip(axes, SDES, strict=True):
         for method in dict.fromkeys(r["sampler"] for r in sde_rows):

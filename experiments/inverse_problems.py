@@ -135,22 +135,41 @@ def run(config, workdir: str) -> dict[str, str]:
                "mean_err_x2_sd", "mean_err_x2_se", "sd_err_x2", "sd_err_x2_sd", "mode_err",
                "mode_err_sd", "w2_x2", "w2_x2_sd", "w2_floor"]
     paths = common.write_table(workdir, "inverse", rows, columns)
+    paths.update(reporting.save_figure(figure(shown, exp.ys[len(exp.ys) // 2]), workdir,
+                                       "inverse.png"))
+    return paths
+
+
+def figure(shown: dict, y: float, cols: int = 4):
+    """``inverse.png`` (a matplotlib ``Figure``): for each ``(guidance, sigma_y)`` of ``shown``
+    (its samples ``x`` ``(n, 2)`` and the exact posterior ``post``), the histogram of the
+    unobserved ``x_2`` over the exact density ``p(x_2 | y)``; panels wrap into rows of
+    ``cols``, with one legend for the figure."""
     plt = reporting.pyplot()
-    fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3.4), squeeze=False)
-    for ax, ((guidance, sigma_y), (x, post)) in zip(axes[0], shown.items(), strict=True):
-        grid = np.linspace(-5, 4, 300)
+    cols = min(cols, len(shown))
+    rows = -(-len(shown) // cols)
+    height = 2.9 * rows + 0.9
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, height), squeeze=False)
+    grid = np.linspace(-5, 4, 300)
+    for ax, ((guidance, sigma_y), (x, post)) in zip(axes.ravel(), shown.items(), strict=False):
         w, mu, var = (np.asarray(post.weights), np.asarray(post.means)[:, 1],
                       np.asarray(post.covs)[:, 1, 1])
         dens = np.sum(w[:, None] * np.exp(-(grid - mu[:, None]) ** 2 / (2 * var[:, None]))
                       / np.sqrt(2 * np.pi * var[:, None]), axis=0)
-        ax.hist(x[:, 1], bins=60, range=(-5, 4), density=True, alpha=0.5, label="samples")
+        ax.hist(x[:, 1], bins=60, range=(-5, 4), density=True, alpha=0.5,
+                label="samples (histogram)")
         ax.plot(grid, dens, "k", lw=1, label="exact p(x_2 | y)")
-        ax.set(title=f"{guidance}, sigma_y={sigma_y}", xlabel="x_2")
-    axes[0, 0].legend(fontsize=7)
-    fig.suptitle(f"exact score, y = {exp.ys[len(exp.ys) // 2]}")
-    fig.tight_layout()
-    paths.update(reporting.save_figure(fig, workdir, "inverse.png"))
-    return paths
+        ax.set(title=f"{guidance}, sigma_y = {sigma_y}", xlabel="unobserved coordinate x_2",
+               ylabel="probability density")
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(shown):]:
+        fig.delaxes(ax)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.suptitle(f"conditional samples of x_2 given y = x_1 = {y} (observation y = A x + "
+                 f"sigma_y z), exact score")
+    fig.legend(handles, labels, loc="lower center", fontsize=8, ncol=2)
+    fig.tight_layout(rect=(0, 0.4 / height, 1, 1 - 0.45 / height))
+    return fig
 
 
 def main(argv=None):

@@ -96,21 +96,39 @@ def run(config, workdir: str) -> dict[str, str]:
                "model_mean_rmse_se", "model_cov_err", "model_cov_err_sd", "model_cov_err_se",
                "exact_mean_rmse", "exact_cov_err", "naive_mean_rmse"]
     paths = common.write_table(workdir, "tweedie", rows, columns)
-    plt = reporting.pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    s = [r["sigma_t"] for r in rows]
-    for name, marker, label in (("mean_rmse", "o-", "mean"), ("cov_err", "s-", "covariance")):
-        ax.errorbar(s, [r[f"model_{name}"] for r in rows],
-                    yerr=[r[f"model_{name}_sd"] or 0.0 for r in rows], fmt=marker, capsize=3,
-                    label=f"{label}, trained score (+-1 sd over {len(models)} seeds)")
-    ax.set(xscale="log", yscale="log")
-    ax.loglog(s, [r["naive_mean_rmse"] for r in rows], "--", label="mean of x_t / alpha_t")
-    ax.loglog(s, [r["post_sd"] for r in rows], "k:", label="exact posterior sd")
-    ax.set(xlabel="sigma_t", ylabel="error", title="Tweedie moments vs the exact posterior")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.update(reporting.save_figure(fig, workdir, "tweedie.png"))
+    paths.update(reporting.save_figure(figure(rows, len(models)), workdir, "tweedie.png"))
     return paths
+
+
+def figure(rows: list[dict], num_models: int):
+    """``tweedie.png`` (a matplotlib ``Figure``) against sigma_t: left, the RMSE of the Tweedie
+    posterior mean (data units) of the trained score and of the naive ``x_t / alpha_t``, with
+    the exact posterior sd for scale; right, the Frobenius error of the Tweedie covariance
+    (data units squared). Bars: +-1 sd over the ``num_models`` training seeds."""
+    plt = reporting.pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    s = [r["sigma_t"] for r in rows]
+    seeds = f"trained score (+-1 sd over {num_models} seeds)"
+    axes[0].errorbar(s, [r["model_mean_rmse"] for r in rows],
+                     yerr=[r["model_mean_rmse_sd"] or 0.0 for r in rows], fmt="o-", capsize=3,
+                     label=seeds)
+    axes[0].plot(s, [r["naive_mean_rmse"] for r in rows], "--", label="naive x_t / alpha_t")
+    axes[0].plot(s, [r["post_sd"] for r in rows], "k:", label="exact posterior sd (scale)")
+    axes[0].set(xscale="log", yscale="log", xlabel="noise level sigma_t",
+                ylabel="RMSE of E[x_0 | x_t] (data units)", title="posterior mean (Tweedie)")
+    axes[1].errorbar(s, [r["model_cov_err"] for r in rows],
+                     yerr=[r["model_cov_err_sd"] or 0.0 for r in rows], fmt="s-", capsize=3,
+                     color="C3", label=seeds)
+    axes[1].set(xscale="log", yscale="log", xlabel="noise level sigma_t",
+                ylabel="||Cov_model - Cov_exact||_F\n(data units squared)",
+                title="posterior covariance (second-order Tweedie)")
+    for ax in axes:
+        reporting.plain_log_ticks(ax)
+        ax.legend(loc="best", fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+    fig.suptitle("Tweedie moments vs the exact posterior")
+    fig.tight_layout()
+    return fig
 
 
 def main(argv=None):

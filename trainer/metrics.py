@@ -5,6 +5,7 @@ Only process 0 writes; every other process gets a writer that does nothing.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -12,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from trainer.reporting import pyplot, save_figure, write_atomic
+from trainer.reporting import plain_log_ticks, pyplot, save_figure, write_atomic
 
 HEADER = "step,name,value"
 # a row as MetricWriter writes it: an integer step, a name without commas, a float's repr
@@ -215,16 +216,59 @@ def _runs(values: list[int], grid: list[int], most: int = 8) -> str:
     return ", ".join(text) + (f", ... ({len(runs) - most} more)" if len(runs) > most else "")
 
 
-def save_samples_png(x: np.ndarray, path: str, title: str = "") -> str:
-    """Writes samples as a PNG, atomically: a scatter plot of the first two coordinates for
-    vector data ``(B, d)``, an image grid for images ``(B, H, W, C)`` in ``[-1, 1]``."""
+def _robust_limits(values: np.ndarray, q: float = 0.005,
+                   margin: float = 0.25) -> tuple[float, float]:
+    """The ``q`` .. ``1 - q`` quantiles of the finite ``values``, widened by ``margin`` of their
+    span on each side: axis limits that one outlier cannot squeeze the cloud out of."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return -1.0, 1.0
+    low, high = np.quantile(finite, [q, 1.0 - q])
+    pad = margin * (high - low) if high > low else max(abs(high), 1.0) * 0.5
+    return float(low - pad), float(high + pad)
+
+
+def figure_samples(x: np.ndarray, title: str = "", reference: np.ndarray | None = None):
+    """The figure of ``save_samples_png`` (a matplotlib ``Figure``, not yet saved).
+
+    Vector data ``(B, d)``: a scatter plot of the coordinates ``x[0]``, ``x[1]`` (a histogram of
+    ``x[0]`` when ``d = 1``) over ``reference`` (optional, ``(M, d)``, e.g. held-out data) in
+    grey; the limits are the 0.5% .. 99.5% quantiles with a margin, and the title says how many
+    samples lie outside them. Images ``(B, H, W, C)`` in ``[-1, 1]``: a grid, row by row, with a
+    grey scale bar for one channel.
+    """
     plt = pyplot()
     x = np.asarray(x, np.float32)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if x.ndim == 2:
-        fig, ax = plt.subplots(figsize=(4, 4))
-        ax.scatter(x[:, 0], x[:, 1 if x.shape[1] > 1 else 0], s=2, alpha=0.5)
-        ax.set_aspect("equal")
+        d = x.shape[1]
+        ref = None if reference is None else np.asarray(reference, np.float32).reshape(-1, d)
+        both = x if ref is None else np.concatenate([x, ref])
+        fig, ax = plt.subplots(figsize=(4.4, 4.4))
+        lims = [_robust_limits(both[:, k]) for k in range(min(d, 2))]
+        inside = np.all([(x[:, k] >= a) & (x[:, k] <= b) for k, (a, b) in enumerate(lims)], 0)
+        if d == 1:
+            bins = np.linspace(*lims[0], 61)
+            if ref is not None:
+                ax.hist(ref[:, 0], bins=bins, density=True, color="0.6", alpha=0.6,
+                        label=f"reference ({len(ref)})")
+            ax.hist(x[:, 0], bins=bins, density=True, histtype="step", color="C0",
+                    label=f"samples ({len(x)})")
+            ax.set(xlim=lims[0], xlabel="x[0]", ylabel="density")
+        else:
+            if ref is not None:
+                ax.scatter(ref[:, 0], ref[:, 1], s=3, color="0.55", alpha=0.5, lw=0,
+                           label=f"reference ({len(ref)})")
+            ax.scatter(x[:, 0], x[:, 1], s=3, color="C0", alpha=0.6, lw=0,
+                       label=f"samples ({len(x)})")
+            ax.set(xlim=lims[0], ylim=lims[1], xlabel="x[0]", ylabel="x[1]")
+        if ref is not None:
+            ax.legend(loc="best", fontsize=7, markerscale=3)
+        shown = {1: "coordinate x[0]", 2: "coordinates x[0], x[1]"}.get(
+            d, f"first 2 of {d} coordinates")
+        outside = int(len(x) - inside.sum())
+        note = f"{shown}; {outside} of {len(x)} samples outside the axes" if outside else shown
+        ax.set_title(f"{title}\n{note}" if title else note, fontsize=9)
+        ax.grid(alpha=0.3)
     elif x.ndim == 4:
         n = x.shape[0]
         cols = math.ceil(math.sqrt(n))
@@ -236,23 +280,55 @@ def save_samples_png(x: np.ndarray, path: str, title: str = "") -> str:
             r, c = divmod(k, cols)
             grid[1 + r * (H + 1):1 + r * (H + 1) + H, 1 + c * (W + 1):1 + c * (W + 1) + W] = \
                 images[k]
-        fig, ax = plt.subplots(figsize=(4, 4))
-        ax.imshow(grid[..., 0] if C == 1 else grid, cmap="gray" if C == 1 else None,
-                  vmin=0.0, vmax=1.0, interpolation="nearest")
-        ax.axis("off")
+        fig, ax = plt.subplots(figsize=(4.6, 4))
+        image = ax.imshow(grid[..., 0] * 2.0 - 1.0 if C == 1 else grid,
+                          cmap="gray" if C == 1 else None, vmin=-1.0, vmax=1.0,
+                          interpolation="nearest")
+        if C == 1:
+            fig.colorbar(image, ax=ax, shrink=0.8, label="pixel value (data scale)")
+        ax.set(xticks=[], yticks=[], xlabel=f"{cols} samples per row, {W} px each",
+               ylabel=f"{rows} rows, {H} px each")
+        note = f"{n} samples, {H}x{W}x{C}"
+        ax.set_title(f"{title}\n{note}" if title else note, fontsize=9)
     else:
         raise ValueError(f"samples must be (B, d) vectors or (B, H, W, C) images, got shape "
                          f"{x.shape}")
-    if title:
-        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def save_samples_png(x: np.ndarray, path: str, title: str = "",
+                     reference: np.ndarray | None = None) -> str:
+    """Writes samples as a PNG, atomically (``figure_samples``): a scatter plot of the first two
+    coordinates for vector data ``(B, d)`` over the optional ``reference`` data in grey, an
+    image grid for images ``(B, H, W, C)`` in ``[-1, 1]``; returns ``path``."""
+    x = np.asarray(x, np.float32)
+    if x.ndim not in (2, 4):
+        raise ValueError(f"samples must be (B, d) vectors or (B, H, W, C) images, got shape "
+                         f"{x.shape}")
+    fig = figure_samples(x, title, reference)
     save_figure(fig, os.path.dirname(os.path.abspath(path)), os.path.basename(path))
     return path
 
 
-def save_loss_png(csv_path: str, path: str) -> str | None:
-    """The loss curve of a run from its ``metrics.csv``: the training loss at each logged step
-    and the held-out ``eval/test_loss`` (markers), log scale where the losses are positive;
-    written atomically. Nothing (``None``) without logged training losses."""
+def loss_name_of(workdir: str) -> str | None:
+    """The loss a run in ``workdir`` trains, from its ``config.json``: ``"dsm"``, or with a
+    weighting ``"dsm, sigma2 weighting"``; ``None`` without a readable one."""
+    try:
+        with open(os.path.join(workdir, "config.json")) as f:
+            loss = json.load(f).get("loss", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(loss, dict) or not isinstance(loss.get("name"), str):
+        return None
+    weighting = loss.get("weighting")
+    return loss["name"] + (f", {weighting} weighting" if isinstance(weighting, str) else "")
+
+
+def figure_loss(csv_path: str, loss_name: str | None = None):
+    """The figure of ``save_loss_png`` (a matplotlib ``Figure``), or ``None`` without logged
+    training losses. ``loss_name`` (default: the one in ``config.json`` beside ``csv_path``)
+    names the loss on the y axis."""
     series: dict[str, tuple[list[int], list[float]]] = {}
     for step, name, value in read_metrics(csv_path)[0]:  # the rows that can be read
         if name in ("train/loss", "eval/test_loss"):
@@ -261,8 +337,10 @@ def save_loss_png(csv_path: str, path: str) -> str | None:
             values.append(float(value))
     if "train/loss" not in series:
         return None
+    if loss_name is None:
+        loss_name = loss_name_of(os.path.dirname(os.path.abspath(csv_path)))
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for name, label, style in (("train/loss", "training loss (one batch)", "-"),
                                ("eval/test_loss", "held-out loss", "o")):
         if name in series:
@@ -271,9 +349,24 @@ def save_loss_png(csv_path: str, path: str) -> str | None:
     if every and min(every) > 0 and np.isfinite(every).all():
         ax.set_yscale("log")
     ax.set_xlabel("training step")
-    ax.set_ylabel("loss (the config's loss.name)")
-    ax.legend()
+    ax.set_ylabel(f"{loss_name} loss" if loss_name else "training objective (the config's loss)")
+    ax.set_title(f"loss curve{f' ({loss_name})' if loss_name else ''}: "
+                 f"{os.path.basename(os.path.dirname(os.path.abspath(csv_path)))}", fontsize=9)
+    plain_log_ticks(ax, "y")
+    ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def save_loss_png(csv_path: str, path: str, loss_name: str | None = None) -> str | None:
+    """The loss curve of a run from its ``metrics.csv`` (``figure_loss``): the training loss at
+    each logged step and the held-out ``eval/test_loss`` (markers), log scale where the losses
+    are positive, the y axis named after ``loss_name`` (default: the loss of the
+    ``config.json`` beside ``csv_path``); written atomically. Nothing (``None``) without logged
+    training losses."""
+    fig = figure_loss(csv_path, loss_name)
+    if fig is None:
+        return None
     save_figure(fig, os.path.dirname(os.path.abspath(path)), os.path.basename(path))
     return path
