@@ -103,6 +103,12 @@ def test_smoke_train_and_evaluate(tmp_path):
         trainer.load_score_fn(str(tmp_path), base.override(config, {"eval.num_samples": 9}))
     assert (tmp_path / "config.json").read_text() == saved
     assert os.path.getsize(os.path.join(str(tmp_path), "loss.png")) > 0
+    # TensorBoard holds the samples' figure beside the scalars (a PNG under the tag "samples")
+    events = b"".join((tmp_path / "tensorboard" / f).read_bytes()
+                      for f in os.listdir(tmp_path / "tensorboard"))
+    assert b"samples" in events and b"\x89PNG" in events
+    assert out["written"][:2] == [str(tmp_path / "checkpoints" / "2"),
+                                  str(tmp_path / "samples" / "samples_2.png")]
 
 
 @pytest.mark.slow

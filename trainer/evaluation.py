@@ -21,10 +21,12 @@ from trainer.run import Run, open_for_reading
 from trainer.step import AXIS
 
 
-def evaluate_params(run: Run, params, step: int) -> dict[str, float]:
+def evaluate_params(run: Run, params, step: int, writer: MetricWriter | None = None
+                    ) -> dict[str, float]:
     """Test loss, probability-flow bits/dim and a sample grid for ``params`` (the EMA), each
     phase announced on stderr (``Run.progress``); the grid and its ``.npy`` go to
-    ``run.out_dir/samples`` (nothing when it is None)."""
+    ``run.out_dir/samples`` (nothing when it is None) and the grid to ``writer``'s TensorBoard
+    images. Vector samples are drawn over held-out data (grey)."""
     cfg, ev, sp = run.cfg, run.cfg.eval, run.cfg.sampling
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.training.seed), 2**31 - 1)
     k_loss, k_ll, k_deq, k_sample = jax.random.split(key, 4)
@@ -61,9 +63,14 @@ def evaluate_params(run: Run, params, step: int) -> dict[str, float]:
                       f"{sp.num_steps} steps"):
         x, nfe = draw_samples(run, params, k_sample)
     out["sample_nfe"] = float(nfe)
+    title = f"{sp.method}, {sp.num_steps} steps, step {step}"
+    reference = (run.eval_it.batch_at(DataState(0, 0))["x"].reshape(-1, *run.data_shape)
+                 if len(run.data_shape) == 1 else None)
+    if writer is not None:
+        writer.write_samples(step, x, title, reference)
     if run.is_main and run.out_dir is not None:
         path = os.path.join(run.out_dir, "samples", f"samples_{step}.png")
-        run.wrote(save_samples_png(x, path, f"{sp.method}, step {step}"))
+        run.wrote(save_samples_png(x, path, title, reference))
         run.wrote(save_npy(path[:-4] + ".npy", x))
     return out
 
@@ -199,7 +206,9 @@ def sample_workdir(config, workdir: str, out: str | None = None
     title = f"{cfg.sampling.method}, {cfg.sampling.num_steps} steps, checkpoint {step}"
     if run.is_main:
         if ext in (None, ".png"):
-            run.wrote(save_samples_png(x, stem + ".png", title))
+            reference = (run.eval_it.batch_at(DataState(0, 0))["x"].reshape(-1, *run.data_shape)
+                         if len(run.data_shape) == 1 else None)
+            run.wrote(save_samples_png(x, stem + ".png", title, reference))
         if ext in (None, ".npy"):
             run.wrote(save_npy(stem + ".npy", x))
         if ext == ".npz":

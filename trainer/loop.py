@@ -162,7 +162,7 @@ def _train_and_evaluate(run, on_checkpoint, restart, signals):
                                             or _crossed(step, new, t.sample_every)):
                 if unrep is None:
                     unrep = unreplicate(p_state)
-                write_eval(run, writer, new, evaluate_params(run, unrep.ema_params, new))
+                write_eval(run, writer, new, evaluate_params(run, unrep.ema_params, new, writer))
             bar.update(new - step)
             step = new
     run.state = unreplicate(p_state)
@@ -172,7 +172,7 @@ def _train_and_evaluate(run, on_checkpoint, restart, signals):
         if run.manager.latest_step() != step:
             checkpointing.save_checkpoint(run.manager, run.state, run.train_it.state)
         raise Preempted(signum, step, _checkpoint_path(run, step))
-    metrics = evaluate_params(run, run.state.ema_params, step)
+    metrics = evaluate_params(run, run.state.ema_params, step, writer)
     write_eval(run, writer, step, metrics)
     writer.close()
     if run.is_main:

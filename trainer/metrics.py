@@ -94,6 +94,16 @@ class MetricWriter:
             self._keys.add((s, name))
         self._csv.flush()
 
+    def write_samples(self, step: int, x: np.ndarray, title: str = "",
+                      reference: np.ndarray | None = None) -> None:
+        """The samples' figure (``figure_samples``: a scatter plot over the reference data, or
+        an image grid) as TensorBoard's ``samples`` image at ``step``."""
+        if not self.enabled:
+            return
+        self._writer.add_figure("samples", figure_samples(x, title, reference), int(step),
+                                close=True)
+        self._writer.flush()
+
     def sync(self) -> None:
         """Everything written so far on disk: the CSV fsynced, the event file closed (a new
         one is opened for what follows)."""
