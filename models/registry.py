@@ -14,6 +14,7 @@ import flax.linen as nn
 from models.mlp import MLPConfig
 from models.transformer import TransformerConfig
 from models.unet import UNetConfig
+from sde_lib._validation import closest
 
 ModelConfig = MLPConfig | TransformerConfig | UNetConfig
 
@@ -44,7 +45,8 @@ def get_model_config(name: str, **overrides) -> ModelConfig:
     try:
         base = MODELS[name]
     except (KeyError, TypeError):
-        raise ValueError(f"model name must be one of {sorted(MODELS)}, got {name!r}") from None
+        raise ValueError(f"model name must be one of {sorted(MODELS)}, got {name!r}"
+                         f"{closest(name, MODELS)}") from None
     fields = {f.name for f in dataclasses.fields(base)}
     unknown = sorted(set(overrides) - fields)
     if unknown:

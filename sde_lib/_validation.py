@@ -43,11 +43,19 @@ def debugging() -> bool:
     return _DEBUG[0]
 
 
+def closest(value, choices) -> str:
+    """``"; did you mean 'x'?"`` for the choice closest to a misspelt ``value``, else ``""``."""
+    import difflib
+    match = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
 def check_choice(name: str, value, choices) -> str:
-    """Returns ``value`` or raises ValueError naming ``name`` and the valid ``choices`` (a
-    sequence or mapping of names) if it is not one of them."""
+    """Returns ``value`` or raises ValueError naming ``name``, the valid ``choices`` (a
+    sequence or mapping of names) and the closest one if it is not one of them."""
     if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}"
+                         f"{closest(value, choices)}")
     return value
 
 

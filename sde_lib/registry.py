@@ -6,6 +6,7 @@ object; everything below takes the object.
 
 from __future__ import annotations
 
+from sde_lib._validation import closest
 from sde_lib.ve import VESDE, BrownianMotionSDE
 from sde_lib.vp import VPSDE, CosineVPSDE, DiscreteVPSDE, OrnsteinUhlenbeckSDE, subVPSDE
 
@@ -28,7 +29,8 @@ def get_sde(name: str, **kwargs):
         its constructor does not take (named); a constructor's own ValueError for bad values.
     """
     if not isinstance(name, str) or name not in SDES:
-        raise ValueError(f"sde name must be one of {sorted(SDES)}, got {name!r}")
+        raise ValueError(f"sde name must be one of {sorted(SDES)}, got {name!r}"
+                         f"{closest(name, SDES)}")
     try:
         return SDES[name](**kwargs)
     except TypeError as e:

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import models
 import sde_lib
 
 
@@ -326,4 +327,15 @@ def test_a_number_of_steps_beyond_memory_is_refused_before_allocating(call):
     count that sizes a grid or chain is refused above MAX_NUM_STEPS, naming it and the range."""
     with pytest.raises(ValueError, match=r"(num_steps|max_num_steps|max_steps|N) must be an "
                                          r"integer >= 1 and <= 1000000 .* got 1000000000"):
+        call()
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: sde_lib.get_sde("vpp"), r"got 'vpp'; did you mean 'vp'\?"),
+    (lambda: sde_lib.sample(_KEY, _SDE, _ok, (3, 2), method="ddimm", num_steps=2),
+     r"got 'ddimm'; did you mean 'ddim'\?"),
+    (lambda: models.get_model("mpl"), r"got 'mpl'; did you mean 'mlp'\?"),
+], ids=["sde", "sampler", "model"])
+def test_a_misspelt_name_gets_the_closest_valid_one(call, match):
+    with pytest.raises(ValueError, match=match):
         call()

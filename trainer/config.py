@@ -21,6 +21,7 @@ import jax
 
 import sde_lib
 from models import ModelConfig, get_model_config
+from sde_lib._validation import closest
 from sde_lib.losses.config import as_loss_config
 from sde_lib.sampling.driver import EPS as SAMPLER_EPS
 from trainer.data import DataConfig
@@ -272,7 +273,7 @@ def parse_config(config) -> ExperimentConfig:
     s = cfg.sampling
     if s.method not in sde_lib.SAMPLERS:
         raise ValueError(f"sampling.method must be one of {sorted(sde_lib.SAMPLERS)}, got "
-                         f"{s.method!r}")
+                         f"{s.method!r}{closest(s.method, sde_lib.SAMPLERS)}")
     if not sde_lib.SAMPLERS[s.method].adaptive:  # checks num_steps, eps, options; traces nothing
         try:
             sde_lib.sampling.build_sampler(sde, None, s.method, s.num_steps, s.eps, **s.options)
