@@ -268,14 +268,17 @@ def settings_help(settings: type, config, path: str) -> str:
 
 
 def report(paths: dict[str, str], seconds: float) -> None:
-    """Prints the markdown tables of ``paths``, then every path and the time taken."""
-    for name, path in paths.items():
-        if name.endswith(".md"):
-            with open(path) as f:
-                print(f"{name}:\n{f.read()}")
+    """Prints the time taken and every path written; for a markdown file, how many tables and
+    rows it holds (the tables themselves are in the file, not on the console)."""
     print(f"done in {seconds:.0f} s; wrote:")
-    for path in paths.values():
-        print(f"  {path}")
+    for name, path in paths.items():
+        summary = ""
+        if name.endswith(".md") and os.path.exists(path):
+            with open(path) as f:
+                lines = [ln for ln in f if ln.startswith("|")]
+            tables = sum(set(ln.strip()) <= set("|-: ") for ln in lines)
+            summary = f"  ({tables} table{'s' * (tables != 1)}, {len(lines) - 2 * tables} rows)"
+        print(f"  {path}{summary}")
 
 
 def _fits(value, hint) -> bool:
