@@ -184,10 +184,11 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(finished, tmp
 
 
 @pytest.mark.slow
-def test_readers_take_no_lock_and_write_nothing_into_the_workdir(finished, tmp_path):
+def test_readers_take_no_lock_and_write_nothing_into_the_workdir(finished, tmp_path, capsys):
     """While a run holds the workdir's lock, two evaluations at once (threads), sampling to
     another directory and ``load_score_fn`` all read its newest checkpoint; the workdir's tree
-    (sizes and modification times) is unchanged after them."""
+    (sizes and modification times) is unchanged after them. Each phase of the evaluation and
+    the sampling is announced on stderr, with what it runs."""
     workdir = copy(finished, tmp_path)
     with workdirs.WorkdirLock(workdir):
         before = tree(workdir)
@@ -199,6 +200,10 @@ def test_readers_take_no_lock_and_write_nothing_into_the_workdir(finished, tmp_p
                                           out=str(tmp_path / "samples"))
         score_fn, _ = trainer.load_score_fn(str(workdir))
         assert tree(workdir) == before
+    err = capsys.readouterr().err
+    for phase in ("test loss over 1 batches: done in", "4 samples, euler_maruyama with 5 steps "
+                  "..."):
+        assert f"gaussian_pair d=4 seed=0: step 6: {phase}" in err, err
     assert first == second and first["test_loss"] == finished[1]["eval"]["test_loss"]
     assert sorted(os.listdir(tmp_path / "eval")) == ["eval_6.json", "samples"]
     assert paths == [str(tmp_path / "samples" / f"sample_mode_6.{e}") for e in ("png", "npy")]
