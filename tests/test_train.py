@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import warnings
 
 import jax
@@ -742,12 +743,17 @@ def test_two_processes_train_the_same_steps_as_one(uninterrupted, tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def _signal_at(line, procs, signals, watch=0):
-    """Sends ``signals`` (in order) to ``procs[watch]`` once it prints ``line``; returns the
-    processes' exit codes."""
+def _signal_at(line, procs, signals, watch=0, log=None):
+    """Sends ``signals`` (in order) to ``procs[watch]`` once it prints ``line``, each after the
+    process wrote that it received the previous one to ``log`` (two signals sent at once reach
+    Python's handler as one); returns the processes' exit codes."""
     for text in procs[watch].stdout:
         if text.strip() == line:
-            for signum in signals:
+            for k, signum in enumerate(signals):
+                if k:
+                    deadline = time.monotonic() + 120
+                    while "received" not in log.read_text() and time.monotonic() < deadline:
+                        time.sleep(0.05)
                 procs[watch].send_signal(signum)
             break
     return [proc.wait(timeout=300) for proc in procs]
@@ -764,10 +770,10 @@ def test_a_signal_saves_and_the_resumed_run_is_the_uninterrupted_one(uninterrupt
     workdir = tmp_path / "run"
     with open(tmp_path / "log", "w") as err:
         proc = subprocess.Popen(_command(tmp_path / "unused.npz", workdir, 4,
-                                         {**TINY, "sleep_after_checkpoint": 2}),
+                                         {**TINY, "sleep_after_checkpoint": 5}),
                                 env=_env(), stdout=subprocess.PIPE, stderr=err, text=True)
         try:
-            code, = _signal_at("CHECKPOINT 4", [proc], signals)
+            code, = _signal_at("CHECKPOINT 4", [proc], signals, log=tmp_path / "log")
         finally:
             proc.kill()
     log = (tmp_path / "log").read_text()
