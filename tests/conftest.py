@@ -3,7 +3,7 @@ backend optimisation level 0.
 
 The tests' programs are tiny, so compiling them dominates the suite's time, and at level 0 the
 CPU backend compiles them faster (LLVM's optimisation passes off); the fast tier took 2 min 29 s
-instead of 2 min 58 s on 2 cores, every test passing at both levels. Set
+instead of 2 min 58 s on 2 cores, every fast test passing at both levels. Set
 ``DDPM_SDE_TEST_OPTIMIZE=1`` to test with XLA's default level, as a real run compiles; the
 subprocesses of the kill, resume and multi-process tests always do.
 
