@@ -51,14 +51,13 @@ def create_manager(workdir: str | os.PathLike, keep: int = 3, read_only: bool = 
                                                save_interval_steps=0,
                                                enable_async_checkpointing=False,
                                                cleanup_tmp_directories=False)
-        with _absl_quiet():  # orbax logs "Given directory is read only" as a warning
-            return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
-                                         item_names=ITEMS)
     else:
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                enable_async_checkpointing=False,
                                                cleanup_tmp_directories=True)
-    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_names=ITEMS)
+    # a read-only manager logs "Given directory is read only" as a warning
+    with _absl_quiet() if read_only else contextlib.nullcontext():
+        return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_names=ITEMS)
 
 
 @contextlib.contextmanager
@@ -191,9 +190,8 @@ def _read(manager, step: int) -> tuple[dict | None, str | None]:
     """Checkpoint ``step`` as saved (restored without a target, so that a changed config is not
     taken for damage) and ``None``, or ``None`` and what is wrong with it."""
     directory = os.path.join(os.fspath(manager.directory), str(step))
-    present = [n for n in ITEMS if os.path.isdir(os.path.join(directory, n))]
-    if "digest" not in present:  # a checkpoint from before digests were saved: unverified
-        present = [n for n in ITEMS if n != "digest"]
+    # a checkpoint from before digests were saved is restored unverified
+    present = ITEMS if os.path.isdir(os.path.join(directory, "digest")) else ITEMS[:2]
     args = {"state": ocp.args.StandardRestore(), "data": ocp.args.JsonRestore(),
             "digest": ocp.args.JsonRestore()}
     try:

@@ -148,9 +148,7 @@ def config_from_workdir(argv: list[str]) -> None:
     if any(a in ("--config", "-config") or a.startswith(("--config=", "-config="))
            for a in argv[1:]):
         return
-    workdir = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--workdir=")), None)
-    if workdir is None and "--workdir" in argv[1:-1]:
-        workdir = argv[argv.index("--workdir") + 1]
+    workdir = flag_errors.flag_argument(argv, "workdir")
     if workdir is not None and os.path.exists(os.path.join(workdir, "config.json")):
         argv.insert(1, f"--config={WORKDIR_CONFIG}:{workdir}")
     elif workdir is not None and not any(a in HELP_FLAGS for a in argv[1:]):

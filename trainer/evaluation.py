@@ -59,13 +59,10 @@ def evaluate_params(run: Run, params, step: int, writer: MetricWriter | None = N
             gmm = run.eval_it.dataset.gmm
             if gmm is not None:
                 out["true_nll_bits_per_dim"] = float(-gmm.log_prob(x).mean() / (D * math.log(2)))
-    with run.progress(f"step {step}: {ev.num_samples} samples, {sp.method} with "
-                      f"{sp.num_steps} steps"):
-        x, nfe = draw_samples(run, params, k_sample)
+    x, nfe = _draw_announced(run, params, k_sample, step)
     out["sample_nfe"] = float(nfe)
     title = f"{sp.method}, {sp.num_steps} steps, step {step}"
-    reference = (run.eval_it.batch_at(DataState(0, 0))["x"].reshape(-1, *run.data_shape)
-                 if len(run.data_shape) == 1 else None)
+    reference = _held_out(run)
     if writer is not None:
         writer.write_samples(step, x, title, reference)
     if run.is_main and run.out_dir is not None:
@@ -79,6 +76,21 @@ def draw_samples(run: Run, params, rng) -> tuple[np.ndarray, int]:
     """``eval.num_samples`` samples of ``sde_lib.sample`` with ``params``: ``(n, *D)``, NFE."""
     x, nfe = run.draw(params, rng)
     return np.asarray(x), int(nfe)
+
+
+def _draw_announced(run: Run, params, rng, step: int) -> tuple[np.ndarray, int]:
+    """``draw_samples`` inside a progress line naming what it draws."""
+    sp = run.cfg.sampling
+    with run.progress(f"step {step}: {run.cfg.eval.num_samples} samples, {sp.method} with "
+                      f"{sp.num_steps} steps"):
+        return draw_samples(run, params, rng)
+
+
+def _held_out(run: Run) -> np.ndarray | None:
+    """The first test batch, drawn behind vector samples; None for images."""
+    if len(run.data_shape) != 1:
+        return None
+    return run.eval_it.batch_at(DataState(0, 0))["x"].reshape(-1, *run.data_shape)
 
 
 def _json_number(value):
@@ -197,18 +209,14 @@ def sample_workdir(config, workdir: str, out: str | None = None
     run = open_for_reading(config, workdir)
     cfg, step = run.cfg, int(run.state.step)
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.training.seed), 2**31 - 2)
-    with run.progress(f"step {step}: {cfg.eval.num_samples} samples, {cfg.sampling.method} "
-                      f"with {cfg.sampling.num_steps} steps"):
-        x, _ = draw_samples(run, run.state.ema_params, key)
+    x, _ = _draw_announced(run, run.state.ema_params, key, step)
     stem, ext = os.path.splitext(out)
     if ext not in SAMPLE_FILES:
         stem, ext = os.path.join(out, f"sample_mode_{step}"), None
     title = f"{cfg.sampling.method}, {cfg.sampling.num_steps} steps, checkpoint {step}"
     if run.is_main:
         if ext in (None, ".png"):
-            reference = (run.eval_it.batch_at(DataState(0, 0))["x"].reshape(-1, *run.data_shape)
-                         if len(run.data_shape) == 1 else None)
-            run.wrote(save_samples_png(x, stem + ".png", title, reference))
+            run.wrote(save_samples_png(x, stem + ".png", title, _held_out(run)))
         if ext in (None, ".npy"):
             run.wrote(save_npy(stem + ".npy", x))
         if ext == ".npz":

@@ -36,17 +36,23 @@ def _ran(error: BaseException, function) -> list:
     return [f for f in _frames(error) if f.f_code is code]
 
 
-def config_argument(argv, default_config: str | None = None) -> str | None:
-    """The value of the last ``--config`` (``--config=FILE[:args]`` or ``--config FILE``) in
-    ``argv[1:]``, else ``default_config``."""
-    found, args = default_config, list(argv[1:])
+def flag_argument(argv, flag: str, default: str | None = None) -> str | None:
+    """The value of the last ``--<flag>`` (``--flag=VALUE`` or ``--flag VALUE``) in
+    ``argv[1:]``, else ``default``."""
+    found, args = default, list(argv[1:])
     for i, arg in enumerate(args):
         if arg == "--":
             break
         name, sep, value = arg.lstrip("-").partition("=")
-        if arg.startswith("-") and name == "config":
+        if arg.startswith("-") and name == flag:
             found = value if sep else (args[i + 1] if i + 1 < len(args) else found)
     return found
+
+
+def config_argument(argv, default_config: str | None = None) -> str | None:
+    """The value of the last ``--config`` (``FILE[:args]``) in ``argv[1:]``, else
+    ``default_config``."""
+    return flag_argument(argv, "config", default_config)
 
 
 def _expected(parser) -> str:

@@ -6,6 +6,7 @@ exactly, logs metrics (TensorBoard, CSV, loss.png), writes sample grids and eval
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 
@@ -16,7 +17,7 @@ from flax import jax_utils
 from trainer import checkpointing
 from trainer.config import parse_config
 from trainer.evaluation import evaluate_params, write_eval
-from trainer.metrics import MetricWriter, save_loss_png
+from trainer.metrics import MetricWriter, loss_label, save_loss_png
 from trainer.preemption import Preempted, StopSignals
 from trainer.run import Run, initialize_distributed, unreplicate
 from trainer.step import AXIS, make_train_step, scan_unroll
@@ -128,6 +129,7 @@ def _train_and_evaluate(run, on_checkpoint, restart, signals):
                           resume_step=int(run.state.step), log_every=t.log_every,
                           steps_per_call=t.steps_per_call)
     step, losses = int(run.state.step), []
+    loss_name = loss_label(dataclasses.asdict(cfg.loss))
     guard = _FiniteGuard(step, run.manager)
     feed = run.next_batches(-(-(t.num_train_steps - step) // t.steps_per_call))
     with tqdm(total=t.num_train_steps, initial=step, disable=not run.is_main,
@@ -152,7 +154,7 @@ def _train_and_evaluate(run, on_checkpoint, restart, signals):
                 run.wrote(_checkpoint_path(run, checkpointing.save_checkpoint(
                     run.manager, unrep, data_state)))
                 if run.is_main:
-                    save_loss_png(writer.csv_path, os.path.join(run.workdir, "loss.png"))
+                    save_loss_png(writer.csv_path, os.path.join(run.workdir, "loss.png"), loss_name)
                 if on_checkpoint is not None:
                     on_checkpoint(new)
             if signum:
@@ -176,7 +178,7 @@ def _train_and_evaluate(run, on_checkpoint, restart, signals):
     write_eval(run, writer, step, metrics)
     writer.close()
     if run.is_main:
-        save_loss_png(writer.csv_path, os.path.join(run.workdir, "loss.png"))
+        save_loss_png(writer.csv_path, os.path.join(run.workdir, "loss.png"), loss_name)
     train_loss = np.concatenate([np.ravel(np.asarray(v)) for v in losses]) if losses else \
         np.zeros((0,))
     for path in (writer.csv_path, os.path.join(run.workdir, "loss.png"), writer.logdir):

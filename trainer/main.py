@@ -69,7 +69,8 @@ def main(argv):
     else:
         metrics = result["eval"] if FLAGS.mode == "train" else result
         written = result["written"] if FLAGS.mode == "train" else result.written
-        print("\n".join(f"{k:>22} = {v:.6g}  ({UNITS.get(k, '')})" for k, v in metrics.items()))
+        print("\n".join(f"{k:>22} = {v:.6g}" + (f"  ({UNITS[k]})" if k in UNITS else "")
+                        for k, v in metrics.items()))
         print("wrote:" if written else "wrote nothing (--out DIR to keep the evaluation)",
               flush=True)
     for path in written:

@@ -326,9 +326,14 @@ def loss_name_of(workdir: str) -> str | None:
     weighting ``"dsm, sigma2 weighting"``; ``None`` without a readable one."""
     try:
         with open(os.path.join(workdir, "config.json")) as f:
-            loss = json.load(f).get("loss", {})
+            return loss_label(json.load(f).get("loss", {}))
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def loss_label(loss) -> str | None:
+    """A config's loss section (a mapping) as the loss plot names it: ``"dsm"``, or
+    ``"dsm, sigma2 weighting"``; ``None`` when it names no loss."""
     if not isinstance(loss, dict) or not isinstance(loss.get("name"), str):
         return None
     weighting = loss.get("weighting")

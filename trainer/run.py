@@ -109,11 +109,9 @@ class Run:
     def progress(self, what: str):
         """A line on stderr before and after a phase that can take a while (process 0)."""
         start = time.perf_counter()
-        if self.is_main:
-            _say(f"{self.label}: {what} ...")
+        self.say(f"{what} ...")
         yield
-        if self.is_main:
-            _say(f"{self.label}: {what}: done in {time.perf_counter() - start:.1f} s")
+        self.say(f"{what}: done in {time.perf_counter() - start:.1f} s")
 
     # the evaluation's compiled functions, built once per run (params are arguments)
     @functools.cached_property
