@@ -5,6 +5,7 @@ shell commands of the README and docs work as printed after the quick start (``m
 import configparser
 import importlib
 import importlib.util
+import os
 import pathlib
 import re
 import shlex
@@ -137,3 +138,57 @@ def test_accelerator_extras_pin_the_jax_version():
     assert pins["jaxlib"] == pins["jax"]
     for name, requirements in accelerators.items():
         assert requirements == [f"jax[{name}]=={pins['jax']}"], (name, requirements)
+
+
+# appended to the training command of docs/training.md: the same config, trained in seconds
+TINY_TRAINING = {"data.dim": 4, "model.hidden": 16, "model.num_blocks": 1,
+                 "training.num_train_steps": 4, "training.batch_size": 16,
+                 "training.checkpoint_every": 2, "training.log_every": 2,
+                 "optim.warmup_steps": 1, "eval.batch_size": 16, "eval.num_batches": 1,
+                 "eval.likelihood_examples": 4, "eval.num_samples": 8, "eval.rtol": 1e-3,
+                 "eval.atol": 1e-3, "sampling.num_steps": 5}
+
+
+def runnable(argv: list[str]) -> list[str]:
+    """``argv`` with its ``.venv/bin/`` program taken from this interpreter's environment (the
+    venv ``make`` created, when the tests run there): ``python`` is this interpreter, a console
+    script the one beside it."""
+    program = argv[0].removeprefix(".venv/bin/")
+    if program == "python":
+        return [sys.executable, *argv[1:]]
+    return [str(pathlib.Path(sys.executable).parent / program), *argv[1:]]
+
+
+@pytest.mark.slow
+def test_training_commands_run_as_printed(tmp_path):
+    """docs/training.md's train, eval and sample commands (the README's train command among
+    them), run one after the other as printed in a directory laid out like the repository's
+    root, the training one with ``TINY_TRAINING`` overrides appended: each exits 0, eval and
+    sample need no --config, every phase is announced on stderr (the checkpoint restore, the
+    likelihood, the sampling) and each mode ends by listing the files it wrote."""
+    commands = venv_commands(ROOT / "docs" / "training.md")
+    readme = (ROOT / "README.md").read_text()
+    assert [" ".join(argv) for argv in commands[:1]] == re.findall(
+        r"`(\.venv/bin/python -m trainer\.main --config [^`]*)`", readme)
+    (tmp_path / "experiments").symlink_to(ROOT / "experiments")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    outputs = []
+    for i, argv in enumerate(commands):
+        extra = [f"--config.{k}={v}" for k, v in TINY_TRAINING.items()] if i == 0 else []
+        done = subprocess.run(runnable(argv) + extra, cwd=tmp_path, capture_output=True,
+                              text=True, env=env, timeout=600)
+        assert done.returncode == 0, (argv, done.stderr[-3000:])
+        outputs.append(done)
+    train, evaluate, sample = outputs
+    workdir = tmp_path / "runs" / "gmm_mlp"
+    assert (workdir / "checkpoints" / "4").is_dir()
+    assert "train gaussian_pair d=4 seed=0" in train.stderr
+    assert "probability-flow likelihood of 4 test examples" in train.stderr
+    wrote = train.stdout.split("wrote:\n")[1].split()
+    assert str(workdir / "checkpoints" / "4") in wrote and "runs/gmm_mlp/metrics.csv" in wrote
+    for done in (evaluate, sample):
+        assert f"restoring checkpoint 4 from {workdir / 'checkpoints'} ..." in done.stderr
+        assert "done in" in done.stderr
+    assert "test_loss = " in evaluate.stdout and "bits/dim" in evaluate.stdout
+    assert "64 samples of shape (4,); wrote:\n  grid.png" in sample.stdout
+    assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -150,8 +150,11 @@ class Run:
           checkpointing.NoCheckpointError: ``required`` and the workdir has no checkpoint.
         """
         listed = self.manager.all_steps()
-        state, data_state = checkpointing.restore_checkpoint(self.manager, self.state,
-                                                             read_only=self.reading)
+        with (self.progress(f"restoring checkpoint {max(listed)} from "
+                            f"{checkpointing.checkpoint_dir(self.workdir)}") if listed
+              else contextlib.nullcontext()):
+            state, data_state = checkpointing.restore_checkpoint(self.manager, self.state,
+                                                                 read_only=self.reading)
         if state is None:
             self._no_checkpoint(listed, required, restart)
         if not self.reading:
