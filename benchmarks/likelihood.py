@@ -7,10 +7,13 @@ Hutchinson estimate's own error is part of it) and the wall time after compiling
 float64 side by side; and the same for ``divergence="exact"`` where it is affordable
 (``--exact-dims``). With ``--digits WORKDIR`` (a trained ``digits`` model, e.g.
 ``runs/digits/model``) also the bits/dim of ``--num-digits`` test digits in float32 (NFE and
-time).
+time). With ``--probes M1 M2 ...`` (at ``--probe-dim``, float32): several Hutchinson probes per
+example (``num_probes``): one probe's sd and the ``M``-probe mean's standard error against its
+actual error (nats/dim), NFE and wall time against one probe's.
 
 Run: ``python -m benchmarks.likelihood [--dims 16 64 256 784] [--exact-dims 16 64]
-[--digits runs/digits/model]``; results go in benchmarks/README.md.
+[--digits runs/digits/model] [--probes 1 4 16 --probe-dim 784]``; results go in
+benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -51,6 +54,28 @@ def mixture_row(dim, dtype, divergence):
             f"{wall:.2f} |")
 
 
+def probe_rows(dim, probes):
+    """One row per number of probes: at ``dim``, float32, 8 points of ``gaussian_pair``."""
+    sde = sde_lib.VPSDE()
+    gmm = sde_lib.gaussian_pair(jax.random.key(0), dim)
+    x = gmm.sample(jax.random.key(1), 8)
+    exact = np.asarray(gmm.log_prob(x), np.float64)
+    g = jax.tree.map(lambda a: a.astype(jnp.float32), gmm)
+    rows, base = [], None
+    for m in probes:
+        run = jax.jit(lambda x, m=m: sde_lib.log_likelihood(
+            jax.random.key(2), sde, g.score_fn(sde), x, num_probes=m, per_probe=True))
+        (logp, nfe), wall = _timed(run, x.astype(jnp.float32))
+        logp = np.asarray(logp, np.float64)
+        base = base or wall
+        err = np.abs(logp.mean(0) - exact) / dim
+        sd = logp.std(0, ddof=1) / dim if m > 1 else np.full(len(exact), np.nan)
+        rows.append(f"| {dim} | {m} | {int(nfe)} | {np.mean(sd):.3f} | "
+                    f"{np.mean(sd) / math.sqrt(m):.4f} | {np.mean(err):.4f} | {np.max(err):.4f} "
+                    f"| {wall:.2f} | {wall / base:.2f} |")
+    return rows
+
+
 def digits_row(workdir, num):
     import trainer
     from experiments import digits
@@ -79,10 +104,13 @@ def digits_row(workdir, num):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dims", type=int, nargs="+", default=[16, 64, 256, 784])
+    parser.add_argument("--dims", type=int, nargs="*", default=[16, 64, 256, 784])
     parser.add_argument("--exact-dims", type=int, nargs="*", default=[16, 64])
     parser.add_argument("--digits", default=None, help="a trained digits model's workdir")
     parser.add_argument("--num-digits", type=int, default=64)
+    parser.add_argument("--probes", type=int, nargs="*", default=[],
+                        help="numbers of Hutchinson probes per example to compare")
+    parser.add_argument("--probe-dim", type=int, default=784)
     args = parser.parse_args()
     print(f"devices: {jax.devices()}; jax {jax.__version__}; load average "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
@@ -94,6 +122,12 @@ def main():
     for dim in args.exact_dims:
         for dtype in (jnp.float32, jnp.float64):
             print(mixture_row(dim, dtype, "exact"), flush=True)
+    if args.probes:
+        print("\n| d | probes | NFE | one probe's sd (nats/dim) | standard error (nats/dim) | "
+              "mean error (nats/dim) | max error (nats/dim) | wall (s) | wall / 1st row |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for row in probe_rows(args.probe_dim, args.probes):
+            print(row, flush=True)
     if args.digits:
         print("\n| data | dtype | NFE | bits/dim (+- SE) | wall (s) |")
         print("|---|---|---|---|---|")

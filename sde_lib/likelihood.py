@@ -87,7 +87,8 @@ def _finite_result(name: str, value):
 def log_likelihood(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike, eps: float = 1e-5,
                    divergence: str = "rademacher", rtol: float = 1e-5, atol: float = 1e-5,
                    solver: str = "tsit5", max_steps: int = 4096, num_steps: int | None = None,
-                   time_grid: str | Sequence[float] = "logsnr") -> tuple[jax.Array, jax.Array]:
+                   time_grid: str | Sequence[float] = "logsnr", num_probes: int = 1,
+                   per_probe: bool = False) -> tuple[jax.Array, jax.Array]:
     r"""Log-density of ``x`` under the probability-flow ODE of ``score_fn`` (Song et al. 2021,
     Appendix D).
 
@@ -101,11 +102,21 @@ def log_likelihood(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike, eps: fl
     ``log p_T(x_T) + l_T`` with ``log p_T = sde.prior_logp``. The whole batch is one ODE state
     (one step size, error norm over the batch, as score_sde), compiled end to end.
 
+    With Hutchinson's estimate and ``num_probes = M`` probes per example, the ODE carries ``M``
+    divergence integrals beside the one ``x_t``: each is an unbiased estimate of the
+    exact-divergence value (the path ``x_t`` does not depend on the probes), independent of the
+    others, so their mean has ``1 / M`` of one probe's variance, and their spread is its
+    standard error: ``per_probe=True`` returns all ``M`` (``(M, B)``), from which
+    ``logp.mean(0)`` and ``logp.std(0, ddof=1) / sqrt(M)`` are an example's estimate and its
+    standard error (``benchmarks/likelihood.py --probes`` measures both). One example's
+    log-density may need several probes; a mean over many examples averages them already (its
+    standard error over the examples includes the probes' variance).
+
     Args:
       rng: key for the Hutchinson probes ``z = jax.random.rademacher(rng, x.shape, x.dtype)``
-        (or ``normal``), drawn once and held fixed for the whole solve, so that the result is an
-        unbiased estimate of the exact-divergence value; ignored (may be ``None``) for
-        ``"exact"``.
+        (or ``normal``; ``(num_probes, *x.shape)`` with several), drawn once and held fixed for
+        the whole solve, so that the result is an unbiased estimate of the exact-divergence
+        value; ignored (may be ``None``) for ``"exact"``.
       sde: a forward SDE (``sde``, ``reverse``, ``prior_logp``, ``T``).
       score_fn: ``score_fn(x, t) -> (B, *D)``; examples must not interact.
       x: data ``(B, *D)``.
@@ -128,18 +139,24 @@ def log_likelihood(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike, eps: fl
         changes: on the digits U-Net (eps = 1e-5) 10 / 25 / 50 Heun steps give 1.99 / 2.27 /
         2.29 bits/dim against the adaptive 2.32, where a grid uniform in t gives -51 / -17 / -6.
         A fixed-step value is not a bound: at low NFE it can fall below the converged one.
+      num_probes: Hutchinson probes per example (``M >= 1``; 1 for ``"exact"``), averaged; the
+        ``M`` jvps are one vmapped jvp, which shares the network's forward pass (the tangents
+        cost about ``M`` times one probe's).
+      per_probe: return each probe's estimate, ``(num_probes, B)``, instead of their mean.
 
     Returns:
-      ``logp`` ``(B,)`` in nats, and ``nfe``: the number of evaluations of the ODE's vector field,
-      each one forward-mode pass (jvp) through ``score_fn`` that gives the drift and its
-      divergence together (``D`` vmapped jvps for ``"exact"``). Counted from diffrax's step
+      ``logp`` ``(B,)`` in nats (``(num_probes, B)`` with ``per_probe``), and ``nfe``: the number
+      of evaluations of the ODE's vector field, each one forward-mode pass (jvp) through
+      ``score_fn`` that gives the drift and its divergence together (``D`` vmapped jvps for
+      ``"exact"``, ``num_probes`` for Hutchinson's). Counted from diffrax's step
       statistics: ``6 * steps + 1`` for the adaptive pairs (6 new stages per accepted or
       rejected step, and the first stage of the first step), ``K`` for Euler, ``2K`` for Heun.
 
     Raises:
       TypeError: ``rng`` that is not a ``jax.random`` key (unless ``"exact"``), ``sde`` that is
         not an SDE of sde_lib, integer ``x`` (scale it to floats first, as for the losses).
-      ValueError: for an unknown ``divergence`` or ``solver``, ``eps`` outside ``(0, T)``,
+      ValueError: for an unknown ``divergence`` or ``solver``, ``num_probes`` not an integer
+        >= 1 (or not 1 with ``"exact"``), ``eps`` outside ``(0, T)``,
         non-positive tolerances, ``max_steps`` or ``num_steps`` not in ``1 .. MAX_NUM_STEPS``,
         a fixed-step solver without ``num_steps``, ``num_steps > max_steps``, a bad
         ``time_grid``, ``x`` without a data axis or (concrete) holding NaN or inf, all before
@@ -150,6 +167,10 @@ def log_likelihood(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike, eps: fl
     """
     check_choice("divergence", divergence, ESTIMATES)
     check_choice("solver", solver, SOLVERS)
+    num_probes = check_count("num_probes", num_probes)
+    if divergence == "exact" and num_probes != 1:
+        raise ValueError(f"num_probes must be 1 with divergence='exact' (it has no probes), "
+                         f"got {num_probes}")
     x = _check_inputs(rng, sde, x, need_rng=divergence != "exact")
     if (isinstance(eps, bool) or not isinstance(eps, numbers.Real)
             or not 0.0 < eps < sde.T):
@@ -172,59 +193,88 @@ def log_likelihood(rng: jax.Array, sde, score_fn: ScoreFn, x: ArrayLike, eps: fl
         ts = pad_with_last(ts, max_steps + 1)
         logp, nfe = _log_likelihood_fixed(rng, x, ts, np.int32(num_steps),
                                           as_pytree_fn(score_fn), sde=sde,
-                                          divergence=divergence, solver=solver)
-        return _finite_result("log_likelihood", logp), nfe
+                                          divergence=divergence, solver=solver,
+                                          num_probes=num_probes)
+        return _finite_result("log_likelihood", _probes_out(logp, per_probe)), nfe
     if solver in FIXED_STEP_SOLVERS:
         raise ValueError(f"solver={solver!r} takes fixed steps: give num_steps")
     score_fn = as_pytree_fn(score_fn)
     logp, nfe, stop = _log_likelihood(rng, x, eps, score_fn, sde=sde, divergence=divergence,
-                                      rtol=rtol, atol=atol, solver=solver, max_steps=max_steps)
+                                      rtol=rtol, atol=atol, solver=solver, max_steps=max_steps,
+                                      num_probes=num_probes)
 
     def field(t, y):  # built again only to name what failed, after a failed solve
-        return _flow_with_divergence(rng, x, score_fn, sde, divergence)(t, y)
+        return _flow_with_divergence(rng, x, score_fn, sde, divergence, num_probes)(t, y)
 
-    return check_stop(stop, field, max_steps, logp), nfe
+    return _probes_out(check_stop(stop, field, max_steps, logp), per_probe), nfe
 
 
-def _flow_with_divergence(rng, x, score_fn, sde, divergence):
+def _probes_out(logp: jax.Array, per_probe: bool) -> jax.Array:
+    """``(M, B)`` per-probe log-densities as returned: all of them, or their mean ``(B,)``."""
+    return logp if per_probe else jnp.mean(logp, axis=0)
+
+
+def _flow_with_divergence(rng, x, score_fn, sde, divergence, num_probes):
     """The joint vector field ``(f~(x, t), div f~(x, t))`` of the probability-flow ODE, with
-    ``score_fn``'s output checked (``shape_checked``)."""
+    ``score_fn``'s output checked (``shape_checked``); the divergence ``(M, B)``, one row per
+    probe (one row for the exact one)."""
     B = x.shape[0]
     draw_probe, estimate = ESTIMATES[divergence]
-    z = None if draw_probe is None else draw_probe(rng, x.shape, x.dtype)
+    if draw_probe is None:
+        z = None
+    elif num_probes == 1:  # the draw of one probe per example, as it always was
+        z = draw_probe(rng, x.shape, x.dtype)[None]
+    else:
+        z = draw_probe(rng, (num_probes, *x.shape), x.dtype)
     flow = sde.reverse(shape_checked(score_fn), probability_flow=True)
 
     def vector_field(t, state):
         t_batch = jnp.full((B,), t, x.dtype)
-        drift, div = estimate(lambda y: flow.sde(y, t_batch)[0], state[0], z)
+
+        def drift_fn(y):
+            return flow.sde(y, t_batch)[0]
+
+        if z is None:
+            drift, div = estimate(drift_fn, state[0], None)
+            div = div[None]
+        else:  # one jvp, vmapped over the probes: the forward pass is shared
+            drift, div = jax.vmap(lambda v: estimate(drift_fn, state[0], v),
+                                  out_axes=(None, 0))(z)
         return drift.astype(x.dtype), div.astype(x.dtype)  # the state keeps the dtype of x
 
     return vector_field
 
 
+def _initial_state(x, num_probes):
+    return x, jnp.zeros((num_probes, x.shape[0]), x.dtype)
+
+
 @functools.partial(jax.jit, static_argnames=("sde", "divergence", "rtol", "atol", "solver",
-                                             "max_steps"))
-def _log_likelihood(rng, x, eps, score_fn, *, sde, divergence, rtol, atol, solver, max_steps):
-    """``(logp, nfe, stop)``: the adaptive solve from ``eps`` to ``T`` (the initial step, 1% of
-    the interval, is given: no evaluations are spent on selecting it); ``check_stop`` reads
-    ``stop`` outside this jit, where it can be concrete."""
-    stop, nfe = adaptive_solve(_flow_with_divergence(rng, x, score_fn, sde, divergence), eps,
-                               sde.T, (x, jnp.zeros((x.shape[0],), x.dtype)), rtol=rtol,
-                               atol=atol, solver=solver, max_steps=max_steps)
+                                             "max_steps", "num_probes"))
+def _log_likelihood(rng, x, eps, score_fn, *, sde, divergence, rtol, atol, solver, max_steps,
+                    num_probes):
+    """``(logp (M, B), nfe, stop)``: the adaptive solve from ``eps`` to ``T`` (the initial step,
+    1% of the interval, is given: no evaluations are spent on selecting it); ``check_stop``
+    reads ``stop`` outside this jit, where it can be concrete."""
+    stop, nfe = adaptive_solve(
+        _flow_with_divergence(rng, x, score_fn, sde, divergence, num_probes), eps, sde.T,
+        _initial_state(x, num_probes), rtol=rtol, atol=atol, solver=solver,
+        max_steps=max_steps)
     x_T, delta_logp = stop.y
-    return sde.prior_logp(x_T) + delta_logp, nfe, stop
+    return sde.prior_logp(x_T)[None] + delta_logp, nfe, stop
 
 
-@functools.partial(jax.jit, static_argnames=("sde", "divergence", "solver"))
-def _log_likelihood_fixed(rng, x, ts, num_steps, score_fn, *, sde, divergence, solver):
+@functools.partial(jax.jit, static_argnames=("sde", "divergence", "solver", "num_probes"))
+def _log_likelihood_fixed(rng, x, ts, num_steps, score_fn, *, sde, divergence, solver,
+                          num_probes):
     """The solver's steps between the first ``num_steps + 1`` of the times ``ts`` (a padded
     grid), in a ``lax.fori_loop`` with a traced trip count: diffrax's ``step`` as its
     ``diffeqsolve`` takes it with ``StepTo``, compiled once for every grid of ``ts``'s length."""
-    field = _flow_with_divergence(rng, x, score_fn, sde, divergence)
+    field = _flow_with_divergence(rng, x, score_fn, sde, divergence, num_probes)
     term = diffrax.ODETerm(lambda t, y, args: field(t, y))
     ts = ts.astype(x.dtype)
     method = ODE_SOLVERS[solver][0]()
-    y0 = (x, jnp.zeros((x.shape[0],), x.dtype))
+    y0 = _initial_state(x, num_probes)
 
     def body(k, carry):
         y, state = carry
@@ -234,7 +284,7 @@ def _log_likelihood_fixed(rng, x, ts, num_steps, score_fn, *, sde, divergence, s
     (x_T, delta_logp), _ = lax.fori_loop(0, num_steps, body,
                                          (y0, method.init(term, ts[0], ts[1], y0, None)))
     _, per_step, extra = ODE_SOLVERS[solver]
-    return sde.prior_logp(x_T) + delta_logp, per_step * num_steps + extra
+    return sde.prior_logp(x_T)[None] + delta_logp, per_step * num_steps + extra
 
 
 # ----- bits per dimension ----------------------------------------------------------------------

@@ -488,6 +488,60 @@ def test_negative_elbo_bounds_true_nll_and_closes_as_n_grows():
     print(msg)  # the trend, shown with pytest -s
 
 
+def test_several_probes_are_each_the_closed_form_with_their_own_probe():
+    """``num_probes = M`` Gaussian probes ``z = normal(rng, (M, *x.shape))``, held fixed: on
+    data N(m, s^2 I) (isotropic Jacobian, as in the closed-form test above) probe ``k``'s
+    estimate is ``log p_T(x_T) + c_k D/2 log(v_T / v_eps)``, ``c_k = |z_k|^2 / D`` per example;
+    ``per_probe`` returns the M rows, the default their mean. Tolerance as above."""
+    d, s2, M, B = 6, 0.3, 3, 4
+    m = np.linspace(-1.0, 1.0, d)
+    sde = sde_lib.VPSDE()
+    oracle = isotropic_gaussian(m, s2)
+    x = oracle.sample(jax.random.PRNGKey(3), B)
+    rng = jax.random.PRNGKey(4)
+    rows, _ = sde_lib.log_likelihood(rng, sde, oracle.score_fn(sde), x, divergence="gaussian",
+                                     num_probes=M, per_probe=True)
+    mean, _ = sde_lib.log_likelihood(rng, sde, oracle.score_fn(sde), x, divergence="gaussian",
+                                     num_probes=M)
+    chex.assert_shape((rows, mean), ((M, B), (B,)))
+    (a_eps, s2_eps), (a_T, s2_T) = vp_coeffs(1e-5), vp_coeffs(1.0)
+    v_eps, v_T = a_eps**2 * s2 + s2_eps, a_T**2 * s2 + s2_T
+    x_T = a_T * m + np.sqrt(v_T / v_eps) * (np.asarray(x) - a_eps * m)
+    prior = -0.5 * d * np.log(2 * np.pi) - 0.5 * np.sum(x_T**2, -1)
+    z = np.asarray(jax.random.normal(rng, (M, B, d), x.dtype))
+    c = np.sum(z**2, -1) / d
+    assert np.ptp(c) > 0.5  # the probes differ enough for the check to tell
+    expected = prior + c * 0.5 * d * np.log(v_T / v_eps)
+    chex.assert_trees_all_close(rows, expected, atol=1e-3)
+    chex.assert_trees_all_close(mean, expected.mean(0), atol=1e-3)
+
+
+@pytest.mark.slow
+def test_several_probes_standard_error_covers_the_exact_value():
+    """On the correlated 2-D mixture, ``num_probes = M = 16`` Gaussian probes per
+    example for 64 points: each point's mean over its probes, minus the exact-divergence value,
+    divided by the probes' standard error (sd / sqrt(M)), is Student-t with 15 degrees of
+    freedom when the probes are unbiased and independent; the mean of its square over the 64
+    points is 15 / 13 = 1.154 with sd 0.23 (Var t^2 = 3.39 at 15 df), so it must lie in
+    [0.45, 1.85] (3 sd). A standard error 2x too small or large, or a bias of one standard
+    error, fails."""
+    M, B = 16, 64
+    sde = sde_lib.VPSDE()
+    gmm = sde_lib.asymmetric_mixture_2d()
+    x = gmm.sample(jax.random.PRNGKey(7), B)
+    score_fn = gmm.score_fn(sde)
+    exact, _ = sde_lib.log_likelihood(None, sde, score_fn, x, divergence="exact", rtol=1e-7,
+                                      atol=1e-7)
+    rows, nfe = sde_lib.log_likelihood(jax.random.PRNGKey(8), sde, score_fn, x,
+                                       divergence="gaussian", num_probes=M, per_probe=True,
+                                       rtol=1e-7, atol=1e-7)
+    rows = np.asarray(rows)
+    sd = rows.std(0, ddof=1)
+    assert np.all(sd > 0.01), f"estimates do not vary (sd {sd}): the check would be vacuous"
+    t = (rows.mean(0) - np.asarray(exact)) / (sd / math.sqrt(M))
+    assert 0.45 <= np.mean(t**2) <= 1.85, f"mean t^2 = {np.mean(t**2):.3f}, t = {t}"
+
+
 # ----- bad input ---------------------------------------------------------------------------------
 
 def _never_traced(x, t):
@@ -509,6 +563,8 @@ def _never_traced(x, t):
     ({"rtol": 0.0}, "rtol must be a positive"),
     ({"atol": -1.0}, "atol must be a positive"),
     ({"max_steps": 0}, "max_steps must be an integer >= 1"),
+    ({"num_probes": 0}, "num_probes must be an integer >= 1"),
+    ({"num_probes": 2, "divergence": "exact"}, "num_probes must be 1 with divergence='exact'"),
 ])
 def test_log_likelihood_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -47,7 +47,8 @@ def tiny(config, **fields):
     values = {"training.num_train_steps": 4, "training.batch_size": 16, "training.log_every": 1,
               "training.checkpoint_every": 2, "training.eval_every": 1000,
               "training.sample_every": 1000, "optim.warmup_steps": 1, "eval.batch_size": 16,
-              "eval.num_batches": 1, "eval.likelihood_examples": 4, "eval.num_samples": 4,
+              "eval.num_batches": 1, "eval.likelihood_examples": 4, "eval.num_probes": 2,
+            "eval.num_samples": 4,
               "eval.rtol": 1e-3, "eval.atol": 1e-3, "sampling.num_steps": 5,
               "training.rng_block_size": 2, **fields}
     for path, value in values.items():
@@ -344,7 +345,8 @@ def test_main_launcher_trains_resumes_evaluates_and_samples(tmp_path, capsys, mo
     workdir = str(tmp_path / "run")
     flat = {"training.num_train_steps": 4, "training.batch_size": 16, "training.log_every": 1,
             "training.checkpoint_every": 2, "optim.warmup_steps": 1, "eval.batch_size": 16,
-            "eval.num_batches": 1, "eval.likelihood_examples": 4, "eval.num_samples": 4,
+            "eval.num_batches": 1, "eval.likelihood_examples": 4, "eval.num_probes": 2,
+            "eval.num_samples": 4,
             "eval.rtol": 1e-3, "eval.atol": 1e-3, "sampling.num_steps": 5,
             "training.rng_block_size": 2, **TINY_MODEL}
     base_argv = ["main", f"--config={os.path.join(ROOT, 'experiments/configs/gmm_mlp.py')}",
@@ -367,6 +369,8 @@ def test_main_launcher_trains_resumes_evaluates_and_samples(tmp_path, capsys, mo
         metrics = json.load(f)
     check_run_outputs(workdir, 4, {k: v for k, v in metrics.items() if k != "step"})
     assert metrics["nll_bits_per_dim"] > 0.0 and metrics["sample_nfe"] == 5
+    assert 0.0 < metrics["nll_bits_per_dim_se"] < metrics["nll_bits_per_dim"]
+    assert "nll_bits_per_dim_se = " in out and "standard error over the likelihood's" in out
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["model"]["dropout"] == 0.25
     # a second train run in the same workdir with more steps resumes from step 4

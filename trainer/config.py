@@ -127,8 +127,9 @@ class SamplingConfig:
 @dataclasses.dataclass(frozen=True)
 class EvalConfig(_Checked):
     """Test loss on ``num_batches`` batches of ``batch_size`` of the test split;
-    probability-flow bits/dim (``sde_lib.log_likelihood``) on ``likelihood_examples`` test
-    examples; ``num_samples`` samples."""
+    probability-flow bits/dim (``sde_lib.log_likelihood``, ``num_probes`` Hutchinson probes per
+    example) on ``likelihood_examples`` test examples, with its standard error over them;
+    ``num_samples`` samples."""
 
     SECTION: ClassVar[str] = "eval"
     batch_size: int = checked(256, numbers.Integral, 1)
@@ -137,6 +138,7 @@ class EvalConfig(_Checked):
     likelihood_examples: int = checked(64, numbers.Integral, 1)
     likelihood_eps: float = 1e-5
     divergence: str = "rademacher"
+    num_probes: int = checked(1, numbers.Integral, 1)
     rtol: float = 1e-5
     atol: float = 1e-5
     num_samples: int = checked(256, numbers.Integral, 1)

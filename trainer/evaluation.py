@@ -53,9 +53,14 @@ def evaluate_params(run: Run, params, step: int, writer: MetricWriter | None = N
             logp, _ = run.log_likelihood(params, k_ll, x)
             logp = np.asarray(logp)
         if L is not None:
-            out["bits_per_dim"] = float(sde_lib.bits_per_dim(logp, D, (-1.0, 1.0), L).mean())
+            bpd = np.asarray(sde_lib.bits_per_dim(logp, D, (-1.0, 1.0), L))
+            name = "bits_per_dim"
         else:  # continuous data: negative log-density in bits per dimension
-            out["nll_bits_per_dim"] = float(-logp.mean() / (D * math.log(2.0)))
+            bpd, name = -logp / (D * math.log(2.0)), "nll_bits_per_dim"
+        out[name] = float(bpd.mean())
+        # over the examples: the spread of the data and of the probes together
+        out[f"{name}_se"] = float(bpd.std(ddof=1) / math.sqrt(bpd.size)) if bpd.size > 1 else 0.0
+        if L is None:
             gmm = run.eval_it.dataset.gmm
             if gmm is not None:
                 out["true_nll_bits_per_dim"] = float(-gmm.log_prob(x).mean() / (D * math.log(2)))

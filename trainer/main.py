@@ -43,6 +43,8 @@ flags.DEFINE_integer("num_samples", None, "--mode sample: how many samples (defa
 MODES = {"train": train_and_evaluate, "eval": evaluate_workdir, "sample": sample_workdir}
 UNITS = {"test_loss": "the config's loss, per example", "bits_per_dim": "bits/dim",
          "nll_bits_per_dim": "bits/dim", "true_nll_bits_per_dim": "bits/dim (the exact law)",
+         "bits_per_dim_se": "bits/dim, standard error over the likelihood's examples",
+         "nll_bits_per_dim_se": "bits/dim, standard error over the likelihood's examples",
          "sample_nfe": "score evaluations per sample"}
 
 

@@ -129,7 +129,7 @@ class Run:
         ev = self.cfg.eval
         return jax.jit(lambda params, rng, x: sde_lib.log_likelihood(
             rng, self.sde, self.score_fn(params), x, ev.likelihood_eps, ev.divergence, ev.rtol,
-            ev.atol))
+            ev.atol, num_probes=ev.num_probes))
 
     @functools.cached_property
     def draw(self):
