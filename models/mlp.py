@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from models._checks import check_inputs, check_int, check_rate, set_time_embedding
+from models.dropout import Dropout
 from models.embeddings import TimeEmbeddingConfig, TimeMLP
 
 
@@ -71,7 +72,7 @@ class ResidualMLP(nn.Module):
         for i in range(cfg.num_blocks):
             y = nn.Dense(H, name=f"block{i}_dense0")(nn.LayerNorm(name=f"block{i}_norm")(h))
             y = nn.silu(y + nn.Dense(H, use_bias=False, name=f"block{i}_time")(temb))
-            y = nn.Dropout(cfg.dropout, deterministic=not train)(y)
+            y = Dropout(cfg.dropout)(y, train)
             h = h + nn.Dense(H, name=f"block{i}_dense1")(y)
         out = nn.Dense(d, name="output")(nn.silu(nn.LayerNorm(name="output_norm")(h)))
         return out.reshape(x.shape)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 
+from models import dropout
 from models._checks import check_params
 from sde_lib._validation import check_rng, check_sde
 from sde_lib.losses import get_model_score_fn
@@ -24,7 +25,7 @@ ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 def get_model_fn(model: nn.Module, params, train: bool = False,
-                 rng: jax.Array | None = None) -> ModelFn:
+                 rng: jax.Array | None = None, example_ids: jax.Array | None = None) -> ModelFn:
     """``model_fn(x (B, *D), t (B,)) -> (B, *D)``, the raw network output.
 
     Args:
@@ -32,6 +33,9 @@ def get_model_fn(model: nn.Module, params, train: bool = False,
       params: the ``"params"`` collection.
       train: enables dropout; then ``rng`` is the dropout key.
       rng: a ``jax.random`` key, required when ``train`` is true.
+      example_ids: ``None`` or an integer array ``(B,)``, an id per example of the batches
+        ``model_fn`` is called on: the dropout mask of example ``b`` then comes from ``rng``
+        and ``example_ids[b]`` alone (``models.dropout``), whatever else is in the batch.
 
     Raises:
       ValueError: ``train`` not a bool, ``train=True`` without ``rng``; the returned
@@ -50,7 +54,8 @@ def get_model_fn(model: nn.Module, params, train: bool = False,
 
     def model_fn(x, t):
         check_params(model, params, x, t)
-        return model.apply({"params": params}, x, t, train=train, rngs=rngs)
+        with dropout.example_ids(example_ids if train else None):
+            return model.apply({"params": params}, x, t, train=train, rngs=rngs)
 
     return model_fn
 

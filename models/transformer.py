@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from models._checks import check_inputs, check_int, check_rate, set_time_embedding
+from models.dropout import Dropout
 from models.embeddings import TimeEmbeddingConfig, TimeMLP
 
 
@@ -87,10 +88,10 @@ class AdaLNBlock(nn.Module):
         shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(mod, 6, axis=-1)
         y = nn.MultiHeadDotProductAttention(cfg.num_heads, qkv_features=E, name="attn")(
             _modulate(_norm()(h), shift1, scale1))
-        y = nn.Dropout(cfg.dropout, deterministic=not train)(y)
+        y = Dropout(cfg.dropout)(y, train)
         h = h + gate1[:, None, :] * y
         y = nn.gelu(nn.Dense(cfg.mlp_ratio * E, name="mlp0")(_modulate(_norm()(h), shift2, scale2)))
-        y = nn.Dropout(cfg.dropout, deterministic=not train)(y)
+        y = Dropout(cfg.dropout)(y, train)
         return h + gate2[:, None, :] * nn.Dense(E, name="mlp1")(y)
 
 

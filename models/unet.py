@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from models._checks import check_inputs, check_int, check_rate, set_time_embedding
+from models.dropout import Dropout
 from models.embeddings import TimeEmbeddingConfig, TimeMLP
 
 
@@ -104,7 +105,7 @@ class ResBlock(nn.Module):
         h = nn.Conv(self.out_ch, (3, 3), name="conv0")(nn.silu(_norm(x, "norm0")))
         h = h + nn.Dense(self.out_ch, name="time")(nn.silu(temb))[:, None, None, :]
         h = nn.silu(_norm(h, "norm1"))
-        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        h = Dropout(self.dropout)(h, train)
         h = nn.Conv(self.out_ch, (3, 3), name="conv1")(h)
         if x.shape[-1] != self.out_ch:
             x = nn.Conv(self.out_ch, (1, 1), name="skip")(x)

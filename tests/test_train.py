@@ -27,6 +27,7 @@ import sde_lib
 import trainer
 from experiments.configs import base, cifar10, digits_unet, gmm_mlp, gmm_transformer, mnist
 from trainer import checkpointing, data, workdirs
+from trainer.step import DROPOUT_STREAM
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "_train_worker.py")
@@ -525,11 +526,13 @@ def _check_uses_dropout(cases):
 
 
 @pytest.mark.slow
-def test_dropout_models_keep_their_masks_per_block():
+def test_dropout_masks_belong_to_examples_and_the_network_runs_once():
     """``uses_dropout``: a positive dropout rate draws random numbers in training (the U-Net's
-    default 0.1, an MLP at 0.2), a zero rate does not; such a network keeps the whole loss in
-    the vmap over blocks, so its dropout masks are drawn per block too (equal to the
-    reference's, which draws them there)."""
+    default 0.1, an MLP at 0.2), a zero rate does not. ``example_losses`` runs such a network
+    once on the whole batch with each example's mask drawn from the step's dropout key and the
+    example's global position: equal to a reference that applies the network per block (a vmap
+    over blocks, each with its rows' positions), the losses of a device's half of the batch are
+    those rows of the whole batch's (split-invariant), and dropout changes the losses."""
     _check_uses_dropout([("unet", dict(ch=8, ch_mult=(1,), num_res_blocks=1,
                                        attn_resolutions=()), True),
                          ("mlp", dict(hidden=8, num_blocks=1, dropout=0.2), True),
@@ -538,11 +541,21 @@ def test_dropout_models_keep_their_masks_per_block():
     params = dropped.init(jax.random.key(0), jnp.zeros((1, 3)), jnp.ones(1))["params"]
     loss_fn = sde_lib.get_loss_fn(sde_lib.VPSDE(), {"name": "dsm"})
     x, index, key = jax.random.normal(jax.random.key(1), (8, 3)), jnp.arange(8), jax.random.key(2)
-    got, want, without = jax.jit(lambda x: (
+    k_dropout = jax.random.fold_in(key, DROPOUT_STREAM)
+
+    def per_block(x, index):
+        def one(k, xk, ik):
+            model_fn = models.get_model_fn(dropped, params, True, k_dropout, example_ids=ik)
+            return loss_fn(jax.random.split(jax.random.fold_in(key, k))[0], model_fn, xk)
+        return jax.vmap(one)(index[::2] // 2, x.reshape(4, 2, 3), index.reshape(4, 2)).ravel()
+
+    got, half, want, without = jax.jit(lambda x: (
         trainer.example_losses(params, dropped, loss_fn, key, x, index, 2),
-        _blockwise_reference(params, dropped, loss_fn, key, x, index, 2, True),
+        trainer.example_losses(params, dropped, loss_fn, key, x[4:], index[4:], 2),
+        per_block(x, index),
         trainer.example_losses(params, dropped, loss_fn, key, x, index, 2, train=False)))(x)
     np.testing.assert_allclose(got, want, rtol=1e-10)
+    np.testing.assert_allclose(half, got[4:], rtol=1e-10)
     assert not np.allclose(got, without)
 
 

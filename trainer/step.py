@@ -23,6 +23,9 @@ from trainer.config import TrainingConfig
 from trainer.state import TrainState, ema_decay
 
 AXIS = "batch"
+# fold_in(step_key, DROPOUT_STREAM) is the step's dropout key; the blocks of examples take
+# fold_in(step_key, k) for their times and noise, k = global position // rng_block_size < 2^32 - 1
+DROPOUT_STREAM = 2**32 - 1
 
 
 def example_losses(params, model, loss_fn, step_key, x, index, rng_block_size: int,
@@ -37,9 +40,11 @@ def example_losses(params, model, loss_fn, step_key, x, index, rng_block_size: i
     A ``sde_lib.losses.LossFn`` (what ``get_loss_fn`` returns) draws per block (``jax.vmap``
     of ``loss_fn.draw``) and evaluates the network once on the whole batch: a network applied
     inside the vmap runs on 3-D arrays ``(blocks, c, features)``, which XLA:CPU computes more
-    slowly than the same products and norms on 2-D ones (benchmarks/README.md). A network with
-    dropout in training (``uses_dropout``) and a plain loss function keep the whole loss in the
-    vmap, so that the dropout masks are drawn per block too.
+    slowly than the same products and norms on 2-D ones (benchmarks/README.md). Dropout masks
+    are the example's own: drawn from ``fold_in(step_key, DROPOUT_STREAM)`` and the example's
+    global position (``models.dropout``), so they too are split-invariant. A plain loss
+    function (not a ``LossFn``) keeps the whole loss in the vmap over blocks, with the block's
+    own dropout key.
     """
     b = x.shape[0]
     if b % rng_block_size:
@@ -51,12 +56,12 @@ def example_losses(params, model, loss_fn, step_key, x, index, rng_block_size: i
 
     block_index = index[::rng_block_size] // rng_block_size
     blocks = x.reshape(b // rng_block_size, rng_block_size, *x.shape[1:])
-    if isinstance(loss_fn, sde_lib.losses.LossFn) and not (
-            train and uses_dropout(model, params, x.shape[1:])):
+    if isinstance(loss_fn, sde_lib.losses.LossFn):
         draws = jax.vmap(lambda k, xk: loss_fn.draw(keys(k)[0], xk))(block_index, blocks)
         draws = jax.tree.map(lambda a: a.reshape(b, *a.shape[2:]), draws)
-        # no dropout: the key is never used; train=train keeps the model's mode as asked
-        model_fn = models.get_model_fn(model, params, train, step_key if train else None)
+        model_fn = models.get_model_fn(
+            model, params, train, jax.random.fold_in(step_key, DROPOUT_STREAM) if train else None,
+            example_ids=index if train else None)
         return loss_fn.evaluate(model_fn, x, draws)
 
     def one(k, xk):
