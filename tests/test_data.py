@@ -64,7 +64,7 @@ def test_digits_prepare_offline_without_tensorflow(data_dir, digits_train):
 def test_missing_tfds_dataset_says_how_to_prepare(tmp_path):
     with pytest.raises(data.DatasetNotPreparedError,
                        match=r"'mnist' is not prepared(.|\n)*tfds build mnist --data_dir="):
-        data.tfds_dataset("mnist", "train", tmp_path)
+        data.tfds_dataset("tfds:mnist", "train", tmp_path)
     with pytest.raises(ValueError, match="tfds dataset name, got 'no_such_dataset_xyz'"):
         data.load_dataset(default_section("data", name="no_such_dataset_xyz",
                                           data_dir=str(tmp_path)), "train")

