@@ -65,15 +65,8 @@ class SklearnDigits(OfflineBuilder):
             homepage="https://archive.ics.uci.edu/dataset/80",
         )
 
-    def _split_generators(self, dl_manager):
-        del dl_manager  # nothing is downloaded
-        images, labels = read_digits()
-        return {name: self._generate_examples(images, labels, rows)
-                for name, rows in split_indices().items()}
-
-    def _generate_examples(self, images, labels, rows):
-        for i in rows:
-            yield int(i), {"image": images[i], "label": int(labels[i])}
+    def read(self):
+        return (*read_digits(), split_indices())
 
 
 def get_digits_builder(data_dir: str | os.PathLike | None = None) -> SklearnDigits:

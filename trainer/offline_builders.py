@@ -11,6 +11,7 @@ import importlib.util
 import os
 import pathlib
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 
@@ -32,8 +33,22 @@ def package_file(package: str, *parts: str, distribution: str | None = None) -> 
 
 
 class OfflineBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """A ``GeneratorBasedBuilder`` whose data come from an installed package: nothing is
-    downloaded, so there is no checksums file to look up."""
+    """A ``GeneratorBasedBuilder`` of labelled images read from an installed package: nothing
+    is downloaded, so there is no checksums file to look up. A subclass gives ``_info`` and
+    ``read() -> (images, labels, {split: row indices})``; example ``i`` is row ``i``."""
+
+    def read(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        raise NotImplementedError
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # nothing is downloaded
+        images, labels, splits = self.read()
+        return {name: self._generate_examples(images, labels, rows)
+                for name, rows in splits.items()}
+
+    def _generate_examples(self, images, labels, rows):
+        for i in rows:
+            yield int(i), {"image": images[i], "label": int(labels[i])}
 
     @tfds.core.utils.classproperty
     @classmethod
