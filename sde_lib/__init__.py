@@ -38,6 +38,7 @@ from sde_lib.likelihood import (
     uniform_dequantize,
 )
 from sde_lib.losses import LossConfig, get_loss_fn
+from sde_lib.mmd import MixtureMMD, mixture_mmd
 from sde_lib.parameterization import (
     PARAMETERIZATIONS,
     Parameterization,
@@ -73,7 +74,7 @@ __all__ = [
     "grid_of_gaussians", "ring_of_gaussians",
     # evaluation
     "GaussianLaw", "coupled_error", "evaluation", "flow_kl", "flow_limit_kl",
-    "gaussian_sampler_law", "mmd_test", "mode_errors",
+    "gaussian_sampler_law", "mmd_test", "mode_errors", "MixtureMMD", "mixture_mmd",
     # inverse problems
     "GUIDANCE", "conditional_sample", "guided_score_fn", "inverse",
     # validation

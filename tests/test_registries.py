@@ -114,7 +114,7 @@ def test_public_names():
         "guided_score_fn", "inverse", "log_likelihood", "losses", "mmd_test", "mode_errors",
         "posterior_moments", "ring_of_gaussians", "sample", "sampling", "subVPSDE",
         "tweedie_covariance", "tweedie_mean", "uniform_dequantize"}
-    assert set(sde_lib.__all__) == old | {"SDES", "get_sde"}
+    assert set(sde_lib.__all__) == old | {"SDES", "get_sde", "MixtureMMD", "mixture_mmd"}
     assert len(sde_lib.__all__) == len(set(sde_lib.__all__))
     for name in sde_lib.__all__:
         assert hasattr(sde_lib, name), name
