@@ -5,6 +5,8 @@ at each ``--threads`` count, ours, ...); ``ours / peer`` is taken per round (bel
 faster) and its median and range are printed, with each side's median time, the range, and the
 CPU time (``time.process_time``) over the wall time, which says how many cores a side kept busy.
 JAX runs with its default thread pool (every core); torch with ``torch.set_num_threads(n)``.
+On a machine whose other cores are busy, torch's OpenMP threads spin waiting for them: run with
+``OMP_WAIT_POLICY=PASSIVE`` to time torch rather than that contention (benchmarks/README.md).
 
 Rows (``--rows``):
 
