@@ -438,15 +438,7 @@ def run(config, workdir: str) -> dict[str, str]:
         paths.update(common.write_table(
             workdir, "loss", [{"network": n, **r} for n, c in curves.items() for r in c],
             ["network", "step", "test_loss"]))
-        fig, ax = plt.subplots(figsize=(5, 3.4))
-        for network, curve in curves.items():
-            ax.plot([r["step"] for r in curve], [r["test_loss"] for r in curve], marker="o",
-                    ms=3, label=network)
-        ax.set(xlabel="training step", ylabel="held-out loss (eps MSE per pixel)",
-               yscale="log", title="digits, held-out loss (EMA parameters)")
-        ax.legend()
-        fig.tight_layout()
-        paths.update(reporting.save_figure(fig, workdir, "loss.png"))
+        paths.update(reporting.save_figure(_loss_figure(plt, curves), workdir, "loss.png"))
 
     accuracy = digits_metric.test_accuracy(clf)
     for row in quality:
@@ -486,6 +478,20 @@ def run(config, workdir: str) -> dict[str, str]:
     return paths
 
 
+def _loss_figure(plt, curves):
+    """Held-out loss against the training step, one line per network."""
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for network, curve in curves.items():
+        ax.plot([r["step"] for r in curve], [r["test_loss"] for r in curve], marker="o",
+                ms=3, label=network)
+    ax.set(xlabel="training step", ylabel="held-out loss (eps MSE per pixel)",
+           yscale="log", title="digits, held-out loss (EMA parameters)")
+    reporting.plain_log_ticks(ax)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    return fig
+
+
 def _likelihood_figure(plt, likelihood, by_nfe, exp):
     """Bits/dim against NFE per network: the fixed-step PF-ODE NLL and the strided ELBOs, with
     the adaptive PF-ODE NLL and the independent-pixel model as lines."""
@@ -505,7 +511,8 @@ def _likelihood_figure(plt, likelihood, by_nfe, exp):
                    label="independent pixels")
         ax.set(xscale="log", yscale="log", xlabel="NFE (score evaluations)",
                ylabel="bits/dim of the test digits (+-1 SE)", title=network)
-        ax.legend(fontsize=6)
+        reporting.plain_log_ticks(ax)
+        ax.legend(fontsize=6, loc="best")
     fig.tight_layout()
     return fig
 
@@ -532,8 +539,11 @@ def _quality_figure(plt, quality, exp):
         ax.set(xscale="log", yscale="log", xlabel="NFE (score evaluations)",
                ylabel="Frechet distance to test digits",
                title=f"{network}: classifier FD of {exp.num_samples} samples (+-1 bootstrap sd)")
-        ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
+        reporting.plain_log_ticks(ax)
+    # one legend for the figure, below the panels, so that no panel's data are covered
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=7)
+    fig.tight_layout(rect=(0, 0.06 + 0.035 * math.ceil(len(labels) / 6), 1, 1))
     return fig
 
 

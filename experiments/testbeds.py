@@ -282,12 +282,11 @@ def write_summary(workdir, rows, exp) -> dict[str, str]:
                                                  "\n".join(parts))}
 
 
-def write_figures(workdir, rows, samples, gmms, exp) -> dict[str, str]:
-    """``testbeds.png``: per testbed (columns), the flow KL of the deterministic samplers, the
-    pathwise error of the stochastic ones and the sliced W2 (rows) against NFE, exact score,
-    mean with +-1 sd bands; ``samples.png``: each 2-D testbed's samples at the smallest NFE."""
+def metrics_figure(rows, exp):
+    """Per testbed (columns), the flow KL of the deterministic samplers, the pathwise error of
+    the stochastic ones and the sliced W2 (rows) against NFE, exact score, mean with +-1 sd
+    bands (``testbeds.png``)."""
     plt = reporting.pyplot()
-    paths = {}
     panels = (("kl", "KL(sampler || data), nats"), ("path", "pathwise RMS error"),
               ("sw2", "sliced W2 to exact samples"))
     fig, axes = plt.subplots(len(panels), len(exp.testbeds), squeeze=False,
@@ -314,9 +313,17 @@ def write_figures(workdir, rows, samples, gmms, exp) -> dict[str, str]:
                            color="k", alpha=0.1, label="exact vs exact (+-1 sd)")
             ax.set(xscale="log", yscale="log", title=f"{testbed}, exact score",
                    xlabel="NFE (score evaluations)", ylabel=label)
-            ax.legend(fontsize=6)
+            reporting.plain_log_ticks(ax)
+            ax.legend(fontsize=6, loc="best")
     fig.tight_layout()
-    paths.update(reporting.save_figure(fig, workdir, "testbeds.png"))
+    return fig
+
+
+def write_figures(workdir, rows, samples, gmms, exp) -> dict[str, str]:
+    """``testbeds.png`` (``metrics_figure``) and ``samples.png``: each 2-D testbed's samples at
+    the smallest NFE."""
+    plt = reporting.pyplot()
+    paths = reporting.save_figure(metrics_figure(rows, exp), workdir, "testbeds.png")
     flat = [t for t in exp.testbeds if gmms[t].dim == 2]
     if flat:
         nfe = min(exp.nfes)

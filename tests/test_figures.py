@@ -15,7 +15,9 @@ from experiments import (
     compare_samplers,
     ddpm_to_sde,
     diagnostics,
+    digits,
     inverse_problems,
+    testbeds,
     tweedie,
 )
 from trainer import metrics, reporting
@@ -135,6 +137,41 @@ def test_tweedie(tmp_path):
              "naive_mean_rmse": s} for s in (0.05, 0.2, 1.0, 3.0)]
     axes = check_figure(tweedie.figure(rows, 2), tmp_path)
     assert len({ax.get_ylabel() for ax in axes}) == 2  # one axis per quantity
+
+
+def test_digits_figures(tmp_path):
+    """The digits study's held-out loss, bits/dim against NFE and classifier FD against NFE
+    (one legend below the panels)."""
+    nets, methods = ("unet_digits", "transformer_digits"), ("ddpm_ancestral", "ddim", "pc")
+    exp = types.SimpleNamespace(networks=nets, methods=methods, num_samples=64)
+    curves = {n: [{"step": s, "test_loss": 0.1 + 1.0 / s} for s in (100, 200, 400)]
+              for n in nets}
+    check_figure(digits._loss_figure(plt, curves), tmp_path, "loss.png")
+    likelihood = [{"network": "-", "model": "independent pixels (fitted on train)",
+                   "bits_per_dim": 2.4}] + [
+        {"network": n, "model": "PF-ODE NLL", "bits_per_dim": 2.3, "nfe": 400} for n in nets]
+    by_nfe = [{"network": n, "method": m, "nfe": k, "bits_per_dim": b / k ** 0.5 + 2.0,
+               "se": 0.02} for n in nets for m, b in (("heun", -2.0), ("elbo", 20.0))
+              for k in (20, 50, 100)]
+    check_figure(digits._likelihood_figure(plt, likelihood, by_nfe, exp), tmp_path)
+    quality = [{"network": "-", "fd": 9.0, "fd_sd": 2.0},
+               {"network": "-", "fd": 86.0, "fd_sd": 7.0}] + [
+        {"network": n, "sampler": m, "nfe": k, "fd": 10.0 + 100.0 / k + i, "fd_sd": 2.0}
+        for n in nets for i, m in enumerate(methods) for k in (20, 50, 100)]
+    fig = digits._quality_figure(plt, quality, exp)
+    assert len(fig.legends) == 1 and not any(ax.get_legend() for ax in fig.axes)
+    check_figure(fig, tmp_path, "quality_vs_nfe.png")
+
+
+def test_testbeds_figure(tmp_path):
+    beds, methods = ("pair", "ring"), ("euler_maruyama", "pf_ode_euler")
+    exp = types.SimpleNamespace(testbeds=beds, methods=methods)
+    rows = [{"testbed": b, "score": "exact samples", "sampler": "-", "sw2": 0.1,
+             "sw2_sd": 0.02} for b in beds] + [
+        {"testbed": b, "score": "exact", "sampler": m, "nfe": k, "kl": 1.0 / k,
+         "kl_sd": 0.1 / k, "path": 2.0 / k, "path_sd": None, "sw2": 0.1 + 1.0 / k,
+         "sw2_sd": 0.01} for b in beds for m in methods for k in (10, 20, 50, 100)]
+    check_figure(testbeds.metrics_figure(rows, exp), tmp_path, "testbeds.png")
 
 
 def test_inverse(tmp_path):
