@@ -270,12 +270,9 @@ def score_error_figure(err_rows: list[dict], dims, num_seeds: int):
     return fig
 
 
-def write_figures(workdir, err_rows, sde_rows, paths_2d, exp) -> dict[str, str]:
+def sdes_figure(sde_rows: list[dict], gaussian_dim: int):
+    """The exact KL of each sampler against NFE, one panel per SDE (``sdes.png``)."""
     plt = reporting.pyplot()
-    out = {}
-    out.update(reporting.save_figure(score_error_figure(err_rows, exp.dims,
-                                                        len(exp.train_seeds)),
-                                     workdir, "score_error.png"))
     fig, axes = plt.subplots(1, len(SDES), figsize=(5 * len(SDES), 3.8), sharey=True)
     for ax, name in zip(axes, SDES, strict=True):
         for method in dict.fromkeys(r["sampler"] for r in sde_rows):
@@ -283,12 +280,22 @@ def write_figures(workdir, err_rows, sde_rows, paths_2d, exp) -> dict[str, str]:
                          if r["sde"] == name and r["sampler"] == method)
             if pts:
                 ax.loglog(*zip(*pts, strict=True), "o-", ms=3, label=method)
-        ax.set(title=f"{name}: exact KL, Gaussian d = {exp.gaussian_dim}",
-               xlabel="NFE (score evaluations)")
-    axes[0].set_ylabel("KL(sampler || data), nats")
-    axes[0].legend(fontsize=7)
+        ax.set(title=f"{name}: exact KL, Gaussian d = {gaussian_dim}",
+               xlabel="NFE (score evaluations)", ylabel="KL(sampler || data), nats")
+        reporting.plain_log_ticks(ax)
+    axes[0].legend(fontsize=7, loc="best")
     fig.tight_layout()
-    out.update(reporting.save_figure(fig, workdir, "sdes.png"))
+    return fig
+
+
+def write_figures(workdir, err_rows, sde_rows, paths_2d, exp) -> dict[str, str]:
+    plt = reporting.pyplot()
+    out = {}
+    out.update(reporting.save_figure(score_error_figure(err_rows, exp.dims,
+                                                        len(exp.train_seeds)),
+                                     workdir, "score_error.png"))
+    out.update(reporting.save_figure(sdes_figure(sde_rows, exp.gaussian_dim), workdir,
+                                     "sdes.png"))
     if paths_2d is not None:
         paths, gmm = paths_2d
         fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharex=True, sharey=True)

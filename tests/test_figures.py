@@ -131,6 +131,13 @@ def test_score_error(tmp_path):
     check_figure(diagnostics.score_error_figure(rows, (2, 8), 3), tmp_path)
 
 
+def test_sdes(tmp_path):
+    rows = [{"sde": sde, "sampler": m, "nfe": k, "kl_nats": c / k}
+            for sde in diagnostics.SDES for m, c in (("ddim", 5.0), ("pf_ode_heun", 0.5))
+            for k in (10, 20, 50, 100)]
+    check_figure(diagnostics.sdes_figure(rows, 16), tmp_path)
+
+
 def test_tweedie(tmp_path):
     rows = [{"sigma_t": s, "post_sd": s / (1 + s), "model_mean_rmse": 0.05 * s,
              "model_mean_rmse_sd": 0.01 * s, "model_cov_err": 0.1 * s, "model_cov_err_sd": None,
