@@ -34,6 +34,14 @@ from trainer.reporting import write_atomic
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 
+def progress(items=None, desc: str = "", total: int | None = None, unit: str = "setting"):
+    """A progress bar on stderr (tqdm) over ``items``, or one to ``update`` by hand up to
+    ``total``: every study phase that can take more than a few seconds shows one."""
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, total=total, unit=unit)
+
+
 def config_file(name: str) -> str:
     """The path of ``experiments/configs/<name>.py``."""
     return os.path.join(CONFIG_DIR, f"{name}.py")

@@ -189,7 +189,8 @@ def run(config, workdir: str) -> dict[str, str]:
         trainer.validate_config(c)
     key_eval = jax.random.key(exp.seed)
     rows, evaluator = [], None
-    for i, name in enumerate(exp.losses):
+    for i, name in enumerate(common.progress(exp.losses, "compare_losses: losses",
+                                             unit="loss")):
         runs = []
         for seed in exp.train_seeds:
             trained = trainer.train_and_evaluate(configs[(name, seed)],

@@ -74,7 +74,7 @@ def run(config, workdir: str) -> dict[str, str]:
     config = trainer.experiment_config(DDPMToSDEConfig, config)
     rng = jax.random.key(config.seed)
     rows = []
-    for N in config.Ns:
+    for N in common.progress(config.Ns, "ddpm_to_sde: chain lengths N", unit="N"):
         row = {"N": N, "marginal_err": marginal_error(N)}
         for method in ("ddpm_ancestral", "euler_maruyama"):
             err, se = sampler_error(rng, N, method, config)

@@ -217,6 +217,7 @@ def run(config, workdir: str) -> dict[str, str]:
             raise ValueError(f"experiment.pc_nfes: {nfe} does not run: {e}") from None
     key = jax.random.key(exp.seed)
     err_rows, swap_rows, pc_rows, paths_2d = [], [], [], None
+    bar = common.progress(desc="diagnostics", total=3 * len(exp.dims) + 1, unit="phase")
     for dim in exp.dims:
         models = [trainer.train_and_evaluate(configs[(dim, s)],
                                              os.path.join(workdir, f"model_d{dim}_s{s}"))
@@ -224,9 +225,14 @@ def run(config, workdir: str) -> dict[str, str]:
         sde, gmm = models[0]["sde"], models[0]["dataset"].gmm
         score_fns = [m["score_fn"] for m in models]
         k = jax.random.fold_in(key, dim)
+        bar.set_postfix_str(f"d={dim}: score error against t")
         err_rows += [{"dim": dim, **r} for r in score_errors(sde, gmm, score_fns, exp.times,
                                                               exp.num_samples, k)]
+        bar.update(1)
+        bar.set_postfix_str(f"d={dim}: score-swap ablation")
         swap_rows += swap_ablation(sde, gmm, score_fns, exp, k, dim)
+        bar.update(1)
+        bar.set_postfix_str(f"d={dim}: pc snr sweep, trajectories")
         if dim == max(exp.dims):
             floor = [common.sliced_wasserstein(
                 np.asarray(gmm.sample(jax.random.fold_in(k, 2 * i + 1), exp.num_samples)),
@@ -235,7 +241,11 @@ def run(config, workdir: str) -> dict[str, str]:
             pc_rows = pc_sweep(sde, gmm, exp, k, dim, float(np.mean(floor)))
         if dim == 2:
             paths_2d = (trajectories(sde, gmm.score_fn(sde), k), gmm)
+        bar.update(1)
+    bar.set_postfix_str("VP / sub-VP / VE exact KL")
     sde_rows = sde_comparison(exp)
+    bar.update(1)
+    bar.close()
     out = common.write_table(workdir, "score_error", err_rows,
                              ["dim", "t", "rel_score_err", "rel_score_err_sd"])
     out.update(common.write_table(workdir, "swap", swap_rows, list(swap_rows[0])))

@@ -187,15 +187,19 @@ def likelihood_rows(rng, sde, score_fn, v_test, levels, network: str,
                                                      variance=variance, num_bins=levels,
                                                      num_steps=num_steps).bpd)
 
+    bar = common.progress(desc=f"{network}: bits/dim", total=3 + len(nfes), unit="solve")
     bpd, nfe = nll(rtol=1e-4, atol=1e-4)
+    bar.update(1)
     rows = [{"network": network, "model": "PF-ODE NLL", "bits_per_dim": float(bpd.mean()),
              "se": _se(bpd), "nfe": nfe}]
     for variance in ("beta", "beta_tilde"):
         b = elbo(variance)
+        bar.update(1)
         rows.append({"network": network, "model": f"DDPM negative ELBO, variance {variance}",
                      "bits_per_dim": float(b.mean()), "se": _se(b), "nfe": sde.N})
     by_nfe = []
     for target in nfes:
+        bar.update(1)
         bpd, nfe = nll(solver="heun", num_steps=max(target // 2, 1), time_grid="logsnr")
         by_nfe.append({"network": network, "method": "PF-ODE NLL, Heun steps (log-SNR grid)",
                        "nfe_target": target, "nfe": nfe, "bits_per_dim": float(bpd.mean()),
@@ -206,6 +210,7 @@ def likelihood_rows(rng, sde, score_fn, v_test, levels, network: str,
                            "method": f"ddpm_ancestral ELBO, variance {variance}",
                            "nfe_target": target, "nfe": min(target, sde.N),
                            "bits_per_dim": float(b.mean()), "se": _se(b)})
+    bar.close()
     return rows, by_nfe
 
 
@@ -259,9 +264,11 @@ def quality_rows(rng, np_rng, sde, score_fn, exp, clf, x_test, network: str):
     ref = clf.features(x_test)
     rows, shape = [], (exp.num_samples, *x_test.shape[1:])
     samples = {}
+    bar = common.progress(desc=f"{network}: samplers", total=len(exp.methods) * len(exp.nfes))
     for method in exp.methods:
         sampler = sde_lib.SAMPLERS[method]
         for column, nfe_target in enumerate(exp.nfes):
+            bar.update(1)
             if sampler.adaptive:  # tolerances, not steps: one per column, the NFE is measured
                 options = {"rtol": 10.0 ** -(column + 2), "atol": 10.0 ** -(column + 2)}
                 num_steps = 1
@@ -284,6 +291,7 @@ def quality_rows(rng, np_rng, sde, score_fn, exp, clf, x_test, network: str):
                            class_tv=digits_metric.class_histogram_tv(clf.probs(x)))
             rows.append(row)
             samples[(method, nfe_target)] = x
+    bar.close()
     return rows, samples
 
 
@@ -341,7 +349,8 @@ def inverse_rows(rng, sde, score_fn, exp, x_test, x_train):
         methods += [(f"dps-norm {z:g}", "dps", {"normalize": True, "scale": z})
                     for z in exp.zetas]
         methods += [("pigdm", "pigdm", {})]
-        for name, guidance, options in methods:
+        for name, guidance, options in common.progress(methods, f"inverse problems: {task}",
+                                                       unit="method"):
             fn = jax.jit(lambda k, g=guidance, o=options, A=A, y=y, s=sigma_y:
                          sde_lib.conditional_sample(k, sde, score_fn, (n, *shape), A, y, s,
                                                     guidance=g, method="ddpm_ancestral",

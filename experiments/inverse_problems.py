@@ -97,6 +97,8 @@ def run(config, workdir: str) -> dict[str, str]:
     A = jnp.array([[1.0, 0.0]])
     n = exp.num_samples
     rows, shown = [], {}
+    bar = common.progress(desc="inverse problems: (y, guidance, score)",
+                          total=len(exp.ys) * len(GUIDANCES) * len(scores))
     for y in exp.ys:
         for label, guidance, sigma_y, options in GUIDANCES:
             post = gmm.condition(A, jnp.array([y]), max(sigma_y, 1e-6))
@@ -131,6 +133,8 @@ def run(config, workdir: str) -> dict[str, str]:
                     row.update(common.summarize(runs, METRICS))
                     row.pop("mean_err_x2_se_sd", None)
                 rows.append(row)
+                bar.update(1)
+    bar.close()
     columns = ["y", "sigma_y", "guidance", "score", "finite", "exact_mean_x2", "mean_err_x2",
                "mean_err_x2_sd", "mean_err_x2_se", "sd_err_x2", "sd_err_x2_sd", "mode_err",
                "mode_err_sd", "w2_x2", "w2_x2_sd", "w2_floor"]

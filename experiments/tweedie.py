@@ -71,7 +71,7 @@ def run(config, workdir: str) -> dict[str, str]:
     sde, gmm = models[0]["sde"], models[0]["dataset"].gmm
     key_x = jax.random.key(exp.seed)
     rows = []
-    for i, t in enumerate(exp.times):
+    for i, t in enumerate(common.progress(exp.times, "tweedie: noise levels", unit="level")):
         x_t = gmm.marginal(sde, t).sample(jax.random.fold_in(key_x, i), exp.num_points)
         tb = jnp.full((exp.num_points,), t)
         post = gmm.posterior(sde, x_t, tb)

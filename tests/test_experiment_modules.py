@@ -56,12 +56,13 @@ def test_ou_process(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddpm_to_sde(tmp_path):
+def test_ddpm_to_sde(tmp_path, capsys):
     """The chain's marginal error falls as 1/N (fitted rate -1 +- 0.1) and both samplers' weak
-    errors fall with N."""
+    errors fall with N; the run shows its progress on stderr."""
     config = tiny(ddpm_to_sde_config, dict(Ns=(50, 100, 200), num_samples=20000, dim=4),
                   mlp=False)
     paths = ddpm_to_sde.run(config, str(tmp_path))
+    assert "ddpm_to_sde: chain lengths N: 100%" in capsys.readouterr().err
     assert (tmp_path / "ddpm_to_sde.png").stat().st_size > 0
     rows = _rows(paths["ddpm_to_sde.csv"])
     assert abs(float(rows[-1]["marginal_err"]) + 1.0) < 0.1
@@ -196,7 +197,7 @@ def test_compare_losses(tmp_path):
 
 
 @pytest.mark.slow
-def test_diagnostics(tmp_path):
+def test_diagnostics(tmp_path, capsys):
     """A tiny model: every table and figure written; the score-swap rows cover all t, each
     window and none; the relative score error is finite and positive; pc runs at every snr; the
     VP / sub-VP / VE table holds every affine sampler; with the model's score nowhere (the exact
@@ -206,6 +207,7 @@ def test_diagnostics(tmp_path):
         swap_nfe=20, snrs=(0.05, 0.16), pc_nfes=(50,), sde_nfes=(10, 50), num_samples=300,
         sample_seeds=2), **{"training.num_train_steps": 100, "training.checkpoint_every": 100})
     paths = diagnostics.run(config, str(tmp_path))
+    assert "diagnostics: 100%" in capsys.readouterr().err  # its phases shown as they run
     for name in ("score_error.png", "sdes.png", "trajectories.png"):
         assert (tmp_path / name).stat().st_size > 0
     swap = _rows(paths["swap.csv"])
