@@ -144,6 +144,46 @@ def bench(case, batch, calls, repeats, steps_per_call=1, unroll=None, dropout=No
             f"{batch / t_step:,.0f} |")
 
 
+def dropout_paths(case, batch, calls, repeats, dropout=None):
+    """The loss gradient of a dropout network (the config's rate) by ``trainer.example_losses``
+    (the network once on the batch, each example's masks from its position) against the way it
+    was computed before (the whole loss inside a ``jax.vmap`` over the blocks of
+    ``rng_block_size`` examples, a dropout key per block), interleaved; ratio new / old."""
+    module, shape = CASES[case]
+    config = module.get_config()
+    config.training.batch_size = batch
+    if dropout is not None:
+        config.model.dropout = dropout
+    cfg = trainer.validate_config(config)
+    sde, model = cfg.sde.build(), models.get_model(cfg.model)
+    loss_fn = sde_lib.get_loss_fn(sde, cfg.loss)
+    c = cfg.training.rng_block_size
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, *shape)), jnp.ones(1))["params"]
+    x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (batch, *shape)), jnp.float32)
+    index, key = jnp.arange(batch), jax.random.PRNGKey(1)
+
+    def old(p):
+        def one(k, xk):
+            k_loss, k_dropout = jax.random.split(jax.random.fold_in(key, k))
+            return loss_fn(k_loss, models.get_model_fn(model, p, True, k_dropout), xk)
+        return jax.vmap(one)(index[::c] // c, x.reshape(batch // c, c, *shape)).mean()
+
+    def new(p):
+        return trainer.example_losses(p, model, loss_fn, key, x, index, c).mean()
+
+    fns = {name: jax.jit(jax.value_and_grad(f)) for name, f in (("new", new), ("old", old))}
+    for f in fns.values():
+        jax.block_until_ready(f(params))
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, f in fns.items():
+            times[name].append(_round(lambda carry, p, f=f: f(p), None, (params,), calls)[0])
+    ratios = np.array(times["new"]) / np.array(times["old"])
+    return (f"| {case} ({config.model.name}, dropout {cfg.model.dropout}) | {batch} | "
+            f"{1e3 * np.median(times['old']):.1f} | {1e3 * np.median(times['new']):.1f} | "
+            f"{np.median(ratios):.3f} ({ratios.min():.3f}-{ratios.max():.3f}) |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", nargs="+", default=["mlp", "unet"], choices=sorted(CASES))
@@ -157,9 +197,19 @@ def main():
                         help="keep the scan's loop even where the trainer unrolls it")
     parser.add_argument("--dropout", type=float, default=None,
                         help="the model's dropout rate instead of the config's")
+    parser.add_argument("--dropout-paths", action="store_true",
+                        help="only compare the dropout loss gradient's two formulations")
     args = parser.parse_args()
     print(f"devices: {jax.local_device_count()} x {jax.devices()[0].device_kind}; jax "
           f"{jax.__version__}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    if args.dropout_paths:
+        print("| case | batch | per-block vmap (ms) | network once (ms) | new / old, median "
+              "(range) |\n|---|---|---|---|---|")
+        for case in args.cases:
+            batch = args.batch_mlp if case == "mlp" else args.batch_unet
+            print(dropout_paths(case, batch, args.calls, args.repeats, args.dropout),
+                  flush=True)
+        return
     print("| case | data | batch | steps per call | compile (s) | train step (ms) | host-fed "
           "step (ms) | prefetched (ms) | bare fwd+bwd (ms) | ratio | host-fed ratio | "
           "prefetched ratio | examples/s |")
