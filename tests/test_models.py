@@ -459,7 +459,8 @@ def test_layers_groupnorm_rejects_indivisible_channels():
                                          ("unet_mnist", (1, 28, 28, 1))])
 def test_unet_equals_unet_of_flax_layers(name, shape):
     """The U-Net of ``models.layers`` has the params (tree, names, init) of the one built from
-    ``nn.Conv`` / ``nn.GroupNorm`` and the same output and gradients (float32)."""
+    ``nn.Conv`` / ``nn.GroupNorm`` / ``jax.image.resize`` and the same output and gradients
+    (float32)."""
     model = models.get_model(name, ch=8)
     x = jax.random.normal(jax.random.PRNGKey(1), shape, jnp.float32)
     t = jnp.linspace(0.2, 0.8, shape[0], dtype=jnp.float32)
@@ -470,8 +471,11 @@ def test_unet_equals_unet_of_flax_layers(name, shape):
 
     params = model.init(jax.random.PRNGKey(0), x, t)["params"]
     new = value_and_grad(params)
+    resize = lambda h: jax.image.resize(
+        h, (h.shape[0], 2 * h.shape[1], 2 * h.shape[2], h.shape[3]), method="nearest")
     with mock.patch.object(unet_module, "Conv", nn.Conv), \
-            mock.patch.object(unet_module, "GroupNorm", nn.GroupNorm):
+            mock.patch.object(unet_module, "GroupNorm", nn.GroupNorm), \
+            mock.patch.object(unet_module, "upsample_nearest", resize):
         chex.assert_trees_all_equal(model.init(jax.random.PRNGKey(0), x, t)["params"], params)
         old = value_and_grad(params)
     np.testing.assert_allclose(new[0], old[0], rtol=1e-5)
