@@ -392,3 +392,104 @@ def test_new_score_fn_closures_do_not_recompile():
             rtol=1e-12)
         chex.assert_trees_all_close(samples, sde_lib.sample(key, sde, closure, (3, 2), "ddim",
                                                             num_steps=5)[0], rtol=1e-12)
+
+
+# models.layers: the U-Net's faster formulations against the Flax layers they replace (issue 30)
+
+from unittest import mock  # noqa: E402
+
+from models import layers  # noqa: E402
+from models import unet as unet_module  # noqa: E402
+
+LAYER_TOL = {jnp.float64: 1e-10, jnp.float32: 2e-5}
+
+
+def assert_layer_matches(new, old, x, tol):
+    """Same params from the same key, same output and same gradients in params and input."""
+    p_new = new.init(jax.random.PRNGKey(0), x)["params"]
+    p_old = old.init(jax.random.PRNGKey(0), x)["params"]
+    chex.assert_trees_all_equal(p_new, p_old)
+    params = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.PRNGKey(3), a.shape,
+                                                                a.dtype), p_old)
+    ct = jax.random.normal(jax.random.PRNGKey(4), jax.eval_shape(
+        lambda: old.apply({"params": params}, x)).shape, x.dtype)
+
+    def loss(module):
+        return jax.jit(jax.value_and_grad(
+            lambda p, x: jnp.sum(module.apply({"params": p}, x) * ct), argnums=(0, 1)))
+
+    y_new, y_old = new.apply({"params": params}, x), old.apply({"params": params}, x)
+    assert y_new.dtype == y_old.dtype == x.dtype
+    scale = float(jnp.max(jnp.abs(y_old)))
+    np.testing.assert_allclose(y_new, y_old, rtol=0, atol=tol * scale)
+    (v_new, g_new), (v_old, g_old) = loss(new)(params, x), loss(old)(params, x)
+    np.testing.assert_allclose(v_new, v_old, rtol=tol, atol=tol * scale)
+    for a, b in zip(jax.tree.leaves(g_new), jax.tree.leaves(g_old), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=tol * float(jnp.max(jnp.abs(b))))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+@pytest.mark.parametrize("kernel, strides, shape", [
+    ((3, 3), 1, (3, 8, 8, 5)), ((3, 3), (2, 2), (3, 8, 8, 5)), ((3, 3), 1, (2, 7, 7, 4)),
+    ((3, 3), (2, 2), (2, 7, 7, 4)), ((1, 1), 1, (2, 7, 7, 6)), ((1, 1), 1, (3, 4, 4, 8)),
+    ((1, 1), (2, 2), (2, 7, 7, 3))])
+def test_layers_conv_matches_flax_conv(kernel, strides, shape, dtype):
+    x = jax.random.normal(jax.random.PRNGKey(1), shape, dtype)
+    assert_layer_matches(layers.Conv(7, kernel, strides=strides),
+                         nn.Conv(7, kernel, strides=strides), x, LAYER_TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+@pytest.mark.parametrize("shape, groups, offset", [
+    ((3, 8, 8, 32), 8, 0.0), ((2, 7, 7, 64), 16, 0.5), ((2, 4, 4, 12), 3, 2.0),
+    ((2, 5, 3, 6), 1, -1.0)])
+def test_layers_groupnorm_matches_flax_groupnorm(shape, groups, offset, dtype):
+    x = offset + jax.random.normal(jax.random.PRNGKey(1), shape, dtype)
+    assert_layer_matches(layers.GroupNorm(num_groups=groups), nn.GroupNorm(num_groups=groups),
+                         x, LAYER_TOL[dtype])
+
+
+def test_layers_groupnorm_rejects_indivisible_channels():
+    with pytest.raises(ValueError, match="num_groups 4 does not divide the 6 channels"):
+        layers.GroupNorm(num_groups=4).init(jax.random.PRNGKey(0), jnp.zeros((1, 2, 2, 6)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, shape", [("unet_digits", (2, 8, 8, 1)),
+                                         ("unet_mnist", (1, 28, 28, 1))])
+def test_unet_equals_unet_of_flax_layers(name, shape):
+    """The U-Net of ``models.layers`` has the params (tree, names, init) of the one built from
+    ``nn.Conv`` / ``nn.GroupNorm`` / ``jax.image.resize`` and the same output and gradients
+    (float32)."""
+    model = models.get_model(name, ch=8)
+    x = jax.random.normal(jax.random.PRNGKey(1), shape, jnp.float32)
+    t = jnp.linspace(0.2, 0.8, shape[0], dtype=jnp.float32)
+
+    def value_and_grad(params):  # traced anew at each call, under the patch or not
+        loss = lambda p: jnp.sum(model.apply({"params": p}, x, t) ** 2)
+        return jax.jit(jax.value_and_grad(loss))(params)
+
+    params = model.init(jax.random.PRNGKey(0), x, t)["params"]
+    new = value_and_grad(params)
+    resize = lambda h: jax.image.resize(
+        h, (h.shape[0], 2 * h.shape[1], 2 * h.shape[2], h.shape[3]), method="nearest")
+    with mock.patch.object(unet_module, "Conv", nn.Conv), \
+            mock.patch.object(unet_module, "GroupNorm", nn.GroupNorm), \
+            mock.patch.object(unet_module, "upsample_nearest", resize):
+        chex.assert_trees_all_equal(model.init(jax.random.PRNGKey(0), x, t)["params"], params)
+        old = value_and_grad(params)
+    np.testing.assert_allclose(new[0], old[0], rtol=1e-5)
+    scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(old[1]))
+    chex.assert_trees_all_close(new[1], old[1], rtol=0, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 4, 3), (1, 7, 5, 2)])
+def test_upsample_nearest_matches_image_resize(shape):
+    x = jax.random.normal(jax.random.PRNGKey(1), shape)
+    B, H, W, C = shape
+    resize = lambda x: jax.image.resize(x, (B, 2 * H, 2 * W, C), method="nearest")
+    np.testing.assert_array_equal(unet_module.upsample_nearest(x), resize(x))
+    ct = jax.random.normal(jax.random.PRNGKey(2), (B, 2 * H, 2 * W, C))
+    grads = [jax.grad(lambda x, f=f: jnp.sum(f(x) * ct))(x)
+             for f in (unet_module.upsample_nearest, resize)]
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12, atol=1e-12)
