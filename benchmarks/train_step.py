@@ -55,16 +55,20 @@ def _round(fn, carry, args, calls):
     return (time.perf_counter() - start) / calls, carry
 
 
-def bench(case, batch, calls, repeats, steps_per_call=1, unroll=None, dropout=None):
+def _case(case, batch, dropout=None):
+    """``(config, cfg, shape, model, loss_fn)`` of ``case`` at ``batch`` (and ``dropout``)."""
     module, shape = CASES[case]
     config = module.get_config()
     config.training.batch_size = batch
     if dropout is not None:
         config.model.dropout = dropout
     cfg = trainer.validate_config(config)
-    sde = cfg.sde.build()
     model = models.get_model(cfg.model)
-    loss_fn = sde_lib.get_loss_fn(sde, cfg.loss)
+    return config, cfg, shape, model, sde_lib.get_loss_fn(cfg.sde.build(), cfg.loss)
+
+
+def bench(case, batch, calls, repeats, steps_per_call=1, unroll=None, dropout=None):
+    config, cfg, shape, model, loss_fn = _case(case, batch, dropout)
     optimizer, schedule = trainer.create_optimizer(cfg.optim)
     state = trainer.create_train_state(jax.random.PRNGKey(0), model, shape, optimizer)
     devices = jax.local_devices()
@@ -149,14 +153,7 @@ def dropout_paths(case, batch, calls, repeats, dropout=None):
     (the network once on the batch, each example's masks from its position) against the way it
     was computed before (the whole loss inside a ``jax.vmap`` over the blocks of
     ``rng_block_size`` examples, a dropout key per block), interleaved; ratio new / old."""
-    module, shape = CASES[case]
-    config = module.get_config()
-    config.training.batch_size = batch
-    if dropout is not None:
-        config.model.dropout = dropout
-    cfg = trainer.validate_config(config)
-    sde, model = cfg.sde.build(), models.get_model(cfg.model)
-    loss_fn = sde_lib.get_loss_fn(sde, cfg.loss)
+    config, cfg, shape, model, loss_fn = _case(case, batch, dropout)
     c = cfg.training.rng_block_size
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, *shape)), jnp.ones(1))["params"]
     x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (batch, *shape)), jnp.float32)
