@@ -3,6 +3,7 @@ formulas written here, the registry's errors, and get_score_fn against the param
 conversions and the Gaussian-mixture oracle."""
 
 import math
+from unittest import mock
 
 import chex
 import flax.linen as nn
@@ -14,6 +15,8 @@ from _compiles import count_compilations
 
 import models
 import sde_lib
+from models import layers
+from models import unet as unet_module
 
 KEY = jax.random.PRNGKey(0)
 
@@ -396,10 +399,6 @@ def test_new_score_fn_closures_do_not_recompile():
 
 # models.layers: the U-Net's faster formulations against the Flax layers they replace (issue 30)
 
-from unittest import mock  # noqa: E402
-
-from models import layers  # noqa: E402
-from models import unet as unet_module  # noqa: E402
 
 LAYER_TOL = {jnp.float64: 1e-10, jnp.float32: 2e-5}
 
@@ -428,10 +427,19 @@ def assert_layer_matches(new, old, x, tol):
         np.testing.assert_allclose(a, b, rtol=0, atol=tol * float(jnp.max(jnp.abs(b))))
 
 
-@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+# float64 at 1e-10 checks the formulas (fast tier); float32 the dtypes (slow tier, as are the
+# cases that repeat a fast one's kind at another size)
+DTYPES = [jnp.float64, pytest.param(jnp.float32, marks=pytest.mark.slow)]
+
+
+def _slow(*values):
+    return pytest.param(*values, marks=pytest.mark.slow)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kernel, strides, shape", [
-    ((3, 3), 1, (3, 8, 8, 5)), ((3, 3), (2, 2), (3, 8, 8, 5)), ((3, 3), 1, (2, 7, 7, 4)),
-    ((3, 3), (2, 2), (2, 7, 7, 4)), ((1, 1), 1, (2, 7, 7, 6)), ((1, 1), 1, (3, 4, 4, 8)),
+    _slow((3, 3), 1, (3, 8, 8, 5)), _slow((3, 3), (2, 2), (3, 8, 8, 5)), ((3, 3), 1, (2, 7, 7, 4)),
+    ((3, 3), (2, 2), (2, 7, 7, 4)), ((1, 1), 1, (2, 7, 7, 6)), _slow((1, 1), 1, (3, 4, 4, 8)),
     ((1, 1), (2, 2), (2, 7, 7, 3))])
 def test_layers_conv_matches_flax_conv(kernel, strides, shape, dtype):
     x = jax.random.normal(jax.random.PRNGKey(1), shape, dtype)
@@ -439,9 +447,9 @@ def test_layers_conv_matches_flax_conv(kernel, strides, shape, dtype):
                          nn.Conv(7, kernel, strides=strides), x, LAYER_TOL[dtype])
 
 
-@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape, groups, offset", [
-    ((3, 8, 8, 32), 8, 0.0), ((2, 7, 7, 64), 16, 0.5), ((2, 4, 4, 12), 3, 2.0),
+    _slow((3, 8, 8, 32), 8, 0.0), ((2, 7, 7, 64), 16, 0.5), _slow((2, 4, 4, 12), 3, 2.0),
     ((2, 5, 3, 6), 1, -1.0)])
 def test_layers_groupnorm_matches_flax_groupnorm(shape, groups, offset, dtype):
     x = offset + jax.random.normal(jax.random.PRNGKey(1), shape, dtype)
