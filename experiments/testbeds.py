@@ -319,36 +319,43 @@ def metrics_figure(rows, exp):
     return fig
 
 
-def write_figures(workdir, rows, samples, gmms, exp) -> dict[str, str]:
-    """``testbeds.png`` (``metrics_figure``) and ``samples.png``: each 2-D testbed's samples at
-    the smallest NFE."""
+def samples_figure(samples, gmms, flat, exp):
+    """``samples.png``: the exact score's samples of each method (columns) at the smallest NFE
+    target for each 2-D testbed of ``flat`` (rows), over the data's log-density contours."""
     plt = reporting.pyplot()
+    nfe = min(exp.nfes)
+    fig, axes = plt.subplots(len(flat), len(exp.methods), squeeze=False,
+                             figsize=(2.6 * len(exp.methods), 2.7 * len(flat)))
+    for i, testbed in enumerate(flat):
+        gmm = gmms[testbed]
+        lim = float(np.abs(np.asarray(gmm.means)).max()) + 1.5
+        g = np.linspace(-lim, lim, 150)
+        xx, yy = np.meshgrid(g, g)
+        logp = np.asarray(gmm.log_prob(np.stack([xx.ravel(), yy.ravel()], 1)))
+        for j, method in enumerate(exp.methods):
+            ax = axes[i, j]
+            ax.contour(xx, yy, logp.reshape(xx.shape), levels=np.arange(-12, 4, 2),
+                       colors="k", linewidths=0.4)
+            x = samples[testbed].get(("exact", method, nfe))
+            if x is not None:
+                ax.scatter(x[:1000, 0], x[:1000, 1], s=1, alpha=0.4)
+            ax.set(xlim=(-lim, lim), ylim=(-lim, lim), title=f"{testbed}: {method}",
+                   xlabel="x_1", ylabel="x_2")
+            ax.title.set_fontsize(7)
+            ax.tick_params(labelsize=6)
+    fig.suptitle(f"exact score, NFE target {nfe}; contours: log-density of the data "
+                 f"(every 2 nats)")
+    fig.tight_layout()
+    return fig
+
+
+def write_figures(workdir, rows, samples, gmms, exp) -> dict[str, str]:
+    """``testbeds.png`` (``metrics_figure``) and ``samples.png`` (``samples_figure``)."""
     paths = reporting.save_figure(metrics_figure(rows, exp), workdir, "testbeds.png")
     flat = [t for t in exp.testbeds if gmms[t].dim == 2]
     if flat:
-        nfe = min(exp.nfes)
-        fig, axes = plt.subplots(len(flat), len(exp.methods), squeeze=False,
-                                 figsize=(2.6 * len(exp.methods), 2.6 * len(flat)))
-        for i, testbed in enumerate(flat):
-            gmm = gmms[testbed]
-            lim = float(np.abs(np.asarray(gmm.means)).max()) + 1.5
-            g = np.linspace(-lim, lim, 150)
-            xx, yy = np.meshgrid(g, g)
-            logp = np.asarray(gmm.log_prob(np.stack([xx.ravel(), yy.ravel()], 1)))
-            for j, method in enumerate(exp.methods):
-                ax = axes[i, j]
-                ax.contour(xx, yy, logp.reshape(xx.shape), levels=np.arange(-12, 4, 2),
-                           colors="k", linewidths=0.4)
-                x = samples[testbed].get(("exact", method, nfe))
-                if x is not None:
-                    ax.scatter(x[:1000, 0], x[:1000, 1], s=1, alpha=0.4)
-                ax.set(xlim=(-lim, lim), ylim=(-lim, lim), xticks=[], yticks=[],
-                       title=f"{testbed}: {method}" if i == 0 else testbed)
-                ax.title.set_fontsize(7)
-        fig.suptitle(f"exact score, NFE target {nfe}; contours: log-density of the data "
-                     f"(every 2 nats)")
-        fig.tight_layout()
-        paths.update(reporting.save_figure(fig, workdir, "samples.png"))
+        paths.update(reporting.save_figure(samples_figure(samples, gmms, flat, exp), workdir,
+                                           "samples.png"))
     return paths
 
 

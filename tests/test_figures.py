@@ -179,6 +179,14 @@ def test_testbeds_figure(tmp_path):
          "kl_sd": 0.1 / k, "path": 2.0 / k, "path_sd": None, "sw2": 0.1 + 1.0 / k,
          "sw2_sd": 0.01} for b in beds for m in methods for k in (10, 20, 50, 100)]
     check_figure(testbeds.metrics_figure(rows, exp), tmp_path, "testbeds.png")
+    exp.nfes = (10, 20)
+    means = np.array([[-2.0, 0.0], [2.0, 1.0]])
+    gmm = types.SimpleNamespace(means=means, dim=2, log_prob=lambda z: -0.5 * np.min(
+        np.sum((np.asarray(z)[:, None] - means[None]) ** 2, -1), 1))
+    x = np.random.default_rng(3).normal(size=(200, 2))
+    samples = {b: {("exact", m, 10): x for m in methods} for b in beds}
+    check_figure(testbeds.samples_figure(samples, {b: gmm for b in beds}, beds, exp), tmp_path,
+                 "samples.png")
 
 
 def test_inverse(tmp_path):
