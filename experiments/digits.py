@@ -127,8 +127,10 @@ def _se(values) -> float:
 
 
 def _grid(rows_of_images, titles, plt):
+    """Rows of 8x8 images, each row labelled by its title, with one grey-scale colour bar."""
     rows, cols = len(rows_of_images), max(len(r) for r in rows_of_images)
-    fig, axes = plt.subplots(rows, cols, squeeze=False, figsize=(0.7 * cols + 2.2, 0.8 * rows))
+    fig, axes = plt.subplots(rows, cols, squeeze=False, figsize=(0.7 * cols + 3.2, 0.8 * rows))
+    shown = None
     for i, (images, title) in enumerate(zip(rows_of_images, titles, strict=True)):
         for j in range(cols):
             ax = axes[i, j]
@@ -137,9 +139,13 @@ def _grid(rows_of_images, titles, plt):
             for side in ax.spines.values():
                 side.set_visible(False)
             if j < len(images):
-                ax.imshow(np.clip(images[j, ..., 0], -1, 1), cmap="gray_r", vmin=-1, vmax=1)
+                shown = ax.imshow(np.clip(images[j, ..., 0], -1, 1), cmap="gray_r", vmin=-1,
+                                  vmax=1)
         axes[i, 0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
     fig.tight_layout()
+    if shown is not None:
+        fig.colorbar(shown, ax=axes, fraction=0.02, pad=0.01,
+                     label="pixel value (-1 white, 1 black)")
     return fig
 
 

@@ -169,6 +169,15 @@ def test_digits_figures(tmp_path):
     assert len(fig.legends) == 1 and not any(ax.get_legend() for ax in fig.axes)
     check_figure(fig, tmp_path, "quality_vs_nfe.png")
 
+    images = np.random.default_rng(4).uniform(-1, 1, (3, 5, 8, 8, 1))
+    fig = digits._grid(list(images), ["original", "observed", "dps-norm 3"], plt)
+    colorbars = [ax for ax in fig.axes if ax.get_ylabel().startswith("pixel value")]
+    assert len(colorbars) == 1
+    assert [ax.get_ylabel() for ax in fig.axes if ax.get_subplotspec() is not None
+            and ax.get_subplotspec().colspan.start == 0] == ["original", "observed",
+                                                             "dps-norm 3"]
+    reporting.save_figure(fig, str(tmp_path), "grid.png")
+
 
 def test_testbeds_figure(tmp_path):
     beds, methods = ("pair", "ring"), ("euler_maruyama", "pf_ode_euler")
