@@ -1,7 +1,8 @@
 # One command each: `make run` (the main job: sampler comparison), `make test` (the fast tier of
 # the suite) and `make test-all` (every test, what CI runs); each creates .venv and installs the
 # package with its pinned dependencies first. The tests run in two pytest-xdist workers, whole
-# files per worker (module fixtures train their models once).
+# files per worker (module fixtures train their models once); a crashed worker is not restarted
+# (--max-worker-restart=0): the run reports it and ends instead of waiting on the replacement.
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -24,11 +25,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --max-worker-restart=0 -m "not slow" tests
 
 test-all: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --max-worker-restart=0 tests
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
