@@ -9,8 +9,16 @@ subprocesses of the kill, resume and multi-process tests always do.
 
 The environment variables must be set before JAX initialises its backends, so this module sets
 them at import time, before anything imports jax.
+
+After each test file, JAX's compiled programs are dropped (``jax.clear_caches``). XLA:CPU maps
+every compiled program's code into memory, and those maps stay while the program is cached; a
+pytest-xdist worker that runs half the suite compiles thousands of programs and reached Linux's
+limit of 65,530 maps per process (``vm.max_map_count``): the next compile aborted the worker
+("Fatal Python error: Aborted"). Measured here: 73 sampler tests left 5,136 maps; with the
+caches cleared between files, each file starts again from about 1,100 to 2,000.
 """
 
+import gc
 import os
 
 _flags = ["--xla_force_host_platform_device_count=8"]
@@ -25,3 +33,13 @@ import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test file (see the module docstring)."""
+    yield
+    jax.clear_caches()
+    gc.collect()
