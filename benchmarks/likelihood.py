@@ -78,7 +78,7 @@ def probe_rows(dim, probes):
 
 def digits_row(workdir, num):
     import trainer
-    from experiments import digits
+    from experiments import images
     from experiments.configs import digits as digits_config
     try:
         config = trainer.saved_config(workdir)
@@ -86,11 +86,11 @@ def digits_row(workdir, num):
         config = digits_config.get_config()
     score_fn, sde = trainer.load_score_fn(workdir, config)
     cfg = trainer.parse_config(config)
-    v, levels = digits.load_images(cfg.data, "test")
+    v, levels = images.load_images(cfg.data, "test")
     v = v[:num]
     rng = jax.random.key(0)
     k_deq, k_ll = jax.random.split(rng)
-    data_range = digits.image_range(levels)
+    data_range = images.image_range(levels)
     x = sde_lib.uniform_dequantize(k_deq, v, data_range, num_bins=levels).astype(jnp.float32)
     run = jax.jit(lambda x: sde_lib.log_likelihood(k_ll, sde, score_fn, x, rtol=1e-4,
                                                    atol=1e-4))

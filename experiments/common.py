@@ -10,15 +10,21 @@ Sample quality (all take ``(n, d)`` arrays and return Python floats or numpy arr
 * ``mean_nll(gmm, x)``: the mean true negative log-density ``-E log p(x)`` of the samples in nats
   per dimension (for exact samples it is the entropy per dimension).
 
-Tables are written whole or not at all (``trainer.reporting.write_atomic``).
+Tables are written whole or not at all (``trainer.reporting.write_atomic``). A study that runs
+for hours keeps each finished unit of work in a ``ResultCache`` and, run again in the same
+workdir, resumes after the last one.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import math
 import os
+import re
+import zlib
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -86,6 +92,51 @@ def write_table(workdir: str, name: str, rows: Sequence[Mapping],
     return {f"{name}.csv": write_atomic(os.path.join(workdir, f"{name}.csv"), buf.getvalue()),
             f"{name}.md": write_atomic(os.path.join(workdir, f"{name}.md"),
                                        markdown_table(rows, columns))}
+
+
+class ResultCache:
+    """The finished units of work of a long study, kept in ``<workdir>/partial/<fingerprint>/``:
+    one ``<key>.json`` (a table row or any JSON value) and optionally ``<key>.npy`` (an array)
+    per unit, each written whole. ``fingerprint`` is any JSON value that fixes the results (the
+    config, the trained models' steps): another fingerprint is another directory, so a changed
+    setting never reuses a stale result. ``rng(key)`` is a numpy generator seeded by the key, so
+    that a resumed study draws what an uninterrupted one would."""
+
+    def __init__(self, workdir: str, fingerprint, seed: int = 0):
+        digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str)
+                                .encode()).hexdigest()[:16]
+        self.dir = os.path.join(workdir, "partial", digest)
+        self.seed = seed
+
+    def _path(self, key: str, ext: str) -> str:
+        return os.path.join(self.dir, re.sub(r"[^A-Za-z0-9_.=-]+", "_", key) + ext)
+
+    def get(self, key: str):
+        """``(value, array or None)`` of a finished unit, or ``None``."""
+        path = self._path(key, ".json")
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            value = json.load(f)
+        array = self._path(key, ".npy")
+        return value, (np.load(array) if os.path.exists(array) else None)
+
+    def put(self, key: str, value, array=None):
+        """Keeps a finished unit (the array first, so a kept row always has its array)."""
+        if array is not None:
+            buf = io.BytesIO()
+            np.save(buf, np.asarray(array))
+            write_atomic(self._path(key, ".npy"), buf.getvalue())
+        write_atomic(self._path(key, ".json"), json.dumps(value))
+        return value, array
+
+    def rng(self, key: str) -> np.random.Generator:
+        return key_rng(self.seed, key)
+
+
+def key_rng(seed: int, key: str) -> np.random.Generator:
+    """A numpy generator seeded by ``seed`` and a string ``key`` (the same in every process)."""
+    return np.random.default_rng([seed, zlib.crc32(key.encode())])
 
 
 def pm(mean, sd) -> str:

@@ -112,12 +112,74 @@ def test_beta_variance_cost_closed_form():
     """The ELBO's cost of the reverse variance beta over beta_tilde for Ho et al.'s linear
     schedule, from an independent numpy transcription of the chain: sum over i >= 1 of
     KL(N(0, beta_tilde_i) || N(0, beta_i)) per dimension in bits, 0.486."""
-    from experiments import digits
+    from experiments import images
 
     b = np.linspace(1e-4, 0.02, 1000)
     ab = np.cumprod(1 - b)
     r = (1 - ab[:-1]) / (1 - ab[1:])  # beta_tilde_i / beta_i, i = 1 .. 999
     want = np.sum(0.5 * (r - 1 - np.log(r))) / np.log(2)
     sde = sde_lib.DiscreteVPSDE(beta_min=0.1, beta_max=20.0, N=1000)
-    np.testing.assert_allclose(digits.beta_variance_cost(sde), want, rtol=1e-6)
+    np.testing.assert_allclose(images.beta_variance_cost(sde), want, rtol=1e-6)
     assert 0.48 < want < 0.49
+
+
+def test_nearest_distances_and_memorization():
+    """``nearest_distances`` against a brute-force loop; ``memorization``: copies of training
+    images are all near-copies at distance 0, the test images themselves score the quantile
+    (by construction: at most ``ceil(q n)`` of them lie at or below their own q-quantile),
+    and points far from every training image score 0."""
+    rng = np.random.default_rng(3)
+    train, test = rng.normal(size=(300, 5, 5, 1)), rng.normal(size=(200, 5, 5, 1))
+    x = rng.normal(size=(7, 5, 5, 1))
+    brute = [min(np.linalg.norm((a - b).ravel()) for b in train) for a in x]
+    np.testing.assert_allclose(digits_metric.nearest_distances(x, train, batch=3), brute,
+                               rtol=1e-9)
+    copies = digits_metric.memorization(train[:50], train, test, quantile=0.05)
+    assert copies["near_copy_fraction"] == 1.0 and copies["median_nn"] < 1e-6
+    assert copies["near_copy_se"] == 0.0
+    held = digits_metric.memorization(test, train, test, quantile=0.05)
+    assert 0.05 <= held["near_copy_fraction"] <= math.ceil(0.05 * 200) / 200 + 1e-12
+    assert held["median_nn"] == held["test_median_nn"]
+    far = digits_metric.memorization(test + 100.0, train, test, quantile=0.05)
+    assert far["near_copy_fraction"] == 0.0
+    with pytest.raises(ValueError, match=r"quantile must be in \(0, 1\)"):
+        digits_metric.memorization(test, train, test, quantile=1.0)
+
+
+def test_image_sets_and_their_splits():
+    """Both image sets read from their packages with their builders' splits: sizes, shapes,
+    levels and classes; an unknown name is refused naming the valid ones."""
+    for name, (n_train, n_test, shape, levels) in {
+            "digits": (1500, 297, (8, 8, 1), 17), "mnist": (4000, 1000, (28, 28, 1), 256)}.items():
+        spec = digits_metric.image_set(name)
+        assert (spec.num_train, spec.num_test, spec.shape, spec.num_levels) == (
+            n_train, n_test, shape, levels)
+        x, labels = digits_metric.digits_split("test", name)
+        assert x.shape == (n_test, *shape) and x.dtype == np.float32
+        assert x.min() == -1.0 and x.max() == 1.0
+        assert set(np.unique(labels)) == set(range(10))
+    with pytest.raises(ValueError, match=r"dataset must be one of \['digits', 'mnist'\]"):
+        digits_metric.image_set("cifar10")
+
+
+@pytest.mark.slow
+def test_mnist_classifier_is_accurate_and_deterministic(tmp_path):
+    """The MNIST CNN: over 95% of the 1,000 test digits right, cached, and trained again from
+    scratch to the same bytes; its features separate real digits from the pixel model's
+    samples by more than Z bootstrap sd's."""
+    clf = digits_metric.load_classifier(str(tmp_path), "mnist")
+    assert digits_metric.test_accuracy(clf) > 0.95
+    again = digits_metric.train_classifier(dataset="mnist")
+    reloaded = digits_metric.load_classifier(str(tmp_path), "mnist")
+    x, _ = digits_metric.digits_split("test", "mnist")
+    np.testing.assert_array_equal(again.features(x[:100]), clf.features(x[:100]))
+    np.testing.assert_array_equal(reloaded.features(x[:100]), clf.features(x[:100]))
+    rng = np.random.default_rng(0)
+    spec = digits_metric.image_set("mnist")
+    v_train, _ = spec.split("train")
+    ref = clf.features(x)
+    floor, floor_sd = digits_metric.real_floor(rng, ref, clf.features(
+        digits_metric.digits_split("train", "mnist")[0]), 500, num_draws=5)
+    pixel = data.scale_images(digits_metric.PixelModel(v_train, 256).sample(rng, 500), 256)
+    fd, fd_sd = digits_metric.frechet_interval(rng, clf.features(pixel), ref, 20)
+    assert fd - floor > Z * math.hypot(fd_sd, floor_sd), (fd, fd_sd, floor, floor_sd)

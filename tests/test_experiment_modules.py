@@ -2,6 +2,7 @@
 numbers say what the module claims."""
 
 import csv
+import dataclasses
 import importlib
 import json
 import os
@@ -20,11 +21,12 @@ import pytest
 import sde_lib
 import trainer
 from experiments import (
+    common,
     compare_losses,
     ddpm_to_sde,
     diagnostics,
-    digits,
     digits_metric,
+    images,
     inverse_problems,
     ou_process,
     testbeds,
@@ -35,6 +37,7 @@ from experiments.configs import ddpm_to_sde as ddpm_to_sde_config
 from experiments.configs import diagnostics as diagnostics_config
 from experiments.configs import digits as digits_config
 from experiments.configs import inverse_problems as inverse_config
+from experiments.configs import mnist as mnist_config
 from experiments.configs import ou_process as ou_config
 from experiments.configs import testbeds as testbeds_config
 from experiments.configs import tweedie as tweedie_config
@@ -145,14 +148,14 @@ def test_digits(tmp_path):
         "training.steps_per_call": 1, "training.checkpoint_every": 4,
         "training.eval_every": 2, "eval.num_samples": 8, "sampling.num_steps": 5,
         "training.num_devices": 1, "training.batch_size": 16, "eval.batch_size": 16})
-    paths = digits.run(config, str(tmp_path / "run"))
+    paths = images.run(config, str(tmp_path / "run"))
     bpd = {(r["network"], r["model"]): float(r["bits_per_dim"])
            for r in _rows(paths["digits.csv"])}
     assert len(bpd) == 9 and all(0 < v < 100 for v in bpd.values()), bpd
     assert bpd[("-", "uniform code")] == pytest.approx(np.log2(17), rel=1e-12)
     data_config = parse_config(config).data
-    v_test, levels = digits.load_images(data_config, "test")
-    v_train, _ = digits.load_images(data_config, "train")
+    v_test, levels = images.load_images(data_config, "test")
+    v_train, _ = images.load_images(data_config, "train")
     pixel = digits_metric.PixelModel(v_train, levels).bits_per_dim(v_test[:4]).mean()
     assert bpd[("-", "independent pixels (fitted on train)")] == pytest.approx(pixel, rel=1e-9)
     by_nfe = _rows(paths["likelihood_vs_nfe.csv"])
@@ -170,12 +173,65 @@ def test_digits(tmp_path):
     assert (tmp_path / "run" / "model_transformer_digits" / "checkpoints").is_dir()
     inverse = _rows(paths["inverse.csv"])
     assert {(r["task"], r["method"]) for r in inverse} == {
-        (t, m) for t, s in digits.TASKS if t != "super-resolution" for m in
+        (t, m) for t, s in images.TASKS if t != "super-resolution" for m in
         ["mean training image", "nearest training digit", "dps-norm 0.1", "pigdm"]
         + (["projection"] if not s else []) + (["observation"] if t != "inpainting" else [])}
     for name in ("samples.png", "inverse.png", "quality_vs_nfe.png", "loss.png",
                  "likelihood_vs_nfe.png"):
         assert (tmp_path / "run" / name).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_mnist_tiny_resumes_and_tunes_on_validation(tmp_path, monkeypatch):
+    """The image study on MNIST (28x28, 256 levels; the classifier trained for a few steps):
+    the baselines are the closed forms (8 bits, the pixel model), the quality table has the
+    reference rows, the memorization table copies of training digits at 100% near-copies; DPS's
+    zeta' is the one of the lowest validation error, run on the scored digits only; a second
+    run in the same workdir reuses every kept unit and writes the same tables."""
+    spec = digits_metric.image_set("mnist")
+    monkeypatch.setitem(digits_metric.DATASETS, "mnist", dataclasses.replace(spec, steps=3))
+    config = tiny(mnist_config, dict(methods=("ddim",), nfes=(3,), num_samples=12, num_test=3,
+                                     num_inverse=3, num_validation=2, inverse_steps=3,
+                                     zetas=(0.3, 1.0), tasks=("inpainting", "denoising")),
+                  mlp=False, **{
+        "data.data_dir": str(tmp_path / "tfds"), "training.num_train_steps": 2,
+        "training.steps_per_call": 1, "training.checkpoint_every": 2,
+        "training.eval_every": 2, "training.sample_every": 2, "eval.num_samples": 8,
+        "sampling.num_steps": 3, "training.num_devices": 1, "training.batch_size": 8,
+        "eval.batch_size": 8, "eval.num_batches": 1})
+    workdir = tmp_path / "run"
+    paths = images.run(config, str(workdir))
+    bpd = {r["model"]: float(r["bits_per_dim"]) for r in _rows(paths["digits.csv"])}
+    assert bpd["uniform code"] == pytest.approx(8.0, rel=1e-12)
+    v_test, _ = digits_metric.image_set("mnist").split("test")
+    v_train, _ = digits_metric.image_set("mnist").split("train")
+    pixel = digits_metric.PixelModel(v_train, 256).bits_per_dim(v_test[:3]).mean()
+    assert bpd["independent pixels (fitted on train)"] == pytest.approx(pixel, rel=1e-9)
+    assert all(np.isfinite(v) for v in bpd.values()), bpd
+    quality = _rows(paths["quality.csv"])
+    assert [r["sampler"] for r in quality] == ["training digits (floor)", "independent pixels",
+                                               "mean training image", "ddim"]
+    memo = {r["sampler"]: r for r in _rows(paths["memorization.csv"])}
+    assert float(memo["training digits (floor)"]["near_copies"]) == 1.0
+    assert 0.0 <= float(memo["ddim"]["near_copies"]) <= 1.0
+    validation = _rows(paths["inverse_validation.csv"])
+    assert [(r["task"], float(r["zeta"]), r["digits"]) for r in validation] == [
+        (t, z, "2") for t in ("inpainting", "denoising") for z in (0.3, 1.0)]
+    inverse = _rows(paths["inverse.csv"])
+    for task in ("inpainting", "denoising"):
+        tried = [r for r in validation if r["task"] == task]
+        best = min(tried, key=lambda r: float(r["mse"]))["zeta"]
+        dps = [r for r in inverse if r["task"] == task and r["method"].startswith("dps")]
+        assert [(r["method"], r["zeta_chosen_on"]) for r in dps] == [
+            (f"dps-norm {float(best):g}", "2 validation digits")]
+    tables = {name: (workdir / name).read_bytes() for name in
+              ("digits.csv", "quality.csv", "memorization.csv", "inverse.csv",
+               "inverse_validation.csv", "likelihood_vs_nfe.csv")}
+    kept = sorted(os.listdir(next((workdir / "partial").iterdir())))
+    assert "quality_unet_mnist_ddim_3.json" in kept and "quality_unet_mnist_ddim_3.npy" in kept
+    images.run(config, str(workdir))
+    assert {name: (workdir / name).read_bytes() for name in tables} == tables
+    assert sorted(os.listdir(next((workdir / "partial").iterdir()))) == kept
 
 
 @pytest.mark.slow
@@ -305,14 +361,18 @@ def test_module_configs_reject_bad_values(tmp_path):
     """The fast tier's check of the modules whose runs are in the slow tier: bad values raise
     before anything trains, and nothing is written."""
     for module, config_module, change, message in (
-            (digits, digits_config, {"experiment.nfes": (1,)}, "nfes must be integers >= 2"),
-            (digits, digits_config, {"experiment.num_test": 0}, r"num_test must be in 1 \.\. 297"),
-            (digits, digits_config, {"experiment.methods": ("heun",)}, "are not samplers"),
-            (digits, digits_config, {"experiment.zetas": (0.0,)}, "zetas must be positive"),
-            (digits, digits_config, {"experiment.steps": 3}, r"unknown keys \['steps'\]"),
-            (digits, digits_config, {"experiment.networks": ("resnet",)},
+            (images, digits_config, {"experiment.nfes": (1,)}, "nfes must be integers >= 2"),
+            (images, digits_config, {"experiment.num_test": 0}, r"num_test must be in 1 \.\. 297"),
+            (images, digits_config, {"experiment.methods": ("heun",)}, "are not samplers"),
+            (images, digits_config, {"experiment.zetas": (0.0,)}, "zetas must be positive"),
+            (images, digits_config, {"experiment.steps": 3}, r"unknown keys \['steps'\]"),
+            (images, mnist_config, {"experiment.num_samples": 4001},
+             r"num_samples must be in 2 \.\. 4000"),
+            (images, mnist_config, {"experiment.num_validation": 900},
+             r"num_validation must be in 1 \.\. 800 \(the test digits of mnist after"),
+            (images, digits_config, {"experiment.networks": ("resnet",)},
              "networks must be distinct names of models.MODELS"),
-            (digits, digits_config, {"experiment.networks": ("transformer_digits",)},
+            (images, digits_config, {"experiment.networks": ("transformer_digits",)},
              r"networks\[0\] must be the config's model.name 'unet_digits'"),
             (compare_losses, compare_losses_config, {"experiment.losses": ("hinge",)},
              "are unknown"),
@@ -344,7 +404,8 @@ def test_module_configs_build_and_train_through_main():
     model pass the trainer's checks (the config ``trainer.main`` takes for it)."""
     typed = {"ou_process": ou_process.OUConfig, "ddpm_to_sde": ddpm_to_sde.DDPMToSDEConfig,
              "tweedie": tweedie.TweedieConfig, "inverse_problems": inverse_problems.InverseConfig,
-             "digits": digits.DigitsConfig, "diagnostics": diagnostics.DiagnosticsConfig,
+             "digits": images.DigitsConfig, "mnist": images.DigitsConfig,
+             "diagnostics": diagnostics.DiagnosticsConfig,
              "compare_losses": compare_losses.LossComparisonConfig,
              "testbeds": testbeds.TestbedsConfig}
     for name, cls in typed.items():
@@ -364,3 +425,25 @@ def test_ddpm_to_sde_marginal_error():
         vp_alpha, _ = sde_lib.VPSDE(N=N).marginal_coeffs(t)
         want = float(jnp.max(jnp.abs(chain_alpha**2 - vp_alpha**2)))
         np.testing.assert_allclose(ddpm_to_sde.marginal_error(N), want, rtol=1e-9)
+
+
+def test_result_cache_keeps_units_per_fingerprint(tmp_path):
+    """A kept unit comes back as written (its row and array); another fingerprint is another
+    directory (nothing stale is reused); the key's generator is the same in every process and
+    differs between keys; files are written whole (no temporary file left)."""
+    cache = common.ResultCache(str(tmp_path), {"config": {"a": 1}, "steps": 10}, seed=3)
+    assert cache.get("quality/unet/ddim/20") is None
+    x = np.arange(6.0).reshape(2, 3)
+    cache.put("quality/unet/ddim/20", {"fd": 1.5, "nfe": 20}, x)
+    cache.put("ll/unet/pf_ode", {"bits_per_dim": 2.0})
+    row, array = cache.get("quality/unet/ddim/20")
+    assert row == {"fd": 1.5, "nfe": 20}
+    np.testing.assert_array_equal(array, x)
+    assert cache.get("ll/unet/pf_ode") == ({"bits_per_dim": 2.0}, None)
+    again = common.ResultCache(str(tmp_path), {"steps": 10, "config": {"a": 1}}, seed=3)
+    assert again.get("ll/unet/pf_ode") == ({"bits_per_dim": 2.0}, None)
+    other = common.ResultCache(str(tmp_path), {"config": {"a": 2}, "steps": 10}, seed=3)
+    assert other.get("ll/unet/pf_ode") is None and other.dir != cache.dir
+    assert (cache.rng("a").random() == again.rng("a").random()
+            != cache.rng("b").random())
+    assert not [p for p in os.listdir(cache.dir) if ".tmp" in p]

