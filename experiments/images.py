@@ -72,7 +72,7 @@ import numpy as np
 import models
 import sde_lib
 import trainer
-from experiments import common, digits_metric
+from experiments import claims, common, digits_metric
 from trainer import cli, data, reporting
 
 # the inverse problems' tasks: (name, noise sd of the observation)
@@ -504,6 +504,38 @@ def _observed_image(task, y, A, shape):
     return (y @ (A / np.sum(A**2, 1, keepdims=True))).reshape(len(y), *shape)
 
 
+# ----- claims ------------------------------------------------------------------------------------
+
+def image_claims(likelihood, quality, inverse) -> list[dict]:
+    """Every comparison the tables support, by ``experiments.claims``' rule (intervals over the
+    test digits or over bootstrap resamples of the samples; one training seed): each network's
+    bits/dim against the independent-pixel model; at each (network, NFE) every pair of samplers
+    on FD, and each sampler against the floor and against the midpoint between the floor and
+    the independent-pixel model (below it: closer to real digits than to the baseline); in
+    each inverse problem every pair of methods on MSE."""
+    out = []
+    pixel = next(r for r in likelihood if r["model"].startswith("independent pixels"))
+    for r in likelihood:
+        if r["network"] != "-" and r.get("bits_per_dim") is not None:
+            out.append(claims.compare("test digits", "bits/dim", f"{r['network']} {r['model']}",
+                                      r["bits_per_dim"], r["se"], "independent pixels",
+                                      pixel["bits_per_dim"], pixel["se"]))
+    floor = next(r for r in quality if r["sampler"] == "training digits (floor)")
+    base = next(r for r in quality if r["sampler"] == "independent pixels")
+    mid, mid_sd = (floor["fd"] + base["fd"]) / 2, math.hypot(floor["fd_sd"], base["fd_sd"]) / 2
+    scored = [r for r in quality if r["network"] != "-" and r.get("fd") is not None]
+    out += claims.pairwise(scored, "sampler", "fd", "fd_sd", ("network", "nfe_target"))
+    for r in scored:
+        where = f"network = {r['network']}, nfe_target = {r['nfe_target']}"
+        out.append(claims.compare(where, "fd", r["sampler"], r["fd"], r["fd_sd"],
+                                  "training digits (floor)", floor["fd"], floor["fd_sd"]))
+        out.append(claims.compare(where, "fd", r["sampler"], r["fd"], r["fd_sd"],
+                                  "midpoint of floor and independent pixels", mid, mid_sd))
+    out += claims.pairwise([r for r in inverse if r.get("mse") is not None], "method", "mse",
+                           "mse_se", ("task",))
+    return out
+
+
 # ----- the module --------------------------------------------------------------------------------
 
 def _model_dir(workdir: str, exp: DigitsConfig, network: str) -> str:
@@ -607,10 +639,14 @@ def run(config, workdir: str) -> dict[str, str]:
                     titles.append(f"{network}: {method} @ {nfe_target}")
     paths.update(reporting.save_figure(_grid(grid_rows, titles, plt), workdir, "samples.png"))
 
+    inverse, validation, shown = [], [], {}
+    if exp.tasks:
+        inverse, validation, shown = inverse_rows(k_inverse, sde, trained[main]["score_fn"],
+                                                  exp, x_test, x_train, cache)
+    for path in claims.write_claims(workdir, image_claims(likelihood, quality, inverse)):
+        paths[os.path.basename(path)] = path
     if not exp.tasks:  # no inverse problems asked for
         return paths
-    inverse, validation, shown = inverse_rows(k_inverse, sde, trained[main]["score_fn"], exp,
-                                              x_test, x_train, cache)
     for row in inverse + validation:
         row["network"] = main
     paths.update(common.write_table(workdir, "inverse", inverse,

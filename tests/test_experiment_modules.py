@@ -226,9 +226,10 @@ def test_mnist_tiny_resumes_and_tunes_on_validation(tmp_path, monkeypatch):
             (f"dps-norm {float(best):g}", "2 validation digits")]
     tables = {name: (workdir / name).read_bytes() for name in
               ("digits.csv", "quality.csv", "memorization.csv", "inverse.csv",
-               "inverse_validation.csv", "likelihood_vs_nfe.csv")}
+               "inverse_validation.csv", "likelihood_vs_nfe.csv", "claims.csv")}
     kept = sorted(os.listdir(next((workdir / "partial").iterdir())))
     assert "quality_unet_mnist_ddim_3.json" in kept and "quality_unet_mnist_ddim_3.npy" in kept
+    assert (workdir / "claims.md").read_text().count("\n- ") == len(_rows(paths["claims.csv"]))
     images.run(config, str(workdir))
     assert {name: (workdir / name).read_bytes() for name in tables} == tables
     assert sorted(os.listdir(next((workdir / "partial").iterdir()))) == kept
@@ -425,6 +426,39 @@ def test_ddpm_to_sde_marginal_error():
         vp_alpha, _ = sde_lib.VPSDE(N=N).marginal_coeffs(t)
         want = float(jnp.max(jnp.abs(chain_alpha**2 - vp_alpha**2)))
         np.testing.assert_allclose(ddpm_to_sde.marginal_error(N), want, rtol=1e-9)
+
+
+def test_image_claims_by_the_rule():
+    """The image study's comparisons on synthetic tables: the bits/dim against the pixel model,
+    every pair of samplers at each (network, NFE), each sampler against the floor and against
+    the midpoint of the floor and the pixel model, every pair of methods per task; a difference
+    of 3.1 combined SE is resolved, 2.9 is not."""
+    likelihood = [
+        {"network": "-", "model": "uniform code", "bits_per_dim": 8.0, "se": 0.0},
+        {"network": "-", "model": "independent pixels (fitted on train)", "bits_per_dim": 2.0,
+         "se": 0.03},
+        {"network": "u", "model": "PF-ODE NLL", "bits_per_dim": 2.0 - 3.1 * 0.05, "se": 0.04}]
+    quality = [
+        {"network": "-", "sampler": "training digits (floor)", "nfe_target": 0, "fd": 10.0,
+         "fd_sd": 3.0},
+        {"network": "-", "sampler": "independent pixels", "nfe_target": 0, "fd": 90.0,
+         "fd_sd": 4.0},
+        {"network": "-", "sampler": "mean training image", "nfe_target": 0, "fd": 200.0,
+         "fd_sd": 1.0}] + [
+        {"network": "u", "sampler": m, "nfe_target": k, "fd": fd, "fd_sd": 1.0}
+        for k in (10, 20) for m, fd in (("ddim", 20.0), ("pc", 20.0 + 2.9 * 2 ** 0.5),
+                                        ("heun", None))]
+    inverse = [{"task": "inpainting", "method": m, "mse": v, "mse_se": 0.01}
+               for m, v in (("dps", 0.2), ("pigdm", 0.2 + 3.1 * 0.01 * 2 ** 0.5))]
+    out = images.image_claims(likelihood, quality, inverse)
+    assert len(out) == 1 + 2 * (1 + 2 * 2) + 1
+    assert out[0]["verdict"] == "u PF-ODE NLL below independent pixels"
+    pairs = [c for c in out if c["b"] == "pc"]
+    assert [c["verdict"] for c in pairs] == ["not resolved"] * 2
+    mid = [c for c in out if c["b"].startswith("midpoint") and c["a"] == "ddim"]
+    assert [c["verdict"] for c in mid] == ["ddim below midpoint of floor and independent "
+                                           "pixels"] * 2
+    assert out[-1]["verdict"] == "dps below pigdm"
 
 
 def test_result_cache_keeps_units_per_fingerprint(tmp_path):

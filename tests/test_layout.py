@@ -10,7 +10,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PROJECT = ("sde_lib", "models", "trainer", "experiments", "benchmarks")
 # the modules of experiments/ that studies share (not studies themselves)
-HELPERS = {"common", "digits_metric", "images"}
+HELPERS = {"claims", "common", "digits_metric", "images"}
 
 
 def _modules(package: str) -> dict[str, ast.Module]:
