@@ -27,8 +27,9 @@ in the same workdir reuses them), then on the test digits, for each network:
   ``num_samples`` samples and the test digits, with its bootstrap sd; the class histogram's
   total-variation distance to uniform; the floor (as many training digits against the same test
   digits, mean +- sd over draws), the independent-pixel model's samples and copies of the mean
-  training image as reference rows (``quality.csv/md``, ``quality_vs_nfe.png``), and a grid of
-  samples per sampler at the smallest and largest NFE (``samples.png``);
+  training image as reference rows (``quality.csv/md``, ``quality_vs_nfe.png``), and grids of
+  samples per sampler at NFE 20 and 100 (else the smallest and largest), one figure per family
+  (``samples_stochastic.png``, ``samples_deterministic.png``);
 * **memorization**: per sampler and NFE the fraction of samples nearer their nearest training
   digit than 99% of the test digits are (``digits_metric.memorization``; real held-out digits
   score 1% by construction, copies of training digits 100%), with its binomial standard error,
@@ -629,15 +630,7 @@ def run(config, workdir: str) -> dict[str, str]:
          "median_nn", "test_median_nn"]))
     paths.update(reporting.save_figure(_quality_figure(plt, quality, exp), workdir,
                                        "quality_vs_nfe.png"))
-    grid_rows, titles = [], []
-    for network in exp.networks:
-        for nfe_target in (min(exp.nfes), max(exp.nfes)):
-            for method in exp.methods:
-                x = samples.get((network, method, nfe_target))
-                if x is not None and (network == main or method == exp.methods[0]):
-                    grid_rows.append(x[:16])
-                    titles.append(f"{network}: {method} @ {nfe_target}")
-    paths.update(reporting.save_figure(_grid(grid_rows, titles, plt), workdir, "samples.png"))
+    paths.update(_sample_grids(plt, samples, exp, workdir))
 
     inverse, validation, shown = [], [], {}
     if exp.tasks:
@@ -664,6 +657,34 @@ def run(config, workdir: str) -> dict[str, str]:
                 grid_rows.append(x)
                 titles.append(f"{task}: {name}")
     paths.update(reporting.save_figure(_grid(grid_rows, titles, plt), workdir, "inverse.png"))
+    return paths
+
+
+def grid_nfes(nfes) -> tuple[int, ...]:
+    """The NFE targets the sample grids show: 20 and 100 where measured, else the smallest and
+    the largest."""
+    return tuple(k for k in (20, 100) if k in nfes) if {20, 100} <= set(nfes) else \
+        tuple(sorted({min(nfes), max(nfes)}))
+
+
+def _sample_grids(plt, samples, exp, workdir) -> dict[str, str]:
+    """One figure per sampler family (``samples_stochastic.png``, ``samples_deterministic.png``):
+    16 samples of each sampler at the ``grid_nfes``, a row each labelled network: sampler @
+    NFE (the other networks with the first sampler of the family only)."""
+    paths = {}
+    for family, deterministic in (("stochastic", False), ("deterministic", True)):
+        methods = [m for m in exp.methods if sde_lib.SAMPLERS[m].deterministic == deterministic]
+        rows, titles = [], []
+        for network in exp.networks:
+            for nfe_target in grid_nfes(exp.nfes):
+                for method in methods:
+                    x = samples.get((network, method, nfe_target))
+                    if x is not None and (network == exp.networks[0] or method == methods[0]):
+                        rows.append(x[:16])
+                        titles.append(f"{network}: {method} @ NFE {nfe_target}")
+        if rows:
+            paths.update(reporting.save_figure(_grid(rows, titles, plt), workdir,
+                                               f"samples_{family}.png"))
     return paths
 
 

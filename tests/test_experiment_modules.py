@@ -176,7 +176,7 @@ def test_digits(tmp_path):
         (t, m) for t, s in images.TASKS if t != "super-resolution" for m in
         ["mean training image", "nearest training digit", "dps-norm 0.1", "pigdm"]
         + (["projection"] if not s else []) + (["observation"] if t != "inpainting" else [])}
-    for name in ("samples.png", "inverse.png", "quality_vs_nfe.png", "loss.png",
+    for name in ("samples_stochastic.png", "inverse.png", "quality_vs_nfe.png", "loss.png",
                  "likelihood_vs_nfe.png"):
         assert (tmp_path / "run" / name).stat().st_size > 0
 
@@ -230,6 +230,7 @@ def test_mnist_tiny_resumes_and_tunes_on_validation(tmp_path, monkeypatch):
     kept = sorted(os.listdir(next((workdir / "partial").iterdir())))
     assert "quality_unet_mnist_ddim_3.json" in kept and "quality_unet_mnist_ddim_3.npy" in kept
     assert (workdir / "claims.md").read_text().count("\n- ") == len(_rows(paths["claims.csv"]))
+    assert "samples_deterministic.png" in paths and "samples_stochastic.png" not in paths
     images.run(config, str(workdir))
     assert {name: (workdir / name).read_bytes() for name in tables} == tables
     assert sorted(os.listdir(next((workdir / "partial").iterdir()))) == kept
