@@ -163,9 +163,9 @@ def test_digits(tmp_path):
         (n, "21", k) for n in networks for k in ("20", "21", "21")]
     assert all(np.isfinite(float(r["bits_per_dim"])) for r in by_nfe), by_nfe
     quality = _rows(paths["quality.csv"])
-    assert [r["sampler"] for r in quality[:2]] == ["training digits (floor)",
-                                                   "independent pixels"]
-    assert [(r["network"], r["sampler"], r["nfe_target"]) for r in quality[2:]] == [
+    assert [r["sampler"] for r in quality[:3]] == ["training digits (floor)",
+                                                   "independent pixels", "mean training image"]
+    assert [(r["network"], r["sampler"], r["nfe_target"]) for r in quality[3:]] == [
         (k, m, "21") for k in networks for m in methods]
     assert all(np.isfinite(float(r["fd"])) for r in quality)
     assert [(r["network"], int(r["step"])) for r in _rows(paths["loss.csv"])] == [
