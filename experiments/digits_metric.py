@@ -10,7 +10,7 @@ models every likelihood should beat.
   the training split scaled to ``[-1, 1]``: for the digits an MLP (64 -> 128 -> 64 features -> 10
   classes, GELU, full batch, 600 steps); for MNIST a CNN (two 3x3 convolutions of 16 and 32
   channels, each followed by 2x2 average pooling, then 64 features -> 10 classes, GELU; batches
-  of 250 in a fixed order, 300 steps = 19 epochs; 97.6% test accuracy after 150).
+  of 250 in a fixed order, 300 steps = 19 epochs, 34 s on 2 cores; 97.4% test accuracy).
   ``load_classifier(cache_dir, dataset)`` trains it on first use and caches its parameters
   (written whole, through a temporary name), ``test_accuracy`` on the test split. Its 64
   penultimate features play the role of Inception features in FID (Heusel et al. 2017).
@@ -194,7 +194,16 @@ def train_classifier(seed: int = SEED, steps: int | None = None,
         updates, s = opt.update(g, s, p)
         return (optax.apply_updates(p, updates), s), None
 
-    (params, _), _ = jax.jit(lambda c: jax.lax.scan(step, c, jnp.arange(steps)))((params, state))
+    if spec.batch_size is None:
+        (params, _), _ = jax.jit(lambda c: jax.lax.scan(step, c, jnp.arange(steps)))(
+            (params, state))
+    else:  # a jitted step per batch: XLA:CPU ran the CNN's convolutions many times slower
+        # inside a scan's loop body (over 10 minutes for 300 steps against 0.09 s a step)
+        one = jax.jit(lambda c, i: step(c, i)[0])
+        carry = (params, state)
+        for i in range(steps):
+            carry = one(carry, jnp.asarray(i))
+        params = carry[0]
     return Classifier(params, dataset)
 
 

@@ -429,10 +429,12 @@ class _Task:
         return y
 
     def restore(self, guidance, options, A, y, shape) -> np.ndarray:
-        fn = jax.jit(lambda k: sde_lib.conditional_sample(
+        # A and y are arguments, not constants: XLA would fold products of a 784 x 784 A at
+        # compile time (seconds each)
+        fn = jax.jit(lambda k, A, y: sde_lib.conditional_sample(
             k, self.sde, self.score_fn, (len(y), *shape), A, y, self.sigma_y, guidance=guidance,
             method="ddpm_ancestral", num_steps=self.exp.inverse_steps, **options)[0])
-        return np.asarray(fn(self.key))
+        return np.asarray(fn(self.key, jnp.asarray(A), jnp.asarray(y)))
 
     def unit(self, method: str, fn, truth, split: str = "test"):
         """The error row of one method over ``truth`` (kept in the cache) and the first 8
@@ -667,13 +669,21 @@ def grid_nfes(nfes) -> tuple[int, ...]:
         tuple(sorted({min(nfes), max(nfes)}))
 
 
+def _deterministic(method: str) -> bool:
+    """Whether a sampler at its default options is a deterministic map of its prior draw (the
+    adaptive ODE solver too)."""
+    sampler = sde_lib.SAMPLERS[method]
+    return sampler.adaptive or sampler.deterministic(
+        {name: default for name, (default, _) in sampler.options.items()})
+
+
 def _sample_grids(plt, samples, exp, workdir) -> dict[str, str]:
     """One figure per sampler family (``samples_stochastic.png``, ``samples_deterministic.png``):
     16 samples of each sampler at the ``grid_nfes``, a row each labelled network: sampler @
     NFE (the other networks with the first sampler of the family only)."""
     paths = {}
     for family, deterministic in (("stochastic", False), ("deterministic", True)):
-        methods = [m for m in exp.methods if sde_lib.SAMPLERS[m].deterministic == deterministic]
+        methods = [m for m in exp.methods if _deterministic(m) == deterministic]
         rows, titles = [], []
         for network in exp.networks:
             for nfe_target in grid_nfes(exp.nfes):

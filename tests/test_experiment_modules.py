@@ -203,8 +203,9 @@ def test_mnist_tiny_resumes_and_tunes_on_validation(tmp_path, monkeypatch):
     paths = images.run(config, str(workdir))
     bpd = {r["model"]: float(r["bits_per_dim"]) for r in _rows(paths["digits.csv"])}
     assert bpd["uniform code"] == pytest.approx(8.0, rel=1e-12)
-    v_test, _ = digits_metric.image_set("mnist").split("test")
-    v_train, _ = digits_metric.image_set("mnist").split("train")
+    data_config = parse_config(config).data  # the study's order of the digits: tfds'
+    v_test, _ = images.load_images(data_config, "test")
+    v_train, _ = images.load_images(data_config, "train")
     pixel = digits_metric.PixelModel(v_train, 256).bits_per_dim(v_test[:3]).mean()
     assert bpd["independent pixels (fitted on train)"] == pytest.approx(pixel, rel=1e-9)
     assert all(np.isfinite(v) for v in bpd.values()), bpd
