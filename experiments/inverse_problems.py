@@ -11,7 +11,7 @@ standard deviation, of the mode weights (components assigned from x_2), and the 
 distance of the x_2 samples to as many exact posterior samples (``w2_x2``; ``w2_floor`` between two
 exact sets). Every value is the mean and sd over the runs: ``sample_seeds`` sampling seeds, times
 the training seeds for the model; ``finite`` counts the runs whose samples are finite (the others
-are left out; none finite: n/a). Inpainting of digits is in ``experiments/digits.py``.
+are left out; none finite: n/a). Inpainting of digits is in ``experiments/images.py``.
 
 Writes ``inverse.csv/md`` and ``inverse.png`` (samples over the posterior density for one ``y``).
 Run: ``python -m experiments.inverse_problems --workdir runs/inverse``.
