@@ -25,7 +25,8 @@ in the same workdir reuses them), then on the test digits, for each network:
   classifier's features (``experiments.digits_metric``, trained on the training digits on first
   use and cached in ``<workdir>/classifier``; its test accuracy is reported) between
   ``num_samples`` samples and the test digits, with its bootstrap sd; the class histogram's
-  total-variation distance to uniform; the floor (as many training digits against the same test
+  total-variation distance to uniform and the classifier's mean confidence (largest class
+  probability); the floor (as many training digits against the same test
   digits, mean +- sd over draws), the independent-pixel model's samples and copies of the mean
   training image as reference rows (``quality.csv/md``, ``quality_vs_nfe.png``), and grids of
   samples per sampler at NFE 20 and 100 (else the smallest and largest), one figure per family
@@ -289,6 +290,14 @@ def loss_curve(model_dir: str) -> list[dict]:
 
 # ----- sample quality ----------------------------------------------------------------------------
 
+def _class_columns(clf, x) -> dict:
+    """The class histogram's TV to uniform and the classifier's mean confidence (its largest
+    class probability, averaged over the images)."""
+    probs = clf.probs(x)
+    return {"class_tv": digits_metric.class_histogram_tv(probs),
+            "confidence": float(probs.max(1).mean())}
+
+
 def _memorization_columns(x, x_train, x_test) -> dict:
     m = digits_metric.memorization(x, x_train, x_test, MEMORIZATION_QUANTILE)
     return {"near_copies": m["near_copy_fraction"], "near_copies_se": m["near_copy_se"],
@@ -308,12 +317,12 @@ def reference_quality_rows(np_rng, exp, clf, x_test, x_train, v_train, levels) -
     mean_image = np.broadcast_to(x_train.mean(0), (exp.num_samples, *x_train.shape[1:]))
     rows = [{"network": "-", "sampler": "training digits (floor)", "nfe_target": 0, "nfe": 0,
              "fd": floor, "fd_sd": floor_sd,
-             "class_tv": digits_metric.class_histogram_tv(clf.probs(copies)),
+             **_class_columns(clf, copies),
              **_memorization_columns(copies, x_train, x_test)}]
     for name, x in (("independent pixels", pixel), ("mean training image", mean_image)):
         fd, fd_sd = digits_metric.frechet_interval(np_rng, clf.features(x), ref)
         rows.append({"network": "-", "sampler": name, "nfe_target": 0, "nfe": 0, "fd": fd,
-                     "fd_sd": fd_sd, "class_tv": digits_metric.class_histogram_tv(clf.probs(x)),
+                     "fd_sd": fd_sd, **_class_columns(clf, x),
                      **_memorization_columns(x, x_train, x_test)})
     return rows
 
@@ -358,7 +367,7 @@ def quality_rows(rng, sde, score_fn, exp, clf, x_test, x_train, network: str, ca
                     fd, fd_sd = digits_metric.frechet_interval(common.key_rng(exp.seed, key),
                                                                clf.features(x), ref)
                     row.update(fd=fd, fd_sd=fd_sd,
-                               class_tv=digits_metric.class_histogram_tv(clf.probs(x)),
+                               **_class_columns(clf, x),
                                **_memorization_columns(x, x_train, x_test))
                 samples[(method, nfe_target)] = x[:16]
             if cache is not None:
@@ -625,7 +634,8 @@ def run(config, workdir: str) -> dict[str, str]:
         row["classifier_test_accuracy"] = accuracy
     paths.update(common.write_table(
         workdir, "quality", quality, ["network", "sampler", "nfe_target", "nfe", "fd", "fd_sd",
-                                      "class_tv", "seconds", "classifier_test_accuracy"]))
+                                      "class_tv", "confidence", "seconds",
+                                      "classifier_test_accuracy"]))
     paths.update(common.write_table(
         workdir, "memorization", [dict(r, quantile=MEMORIZATION_QUANTILE) for r in quality],
         ["network", "sampler", "nfe_target", "near_copies", "near_copies_se", "quantile",

@@ -212,6 +212,7 @@ def test_mnist_tiny_resumes_and_tunes_on_validation(tmp_path, monkeypatch):
     quality = _rows(paths["quality.csv"])
     assert [r["sampler"] for r in quality] == ["training digits (floor)", "independent pixels",
                                                "mean training image", "ddim"]
+    assert all(0.1 <= float(r["confidence"]) <= 1.0 for r in quality), quality
     memo = {r["sampler"]: r for r in _rows(paths["memorization.csv"])}
     assert float(memo["training digits (floor)"]["near_copies"]) == 1.0
     assert 0.0 <= float(memo["ddim"]["near_copies"]) <= 1.0
