@@ -130,6 +130,12 @@ class ResultCache:
         write_atomic(self._path(key, ".json"), json.dumps(value))
         return value, array
 
+    def unit(self, key: str, fn):
+        """``fn()`` (a pair: a JSON value and an array or ``None``), computed once: what was
+        kept under ``key`` if the unit finished before, else ``fn``'s result, which is kept."""
+        kept = self.get(key)
+        return kept if kept is not None else self.put(key, *fn())
+
     def rng(self, key: str) -> np.random.Generator:
         return key_rng(self.seed, key)
 

@@ -59,6 +59,7 @@ Run: ``python -m experiments.digits --workdir runs/digits`` or ``python -m exper
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import json
 import math
@@ -93,7 +94,8 @@ class DigitsConfig:
     the inverse problems (of ``TASKS``); networks: ``models.MODELS`` names, each trained with the
     config's loss and training (the first in ``<workdir>/model``, the others in
     ``<workdir>/model_<name>``); seed: of the evaluation; num_validation: the last test digits,
-    never scored, on which DPS's ``zeta'`` is chosen when ``zetas`` has several. The digit
+    never scored, on which DPS's ``zeta'`` is chosen when ``zetas`` has several;
+    likelihood_tol: ``rtol`` and ``atol`` of the adaptive PF-ODE likelihood solve. The digit
     counts are checked against the image set (``check_sizes``)."""
 
     methods: tuple[str, ...]
@@ -107,6 +109,7 @@ class DigitsConfig:
     networks: tuple[str, ...]
     seed: int
     num_validation: int = 64
+    likelihood_tol: float = 1e-4
 
     def __post_init__(self):
         unknown = sorted(set(self.networks) - set(models.MODELS))
@@ -126,6 +129,8 @@ class DigitsConfig:
             raise ValueError(f"tasks {unknown} are not tasks; valid: {[t for t, _ in TASKS]}")
         if not self.zetas or min(self.zetas) <= 0:
             raise ValueError(f"zetas must be positive, got {self.zetas!r}")
+        if not 0 < self.likelihood_tol < 1:
+            raise ValueError(f"likelihood_tol must be in (0, 1), got {self.likelihood_tol!r}")
 
 
 def check_sizes(exp: DigitsConfig, spec: digits_metric.ImageSet) -> None:
@@ -200,23 +205,17 @@ def image_range(levels: int) -> tuple[float, float]:
     return (-1.0 - half, 1.0 + half)
 
 
-def _unit(cache, key: str, fn):
-    """``fn()`` (a JSON value), or what ``cache`` kept of it; ``fn``'s result is kept."""
-    if cache is None:
-        return fn()
-    kept = cache.get(key)
-    return kept[0] if kept is not None else cache.put(key, fn())[0]
-
-
 def likelihood_rows(rng, sde, score_fn, v_test, levels, network: str,
-                    nfes: tuple[int, ...] = (), cache=None) -> tuple[list[dict], list[dict]]:
+                    nfes: tuple[int, ...], cache, tol: float = 1e-4
+                    ) -> tuple[list[dict], list[dict]]:
     """Bits/dim of the test digits (mean and standard error over them) under a network: the
-    PF-ODE NLL (adaptive Tsit5) and the DDPM ELBO with both reverse variances over the whole
-    chain; and at each NFE target the PF-ODE NLL of ``nfe / 2`` fixed Heun steps (uniform in
-    log-SNR; the same dequantization and Hutchinson probes as the adaptive solve; not a bound,
-    it can fall below the converged value at low NFE) and the ELBO of the
+    PF-ODE NLL (adaptive Tsit5, ``rtol = atol = tol``) and the DDPM ELBO with both reverse
+    variances over the whole chain; and at each NFE target the PF-ODE NLL of ``nfe / 2`` fixed
+    Heun steps (uniform in log-SNR; the same dequantization and Hutchinson probes as the
+    adaptive solve; not a bound, it can fall below the converged value at low NFE) and the ELBO
+    of the
     ``nfe``-step strided chain that ``ddpm_ancestral`` samples at that NFE (its own bound).
-    Each solve is one unit of ``cache`` (``common.ResultCache``, or ``None``)."""
+    Each solve is one unit of ``cache`` (a ``common.ResultCache``)."""
     k_deq, k_ll, k_elbo = jax.random.split(rng, 3)
     D = math.prod(v_test.shape[1:])
     data_range = image_range(levels)
@@ -236,27 +235,30 @@ def likelihood_rows(rng, sde, score_fn, v_test, levels, network: str,
         return {"bits_per_dim": float(b.mean()), "se": _se(b),
                 "nfe": sde.N if num_steps is None else num_steps}
 
+    def _unit(key, fn):
+        return cache.unit(key, lambda: (fn(), None))[0]
+
     bar = common.progress(desc=f"{network}: bits/dim", total=3 + len(nfes), unit="solve")
     rows = [{"network": network, "model": "PF-ODE NLL",
-             **_unit(cache, f"ll/{network}/pf_ode", lambda: nll(rtol=1e-4, atol=1e-4))}]
+             **_unit(f"ll/{network}/pf_ode", lambda: nll(rtol=tol, atol=tol))}]
     bar.update(1)
     for variance in ("beta", "beta_tilde"):
         rows.append({"network": network, "model": f"DDPM negative ELBO, variance {variance}",
-                     **_unit(cache, f"ll/{network}/elbo_{variance}",
+                     **_unit(f"ll/{network}/elbo_{variance}",
                              lambda v=variance: elbo(v))})
         bar.update(1)
     by_nfe = []
     for target in nfes:
         by_nfe.append({"network": network, "method": "PF-ODE NLL, Heun steps (log-SNR grid)",
                        "nfe_target": target,
-                       **_unit(cache, f"ll/{network}/heun_{target}",
+                       **_unit(f"ll/{network}/heun_{target}",
                                lambda t=target: nll(solver="heun", num_steps=max(t // 2, 1),
                                                     time_grid="logsnr"))})
         for variance in ("beta", "beta_tilde"):
             by_nfe.append({"network": network,
                            "method": f"ddpm_ancestral ELBO, variance {variance}",
                            "nfe_target": target,
-                           **_unit(cache, f"ll/{network}/elbo_{variance}_{target}",
+                           **_unit(f"ll/{network}/elbo_{variance}_{target}",
                                    lambda v=variance, t=target: elbo(v, min(t, sde.N)))})
         bar.update(1)
     bar.close()
@@ -327,52 +329,47 @@ def reference_quality_rows(np_rng, exp, clf, x_test, x_train, v_train, levels) -
     return rows
 
 
-def quality_rows(rng, sde, score_fn, exp, clf, x_test, x_train, network: str, cache=None):
+def quality_rows(rng, sde, score_fn, exp, clf, x_test, x_train, network: str, cache):
     """FD to the test digits (with bootstrap sd), class-histogram TV and memorization for every
     sampler and NFE target of a network; and the first 16 samples by (sampler, NFE). Each
-    (sampler, NFE) is one unit of ``cache`` (``common.ResultCache``, or ``None``)."""
+    (sampler, NFE) is one unit of ``cache`` (a ``common.ResultCache``)."""
     ref = clf.features(x_test)
-    rows, shape = [], (exp.num_samples, *x_test.shape[1:])
-    samples = {}
+    shape = (exp.num_samples, *x_test.shape[1:])
+
+    def unit(method, column, nfe_target, key):
+        sampler = sde_lib.SAMPLERS[method]
+        if sampler.adaptive:  # tolerances, not steps: one per column, the NFE is measured
+            options = {"rtol": 10.0 ** -(column + 2), "atol": 10.0 ** -(column + 2)}
+            num_steps = 1
+        else:
+            options, num_steps = {}, sampler.num_steps_for(nfe_target)
+        row = {"network": network, "sampler": method, "nfe_target": nfe_target}
+        try:
+            fn = jax.jit(lambda k: sde_lib.sample(k, sde, score_fn, shape, method=method,
+                                                  num_steps=num_steps, **options))
+            start = time.perf_counter()
+            x, nfe = jax.block_until_ready(fn(rng))
+        except ValueError:  # the method rejects this setting (reverse diffusion, beta >= 1)
+            return row, None
+        x = np.asarray(x)
+        row.update(nfe=int(nfe), seconds=time.perf_counter() - start)
+        if np.all(np.isfinite(x)):
+            fd, fd_sd = digits_metric.frechet_interval(common.key_rng(exp.seed, key),
+                                                       clf.features(x), ref)
+            row.update(fd=fd, fd_sd=fd_sd, **_class_columns(clf, x),
+                       **_memorization_columns(x, x_train, x_test))
+        return row, x[:16]
+
+    rows, samples = [], {}
     bar = common.progress(desc=f"{network}: samplers", total=len(exp.methods) * len(exp.nfes))
     for method in exp.methods:
-        sampler = sde_lib.SAMPLERS[method]
         for column, nfe_target in enumerate(exp.nfes):
-            bar.update(1)
             key = f"quality/{network}/{method}/{nfe_target}"
-            kept = cache.get(key) if cache is not None else None
-            if kept is not None:
-                rows.append(kept[0])
-                if kept[1] is not None:
-                    samples[(method, nfe_target)] = kept[1]
-                continue
-            if sampler.adaptive:  # tolerances, not steps: one per column, the NFE is measured
-                options = {"rtol": 10.0 ** -(column + 2), "atol": 10.0 ** -(column + 2)}
-                num_steps = 1
-            else:
-                options, num_steps = {}, sampler.num_steps_for(nfe_target)
-            row = {"network": network, "sampler": method, "nfe_target": nfe_target}
-            x = None
-            try:
-                fn = jax.jit(lambda k, m=method, s=num_steps, o=options: sde_lib.sample(
-                    k, sde, score_fn, shape, method=m, num_steps=s, **o))
-                start = time.perf_counter()
-                x, nfe = jax.block_until_ready(fn(rng))
-            except ValueError:  # the method rejects this setting (reverse diffusion, beta >= 1)
-                pass
-            if x is not None:
-                x = np.asarray(x)
-                row.update(nfe=int(nfe), seconds=time.perf_counter() - start)
-                if np.all(np.isfinite(x)):
-                    fd, fd_sd = digits_metric.frechet_interval(common.key_rng(exp.seed, key),
-                                                               clf.features(x), ref)
-                    row.update(fd=fd, fd_sd=fd_sd,
-                               **_class_columns(clf, x),
-                               **_memorization_columns(x, x_train, x_test))
-                samples[(method, nfe_target)] = x[:16]
-            if cache is not None:
-                cache.put(key, row, None if x is None else x[:16])
+            row, x = cache.unit(key, functools.partial(unit, method, column, nfe_target, key))
             rows.append(row)
+            if x is not None:
+                samples[(method, nfe_target)] = x
+            bar.update(1)
     bar.close()
     return rows, samples
 
@@ -400,13 +397,13 @@ def observation(task: str, shape) -> np.ndarray:
     raise ValueError(f"task must be one of {[t for t, _ in TASKS]}, got {task!r}")
 
 
-def inverse_rows(rng, sde, score_fn, exp, x_test, x_train, cache=None):
+def inverse_rows(rng, sde, score_fn, exp, x_test, x_train, cache):
     """Per task and method the mean squared error over the first ``num_inverse`` test digits
     (of the missing half for inpainting, of the whole image otherwise) with its standard error;
     the first 8 restorations; and the validation rows. With several ``zetas``, DPS runs at each
     on the last ``num_validation`` test digits (never scored) and only the ``zeta'`` of the
     lowest validation error on the scored digits. Each (task, method) is one unit of ``cache``
-    (``common.ResultCache``, or ``None``)."""
+    (a ``common.ResultCache``)."""
     n = exp.num_inverse
     held = x_test[len(x_test) - exp.num_validation:] if len(exp.zetas) > 1 else x_test[:0]
     rows, validation, shown = [], [], {}
@@ -448,18 +445,16 @@ class _Task:
     def unit(self, method: str, fn, truth, split: str = "test"):
         """The error row of one method over ``truth`` (kept in the cache) and the first 8
         restorations."""
-        ukey = f"inverse/{self.name}/{method}/{split}{len(truth)}"
-        kept = self.cache.get(ukey) if self.cache is not None else None
-        if kept is not None:
-            return kept
-        x = np.asarray(fn()).reshape(truth.shape)
-        scored = (slice(None), slice(truth.shape[1] // 2, None)) \
-            if self.name == "inpainting" else (slice(None),)
-        e = (((x - truth)[scored]) ** 2).reshape(len(truth), -1).mean(1) \
-            if np.all(np.isfinite(x)) else None
-        row = {"mse": None if e is None else float(e.mean()),
-               "mse_se": None if e is None else _se(e)}
-        return self.cache.put(ukey, row, x[:8]) if self.cache is not None else (row, x[:8])
+        def compute():
+            x = np.asarray(fn()).reshape(truth.shape)
+            scored = (slice(None), slice(truth.shape[1] // 2, None)) \
+                if self.name == "inpainting" else (slice(None),)
+            e = (((x - truth)[scored]) ** 2).reshape(len(truth), -1).mean(1) \
+                if np.all(np.isfinite(x)) else None
+            return ({"mse": None if e is None else float(e.mean()),
+                     "mse_se": None if e is None else _se(e)}, x[:8])
+
+        return self.cache.unit(f"inverse/{self.name}/{method}/{split}{len(truth)}", compute)
 
 
 def _task_rows(task: _Task, truth, held, x_train, rows, validation, shown) -> None:
@@ -604,7 +599,7 @@ def run(config, workdir: str) -> dict[str, str]:
     for network in exp.networks:
         score_fn = trained[network]["score_fn"]
         rows, nfe_rows = likelihood_rows(k_ll, sde, score_fn, v_test[:exp.num_test], levels,
-                                         network, exp.nfes, cache)
+                                         network, exp.nfes, cache, exp.likelihood_tol)
         likelihood += rows
         by_nfe += nfe_rows
         rows, drawn = quality_rows(k_sample, sde, score_fn, exp, clf, x_test, x_train, network,

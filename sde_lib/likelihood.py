@@ -493,7 +493,10 @@ def _negative_elbo(rng, x0, score_fn, times, chain, num_steps, *, sde, variance,
     def eps_model(i, key):
         """``x_i ~ q(x_i | x_0)`` and the model's ``eps(x_i)`` at the index ``i`` (a scalar)."""
         i_batch = jnp.full((B,), i)
-        x_i = chain.q_sample(x0, i_batch, jax.random.normal(key, x0.shape, x0.dtype))
+        # in x0's dtype: the chain's coefficients are float64 under x64, and a float32 model
+        # fed float64 inputs would compute (slowly) in float64
+        x_i = chain.q_sample(x0, i_batch, jax.random.normal(key, x0.shape, x0.dtype)
+                             ).astype(x0.dtype)
         t_i = jnp.full((B,), times[i], x0.dtype)
         return i_batch, x_i, to_eps(score_fn(x_i, t_i), x_i, *sde.marginal_coeffs(t_i))
 

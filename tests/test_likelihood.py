@@ -458,6 +458,34 @@ def test_negative_elbo_terms_and_discretized_decoder():
     chex.assert_trees_all_equal((disc.prior, disc.diffusion), (cont.prior, cont.diffusion))
 
 
+# the chain of the x64 call, cached per SDE, is reused (truncated to float32) with x64 off
+@pytest.mark.filterwarnings("ignore:Explicitly requested dtype float64")
+def test_negative_elbo_keeps_the_datas_dtype():
+    """Under x64 (the tests' setting) the chain's coefficients are float64; a float32 batch
+    still reaches the model as float32 (a float32 network fed float64 inputs would compute in
+    float64), and its bound is the one computed without x64 (the same float32 draws) to float32
+    precision."""
+    x = np.asarray(sde_lib.ring_of_gaussians(radius=0.6, std=0.2).sample(
+        jax.random.PRNGKey(0), 8), np.float32)
+    seen = set()
+
+    def elbo():  # the mixture and the SDE built in the x64 setting of the call
+        sde, gmm = sde_lib.VPSDE(N=50), sde_lib.ring_of_gaussians(radius=0.6, std=0.2)
+
+        def score_fn(x_t, t):
+            seen.add((x_t.dtype, t.dtype))
+            return gmm.score_fn(sde)(x_t, t)
+
+        return np.asarray(sde_lib.ddpm_negative_elbo(jax.random.PRNGKey(1), sde, score_fn,
+                                                     jnp.asarray(x), decoder="gaussian").total)
+
+    low = elbo()
+    assert seen == {(jnp.dtype("float32"), jnp.dtype("float32"))}, seen
+    with jax.enable_x64(False):
+        plain = elbo()
+    np.testing.assert_allclose(low, plain, rtol=2e-4)
+
+
 @pytest.mark.slow
 def test_negative_elbo_bounds_true_nll_and_closes_as_n_grows():
     """Continuous 8-Gaussian ring data, exact score, Gaussian decoder, beta_i variances with the

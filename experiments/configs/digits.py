@@ -33,6 +33,7 @@ def get_config(arg: str | None = None):
         num_test=297,  # test digits for the bits/dim (all)
         num_inverse=200,  # test digits for the inverse problems (the first ones)
         num_validation=64,  # the last test digits, on which DPS's zeta' is chosen
+        likelihood_tol=1e-4,  # rtol and atol of the adaptive PF-ODE likelihood
         inverse_steps=100,  # DDPM ancestral steps of the conditional samplers
         tasks=("inpainting", "super-resolution", "denoising"),  # the inverse problems
         zetas=(0.2, 1.0, 3.0),  # DPS's normalised step sizes (Chung et al.: zeta' x steps)
