@@ -151,6 +151,7 @@ def test_posterior_given_xt_and_tweedie(name, gmm):
         np.testing.assert_allclose(cov_tw[b], C, rtol=1e-7, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_tweedie_small_sigma_gaussian_approximation(gmm):
     """y = x + sigma z: the posterior of x approaches N(y + sigma^2 grad log p(y), sigma^2 I).
 

@@ -168,8 +168,8 @@ def test_pigdm_is_exact_for_unit_variance_gaussian_data(sde_name, sigma_y):
     for data N(mu, I): its guided score is the exact conditional score there."""
     sde = SDES[sde_name]()
     data = sde_lib.GaussianMixture(np.ones(1), MEAN[None], np.eye(3)[None])
-    exact = data.condition(A2, Y2, sigma_y).score_fn(sde)
-    guided = sde_lib.guided_score_fn(data.score_fn(sde), sde, A2, Y2, sigma_y, "pigdm")
+    exact = jax.jit(data.condition(A2, Y2, sigma_y).score_fn(sde))
+    guided = jax.jit(sde_lib.guided_score_fn(data.score_fn(sde), sde, A2, Y2, sigma_y, "pigdm"))
     x = 2.0 * jax.random.normal(jax.random.key(6), (6, 3))
     for t in (0.01, 0.3, 0.8):
         t = jnp.full((6,), t * sde.T)

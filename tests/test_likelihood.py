@@ -28,7 +28,7 @@ def vp_coeffs(t, beta_min=0.1, beta_max=20.0):
 
 # ----- probability-flow log-likelihood -----------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["vp", "subvp", "ve"])
+@pytest.mark.parametrize("name", [pytest.param("vp", marks=pytest.mark.slow), "subvp", "ve"])
 def test_exact_divergence_matches_oracle_log_prob(name):
     """With the exact mixture score and exact divergence the ODE likelihood is the mixture's
     log-density within 0.01 nats per dimension at every point (issue 4). The error left is the

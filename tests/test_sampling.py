@@ -125,8 +125,8 @@ def _slope(ks, errors):
     return -np.polyfit(np.log(ks), np.log(errors), 1)[0]
 
 
-@pytest.mark.parametrize("method,order", [("pf_ode_euler", 1.0), ("pf_ode_heun", 2.0),
-                                          ("ddim", 1.0)])
+@pytest.mark.parametrize("method,order", [pytest.param("pf_ode_euler", 1.0, marks=pytest.mark.slow),
+                                          ("pf_ode_heun", 2.0), ("ddim", 1.0)])
 def test_ode_convergence_order(method, order):
     """Error against the exact flow at K = 16..128 steps; fitted slope within 0.25 of the order
     (DDIM with eta = 0 on the exact marginals is a first-order integrator of the same ODE)."""
@@ -223,7 +223,8 @@ def test_ddim_eta_one_is_ancestral_beta_tilde():
 
 # ----- NFE, shapes, jit and pmap ----------------------------------------------------------------
 
-@pytest.mark.parametrize("method", ALL)
+@pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.slow)
+                                    if m == "pf_ode_adaptive" else m for m in ALL])
 def test_nfe_counts_score_calls(method):
     sde = sde_lib.VPSDE()
     exact = MIXTURE.score_fn(sde)
