@@ -10,8 +10,8 @@ subprocesses of the kill, resume and multi-process tests always do.
 Compiled programs are kept on disk in ``<repository>/.jax_cache`` (JAX's persistent compilation
 cache; its key holds the program, the XLA flags and the jax version, so a changed program
 compiles again; emptied at the start of a run once it holds over ``CACHE_BYTES``): a second run
-of the fast tier loads what the first compiled (on 2 idle cores: 1 min 41 s again, 3 min 8 s
-from an empty cache).
+of the fast tier loads what the first compiled (on 2 idle cores, a fresh clone: 1 min 23 s
+again, 2 min 42 s from an empty cache).
 ``DDPM_SDE_TEST_CACHE=DIR`` puts it elsewhere, ``DDPM_SDE_TEST_CACHE=off`` turns it off;
 ``make clean`` removes it.
 
