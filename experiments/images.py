@@ -206,7 +206,7 @@ def image_range(levels: int) -> tuple[float, float]:
 
 
 def likelihood_rows(rng, sde, score_fn, v_test, levels, network: str,
-                    nfes: tuple[int, ...], cache, tol: float = 1e-4
+                    nfes: tuple[int, ...], cache, tol: float
                     ) -> tuple[list[dict], list[dict]]:
     """Bits/dim of the test digits (mean and standard error over them) under a network: the
     PF-ODE NLL (adaptive Tsit5, ``rtol = atol = tol``) and the DDPM ELBO with both reverse
