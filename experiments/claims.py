@@ -52,6 +52,46 @@ def pairwise(rows: Sequence[Mapping], item: str, metric: str, se: str,
     return out
 
 
+def rerun_halfwidth(se: float | None, n: int) -> float | None:
+    """The half-width of the 95% interval in which a re-run's mean lands: a cell's mean ``m``
+    over ``n`` independent runs (training seeds) with standard error ``se``, and another ``n``
+    runs with other seeds giving ``m'``: ``(m' - m) / (sqrt(2) se)`` is Student-t with ``n - 1``
+    degrees of freedom, so ``m'`` falls in ``m +- t_{0.975, n-1} sqrt(2) se`` 95% of the time.
+    ``None`` without a standard error or with ``n < 2``."""
+    if se is None or n < 2 or not math.isfinite(se):
+        return None
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, n - 1) * math.sqrt(2.0) * se)
+
+
+def rerun_coverage(committed: Sequence[Mapping], rerun: Sequence[Mapping], keys: Sequence[str],
+                   metrics: Sequence[str], groups: str) -> tuple[int, int]:
+    """How many of ``committed``'s cells a re-run lands inside: for each row of ``committed``
+    and each of ``metrics`` with a finite mean and standard error (``<metric>_se``), the row of
+    ``rerun`` with the same ``keys`` is inside where ``|mean' - mean| <=
+    rerun_halfwidth(se, n)``, ``n`` the row's ``groups`` column. Rows are dicts of numbers or
+    of CSV strings. Returns ``(inside, cells)``."""
+    def number(value):
+        return None if value in (None, "") else float(value)
+
+    index = {tuple(str(r[k]) for k in keys): r for r in rerun}
+    inside = cells = 0
+    for row in committed:
+        other = index.get(tuple(str(row[k]) for k in keys))
+        for m in metrics:
+            mean, se = number(row.get(m)), number(row.get(f"{m}_se"))
+            if other is None or mean is None or se is None or not math.isfinite(mean):
+                continue
+            half = rerun_halfwidth(se, int(number(row[groups])))
+            value = number(other.get(m))
+            if half is None or value is None:
+                continue
+            cells += 1
+            inside += abs(value - mean) <= half
+    return inside, cells
+
+
 def first_reaching(points: Sequence[tuple[float, float, float]], target: float,
                    target_se: float) -> float | None:
     """The first ``x`` of ``points`` ``(x, mean, se)`` (in the order given) whose mean is not

@@ -213,12 +213,13 @@ def flow_kl_fn(sde, gmm, num, dim, method, num_steps):
         jax.random.fold_in(key, 1), sde, score_fn, gmm.log_prob, num, dim, method, num_steps))
 
 
-def gaussian_testbed(exp) -> evaluation.GaussianLaw:
+def gaussian_testbed(exp, seed: int | None = None) -> evaluation.GaussianLaw:
     """The Gaussian of the exact table: ``N(mu, diag(s^2))`` in ``exp.gaussian_dim``
-    dimensions, ``s^2`` log-spaced over ``exp.gaussian_var``, ``mu ~ N(0, I)`` (seed
-    ``exp.seed``)."""
+    dimensions, ``s^2`` log-spaced over ``exp.gaussian_var``, ``mu ~ N(0, I)`` (seed ``seed``,
+    by default ``exp.seed``)."""
     lo, hi = exp.gaussian_var
-    return evaluation.GaussianLaw(jax.random.normal(jax.random.key(exp.seed), (exp.gaussian_dim,)),
+    key = jax.random.key(exp.seed if seed is None else seed)
+    return evaluation.GaussianLaw(jax.random.normal(key, (exp.gaussian_dim,)),
                                   jnp.geomspace(lo, hi, exp.gaussian_dim))
 
 

@@ -5,30 +5,38 @@ random shifts is the data. One score model per training seed ``s`` is trained on
 (``trainer.train_and_evaluate``, the config ``experiments/configs/compare_samplers.py`` with
 ``data.dim = d`` and ``training.seed = s``, in ``<workdir>/model_d<d>_s<s>``; a second run in the
 same workdir reuses them), then every sampler runs at every NFE target with each model and with
-the oracle's exact score, each with ``sample_seeds`` sampling seeds (the same prior draw and
-noise for every sampler and score; its own set of exact samples to compare with), so sampler
-error (exact rows) and model error (the difference) are separated. Each run is measured against
-the exact mixture, and every row reports the mean and sd over its runs:
+the oracle's exact score, ``sample_seeds`` runs per training seed (each its own prior draw, noise
+and set of exact samples to compare with, the same for every sampler and score; the exact score
+runs in as many groups), so sampler error (exact rows) and model error (the difference) are
+separated. Each run is measured against the exact mixture:
 
+* ``mmd2``: the MMD^2 to the mixture itself (``sde_lib.mixture_mmd``, the kernel the mean of
+  Gaussian kernels at ``mmd_bandwidths`` x sqrt(d)): the data side is exact, so its only noise
+  is the run's own samples, and it is zero in expectation for exact samples;
 * ``sw2``: sliced 2-Wasserstein distance to as many exact samples (``experiments/common.py``); the
   ``exact samples`` row is its Monte Carlo floor, mean and sd over 8 pairs of independent exact
   sets;
 * ``kl`` (deterministic samplers in ``flow_kl_dims``): KL(sampler || data) in nats by the change
-  of variables along the sampler's discrete map (``sde_lib.evaluation.flow_log_density``), with
-  each run's standard error ``kl_se``, over the first sampling seed of each score (``kl_runs``);
-  the ``exact samples`` row holds the limit every deterministic sampler's KL tends to with the
-  exact score, ``flow_limit = KL(prior || p_T)`` (``sde_lib.evaluation.flow_limit_kl``, in
-  every dimension);
+  of variables along the sampler's discrete map (``sde_lib.evaluation.flow_log_density``), over
+  the first run of each group, each with its own standard error ``kl_run_se``; the ``exact
+  samples`` row holds the limit every deterministic sampler's KL tends to with the exact score,
+  ``flow_limit = KL(prior || p_T)`` (``sde_lib.evaluation.flow_limit_kl``);
 * ``nll``: mean true negative log-density of the samples, nats/dim (exact samples: the entropy);
 * ``mode_err``: largest error of the mode weights (fraction per component minus its weight);
 * ``wall_s``: wall time of the compiled sampler (compile time separately, ``compile_s``).
 
-Per dimension, the probability-flow NLL of held-out data in bits/dim (exact divergence) for the
-exact score and each model; and, with no Monte Carlo at all, the exact KL of every affine sampler
-on a Gaussian with unequal variances (``sde_lib.evaluation.gaussian_sampler_law``). Writes
-``results.csv/md``, ``summary.md`` (the tables by sampler and NFE), ``likelihood.csv/md``,
-``gaussian.csv/md``, ``quality_vs_nfe.png`` and ``samples_2d.png`` into the workdir and prints the
-tables and the paths.
+Every cell is the mean over the groups (the training seeds) with its standard error from the
+spread between them (``spread``: training and sampling noise together), and the sd within a
+group (the sampling's share) beside it; the tables print the 95% interval a re-run with as many
+other seeds lands in (``claims.rerun_halfwidth``). Per dimension, the probability-flow NLL of
+held-out data in bits/dim (exact divergence) for the exact score and each model; and, with no
+Monte Carlo at all, the exact KL of every affine sampler on a Gaussian with unequal variances
+(``sde_lib.evaluation.gaussian_sampler_law``), over ``gaussian_seeds`` data means. Every
+comparison the tables support is written by the rule of ``experiments.claims`` (``claims.md``,
+``claims.csv``), and the statements the README quotes are generated from them
+(``headline.md``). Writes ``results.csv/md``, ``summary.md`` (the tables by sampler and NFE),
+``likelihood.csv/md``, ``gaussian.csv/md``, the claims, ``quality_vs_nfe.png`` (MMD^2),
+``sw2_vs_nfe.png`` and ``samples_2d.png`` into the workdir and prints the paths.
 
 Run: ``python -m experiments.compare_samplers --workdir runs/compare_samplers``.
 """
@@ -36,6 +44,7 @@ Run: ``python -m experiments.compare_samplers --workdir runs/compare_samplers``.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import time
@@ -47,7 +56,7 @@ from tqdm import tqdm
 
 import sde_lib
 import trainer
-from experiments import common
+from experiments import claims, common
 from experiments.configs import base
 from sde_lib import evaluation
 from trainer import cli, reporting
@@ -65,15 +74,20 @@ class ComparisonConfig:
     """The ``experiment`` section of ``experiments/configs/compare_samplers.py``.
 
     Attributes:
-      dims: data dimensions (one trained model each).
+      dims: data dimensions (one trained model per training seed each).
       methods: sampler names (``sde_lib.SAMPLERS``).
       nfes: NFE targets; a sampler takes ``Sampler.num_steps_for(nfe)`` steps.
       num_samples: samples per run (and exact samples to compare with).
       num_heldout: held-out points for the probability-flow NLL.
-      train_seeds: ``training.seed`` of each trained model (one per seed and dimension).
-      sample_seeds: sampling seeds per score (each with its own exact reference set).
+      train_seeds: ``training.seed`` of each trained model (one per seed and dimension); every
+        cell's interval is over them.
+      sample_seeds: sampling seeds per training seed (each with its own prior draw, noise and
+        exact reference set); the exact score runs as often, in as many groups.
+      mmd_bandwidths: the Gaussian kernels' bandwidths of the MMD^2, in units of ``sqrt(d)``.
       gaussian_dim, gaussian_var: the Gaussian of the exact (Monte-Carlo-free) table: its
         dimension and the range of its log-spaced variances.
+      gaussian_seeds: the exact table's data means ``mu ~ N(0, I)``, one per seed (``seed``,
+        ``seed + 1``, ...); its cells are the mean and spread over them.
       flow_kl_dims, flow_kl_points: the dimensions in which the deterministic samplers' output
         KL to the mixture is computed by change of variables (``sde_lib.evaluation.flow_kl``,
         a d x d Jacobian per point), and its number of prior draws per run.
@@ -89,8 +103,10 @@ class ComparisonConfig:
     num_heldout: int
     train_seeds: tuple[int, ...]
     sample_seeds: int
+    mmd_bandwidths: tuple[float, ...]
     gaussian_dim: int
     gaussian_var: tuple[float, float]
+    gaussian_seeds: int
     flow_kl_dims: tuple[int, ...]
     flow_kl_points: int
     reference_steps: int
@@ -109,13 +125,21 @@ class ComparisonConfig:
             raise ValueError(f"dims must be integers >= 1, got {self.dims!r}")
         if not self.train_seeds or min(self.train_seeds) < 0:
             raise ValueError(f"train_seeds must be integers >= 0, got {self.train_seeds!r}")
+        if len(set(self.train_seeds)) != len(self.train_seeds):
+            raise ValueError(f"train_seeds must be distinct, got {self.train_seeds!r}")
+        if not self.mmd_bandwidths or min(self.mmd_bandwidths) <= 0:
+            raise ValueError(f"mmd_bandwidths must be positive numbers (units of sqrt(d)), got "
+                             f"{self.mmd_bandwidths!r}")
         if len(self.gaussian_var) != 2 or not 0 < self.gaussian_var[0] <= self.gaussian_var[1]:
             raise ValueError(f"gaussian_var must be (lo, hi) with 0 < lo <= hi, got "
                              f"{self.gaussian_var!r}")
         for name in ("num_samples", "num_heldout", "sample_seeds", "gaussian_dim",
-                     "flow_kl_points"):
+                     "gaussian_seeds", "flow_kl_points"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.num_samples < 3:
+            raise ValueError(f"num_samples must be >= 3 (the MMD's pairs), got "
+                             f"{self.num_samples!r}")
         if self.reference_steps < 0:
             raise ValueError(f"reference_steps must be >= 0 (0: none), got "
                              f"{self.reference_steps!r}")
@@ -130,36 +154,74 @@ def sampler_settings(method: str, nfe: int, column: int) -> tuple[int, dict]:
     return sampler.num_steps_for(nfe), {}
 
 
-def _metrics(gmm, x, exact, rng_sw) -> dict:
+METRICS = ("mmd2", "sw2", "nll", "mode_err")
+
+
+def _metrics(gmm, x, exact, rng_sw, bandwidths) -> dict:
+    """One run's sample measures: ``mmd2`` (to the mixture itself, the kernel the mean of
+    Gaussian kernels at ``bandwidths``), ``sw2`` (to the exact set ``exact``), ``nll`` and
+    ``mode_err``."""
     if not np.all(np.isfinite(x)):
-        return {"sw2": math.inf, "nll": math.inf, "mode_err": math.inf}
-    return {"sw2": common.sliced_wasserstein(x, exact, rng_sw),
+        return dict.fromkeys(METRICS, math.inf)
+    mmd = sde_lib.mixture_mmd(x, gmm, bandwidths)
+    return {"mmd2": float(np.mean(np.asarray(mmd.mmd2))),
+            "sw2": common.sliced_wasserstein(x, exact, rng_sw),
             "nll": common.mean_nll(gmm, x),
             "mode_err": float(np.max(np.abs(common.mode_weights(gmm, x)
                                             - np.asarray(gmm.weights))))}
 
 
+def spread(runs: list[dict], name: str) -> dict:
+    """``name``'s mean over the groups of ``runs`` (each run has a ``group``: its training
+    seed), with ``name_sd`` (the sd of the group means), ``name_se`` (their standard error:
+    the cell's interval, which holds both the training seeds' and the sampling's noise) and
+    ``name_within_sd`` (the pooled sd between the runs of one group: the sampling's share).
+    A non-finite run makes the mean ``inf`` and the spreads ``None``."""
+    values = [r[name] for r in runs if name in r]
+    if not all(math.isfinite(v) for v in values):
+        return {name: math.inf, f"{name}_sd": None, f"{name}_se": None,
+                f"{name}_within_sd": None}
+    groups: dict[int, list[float]] = {}
+    for r in runs:
+        if name in r:
+            groups.setdefault(r["group"], []).append(r[name])
+    means = np.array([np.mean(v) for v in groups.values()])
+    sd = float(np.std(means, ddof=1)) if len(means) > 1 else None
+    within = [np.var(v, ddof=1) for v in groups.values() if len(v) > 1]
+    return {name: float(means.mean()), f"{name}_sd": sd,
+            f"{name}_se": None if sd is None else sd / math.sqrt(len(means)),
+            f"{name}_within_sd": float(np.sqrt(np.mean(within))) if within else None}
+
+
 def _summarize(runs: list[dict]) -> dict:
-    """Mean and sd (over the runs) of each metric; the wall time and the KL's standard error
-    as means only. The flow KL is over the runs that have it (``kl_runs`` of them)."""
-    out = common.summarize(runs, ("sw2", "nll", "mode_err", "wall_s"))
+    """Each metric's ``spread`` over the runs; the flow KL over the runs that have it (the first
+    sampling seed of each group: ``kl_runs``), with the mean of their own standard errors
+    ``kl_run_se``; the wall time as a mean."""
+    out = {"runs": len(runs), "groups": len({r["group"] for r in runs}),
+           "wall_s": float(np.mean([r["wall_s"] for r in runs]))}
+    for name in METRICS:
+        out.update(spread(runs, name))
     flow = [r for r in runs if "kl" in r]
     if flow:
-        out.update(common.summarize(flow, ("kl", "kl_se")), kl_runs=len(flow))
-    for name in ("wall_s_sd", "kl_se_sd"):
-        out.pop(name, None)
-    return {**out, "runs": len(runs)}
+        out.update(spread(flow, "kl"), kl_runs=len(flow),
+                   kl_run_se=float(np.mean([r["kl_run_se"] for r in flow])))
+        out.pop("kl_within_sd")
+    return out
 
 
 def evaluate_runs(rng, sde, gmm, score_fns, exp, progress, dim):
-    """One row per (score, method, NFE target) for data ``gmm`` in dimension ``dim``: each
-    metric's mean and sd over every score of that kind (``score_fns[kind]`` is a list, one per
-    training seed) times ``exp.sample_seeds`` sampling seeds. Sampling seed ``r`` uses the same
-    prior draw and noise for every sampler and score, and its own set of exact samples."""
-    n = exp.num_samples
+    """One row per (score, method, NFE target) for data ``gmm`` in dimension ``dim``.
+
+    ``score_fns["model"]`` holds one score per training seed, ``score_fns["exact"]`` the
+    mixture's. Run ``u = i * sample_seeds + r`` (group ``i``, sampling seed ``r``) draws its
+    prior sample and noise from ``fold_in(rng, u)``, the same for every sampler and score, and
+    has its own set of exact samples; the model's group ``i`` is training seed ``i``, the exact
+    score runs as many groups of as many runs. Each row holds every metric's ``spread``."""
+    n, bandwidths = exp.num_samples, tuple(h * math.sqrt(dim) for h in exp.mmd_bandwidths)
+    num_runs = len(exp.train_seeds) * exp.sample_seeds
     rng_exact, rng_sw, rng_sample = jax.random.split(rng, 3)
-    exacts = [np.asarray(gmm.sample(jax.random.fold_in(rng_exact, 100 + r), n))
-              for r in range(exp.sample_seeds)]
+    exacts = [np.asarray(gmm.sample(jax.random.fold_in(rng_exact, 100 + u), n))
+              for u in range(num_runs)]
     rows, samples = [], {}
     for method in exp.methods:
         targets = exp.nfes + ((exp.reference_steps,) if method == REFERENCE
@@ -176,35 +238,36 @@ def evaluate_runs(rng, sde, gmm, score_fns, exp, progress, dim):
                 row = {"dim": dim, "score": kind, "sampler": method, "nfe_target": nfe_target}
                 runs, compile_s = [], 0.0
                 try:
-                    for i, score_fn in enumerate(fns):
-                        for r in range(exp.sample_seeds):
-                            key = jax.random.fold_in(rng_sample, r)
-                            if not runs:  # compiled once per score kind
-                                start = time.perf_counter()
-                                compiled = fn.lower(key, score_fn).compile()
-                                compile_s = time.perf_counter() - start
+                    for u in range(num_runs):
+                        i, r = divmod(u, exp.sample_seeds)
+                        score_fn, key = fns[i % len(fns)], jax.random.fold_in(rng_sample, u)
+                        if not runs:  # compiled once per score kind
                             start = time.perf_counter()
-                            x, nfe = jax.block_until_ready(compiled(key, score_fn))
-                            wall_s = time.perf_counter() - start
-                            x = np.asarray(x)
-                            run = {**_metrics(gmm, x, exacts[r], rng_sw), "wall_s": wall_s}
-                            if kl_fn is not None and r == 0:  # one per score: its own SE
-                                kl, kl_se = kl_fn(key, score_fn)
-                                run.update(kl=float(kl), kl_se=float(kl_se))
-                            runs.append(run)
-                            if i == 0 and r == 0:
-                                samples[(kind, method, nfe_target)] = x
+                            compiled = fn.lower(key, score_fn).compile()
+                            compile_s = time.perf_counter() - start
+                        start = time.perf_counter()
+                        x, nfe = jax.block_until_ready(compiled(key, score_fn))
+                        wall_s = time.perf_counter() - start
+                        x = np.asarray(x)
+                        run = {**_metrics(gmm, x, exacts[u], rng_sw, bandwidths),
+                               "wall_s": wall_s, "group": i}
+                        if kl_fn is not None and r == 0:  # one per group: its own SE
+                            kl, kl_se = kl_fn(key, score_fn)
+                            run.update(kl=float(kl), kl_run_se=float(kl_se))
+                        runs.append(run)
+                        if u == 0:
+                            samples[(kind, method, nfe_target)] = x
                 except ValueError:
                     runs = []  # the method rejects this setting: n/a
                 progress.update(1)
                 if runs:
-                    row.update(nfe=int(nfe), compile_s=compile_s,
-                               **_summarize(runs))
+                    row.update(nfe=int(nfe), compile_s=compile_s, **_summarize(runs))
                 rows.append(row)
-    # the Monte Carlo floor: SW2 between independent exact sets of the same size, 8 pairs
+    # the Monte Carlo floor: sW2 between independent exact sets of the same size, 8 pairs (and
+    # the MMD^2 of exact samples: zero in expectation)
     floor = [_metrics(gmm, np.asarray(gmm.sample(jax.random.fold_in(rng_exact, 2 * i + 1), n)),
                       np.asarray(gmm.sample(jax.random.fold_in(rng_exact, 2 * i + 2), n)),
-                      rng_sw) | {"wall_s": 0.0} for i in range(8)]
+                      rng_sw, bandwidths) | {"wall_s": 0.0, "group": i} for i in range(8)]
     reference = {"dim": dim, "score": "exact samples", "sampler": "-", "nfe_target": 0, "nfe": 0,
                  "compile_s": 0.0, **_summarize(floor)}
     # the limit of every deterministic sampler's KL with the exact score: KL(prior || p_T)
@@ -233,11 +296,11 @@ def heldout_nll(rng, sde, gmm, score_fns, num, dim):
     return out
 
 
-def gaussian_flow_limit(sde, exp) -> float:
-    """``KL(prior || p_T)`` in nats for the exact table's Gaussian: the limit of every
-    deterministic sampler's exact KL there (``sde_lib.evaluation.flow_limit_kl``; here in
-    closed form)."""
-    data = common.gaussian_testbed(exp)
+def gaussian_flow_limit(sde, exp, seed: int | None = None) -> float:
+    """``KL(prior || p_T)`` in nats for the exact table's Gaussian of data seed ``seed`` (by
+    default ``exp.seed``): the limit of every deterministic sampler's exact KL there
+    (``sde_lib.evaluation.flow_limit_kl``; here in closed form)."""
+    data = common.gaussian_testbed(exp, seed)
     alpha, sigma = sde.marginal_coeffs(jnp.asarray(sde.T, data.mean.dtype))
     prior = evaluation.GaussianLaw(jnp.zeros_like(data.mean),
                                    jnp.full_like(data.var, sde.prior_std**2))
@@ -247,11 +310,21 @@ def gaussian_flow_limit(sde, exp) -> float:
 
 def exact_gaussian_errors(sde, exp) -> list[dict]:
     """Exact sampler error with no Monte Carlo (``sde_lib.evaluation``): KL(sampler || data)
-    and W2 for the Gaussian ``N(mu, diag(s^2))`` in ``exp.gaussian_dim`` dimensions, ``s^2``
-    log-spaced over ``exp.gaussian_var`` and ``mu ~ N(0, I)`` (seed ``exp.seed``), for every
-    affine or deterministic sampler at every NFE target (and the reference)."""
-    data = common.gaussian_testbed(exp)
-    rows = []
+    in nats, its ratio to the flow limit ``KL(prior || p_T)`` and W2 for the Gaussian
+    ``N(mu, diag(s^2))`` in ``exp.gaussian_dim`` dimensions, ``s^2`` log-spaced over
+    ``exp.gaussian_var``, for every affine or deterministic sampler at every NFE target (and
+    the reference); each the mean, sd and standard error over the ``exp.gaussian_seeds`` data
+    means ``mu ~ N(0, I)`` (seeds ``exp.seed``, ``exp.seed + 1``, ...). The first row
+    (``sampler = "flow limit"``) holds the limit itself."""
+    seeds = range(exp.seed, exp.seed + exp.gaussian_seeds)
+    datas = [common.gaussian_testbed(exp, s) for s in seeds]
+    limits = [gaussian_flow_limit(sde, exp, s) for s in seeds]
+
+    def cell(values, name):
+        return spread([{"group": g, name: v} for g, v in enumerate(values)], name)
+
+    rows = [{"sampler": "flow limit", "nfe_target": 0, "nfe": 0, "seeds": len(limits),
+             **cell(limits, "kl_nats")}]
     for method in exp.methods:
         sampler = sde_lib.SAMPLERS[method]
         if sampler.adaptive or not (sampler.affine
@@ -263,28 +336,43 @@ def exact_gaussian_errors(sde, exp) -> list[dict]:
             num_steps = sampler.num_steps_for(nfe_target)
             row = {"sampler": method, "nfe_target": nfe_target}
             try:
-                law = evaluation.gaussian_sampler_law(sde, data.mean, data.var, method,
-                                                      num_steps)
+                laws = [evaluation.gaussian_sampler_law(sde, d.mean, d.var, method, num_steps)
+                        for d in datas]
             except ValueError:
                 rows.append(row)
                 continue
-            rows.append({**row, "nfe": sampler.nfe(num_steps, sampler.check_options({})),
-                         "kl_nats": float(evaluation.gaussian_kl(law, data)),
-                         "w2": float(evaluation.gaussian_w2(law, data))})
+            kl = [float(evaluation.gaussian_kl(law, d)) for law, d in zip(laws, datas,
+                                                                             strict=True)]
+            row.update(nfe=sampler.nfe(num_steps, sampler.check_options({})), seeds=len(kl),
+                       **cell(kl, "kl_nats"),
+                       **cell([float(evaluation.gaussian_w2(law, d))
+                               for law, d in zip(laws, datas, strict=True)], "w2"))
+            if sampler.deterministic(sampler.check_options({})):
+                row.update(cell([k / lim for k, lim in zip(kl, limits, strict=True)],
+                                "limit_ratio"))
+            rows.append(row)
+    for row in rows:
+        for key in [k for k in row if k.endswith("_within_sd")]:
+            row.pop(key)
     return rows
 
 
 # ----- reporting ---------------------------------------------------------------------------------
 
-COLUMNS = ("dim", "score", "sampler", "nfe_target", "nfe", "runs", "sw2", "sw2_sd", "kl_runs",
-           "kl", "kl_sd", "kl_se", "flow_limit", "flow_limit_se", "nll", "nll_sd", "mode_err",
-           "mode_err_sd", "compile_s", "wall_s")
-GAUSSIAN_COLUMNS = ("sampler", "nfe_target", "nfe", "kl_nats", "w2")
+COLUMNS = ("dim", "score", "sampler", "nfe_target", "nfe", "runs", "groups",
+           *(f"{m}{x}" for m in METRICS for x in ("", "_se", "_sd", "_within_sd")),
+           "kl_runs", "kl", "kl_se", "kl_sd", "kl_run_se", "flow_limit", "flow_limit_se",
+           "compile_s", "wall_s")
+GAUSSIAN_COLUMNS = ("sampler", "nfe_target", "nfe", "seeds", "kl_nats", "kl_nats_se",
+                    "kl_nats_sd", "limit_ratio", "limit_ratio_se", "w2", "w2_se")
+NAMES = {"mmd2": "MMD^2 to the mixture", "sw2": "sliced W2 to exact samples",
+         "kl": "KL(sampler || data) in nats"}
 
 
 def write_results(workdir, rows, likelihood, gaussian):
-    """``results.csv/md`` (one row per dimension, score, sampler and NFE target: mean and sd
-    over the runs), ``likelihood.csv/md`` and ``gaussian.csv/md`` (the exact table)."""
+    """``results.csv/md`` (one row per dimension, score, sampler and NFE target: each metric's
+    mean over the groups with its standard error, the groups' sd and the sd within a group),
+    ``likelihood.csv/md`` and ``gaussian.csv/md`` (the exact table)."""
     paths = common.write_table(workdir, "results", rows, COLUMNS)
     kinds = [k for k in likelihood[0] if k not in ("dim", "true")
              and not k.endswith(("_nfe", "_sd"))]
@@ -296,107 +384,252 @@ def write_results(workdir, rows, likelihood, gaussian):
     return paths
 
 
-def first_nfe_within(values: dict, target: float, nfes) -> str:
-    """The smallest NFE target whose value (a mean) is at most ``target``; ``> max`` if none."""
-    for n in nfes:
-        if values.get(n) is not None and values[n] <= target:
-            return str(n)
-    return f"> {max(nfes)}"
+def _finite(row, name) -> bool:
+    return (row.get(name) is not None and math.isfinite(row[name])
+            and row.get(f"{name}_se") is not None)
 
 
-def write_summary(workdir, rows, gaussian, flow_limit, exp):
-    """``summary.md``: sliced W2 (mean +- sd over the runs) per sampler and NFE target, one table
-    per dimension and score, with the exact-vs-exact floor and the NFE at which each sampler
-    reaches Euler-Maruyama at ``reference_steps`` (its mean within the reference's mean + sd);
-    the deterministic samplers' flow KL (with the exact score's limit ``KL(prior || p_T)``);
-    then the exact Gaussian KL table (reaching the reference's exact KL, and for the
-    deterministic samplers ``LIMIT_FACTOR`` times their limit ``flow_limit``)."""
+def _cell(row, name, n) -> str:
+    """``mean +- half-width`` of the 95% re-run interval over ``n`` groups."""
+    if row.get(name) is None:
+        return "n/a"
+    return common.pm(row[name], claims.rerun_halfwidth(row.get(f"{name}_se"), n))
+
+
+def reaching(points, target, target_se, nfes) -> str:
+    """The first NFE target of ``points`` ``{nfe: (mean, se)}`` not resolved above
+    ``target`` (``claims.first_reaching``); ``> max`` if none."""
+    first = claims.first_reaching([(n, *points[n]) for n in nfes if n in points], target,
+                                  target_se)
+    return f"> {max(nfes)}" if first is None else str(first)
+
+
+def _reference(rows, dim, score, ref_steps):
+    target = [r for r in rows if r["dim"] == dim and r["score"] == score and r[
+        "sampler"] == REFERENCE and r["nfe_target"] == ref_steps]
+    return target[0] if target and target[0].get("nfe") is not None else None
+
+
+def write_summary(workdir, rows, gaussian, exp):
+    """``summary.md``: per dimension and score, the MMD^2 and the sliced W2 by sampler and NFE
+    target, then the deterministic samplers' flow KL and the exact Gaussian table. Every cell
+    is the mean over its groups (training seeds; for the exact score, as many groups of
+    sampling seeds; data means for the Gaussian table) +- the half-width of the 95% interval a
+    re-run with as many other seeds lands in (``claims.rerun_halfwidth``). "NFE to EM-<n>" is
+    the first NFE target not resolved above Euler-Maruyama at ``reference_steps`` by the
+    claims' rule, on that table's metric."""
     parts = []
     reach = f"NFE to EM-{exp.reference_steps}"
+    groups = len(exp.train_seeds)
+    within = (f"{groups} training seeds x {exp.sample_seeds} sampling seeds; the exact score "
+              f"{groups} groups of {exp.sample_seeds} sampling seeds")
+    bandwidths = ", ".join(f"{h:g}" for h in exp.mmd_bandwidths)
     for dim in exp.dims:
+        ref = [r for r in rows if r["dim"] == dim and r["score"] == "exact samples"][0]
+        for metric in ("mmd2", "sw2"):
+            for score in ("model", "exact"):
+                target = _reference(rows, dim, score, exp.reference_steps)
+                table = []
+                for method in exp.methods:
+                    mine = {r["nfe_target"]: r for r in rows if r["dim"] == dim
+                            and r["score"] == score and r["sampler"] == method}
+                    row = {"sampler": method, **{str(n): _cell(mine[n], metric, groups)
+                                                 if n in mine else "n/a" for n in exp.nfes}}
+                    if target is not None and _finite(target, metric):
+                        row[reach] = reaching(
+                            {n: (r[metric], r[f"{metric}_se"]) for n, r in mine.items()
+                             if _finite(r, metric)}, target[metric], target[f"{metric}_se"],
+                            exp.nfes)
+                    table.append(row)
+                head = f"### d = {dim}, {score} score: {NAMES[metric]}"
+                if metric == "mmd2":
+                    head += (f" (Gaussian kernels at {bandwidths} x sqrt(d), the mixture's side "
+                             f"exact: zero in expectation for exact samples; exact samples "
+                             f"{common.pm(ref['mmd2'], ref['mmd2_sd'])})")
+                else:
+                    head += (f" (exact vs exact: {common.pm(ref['sw2'], ref['sw2_sd'])}, mean "
+                             f"+- sd over 8 pairs)")
+                head += f"; mean +- 95% re-run interval over {within}"
+                if target is not None:
+                    head += (f"; Euler-Maruyama at {exp.reference_steps} steps: "
+                             f"{_cell(target, metric, groups)}")
+                parts.append(head + "\n\n" + common.markdown_table(
+                    table, ["sampler", *map(str, exp.nfes)] + ([reach] if target else [])))
+    for dim in [d for d in exp.dims if d in exp.flow_kl_dims]:
         ref = [r for r in rows if r["dim"] == dim and r["score"] == "exact samples"][0]
         for score in ("model", "exact"):
             table = []
-            target = [r for r in rows if r["dim"] == dim and r["score"] == score and r[
-                "sampler"] == REFERENCE and r["nfe_target"] == exp.reference_steps]
-            target = target[0] if target and target[0].get("sw2") is not None else None
             for method in exp.methods:
-                mine = [r for r in rows if r["dim"] == dim and r["score"] == score
-                        and r["sampler"] == method]
-                cells = {r["nfe_target"]: common.pm(r.get("sw2"), r.get("sw2_sd")) for r in mine}
-                runs = max([r.get("runs") or 0 for r in rows if r["dim"] == dim and
-                            r["score"] == score], default=0)
-                row = {"sampler": method, **{str(n): cells.get(n) for n in exp.nfes}}
-                if target is not None:
-                    row[reach] = first_nfe_within(
-                        {r["nfe_target"]: r.get("sw2") for r in mine},
-                        target["sw2"] + (target.get("sw2_sd") or 0.0), exp.nfes)
-                table.append(row)
-            head = (f"### d = {dim}, {score} score: sliced W2 by NFE target, mean +- sd over "
-                    f"{runs} runs (exact vs exact: {ref['sw2']:.3f} +- {ref['sw2_sd']:.3f} over "
-                    f"8 pairs")
-            if target is not None:
-                head += (f"; Euler-Maruyama at {exp.reference_steps} steps: "
-                         f"{common.pm(target['sw2'], target.get('sw2_sd'))}")
-            if score == "exact":
-                head += (f"; the deterministic samplers' limit KL(prior || p_T) = "
-                         f"{ref['flow_limit']:.2g} +- {ref['flow_limit_se']:.1g} nats")
-            parts.append(head + ")\n\n" + common.markdown_table(
-                table, ["sampler", *map(str, exp.nfes)] + ([reach] if target else [])))
-    for dim in exp.flow_kl_dims:
-        ref = [r for r in rows if r["dim"] == dim and r["score"] == "exact samples"][0]
-        for score in ("model", "exact"):
-            table, runs = [], 0
-            for method in exp.methods:
-                cells = {r["nfe_target"]: common.pm(r["kl"], r["kl_sd"] if r["kl_runs"] > 1
-                                                    else r["kl_se"]) for r in rows
-                         if r["dim"] == dim and r["score"] == score and r["sampler"] == method
-                         and r.get("kl") is not None}
-                runs = max([runs] + [r["kl_runs"] for r in rows if r["dim"] == dim and
-                                     r["score"] == score and r.get("kl") is not None])
-                if cells:
-                    table.append({"sampler": method,
-                                  **{str(n): cells.get(n) for n in exp.nfes}})
+                mine = {r["nfe_target"]: r for r in rows if r["dim"] == dim
+                        and r["score"] == score and r["sampler"] == method
+                        and r.get("kl") is not None}
+                if mine:
+                    table.append({"sampler": method, **{str(n): _cell(mine[n], "kl", groups)
+                                                        if n in mine else "n/a"
+                                                        for n in exp.nfes}})
             if table:
-                se = max(r["kl_se"] for r in rows if r["dim"] == dim and r["score"] == score
-                         and r.get("kl") is not None)
-                spread = (f"mean +- sd over {runs} runs (each run's standard error <= "
-                          f"{se:.2g})" if runs > 1 else "+- its standard error")
-                head = (f"### d = {dim}, {score} score: KL(sampler || data) in nats of the "
-                        f"deterministic samplers (change of variables, {exp.flow_kl_points} "
-                        f"prior draws per run), {spread}")
-                if score == "exact" and "flow_limit" in ref:
+                head = (f"### d = {dim}, {score} score: {NAMES['kl']} of the deterministic "
+                        f"samplers (change of variables, {exp.flow_kl_points} prior draws, the "
+                        f"first sampling seed of each of {groups} groups), mean +- 95% re-run "
+                        f"interval")
+                if score == "exact":
                     head += (f". Their limit with the exact score, KL(prior || p_T) (the exact "
                              f"flow preserves KL): {ref['flow_limit']:.2g} +- "
                              f"{ref['flow_limit_se']:.1g}")
                 parts.append(head + "\n\n" + common.markdown_table(
                     table, ["sampler", *map(str, exp.nfes)]))
-    table = []
-    target = [r.get("kl_nats") for r in gaussian if r["sampler"] == REFERENCE
-              and r["nfe_target"] == exp.reference_steps]
+    seeds = exp.gaussian_seeds
+    limit = gaussian[0]
+    target = [r for r in gaussian if r["sampler"] == REFERENCE
+              and r["nfe_target"] == exp.reference_steps and r.get("kl_nats") is not None]
     target = target[0] if target else None
     near_limit = f"NFE to {LIMIT_FACTOR:g} x flow limit"
-    for method in dict.fromkeys(r["sampler"] for r in gaussian):
-        values = {r["nfe_target"]: r.get("kl_nats") for r in gaussian if r["sampler"] == method}
-        row = {"sampler": method, **{str(n): values.get(n) for n in exp.nfes}}
+    table = []
+    for method in dict.fromkeys(r["sampler"] for r in gaussian[1:]):
+        mine = {r["nfe_target"]: r for r in gaussian if r["sampler"] == method
+                and r.get("kl_nats") is not None}
+        row = {"sampler": method, **{str(n): _cell(mine[n], "kl_nats", seeds) if n in mine
+                                     else "n/a" for n in exp.nfes}}
         if target is not None:
-            row[reach] = first_nfe_within(values, target, exp.nfes)
-        sampler = sde_lib.SAMPLERS[method]
-        if sampler.deterministic(sampler.check_options({})):
-            row[near_limit] = first_nfe_within(values, LIMIT_FACTOR * flow_limit, exp.nfes)
+            row[reach] = reaching({n: (r["kl_nats"], r["kl_nats_se"] or 0.0)
+                                   for n, r in mine.items()}, target["kl_nats"],
+                                  target["kl_nats_se"] or 0.0, exp.nfes)
+        if any("limit_ratio" in r for r in mine.values()):
+            row[near_limit] = reaching({n: (r["limit_ratio"], r["limit_ratio_se"] or 0.0)
+                                        for n, r in mine.items()}, LIMIT_FACTOR, 0.0, exp.nfes)
         table.append(row)
     head = (f"### Exact sampler error: KL(sampler || data) in nats, Gaussian data in "
             f"d = {exp.gaussian_dim} with variances {exp.gaussian_var[0]:g} .. "
-            f"{exp.gaussian_var[1]:g}, exact score, no Monte Carlo. The deterministic "
-            f"samplers' limit, KL(prior || p_T) (the exact flow preserves KL): "
-            f"{flow_limit:.3g}")
+            f"{exp.gaussian_var[1]:g}, exact score, no Monte Carlo; mean +- 95% re-run interval "
+            f"over {seeds} data means. The deterministic samplers' limit, KL(prior || p_T) "
+            f"(the exact flow preserves KL): {_cell(limit, 'kl_nats', seeds)}")
     if target is not None:
-        head += f"; Euler-Maruyama at {exp.reference_steps} steps: {target:.3g}"
+        head += (f"; Euler-Maruyama at {exp.reference_steps} steps: "
+                 f"{_cell(target, 'kl_nats', seeds)}")
     parts.append(head + "\n\n" + common.markdown_table(
         table, ["sampler", *map(str, exp.nfes)] + ([reach] if target is not None else [])
         + [near_limit]))
     return {"summary.md": reporting.write_atomic(os.path.join(workdir, "summary.md"),
                                                  "\n".join(parts))}
+
+
+# ----- claims ------------------------------------------------------------------------------------
+
+def _pairs(out, items, context, metric, name):
+    """Every pair of ``items`` (``(label, row)``) compared on ``name``."""
+    for (a, r), (b, q) in itertools.combinations(items, 2):
+        out.append(claims.compare(context, metric, a, r[name], r[f"{name}_se"], b, q[name],
+                                  q[f"{name}_se"]))
+
+
+def sampler_claims(rows, gaussian, exp) -> list[dict]:
+    """Every comparison the tables support, by ``experiments.claims``' rule, each cell's
+    standard error over its groups (training seeds; data means on the Gaussian):
+
+    * ``MMD^2``, and ``flow KL`` for the deterministic samplers, between every two samplers at
+      each dimension, score and NFE target (context ``d = 2, model score, NFE 10``);
+    * each sampler at each NFE against Euler-Maruyama at ``reference_steps`` on ``MMD^2``
+      (context ``d = 2, model score, reaching EM-1000``);
+    * the model score against the exact one for each sampler and NFE on ``MMD^2`` (context
+      ``d = 2, ddim at NFE 10``);
+    * on the exact Gaussian, ``KL`` between every two samplers at each NFE target, and each
+      deterministic sampler's ``KL / flow limit`` against ``LIMIT_FACTOR``."""
+    out = []
+    ref_name = f"EM-{exp.reference_steps}"
+    for dim in exp.dims:
+        for score in ("model", "exact"):
+            mine = [r for r in rows if r["dim"] == dim and r["score"] == score]
+            for n in exp.nfes:
+                at = [(r["sampler"], r) for r in mine if r["nfe_target"] == n]
+                where = f"d = {dim}, {score} score, NFE {n}"
+                _pairs(out, [(m, r) for m, r in at if _finite(r, "mmd2")], where, "MMD^2", "mmd2")
+                _pairs(out, [(m, r) for m, r in at if _finite(r, "kl")], where, "flow KL", "kl")
+            target = _reference(rows, dim, score, exp.reference_steps)
+            if target is not None and _finite(target, "mmd2"):
+                for r in mine:
+                    if r["nfe_target"] in exp.nfes and _finite(r, "mmd2"):
+                        out.append(claims.compare(
+                            f"d = {dim}, {score} score, reaching {ref_name}", "MMD^2",
+                            f"{r['sampler']} at NFE {r['nfe_target']}", r["mmd2"], r["mmd2_se"],
+                            ref_name, target["mmd2"], target["mmd2_se"]))
+        for r in rows:
+            if r["dim"] == dim and r["score"] == "model" and _finite(r, "mmd2"):
+                q = [e for e in rows if e["dim"] == dim and e["score"] == "exact" and e[
+                    "sampler"] == r["sampler"] and e["nfe_target"] == r["nfe_target"]]
+                if q and _finite(q[0], "mmd2"):
+                    out.append(claims.compare(
+                        f"d = {dim}, {r['sampler']} at NFE {r['nfe_target']}", "MMD^2",
+                        "model score", r["mmd2"], r["mmd2_se"], "exact score", q[0]["mmd2"],
+                        q[0]["mmd2_se"]))
+    where = f"Gaussian d = {exp.gaussian_dim}, exact score"
+    for n in exp.nfes:
+        _pairs(out, [(r["sampler"], r) for r in gaussian[1:] if r["nfe_target"] == n
+                     and _finite(r, "kl_nats")], f"{where}, NFE {n}", "KL (nats)", "kl_nats")
+    for r in gaussian[1:]:
+        if r["nfe_target"] in exp.nfes and _finite(r, "limit_ratio"):
+            out.append(claims.compare(
+                f"{where}, reaching {LIMIT_FACTOR:g} x flow limit", "KL / flow limit",
+                f"{r['sampler']} at NFE {r['nfe_target']}", r["limit_ratio"],
+                r["limit_ratio_se"], f"{LIMIT_FACTOR:g}", LIMIT_FACTOR, 0.0))
+    return out
+
+
+# results/README.md quotes ``headline`` of the committed claims between these lines
+README_MARKERS = ("<!-- compare_samplers claims: generated by experiments.compare_samplers."
+                  "headline from results/compare_samplers/claims.csv; do not edit -->",
+                  "<!-- end of the generated compare_samplers claims -->")
+
+
+def headline(rows_of_claims) -> str:
+    """The statements the README quotes, generated from the claims alone (``claims.csv``'s rows,
+    strings or numbers): for each pairwise context and metric, the sampler with the lowest
+    mean, those not resolved from it and how many are resolved above it; for each "reaching"
+    context, the first NFE at which each sampler is not resolved above the target."""
+    lines, pairwise, reach = [], {}, {}
+    for c in rows_of_claims:
+        key = (c["context"], c["metric"])
+        if ", reaching " in c["context"]:
+            reach.setdefault(key, []).append(c)
+        elif ", NFE " in c["context"] and c["a"] not in ("model score",):
+            pairwise.setdefault(key, []).append(c)
+    for (context, metric), cs in pairwise.items():
+        means = {}
+        for c in cs:
+            means[c["a"]], means[c["b"]] = float(c["mean_a"]), float(c["mean_b"])
+        best = min(means, key=means.get)
+        tied = sorted(c["b"] if c["a"] == best else c["a"] for c in cs
+                      if best in (c["a"], c["b"]) and c["verdict"] == "not resolved")
+        above = len(means) - 1 - len(tied)
+        if not above:
+            lines.append(f"- {context}, {metric}: none of {len(means)} resolved from the lowest "
+                         f"mean ({best}, {means[best]:.3g}).")
+            continue
+        text = f"- {context}, {metric}: lowest {best} ({means[best]:.3g})"
+        text += f", not resolved from it: {', '.join(tied)}" if tied else ""
+        lines.append(text + f"; {above} of {len(means) - 1} resolved above it.")
+    for (context, metric), cs in reach.items():
+        first: dict[str, int | None] = {}
+        for c in cs:
+            method, nfe = c["a"].rsplit(" at NFE ", 1)
+            first.setdefault(method, None)
+            above = c["verdict"] == f"{c['a']} above {c['b']}"
+            if not above and (first[method] is None or int(nfe) < first[method]):
+                first[method] = int(nfe)
+        target, last = cs[0]["b"], max(int(c["a"].rsplit(" at NFE ", 1)[1]) for c in cs)
+        cells = ", ".join(f"{m} {f'not by {last}' if n is None else n}"
+                          for m, n in first.items())
+        lines.append(f"- {context}, {metric}: first NFE not resolved above {target}: {cells}.")
+    return "\n".join(lines) + "\n"
+
+
+def write_claims(workdir, rows, gaussian, exp) -> dict[str, str]:
+    """``claims.md``/``.csv`` (``sampler_claims``) and ``headline.md`` (``headline``)."""
+    made = sampler_claims(rows, gaussian, exp)
+    paths = dict(zip(("claims.md", "claims.csv"), claims.write_claims(workdir, made),
+                     strict=True))
+    paths["headline.md"] = reporting.write_atomic(os.path.join(workdir, "headline.md"),
+                                                  headline(made))
+    return paths
 
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h", "p", "d")
@@ -413,41 +646,50 @@ def method_styles(methods) -> dict[str, dict]:
             for k, m in enumerate(dict.fromkeys(methods))}
 
 
-def quality_figure(rows, gaussian, flow_limit, exp):
-    """``quality_vs_nfe.png`` (a matplotlib ``Figure``): sliced W2 against NFE, mean with a +-1 sd
-    band over the runs, one panel per dimension and score, and the exact Gaussian KL; one legend
-    for the figure, in the free panel's place."""
+def quality_figure(rows, gaussian, exp, metric: str = "mmd2"):
+    """``quality_vs_nfe.png`` (a matplotlib ``Figure``): ``metric`` (``mmd2`` or ``sw2``)
+    against NFE, mean with a +-1 standard error band over the groups, one panel per dimension
+    and score, and the exact Gaussian KL; one legend for the figure, in the free panel's place.
+    The MMD^2 is unbiased and can be negative: its axis is linear within the exact samples'
+    sd of 0 and logarithmic beyond."""
     plt = reporting.pyplot()
     scores = ("model", "exact")
     fig, axes = plt.subplots(len(exp.dims) + 1, len(scores), squeeze=False,
                              figsize=(5.2 * len(scores), 3.6 * (len(exp.dims) + 1)))
-    styles = method_styles([*exp.methods, *(r["sampler"] for r in gaussian)])
+    styles = method_styles([*exp.methods, *(r["sampler"] for r in gaussian[1:])])
     for i, dim in enumerate(exp.dims):
         ref = [r for r in rows if r["dim"] == dim and r["score"] == "exact samples"][0]
         for j, score in enumerate(scores):
             ax = axes[i, j]
             for method in exp.methods:
-                pts = sorted((r["nfe"], r["sw2"], r.get("sw2_sd") or 0.0) for r in rows
-                             if r["dim"] == dim and r["score"] == score and
-                             r["sampler"] == method and "nfe" in r and math.isfinite(r["sw2"]))
+                pts = sorted((r["nfe"], r[metric], r.get(f"{metric}_se") or 0.0) for r in rows
+                             if r["dim"] == dim and r["score"] == score and r["sampler"] == method
+                             and r.get("nfe") is not None and math.isfinite(r[metric]))
                 if pts:
-                    nfe, mean, sd = map(np.array, zip(*pts, strict=True))
+                    nfe, mean, se = map(np.array, zip(*pts, strict=True))
                     ax.plot(nfe, mean, ms=4, label=method, **styles[method])
-                    ax.fill_between(nfe, np.maximum(mean - sd, 1e-3), mean + sd, alpha=0.1,
-                                    color=styles[method]["color"])
-            ax.axhspan(ref["sw2"] - ref["sw2_sd"], ref["sw2"] + ref["sw2_sd"], color="k",
-                       alpha=0.1, label="exact vs exact (+-1 sd)")
-            ax.set(xscale="log", yscale="log", title=f"d = {dim}, {score} score",
-                   xlabel="NFE (score evaluations)", ylabel="sliced W2 to exact samples")
+                    low = mean - se if metric == "mmd2" else np.maximum(mean - se, 1e-3)
+                    ax.fill_between(nfe, low, mean + se, alpha=0.1, color=styles[method]["color"])
+            sd = ref.get(f"{metric}_sd") or 0.0
+            ax.axhspan(ref[metric] - sd, ref[metric] + sd, color="k", alpha=0.1,
+                       label="exact samples (+-1 sd)")
+            if metric == "mmd2":
+                ax.set_yscale("symlog", linthresh=max(sd, 1e-8))
+                ax.axhline(0.0, color="k", lw=0.5)
+            else:
+                ax.set_yscale("log")
+            ax.set(xscale="log", title=f"d = {dim}, {score} score",
+                   xlabel="NFE (score evaluations)", ylabel=NAMES[metric])
     ax = axes[-1, 0]
-    for method in dict.fromkeys(r["sampler"] for r in gaussian):
-        pts = sorted((r["nfe"], r["kl_nats"]) for r in gaussian
-                     if r["sampler"] == method and "kl_nats" in r)
+    for method in dict.fromkeys(r["sampler"] for r in gaussian[1:]):
+        pts = sorted((r["nfe"], r["kl_nats"]) for r in gaussian[1:]
+                     if r["sampler"] == method and r.get("kl_nats") is not None)
         if pts:
             ax.loglog(*zip(*pts, strict=True), ms=4, label=method, **styles[method])
-    ax.axhline(flow_limit, color="k", ls="--", lw=0.8,
+    ax.axhline(gaussian[0]["kl_nats"], color="k", ls="--", lw=0.8,
                label="deterministic samplers' limit KL(prior || p_T)")
-    ax.set(title=f"exact error, Gaussian d = {exp.gaussian_dim}\n(exact score, no Monte Carlo)",
+    ax.set(title=f"exact error, Gaussian d = {exp.gaussian_dim}\n(exact score, no Monte Carlo, "
+                 f"mean over {exp.gaussian_seeds} data means)",
            xlabel="NFE (score evaluations)", ylabel="KL(sampler || data), nats")
     for ax in axes.ravel():
         reporting.plain_log_ticks(ax)
@@ -458,7 +700,8 @@ def quality_figure(rows, gaussian, flow_limit, exp):
             legend.setdefault(label, handle)
     for a in axes[-1, 1:]:  # the free places of the last row hold the legend
         fig.delaxes(a)
-    fig.suptitle("sample quality against the number of score evaluations")
+    fig.suptitle(f"sample quality against the number of score evaluations (bands: +-1 standard "
+                 f"error over {len(exp.train_seeds)} training seeds)")
     fig.tight_layout()
     right, bottom = axes[0, -1].get_position(), axes[-1, 0].get_position()
     fig.legend(legend.values(), legend.keys(), loc="center", fontsize=8, ncol=2,
@@ -495,11 +738,14 @@ def samples_figure(samples, gmm_2d, exp, score: str = "model"):
     return fig
 
 
-def write_figures(workdir, rows, gaussian, flow_limit, samples, gmm_2d, exp):
-    """Writes ``quality_vs_nfe.png`` (``quality_figure``) and, with 2-D data,
-    ``samples_2d.png`` (``samples_figure``); returns their paths by name."""
-    paths = reporting.save_figure(quality_figure(rows, gaussian, flow_limit, exp), workdir,
+def write_figures(workdir, rows, gaussian, samples, gmm_2d, exp):
+    """Writes ``quality_vs_nfe.png`` (``quality_figure``: the MMD^2), ``sw2_vs_nfe.png`` (the
+    sliced W2) and, with 2-D data, ``samples_2d.png`` (``samples_figure``); returns their paths
+    by name."""
+    paths = reporting.save_figure(quality_figure(rows, gaussian, exp), workdir,
                                   "quality_vs_nfe.png")
+    paths.update(reporting.save_figure(quality_figure(rows, gaussian, exp, "sw2"), workdir,
+                                       "sw2_vs_nfe.png"))
     if gmm_2d is not None:
         paths.update(reporting.save_figure(samples_figure(samples, gmm_2d, exp), workdir,
                                            "samples_2d.png"))
@@ -538,9 +784,9 @@ def compare_samplers(config, workdir: str) -> dict[str, str]:
             samples_2d, gmm_2d = samples, gmm
     gaussian = exact_gaussian_errors(sde, exp)
     paths = write_results(workdir, rows, likelihood, gaussian)
-    flow_limit = gaussian_flow_limit(sde, exp)
-    paths.update(write_summary(workdir, rows, gaussian, flow_limit, exp))
-    paths.update(write_figures(workdir, rows, gaussian, flow_limit, samples_2d, gmm_2d, exp))
+    paths.update(write_summary(workdir, rows, gaussian, exp))
+    paths.update(write_claims(workdir, rows, gaussian, exp))
+    paths.update(write_figures(workdir, rows, gaussian, samples_2d, gmm_2d, exp))
     return paths
 
 

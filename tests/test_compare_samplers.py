@@ -2,6 +2,8 @@
 
 import csv
 import math
+import os
+import types
 
 import jax
 import jax.numpy as jnp
@@ -49,10 +51,74 @@ def test_mode_weights_and_nll_against_the_oracle():
     np.testing.assert_array_less(np.abs(w - [0.2, 0.8]), Z * se)
 
 
+def test_spread_between_training_seeds_and_within():
+    """A cell's mean is the mean of its groups' means, its standard error the sd of those
+    means over sqrt(groups), and the within-group sd the pooled sd of the runs around their
+    group's mean (computed here by hand); a non-finite run makes the cell inf."""
+    values = {0: [1.0, 1.4], 1: [2.0, 2.2], 2: [0.5, 0.9]}
+    runs = [{"group": g, "m": v} for g, vs in values.items() for v in vs]
+    means = [1.2, 2.1, 0.7]
+    got = compare_samplers.spread(runs, "m")
+    assert got["m"] == pytest.approx(4.0 / 3)
+    sd = math.sqrt(sum((m - 4.0 / 3) ** 2 for m in means) / 2)
+    assert got["m_sd"] == pytest.approx(sd) and got["m_se"] == pytest.approx(sd / math.sqrt(3))
+    within = (0.2**2 * 2 + 0.1**2 * 2 + 0.2**2 * 2) / 3  # each group: 2 runs, 1 dof
+    assert got["m_within_sd"] == pytest.approx(math.sqrt(within))
+    single = compare_samplers.spread([{"group": 0, "m": 1.0}], "m")
+    assert single["m_sd"] is None and single["m_within_sd"] is None
+    bad = compare_samplers.spread(runs + [{"group": 3, "m": math.inf}], "m")
+    assert bad["m"] == math.inf and bad["m_se"] is None
+
+
+def _cell_row(sampler, nfe, mean, se, score="model"):
+    return {"dim": 2, "score": score, "sampler": sampler, "nfe_target": nfe, "nfe": nfe,
+            "mmd2": mean, "mmd2_se": se}
+
+
+def test_headline_from_the_claims_alone():
+    """The generated statements: at NFE 10, A's lead over B (3.1 SE) is resolved and over C
+    (2.9 SE) is not; at NFE 20 nothing is; reaching EM-100: the first NFE not resolved above
+    it; the same lines from the claims' CSV strings as from the claims themselves."""
+    d = 0.01 * math.sqrt(2)
+    rows = [_cell_row("a", 10, 0.10, 0.01), _cell_row("b", 10, 0.10 + 3.1 * d, 0.01),
+            _cell_row("c", 10, 0.10 + 2.9 * d, 0.01),
+            _cell_row("a", 20, 0.05, 0.01), _cell_row("b", 20, 0.06, 0.01),
+            _cell_row("c", 20, 0.055, 0.01), _cell_row("euler_maruyama", 100, 0.06, 0.01)]
+    exp = types.SimpleNamespace(dims=(2,), nfes=(10, 20), reference_steps=100,
+                                gaussian_dim=16)
+    gaussian = [{"sampler": "flow limit", "nfe_target": 0}]
+    made = compare_samplers.sampler_claims(rows, gaussian, exp)
+    text = compare_samplers.headline(made)
+    assert ("- d = 2, model score, NFE 10, MMD^2: lowest a (0.1), not resolved from it: c; "
+            "1 of 2 resolved above it.") in text
+    assert ("- d = 2, model score, NFE 20, MMD^2: none of 3 resolved from the lowest mean "
+            "(a, 0.05).") in text
+    # against 0.06 +- 0.01 at NFE 10: a 0.10 (z = 2.8), b 0.144 (z = 5.9), c 0.141 (z = 5.7)
+    assert ("- d = 2, model score, reaching EM-100, MMD^2: first NFE not resolved above "
+            "EM-100: a 10, b 20, c 20.") in text
+    as_csv = [{k: str(v) for k, v in c.items()} for c in made]
+    assert compare_samplers.headline(as_csv) == text
+
+
+def test_readme_quotes_the_generated_claims():
+    """results/README.md's block between the markers is what ``headline`` generates from the
+    committed results/compare_samplers/claims.csv, line for line."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "results", "compare_samplers", "claims.csv")) as f:
+        made = list(csv.DictReader(f))
+    readme = open(os.path.join(root, "results", "README.md")).read()
+    start, end = compare_samplers.README_MARKERS
+    assert readme.count(start) == 1 and readme.count(end) == 1
+    block = readme.split(start)[1].split(end)[0]
+    assert block.strip("\n") == compare_samplers.headline(made).strip("\n")
+
+
 @pytest.mark.slow
 def test_main_job_tiny(tmp_path):
     """All samplers at two NFE targets with two briefly trained models (two sampling seeds each)
-    and the exact score: one row per (score, sampler, NFE) with its mean and sd over the runs,
+    and the exact score (two groups of two): one row per (score, sampler, NFE) with its mean
+    and standard error over the groups; the exact samples' MMD^2 is zero within 4 standard
+    errors; the claims and the headline generated from them written;
     and Euler-Maruyama at the reference steps, files written; with the exact score the errors
     shrink with NFE (averaged over the samplers that ran at both); the deterministic samplers'
     KL by change of variables falls with NFE; the exact Gaussian KL falls with NFE for every
@@ -62,11 +128,12 @@ def test_main_job_tiny(tmp_path):
     config = tiny(compare_samplers_config, dict(dims=(2,), nfes=(10, 100), num_samples=1000,
                                                 num_heldout=20, train_seeds=(0, 1),
                                                 sample_seeds=2, reference_steps=200,
-                                                methods=METHODS), **{
+                                                gaussian_seeds=2, methods=METHODS), **{
         "training.num_train_steps": 100, "training.checkpoint_every": 100})
     paths = compare_samplers.compare_samplers(config, str(tmp_path))
     for name in ("results.csv", "results.md", "summary.md", "likelihood.md", "likelihood.csv",
-                 "gaussian.csv", "gaussian.md", "quality_vs_nfe.png", "samples_2d.png"):
+                 "gaussian.csv", "gaussian.md", "quality_vs_nfe.png", "sw2_vs_nfe.png",
+                 "samples_2d.png", "claims.md", "claims.csv", "headline.md"):
         assert (tmp_path / name).stat().st_size > 0, name
         assert paths[name] == str(tmp_path / name)
     rows = list(csv.DictReader(open(paths["results.csv"])))
@@ -83,8 +150,9 @@ def test_main_job_tiny(tmp_path):
     assert fine < coarse, (coarse, fine)
     assert "n/a" in open(paths["results.md"]).read()  # reverse diffusion at 10 steps on VP
     counts = {(r["score"], r["sampler"]): r["runs"] for r in rows if r["runs"]}
-    assert counts[("model", "euler_maruyama")] == "4" and counts[("exact", "ddim")] == "2"
-    assert all(r["sw2_sd"] for r in rows if r["runs"])
+    assert counts[("model", "euler_maruyama")] == "4" and counts[("exact", "ddim")] == "4"
+    assert all(r["sw2_se"] and r["mmd2_se"] and r["groups"] == "2" for r in rows
+               if r["runs"] and r["score"] != "exact samples" and r["sw2"] != "inf")
     flow = {(r["sampler"], int(r["nfe_target"])): float(r["kl"]) for r in rows
             if r["score"] == "exact" and r["kl"]}
     assert {m for m, _ in flow} == {m for m, s in sde_lib.SAMPLERS.items() if not s.adaptive
@@ -92,31 +160,41 @@ def test_main_job_tiny(tmp_path):
     assert {"pf_ode_euler", "pf_ode_heun", "ddim", "dpm_solver_pp", "unipc"} <= {m for m, _ in flow}
     assert all(flow[(m, 100)] < flow[(m, 10)] for m, _ in flow), flow
     kl_runs = {r["score"]: r["kl_runs"] for r in rows if r["kl"]}
-    assert kl_runs == {"model": "2", "exact": "1"}  # the first sampling seed of each score
+    assert kl_runs == {"model": "2", "exact": "2"}  # the first sampling seed of each group
     floor = [r for r in rows if r["score"] == "exact samples"][0]
     assert 0 < float(floor["flow_limit"]) < 0.01 and float(floor["flow_limit_se"]) > 0
+    assert abs(float(floor["mmd2"])) < Z * float(floor["mmd2_se"])
+    made = list(csv.DictReader(open(paths["claims.csv"])))
+    assert len(made) == open(paths["claims.md"]).read().count("\n- ") > 0
+    assert open(paths["headline.md"]).read() == compare_samplers.headline(made)
     gaussian = list(csv.DictReader(open(paths["gaussian.csv"])))
-    kl = {(r["sampler"], int(r["nfe_target"])): float(r["kl_nats"]) for r in gaussian
+    kl = {(r["sampler"], int(r["nfe_target"])): float(r["kl_nats"]) for r in gaussian[1:]
           if r["kl_nats"]}
     affine = [m for m, s in sde_lib.SAMPLERS.items() if not s.adaptive
               and (s.affine or s.deterministic(s.check_options({})))]
     assert {m for m, _ in kl} == set(affine) and ("euler_maruyama", 200) in kl
     assert all(kl[(m, 100)] < kl[(m, 10)] for m in affine if (m, 10) in kl), kl
     exp = experiment_config(compare_samplers.ComparisonConfig, config)
-    mean = jax.random.normal(jax.random.key(exp.seed), (exp.gaussian_dim,))
     var = jnp.geomspace(*exp.gaussian_var, exp.gaussian_dim)
-    law = evaluation.gaussian_sampler_law(sde_lib.VPSDE(), mean, var, "ddim", 100)
-    want = float(evaluation.gaussian_kl(law, evaluation.GaussianLaw(mean, var)))
-    np.testing.assert_allclose(kl[("ddim", 100)], want, rtol=1e-3)
+    want, limits = [], []
+    for seed in (exp.seed, exp.seed + 1):  # the table's mean over its two data means
+        mean = jax.random.normal(jax.random.key(seed), (exp.gaussian_dim,))
+        law = evaluation.gaussian_sampler_law(sde_lib.VPSDE(), mean, var, "ddim", 100)
+        want.append(float(evaluation.gaussian_kl(law, evaluation.GaussianLaw(mean, var))))
+        limits.append(compare_samplers.gaussian_flow_limit(sde_lib.VPSDE(), exp, seed))
+    np.testing.assert_allclose(kl[("ddim", 100)], np.mean(want), rtol=1e-3)
+    assert gaussian[0]["sampler"] == "flow limit"
+    np.testing.assert_allclose(float(gaussian[0]["kl_nats"]), np.mean(limits), rtol=1e-6)
     summary = open(paths["summary.md"]).read()
-    assert summary.count("NFE to EM-200") == 3  # model and exact sW2 tables, the Gaussian one
-    # the exact sW2 and flow-KL tables, the Gaussian one
-    assert summary.count("KL(prior || p_T)") == 3
-    limit = compare_samplers.gaussian_flow_limit(sde_lib.VPSDE(), exp)
+    # the model's and the exact score's MMD^2 and sW2 tables, the Gaussian one
+    assert summary.count("NFE to EM-200") == 5
+    assert summary.count("KL(prior || p_T)") == 2  # the exact flow-KL table, the Gaussian one
+    mean = jax.random.normal(jax.random.key(exp.seed), (exp.gaussian_dim,))
+    limit = limits[0]
     heun = evaluation.gaussian_sampler_law(sde_lib.VPSDE(), mean, var, "pf_ode_heun", 1000)
     heun_kl = float(evaluation.gaussian_kl(heun, evaluation.GaussianLaw(mean, var)))
     assert abs(heun_kl - limit) < 0.01 * limit, (heun_kl, limit)  # Heun converges to it
-    assert f"{limit:.3g}" in summary and "NFE to 1.5 x flow limit" in summary
+    assert "NFE to 1.5 x flow limit" in summary
 
 
 def test_bad_config(tmp_path):
@@ -126,7 +204,11 @@ def test_bad_config(tmp_path):
                             ({"train_seeds": ()}, "train_seeds must be"),
                             ({"gaussian_var": (1.0, 0.1)}, "gaussian_var must be"),
                             ({"sample_seeds": 0}, "sample_seeds must be >= 1"),
-                            ({"reference_steps": -1}, "reference_steps must be >= 0")):
+                            ({"reference_steps": -1}, "reference_steps must be >= 0"),
+                            ({"train_seeds": (0, 0)}, "train_seeds must be distinct"),
+                            ({"mmd_bandwidths": (1.0, 0.0)}, "mmd_bandwidths must be positive"),
+                            ({"gaussian_seeds": 0}, "gaussian_seeds must be >= 1"),
+                            ({"num_samples": 2}, "num_samples must be >= 3")):
         with pytest.raises(ValueError, match=message):
             compare_samplers.run(tiny(compare_samplers_config, change), str(tmp_path / "w"))
     with pytest.raises(ValueError, match="training.batch_size"):

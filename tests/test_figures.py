@@ -236,22 +236,29 @@ def test_compare_losses(tmp_path):
 def _comparison(methods):
     exp = types.SimpleNamespace(dims=(2, 8), methods=methods, nfes=(10, 20, 40),
                                 gaussian_dim=4, train_seeds=(0, 1))
-    rows = [{"dim": d, "score": "exact samples", "sw2": 0.02, "sw2_sd": 0.005}
-            for d in exp.dims]
+    exp.gaussian_seeds = 3
+    rows = [{"dim": d, "score": "exact samples", "sw2": 0.02, "sw2_sd": 0.005, "mmd2": 1e-5,
+             "mmd2_sd": 1e-4} for d in exp.dims]
     rows += [{"dim": d, "score": score, "sampler": m, "nfe": n, "sw2": 1.0 / n + 0.01 * k,
-              "sw2_sd": 0.002} for d in exp.dims for score in ("model", "exact")
+              "sw2_se": 0.002, "mmd2": 0.1 / n**2 - 1e-4 * k, "mmd2_se": 1e-4}
+             for d in exp.dims for score in ("model", "exact")
              for k, m in enumerate(methods) for n in exp.nfes]
-    gaussian = [{"sampler": m, "nfe": n, "kl_nats": 1.0 / n + 0.001 * k}
-                for k, m in enumerate(methods) for n in exp.nfes]
+    gaussian = [{"sampler": "flow limit", "nfe": 0, "kl_nats": 1e-3}]
+    gaussian += [{"sampler": m, "nfe": n, "kl_nats": 1.0 / n + 0.001 * k}
+                 for k, m in enumerate(methods) for n in exp.nfes]
     return exp, rows, gaussian
 
 
-def test_quality_vs_nfe(tmp_path):
+@pytest.mark.parametrize("metric", ["mmd2", "sw2"])
+def test_quality_vs_nfe(tmp_path, metric):
+    """One legend for the figure; the MMD^2 (which can be negative) on a symmetric log axis,
+    linear within the exact samples' sd."""
     methods = [f"sampler_{k}" for k in range(13)]
     exp, rows, gaussian = _comparison(methods)
-    fig = compare_samplers.quality_figure(rows, gaussian, 1e-3, exp)
+    fig = compare_samplers.quality_figure(rows, gaussian, exp, metric)
     check_figure(fig, tmp_path)
     assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes)
+    assert fig.axes[0].get_yscale() == ("symlog" if metric == "mmd2" else "log")
     styles = compare_samplers.method_styles(methods)
     assert len({(s["color"], s["marker"]) for s in styles.values()}) == 13
     assert len({s["color"] for s in styles.values()}) == 13

@@ -17,10 +17,6 @@ def get_config(arg: str | None = None):
     config.loss.name = "eps"
     config.optim.lr = 2e-3
     config.optim.warmup_steps = 200
-    # the plain EMA (no warm-up), as results/compare_samplers, compare_losses, testbeds,
-    # tweedie, inverse_problems and diagnostics were trained: pinned so they reproduce
-    # (regenerating them with warm-up is open)
-    config.optim.ema_warmup = None
     config.training.batch_size = 512
     config.training.num_train_steps = 4_000
     config.training.steps_per_call = 100
