@@ -43,6 +43,7 @@ Run: ``python -m experiments.compare_samplers --workdir runs/compare_samplers``.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import itertools
 import math
@@ -384,6 +385,31 @@ def write_results(workdir, rows, likelihood, gaussian):
     return paths
 
 
+def _number(value):
+    """A CSV cell back as a number: ``None`` for an empty cell, ``int`` where it is one."""
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+
+
+def load_tables(workdir) -> tuple[list[dict], list[dict]]:
+    """``results.csv`` and ``gaussian.csv`` of a finished run read back as the rows the
+    reports take (numbers as numbers, empty cells dropped): the claims, summary and figures of
+    a committed run can be regenerated from its tables."""
+    out = []
+    for name in ("results.csv", "gaussian.csv"):
+        with open(os.path.join(workdir, name)) as f:
+            out.append([{k: _number(v) for k, v in r.items() if v != ""}
+                        for r in csv.DictReader(f)])
+    return out[0], out[1]
+
+
 def _finite(row, name) -> bool:
     return (row.get(name) is not None and math.isfinite(row[name])
             and row.get(f"{name}_se") is not None)
@@ -650,8 +676,8 @@ def quality_figure(rows, gaussian, exp, metric: str = "mmd2"):
     """``quality_vs_nfe.png`` (a matplotlib ``Figure``): ``metric`` (``mmd2`` or ``sw2``)
     against NFE, mean with a +-1 standard error band over the groups, one panel per dimension
     and score, and the exact Gaussian KL; one legend for the figure, in the free panel's place.
-    The MMD^2 is unbiased and can be negative: its axis is linear within the exact samples'
-    sd of 0 and logarithmic beyond."""
+    The MMD^2 is unbiased and can be negative: its axis is linear near 0 (up to the power of
+    ten at or above the exact samples' sd) and logarithmic beyond."""
     plt = reporting.pyplot()
     scores = ("model", "exact")
     fig, axes = plt.subplots(len(exp.dims) + 1, len(scores), squeeze=False,
@@ -674,7 +700,9 @@ def quality_figure(rows, gaussian, exp, metric: str = "mmd2"):
             ax.axhspan(ref[metric] - sd, ref[metric] + sd, color="k", alpha=0.1,
                        label="exact samples (+-1 sd)")
             if metric == "mmd2":
-                ax.set_yscale("symlog", linthresh=max(sd, 1e-8))
+                # linear up to the power of ten at or above the exact samples' sd
+                ax.set_yscale("symlog", linthresh=10.0 ** math.ceil(math.log10(max(sd, 1e-8))),
+                              linscale=0.5)
                 ax.axhline(0.0, color="k", lw=0.5)
             else:
                 ax.set_yscale("log")
@@ -787,6 +815,18 @@ def compare_samplers(config, workdir: str) -> dict[str, str]:
     paths.update(write_summary(workdir, rows, gaussian, exp))
     paths.update(write_claims(workdir, rows, gaussian, exp))
     paths.update(write_figures(workdir, rows, gaussian, samples_2d, gmm_2d, exp))
+    return paths
+
+
+def rewrite_reports(config, workdir: str) -> dict[str, str]:
+    """The summary, claims and table figures (not ``samples_2d.png``, which needs the samples)
+    of a finished run, written again from its ``results.csv`` and ``gaussian.csv``
+    (``load_tables``) by the current code; returns their paths."""
+    exp = trainer.experiment_config(ComparisonConfig, config)
+    rows, gaussian = load_tables(workdir)
+    paths = write_summary(workdir, rows, gaussian, exp)
+    paths.update(write_claims(workdir, rows, gaussian, exp))
+    paths.update(write_figures(workdir, rows, gaussian, {}, None, exp))
     return paths
 
 

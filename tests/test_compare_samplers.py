@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 import sde_lib
-from experiments import common, compare_samplers
+from experiments import claims, common, compare_samplers
 from experiments.configs import compare_samplers as compare_samplers_config
 from sde_lib import evaluation
 from tests._configs import tiny
 from tests._sde_cases import Z
+from trainer import override
 from trainer.config import experiment_config
 
 METHODS = tuple(sde_lib.SAMPLERS)
@@ -98,6 +99,24 @@ def test_headline_from_the_claims_alone():
             "EM-100: a 10, b 20, c 20.") in text
     as_csv = [{k: str(v) for k, v in c.items()} for c in made]
     assert compare_samplers.headline(as_csv) == text
+
+
+def test_committed_claims_and_summary_follow_from_the_committed_tables(tmp_path):
+    """results/compare_samplers' claims.csv and summary.md are what ``sampler_claims`` and
+    ``write_summary`` make of its results.csv and gaussian.csv under the config it was run
+    with (the default with ``FULL_GRID``), so the claims are not edited by hand."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    committed = os.path.join(root, "results", "compare_samplers")
+    exp = experiment_config(compare_samplers.ComparisonConfig, override(
+        compare_samplers_config.get_config(), compare_samplers_config.FULL_GRID))
+    rows, gaussian = compare_samplers.load_tables(committed)
+    made = compare_samplers.sampler_claims(rows, gaussian, exp)
+    with open(os.path.join(committed, "claims.csv")) as f:
+        assert list(csv.DictReader(f)) == [{k: str(c[k]) for k in claims.COLUMNS}
+                                           for c in made]
+    compare_samplers.write_summary(str(tmp_path), rows, gaussian, exp)
+    assert (tmp_path / "summary.md").read_text() == open(
+        os.path.join(committed, "summary.md")).read()
 
 
 def test_readme_quotes_the_generated_claims():

@@ -18,7 +18,7 @@ def get_config(arg: str | None = None):
         pc_nfes=(50, 200),
         sde_nfes=(10, 20, 50, 100, 250),
         gaussian_dim=main.gaussian_dim, gaussian_var=main.gaussian_var,
-        num_samples=main.num_samples, sample_seeds=main.sample_seeds,
+        num_samples=main.num_samples, sample_seeds=2,
         seed=main.seed,
     ))
     return base.apply_shortcuts(config, arg)
