@@ -37,6 +37,8 @@ comparison the tables support is written by the rule of ``experiments.claims`` (
 (``headline.md``). Writes ``results.csv/md``, ``summary.md`` (the tables by sampler and NFE),
 ``likelihood.csv/md``, ``gaussian.csv/md``, the claims, ``quality_vs_nfe.png`` (MMD^2),
 ``sw2_vs_nfe.png`` and ``samples_2d.png`` into the workdir and prints the paths.
+``rewrite_reports`` writes a finished run's reports again from its tables; ``rerun_check``
+counts the cells of one run that a re-run with other seeds lands inside.
 
 Run: ``python -m experiments.compare_samplers --workdir runs/compare_samplers``.
 """
@@ -326,32 +328,35 @@ def exact_gaussian_errors(sde, exp) -> list[dict]:
 
     rows = [{"sampler": "flow limit", "nfe_target": 0, "nfe": 0, "seeds": len(limits),
              **cell(limits, "kl_nats")}]
+    settings = []
     for method in exp.methods:
         sampler = sde_lib.SAMPLERS[method]
         if sampler.adaptive or not (sampler.affine
                                     or sampler.deterministic(sampler.check_options({}))):
             continue
-        targets = exp.nfes + ((exp.reference_steps,) if method == REFERENCE
-                              and exp.reference_steps else ())
-        for nfe_target in targets:
-            num_steps = sampler.num_steps_for(nfe_target)
-            row = {"sampler": method, "nfe_target": nfe_target}
-            try:
-                laws = [evaluation.gaussian_sampler_law(sde, d.mean, d.var, method, num_steps)
-                        for d in datas]
-            except ValueError:
-                rows.append(row)
-                continue
-            kl = [float(evaluation.gaussian_kl(law, d)) for law, d in zip(laws, datas,
-                                                                             strict=True)]
-            row.update(nfe=sampler.nfe(num_steps, sampler.check_options({})), seeds=len(kl),
-                       **cell(kl, "kl_nats"),
-                       **cell([float(evaluation.gaussian_w2(law, d))
-                               for law, d in zip(laws, datas, strict=True)], "w2"))
-            if sampler.deterministic(sampler.check_options({})):
-                row.update(cell([k / lim for k, lim in zip(kl, limits, strict=True)],
-                                "limit_ratio"))
+        settings += [(method, n) for n in exp.nfes + ((exp.reference_steps,) if method ==
+                                                      REFERENCE and exp.reference_steps else ())]
+    for method, nfe_target in common.progress(settings, f"exact Gaussian table, "
+                                              f"{len(datas)} data means"):
+        sampler = sde_lib.SAMPLERS[method]
+        num_steps = sampler.num_steps_for(nfe_target)
+        row = {"sampler": method, "nfe_target": nfe_target}
+        try:
+            laws = [evaluation.gaussian_sampler_law(sde, d.mean, d.var, method, num_steps)
+                    for d in datas]
+        except ValueError:
             rows.append(row)
+            continue
+        kl = [float(evaluation.gaussian_kl(law, d)) for law, d in zip(laws, datas,
+                                                                         strict=True)]
+        row.update(nfe=sampler.nfe(num_steps, sampler.check_options({})), seeds=len(kl),
+                   **cell(kl, "kl_nats"),
+                   **cell([float(evaluation.gaussian_w2(law, d))
+                           for law, d in zip(laws, datas, strict=True)], "w2"))
+        if sampler.deterministic(sampler.check_options({})):
+            row.update(cell([k / lim for k, lim in zip(kl, limits, strict=True)],
+                            "limit_ratio"))
+        rows.append(row)
     for row in rows:
         for key in [k for k in row if k.endswith("_within_sd")]:
             row.pop(key)
@@ -816,6 +821,22 @@ def compare_samplers(config, workdir: str) -> dict[str, str]:
     paths.update(write_claims(workdir, rows, gaussian, exp))
     paths.update(write_figures(workdir, rows, gaussian, samples_2d, gmm_2d, exp))
     return paths
+
+
+def rerun_check(committed: str, rerun: str) -> dict[str, tuple[int, int]]:
+    """How many cells of the run in ``committed`` (a workdir or ``results/compare_samplers``) a
+    re-run in ``rerun`` (other training and sampling seeds, the same grid) lands inside, per
+    metric: ``{metric: (inside, cells)}`` (``claims.rerun_coverage``), the exact table's
+    metrics prefixed ``gaussian:``."""
+    rows, gaussian = load_tables(committed)
+    rows2, gaussian2 = load_tables(rerun)
+    rows = [r for r in rows if r["score"] != "exact samples"]
+    out = {m: claims.rerun_coverage(rows, rows2, ("dim", "score", "sampler", "nfe_target"),
+                                    (m,), "groups") for m in (*METRICS, "kl")}
+    out.update({f"gaussian:{m}": claims.rerun_coverage(gaussian, gaussian2,
+                                                       ("sampler", "nfe_target"), (m,), "seeds")
+                for m in ("kl_nats", "w2", "limit_ratio")})
+    return out
 
 
 def rewrite_reports(config, workdir: str) -> dict[str, str]:

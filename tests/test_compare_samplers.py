@@ -119,6 +119,32 @@ def test_committed_claims_and_summary_follow_from_the_committed_tables(tmp_path)
         os.path.join(committed, "summary.md")).read()
 
 
+def test_rerun_check_counts_a_moved_cell(tmp_path):
+    """The committed run against itself: every cell inside; against a copy with one MMD^2 cell
+    moved by 10 of its re-run half-widths: that one outside."""
+    import shutil
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    committed = os.path.join(root, "results", "compare_samplers")
+    same = compare_samplers.rerun_check(committed, committed)
+    assert all(inside == cells > 0 for inside, cells in same.values()), same
+    for name in ("results.csv", "gaussian.csv"):
+        shutil.copy(os.path.join(committed, name), tmp_path / name)
+    with open(tmp_path / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    row = next(r for r in rows if r["score"] == "model" and r["mmd2_se"])
+    row["mmd2"] = str(float(row["mmd2"]) + 10 * claims.rerun_halfwidth(
+        float(row["mmd2_se"]), int(row["groups"])))
+    with open(tmp_path / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    moved = compare_samplers.rerun_check(committed, str(tmp_path))
+    assert moved["mmd2"] == (same["mmd2"][0] - 1, same["mmd2"][1])
+    assert {k: v for k, v in moved.items() if k != "mmd2"} == {
+        k: v for k, v in same.items() if k != "mmd2"}
+
+
 def test_readme_quotes_the_generated_claims():
     """results/README.md's block between the markers is what ``headline`` generates from the
     committed results/compare_samplers/claims.csv, line for line."""
