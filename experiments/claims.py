@@ -8,7 +8,9 @@ is ``"A below B"`` where ``z <= -Z_RESOLVED``, ``"A above B"`` where ``z >= Z_RE
 ``"not resolved"`` otherwise. A threshold ("the first NFE at which A is within the target") is
 read with the same rule: a point counts as reached only where it is not resolved above the
 target. ``write_claims`` writes ``claims.md`` (the rule, the number of comparisons, one line each)
-and ``claims.csv`` beside a study's tables.
+and ``claims.csv`` beside a study's tables. ``rerun_halfwidth`` is the half-width of the 95%
+interval a re-run with as many other seeds lands in, and ``rerun_coverage`` counts the cells a
+re-run actually lands inside.
 """
 
 from __future__ import annotations
