@@ -1,14 +1,15 @@
 r"""The main job: reverse-SDE vs DDPM sampling (and every other sampler) on Gaussian-mixture data.
 
-For each dimension ``d`` (default 2 and 16), the seeds' mixture of two identical Gaussians with
-random shifts is the data. One score model per training seed ``s`` is trained on it
-(``trainer.train_and_evaluate``, the config ``experiments/configs/compare_samplers.py`` with
-``data.dim = d`` and ``training.seed = s``, in ``<workdir>/model_d<d>_s<s>``; a second run in the
-same workdir reuses them), then every sampler runs at every NFE target with each model and with
-the oracle's exact score, ``sample_seeds`` runs per training seed (each its own prior draw, noise
-and set of exact samples to compare with, the same for every sampler and score; the exact score
-runs in as many groups), so sampler error (exact rows) and model error (the difference) are
-separated. Each run is measured against the exact mixture:
+For each dimension ``d`` (default 2; 2 and 16 in the config's ``FULL_GRID``), the seeds' mixture
+of two identical Gaussians with random shifts is the data. One score model per training seed
+``s`` is trained on it (``trainer.train_and_evaluate``, the config
+``experiments/configs/compare_samplers.py`` with ``data.dim = d`` and ``training.seed = s``, in
+``<workdir>/model_d<d>_s<s>``; a second run in the same workdir reuses them), then every
+sampler runs at every NFE target with each model and with the oracle's exact score,
+``sample_seeds`` runs per training seed (each its own prior draw, noise and set of exact samples
+to compare with, the same for every sampler and score; the exact score runs in as many groups),
+so sampler error (exact rows) and model error (the difference) are separated. Each run is
+measured against the exact mixture:
 
 * ``mmd2``: the MMD^2 to the mixture itself (``sde_lib.mixture_mmd``, the kernel the mean of
   Gaussian kernels at ``mmd_bandwidths`` x sqrt(d)): the data side is exact, so its only noise
@@ -26,8 +27,8 @@ separated. Each run is measured against the exact mixture:
 * ``wall_s``: wall time of the compiled sampler (compile time separately, ``compile_s``).
 
 Every cell is the mean over the groups (the training seeds) with its standard error from the
-spread between them (``spread``: training and sampling noise together), and the sd within a
-group (the sampling's share) beside it; the tables print the 95% interval a re-run with as many
+spread between them (``spread``: training and sampling noise together, floored at the sampling's
+share), and the sd within a group (the sampling's share) beside it; the tables print the 95% interval a re-run with as many
 other seeds lands in (``claims.rerun_halfwidth``). Per dimension, the probability-flow NLL of
 held-out data in bits/dim (exact divergence) for the exact score and each model; and, with no
 Monte Carlo at all, the exact KL of every affine sampler on a Gaussian with unequal variances
@@ -176,10 +177,15 @@ def _metrics(gmm, x, exact, rng_sw, bandwidths) -> dict:
 
 def spread(runs: list[dict], name: str) -> dict:
     """``name``'s mean over the groups of ``runs`` (each run has a ``group``: its training
-    seed), with ``name_sd`` (the sd of the group means), ``name_se`` (their standard error:
-    the cell's interval, which holds both the training seeds' and the sampling's noise) and
-    ``name_within_sd`` (the pooled sd between the runs of one group: the sampling's share).
-    A non-finite run makes the mean ``inf`` and the spreads ``None``."""
+    seed), with ``name_sd`` (the sd of the group means), ``name_within_sd`` (the pooled sd
+    between the runs of one group: the sampling's share) and ``name_se`` (the cell's standard
+    error, which holds both the training seeds' and the sampling's noise).
+
+    A group mean of ``m`` runs has variance ``sigma_train^2 + sigma_within^2 / m``, never less
+    than its sampling share, so the standard error is ``sqrt(max(sd^2, within_sd^2 / m) /
+    groups)``: the between-groups estimate, floored where it falls below what the sampling
+    alone gives (the one-way random-effects estimate with the training variance truncated at
+    0). A non-finite run makes the mean ``inf`` and the spreads ``None``."""
     values = [r[name] for r in runs if name in r]
     if not all(math.isfinite(v) for v in values):
         return {name: math.inf, f"{name}_sd": None, f"{name}_se": None,
@@ -191,15 +197,28 @@ def spread(runs: list[dict], name: str) -> dict:
     means = np.array([np.mean(v) for v in groups.values()])
     sd = float(np.std(means, ddof=1)) if len(means) > 1 else None
     within = [np.var(v, ddof=1) for v in groups.values() if len(v) > 1]
+    within_sd = float(np.sqrt(np.mean(within))) if within else None
     return {name: float(means.mean()), f"{name}_sd": sd,
-            f"{name}_se": None if sd is None else sd / math.sqrt(len(means)),
-            f"{name}_within_sd": float(np.sqrt(np.mean(within))) if within else None}
+            f"{name}_se": floored_se(sd, within_sd, len(values) / len(means), len(means)),
+            f"{name}_within_sd": within_sd}
+
+
+def floored_se(sd: float | None, within_sd: float | None, per_group: float,
+               groups: int) -> float | None:
+    """The standard error of a mean over ``groups`` group means whose sd is ``sd``, each the
+    mean of ``per_group`` runs with pooled within-group sd ``within_sd`` (``spread``):
+    ``sqrt(max(sd^2, within_sd^2 / per_group) / groups)``; ``None`` without ``sd``."""
+    if sd is None:
+        return None
+    var = sd**2 if within_sd is None else max(sd**2, within_sd**2 / per_group)
+    return math.sqrt(var / groups)
 
 
 def _summarize(runs: list[dict]) -> dict:
     """Each metric's ``spread`` over the runs; the flow KL over the runs that have it (the first
     sampling seed of each group: ``kl_runs``), with the mean of their own standard errors
-    ``kl_run_se``; the wall time as a mean."""
+    ``kl_run_se``, which floors its standard error as the sampling's share does the other
+    metrics' (``floored_se``); the wall time as a mean."""
     out = {"runs": len(runs), "groups": len({r["group"] for r in runs}),
            "wall_s": float(np.mean([r["wall_s"] for r in runs]))}
     for name in METRICS:
@@ -209,6 +228,8 @@ def _summarize(runs: list[dict]) -> dict:
         out.update(spread(flow, "kl"), kl_runs=len(flow),
                    kl_run_se=float(np.mean([r["kl_run_se"] for r in flow])))
         out.pop("kl_within_sd")
+        if out["kl_se"] is not None:  # one estimate per group, floored at its own Monte Carlo SE
+            out["kl_se"] = floored_se(out["kl_sd"], out["kl_run_se"], 1, out["kl_runs"])
     return out
 
 

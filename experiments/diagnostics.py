@@ -19,7 +19,7 @@ training seeds (and sampling seeds where there is sampling noise):
   sampler on the Gaussian of the main job's exact table (``sde_lib.evaluation``, no Monte
   Carlo).
 
-Run: ``python -m experiments.diagnostics --workdir runs/compare_samplers``.
+Run: ``python -m experiments.diagnostics --workdir runs/full`` (the full grid's workdir).
 """
 
 from __future__ import annotations

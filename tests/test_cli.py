@@ -311,3 +311,18 @@ def test_a_workdir_error_or_a_stop_is_one_line(error, status, line, capsys):
     assert capsys.readouterr().err == line + "\n"
     with pytest.raises(KeyError):  # anything else is not hidden
         cli.run_or_exit(lambda: {}["x"])
+
+
+def test_report_counts_the_tables_of_markdown_files_only_where_there_are_some(tmp_path, capsys):
+    """``report`` prints every path; a markdown file with tables gets its table and row counts,
+    one without (a list of statements) gets none."""
+    from trainer import cli
+
+    tables = tmp_path / "t.md"
+    tables.write_text("# T\n\n| a | b |\n|---|---|\n| 1 | 2 |\n| 3 | 4 |\n\n| c |\n|---|\n| 5 |\n")
+    prose = tmp_path / "p.md"
+    prose.write_text("# Claims\n\n- a above b\n")
+    cli.report({"t.md": str(tables), "p.md": str(prose), "x.csv": str(tmp_path / "x.csv")}, 3.2)
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["done in 3 s; wrote:", f"  {tables}  (2 tables, 3 rows)", f"  {prose}",
+                   f"  {tmp_path / 'x.csv'}"]

@@ -266,8 +266,8 @@ def settings_help(settings: type, config, path: str) -> str:
 
 
 def report(paths: dict[str, str], seconds: float) -> None:
-    """Prints the time taken and every path written; for a markdown file, how many tables and
-    rows it holds (the tables themselves are in the file, not on the console)."""
+    """Prints the time taken and every path written; for a markdown file with tables, how many
+    tables and rows it holds (the tables themselves are in the file, not on the console)."""
     print(f"done in {seconds:.0f} s; wrote:")
     for name, path in paths.items():
         summary = ""
@@ -275,7 +275,9 @@ def report(paths: dict[str, str], seconds: float) -> None:
             with open(path) as f:
                 lines = [ln for ln in f if ln.startswith("|")]
             tables = sum(set(ln.strip()) <= set("|-: ") for ln in lines)
-            summary = f"  ({tables} table{'s' * (tables != 1)}, {len(lines) - 2 * tables} rows)"
+            if tables:
+                summary = (f"  ({tables} table{'s' * (tables != 1)}, "
+                           f"{len(lines) - 2 * tables} rows)")
         print(f"  {path}{summary}")
 
 

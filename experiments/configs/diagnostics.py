@@ -10,7 +10,9 @@ def get_config(arg: str | None = None):
     config = compare_samplers.get_config()
     main = config.experiment
     config.experiment = ml_collections.ConfigDict(dict(
-        dims=main.dims, train_seeds=main.train_seeds,
+        # the full grid's dimensions (compare_samplers.FULL_GRID): in the workdir of a default
+        # `make run` (d = 2 only) the d = 16 models are trained first
+        dims=compare_samplers.FULL_GRID["experiment.dims"], train_seeds=main.train_seeds,
         times=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
         windows=((0.0, 0.1), (0.1, 0.3), (0.3, 0.6), (0.6, 1.0)),
         swap_nfe=100,
