@@ -10,7 +10,9 @@ read with the same rule: a point counts as reached only where it is not resolved
 target. ``write_claims`` writes ``claims.md`` (the rule, the number of comparisons, one line each)
 and ``claims.csv`` beside a study's tables. ``rerun_halfwidth`` is the half-width of the 95%
 interval a re-run with as many other seeds lands in, and ``rerun_coverage`` counts the cells a
-re-run actually lands inside.
+re-run actually lands inside. ``leaders`` turns claims into the statements a README quotes
+(the lowest cell per context and what is not resolved from it), and ``readme_markers``,
+``readme_block`` and ``replace_readme_block`` keep such a block between a study's markers.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import itertools
 import math
 import os
 from collections.abc import Mapping, Sequence
+
+import numpy as np
 
 Z_RESOLVED = 3.0
 RULE = (f"A difference is resolved where |z| >= {Z_RESOLVED:g}, z = (A - B) / sqrt(se_A^2 + "
@@ -52,6 +56,45 @@ def pairwise(rows: Sequence[Mapping], item: str, metric: str, se: str,
             out.append(compare(where, metric, str(r[item]), float(r[metric]), float(r[se]),
                                str(s[item]), float(s[metric]), float(s[se])))
     return out
+
+
+def spread(runs: Sequence[Mapping], name: str) -> dict:
+    """``name``'s mean over the groups of ``runs`` (each run has a ``group``: its training
+    seed), with ``name_sd`` (the sd of the group means), ``name_within_sd`` (the pooled sd
+    between the runs of one group: the sampling's share) and ``name_se`` (the cell's standard
+    error, which holds both the training seeds' and the sampling's noise).
+
+    A group mean of ``m`` runs has variance ``sigma_train^2 + sigma_within^2 / m``, never less
+    than its sampling share, so the standard error is ``sqrt(max(sd^2, within_sd^2 / m) /
+    groups)``: the between-groups estimate, floored where it falls below what the sampling
+    alone gives (the one-way random-effects estimate with the training variance truncated at
+    0). A non-finite run makes the mean ``inf`` and the spreads ``None``."""
+    values = [r[name] for r in runs if name in r]
+    if not all(math.isfinite(v) for v in values):
+        return {name: math.inf, f"{name}_sd": None, f"{name}_se": None,
+                f"{name}_within_sd": None}
+    groups: dict[int, list[float]] = {}
+    for r in runs:
+        if name in r:
+            groups.setdefault(r["group"], []).append(r[name])
+    means = np.array([np.mean(v) for v in groups.values()])
+    sd = float(np.std(means, ddof=1)) if len(means) > 1 else None
+    within = [np.var(v, ddof=1) for v in groups.values() if len(v) > 1]
+    within_sd = float(np.sqrt(np.mean(within))) if within else None
+    return {name: float(means.mean()), f"{name}_sd": sd,
+            f"{name}_se": floored_se(sd, within_sd, len(values) / len(means), len(means)),
+            f"{name}_within_sd": within_sd}
+
+
+def floored_se(sd: float | None, within_sd: float | None, per_group: float,
+               groups: int) -> float | None:
+    """The standard error of a mean over ``groups`` group means whose sd is ``sd``, each the
+    mean of ``per_group`` runs with pooled within-group sd ``within_sd`` (``spread``):
+    ``sqrt(max(sd^2, within_sd^2 / per_group) / groups)``; ``None`` without ``sd``."""
+    if sd is None:
+        return None
+    var = sd**2 if within_sd is None else max(sd**2, within_sd**2 / per_group)
+    return math.sqrt(var / groups)
 
 
 def rerun_halfwidth(se: float | None, n: int) -> float | None:
@@ -136,3 +179,60 @@ def _write_csv(f, claims):
     writer = csv.DictWriter(f, COLUMNS)
     writer.writeheader()
     writer.writerows({k: c[k] for k in COLUMNS} for c in claims)
+
+
+def leaders(rows_of_claims: Sequence[Mapping]) -> list[str]:
+    """For each ``(context, metric)`` of pairwise claims (rows of ``claims.csv``, strings or
+    numbers), in the order first seen: the item with the lowest mean, the items not resolved
+    from it, and how many are resolved above it; one markdown list line each."""
+    groups: dict[tuple[str, str], list[Mapping]] = {}
+    for c in rows_of_claims:
+        groups.setdefault((c["context"], c["metric"]), []).append(c)
+    lines = []
+    for (context, metric), cs in groups.items():
+        means: dict[str, float] = {}
+        for c in cs:
+            means[c["a"]], means[c["b"]] = float(c["mean_a"]), float(c["mean_b"])
+        best = min(means, key=means.get)
+        tied = sorted(c["b"] if c["a"] == best else c["a"] for c in cs
+                      if best in (c["a"], c["b"]) and c["verdict"] == "not resolved")
+        where = f"{context}, {metric}" if context else metric
+        above = len(means) - 1 - len(tied)
+        if not above:
+            lines.append(f"- {where}: none of {len(means)} resolved from the lowest mean "
+                         f"({best}, {means[best]:.3g}).")
+            continue
+        text = f"- {where}: lowest {best} ({means[best]:.3g})"
+        text += f", not resolved from it: {', '.join(tied)}" if tied else ""
+        lines.append(text + f"; {above} of {len(means) - 1} resolved above it.")
+    return lines
+
+
+def readme_markers(study: str, generator: str) -> tuple[str, str]:
+    """The lines around the block a README quotes from ``results/<study>/claims.csv`` by
+    ``generator`` (a dotted name)."""
+    return (f"<!-- {study} claims: generated by {generator} from results/{study}/claims.csv; "
+            f"do not edit -->", f"<!-- end of the generated {study} claims -->")
+
+
+def readme_block(text: str, markers: tuple[str, str]) -> str:
+    """The lines between ``markers`` in ``text`` (each marker exactly once), without the
+    newlines around them; ValueError naming the marker otherwise."""
+    for marker in markers:
+        if text.count(marker) != 1:
+            raise ValueError(f"the README must hold {marker!r} exactly once, found "
+                             f"{text.count(marker)}")
+    return text.split(markers[0])[1].split(markers[1])[0].strip("\n")
+
+
+def replace_readme_block(path: str, markers: tuple[str, str], block: str) -> None:
+    """Rewrites the README at ``path`` (whole) with ``block`` between ``markers``."""
+    with open(path) as f:
+        text = f.read()
+    readme_block(text, markers)  # both markers there, once
+    start, rest = text.split(markers[0])
+    end = rest.split(markers[1])[1]
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{start}{markers[0]}\n{block.strip(chr(10))}\n{markers[1]}{end}")
+    os.replace(tmp, path)

@@ -26,20 +26,20 @@ measured against the exact mixture:
 * ``mode_err``: largest error of the mode weights (fraction per component minus its weight);
 * ``wall_s``: wall time of the compiled sampler (compile time separately, ``compile_s``).
 
-Every cell is the mean over the groups (the training seeds) with its standard error from the
-spread between them (``spread``: training and sampling noise together, floored at the sampling's
-share), and the sd within a group (the sampling's share) beside it; the tables print the 95% interval a re-run with as many
-other seeds lands in (``claims.rerun_halfwidth``). Per dimension, the probability-flow NLL of
-held-out data in bits/dim (exact divergence) for the exact score and each model; and, with no
-Monte Carlo at all, the exact KL of every affine sampler on a Gaussian with unequal variances
-(``sde_lib.evaluation.gaussian_sampler_law``), over ``gaussian_seeds`` data means. Every
-comparison the tables support is written by the rule of ``experiments.claims`` (``claims.md``,
-``claims.csv``), and the statements the README quotes are generated from them
-(``headline.md``). Writes ``results.csv/md``, ``summary.md`` (the tables by sampler and NFE),
-``likelihood.csv/md``, ``gaussian.csv/md``, the claims, ``quality_vs_nfe.png`` (MMD^2),
-``sw2_vs_nfe.png`` and ``samples_2d.png`` into the workdir and prints the paths.
-``rewrite_reports`` writes a finished run's reports again from its tables; ``rerun_check``
-counts the cells of one run that a re-run with other seeds lands inside.
+Every cell is the mean over the groups (the training seeds) with its standard error from the spread
+between them (``claims.spread``: training and sampling noise together, floored at the sampling's
+share), and the sd within a group (the sampling's share) beside it; the tables print the 95%
+interval a re-run with as many other seeds lands in (``claims.rerun_halfwidth``). Per dimension, the
+probability-flow NLL of held-out data in bits/dim (exact divergence) for the exact score and each
+model; and, with no Monte Carlo at all, the exact KL of every affine sampler on a Gaussian with
+unequal variances (``sde_lib.evaluation.gaussian_sampler_law``), over ``gaussian_seeds`` data means.
+Every comparison the tables support is written by the rule of ``experiments.claims`` (``claims.md``,
+``claims.csv``), and the statements the README quotes are generated from them (``headline.md``).
+Writes ``results.csv/md``, ``summary.md`` (the tables by sampler and NFE), ``likelihood.csv/md``,
+``gaussian.csv/md``, the claims, ``quality_vs_nfe.png`` (MMD^2), ``sw2_vs_nfe.png`` and
+``samples_2d.png`` into the workdir and prints the paths. ``rewrite_reports`` writes a finished
+run's reports again from its tables; ``rerun_check`` counts the cells of one run that a re-run with
+other seeds lands inside.
 
 Run: ``python -m experiments.compare_samplers --workdir runs/compare_samplers``.
 """
@@ -175,61 +175,22 @@ def _metrics(gmm, x, exact, rng_sw, bandwidths) -> dict:
                                             - np.asarray(gmm.weights))))}
 
 
-def spread(runs: list[dict], name: str) -> dict:
-    """``name``'s mean over the groups of ``runs`` (each run has a ``group``: its training
-    seed), with ``name_sd`` (the sd of the group means), ``name_within_sd`` (the pooled sd
-    between the runs of one group: the sampling's share) and ``name_se`` (the cell's standard
-    error, which holds both the training seeds' and the sampling's noise).
-
-    A group mean of ``m`` runs has variance ``sigma_train^2 + sigma_within^2 / m``, never less
-    than its sampling share, so the standard error is ``sqrt(max(sd^2, within_sd^2 / m) /
-    groups)``: the between-groups estimate, floored where it falls below what the sampling
-    alone gives (the one-way random-effects estimate with the training variance truncated at
-    0). A non-finite run makes the mean ``inf`` and the spreads ``None``."""
-    values = [r[name] for r in runs if name in r]
-    if not all(math.isfinite(v) for v in values):
-        return {name: math.inf, f"{name}_sd": None, f"{name}_se": None,
-                f"{name}_within_sd": None}
-    groups: dict[int, list[float]] = {}
-    for r in runs:
-        if name in r:
-            groups.setdefault(r["group"], []).append(r[name])
-    means = np.array([np.mean(v) for v in groups.values()])
-    sd = float(np.std(means, ddof=1)) if len(means) > 1 else None
-    within = [np.var(v, ddof=1) for v in groups.values() if len(v) > 1]
-    within_sd = float(np.sqrt(np.mean(within))) if within else None
-    return {name: float(means.mean()), f"{name}_sd": sd,
-            f"{name}_se": floored_se(sd, within_sd, len(values) / len(means), len(means)),
-            f"{name}_within_sd": within_sd}
-
-
-def floored_se(sd: float | None, within_sd: float | None, per_group: float,
-               groups: int) -> float | None:
-    """The standard error of a mean over ``groups`` group means whose sd is ``sd``, each the
-    mean of ``per_group`` runs with pooled within-group sd ``within_sd`` (``spread``):
-    ``sqrt(max(sd^2, within_sd^2 / per_group) / groups)``; ``None`` without ``sd``."""
-    if sd is None:
-        return None
-    var = sd**2 if within_sd is None else max(sd**2, within_sd**2 / per_group)
-    return math.sqrt(var / groups)
-
-
 def _summarize(runs: list[dict]) -> dict:
     """Each metric's ``spread`` over the runs; the flow KL over the runs that have it (the first
     sampling seed of each group: ``kl_runs``), with the mean of their own standard errors
     ``kl_run_se``, which floors its standard error as the sampling's share does the other
-    metrics' (``floored_se``); the wall time as a mean."""
+    metrics' (``claims.floored_se``); the wall time as a mean."""
     out = {"runs": len(runs), "groups": len({r["group"] for r in runs}),
            "wall_s": float(np.mean([r["wall_s"] for r in runs]))}
     for name in METRICS:
-        out.update(spread(runs, name))
+        out.update(claims.spread(runs, name))
     flow = [r for r in runs if "kl" in r]
     if flow:
-        out.update(spread(flow, "kl"), kl_runs=len(flow),
+        out.update(claims.spread(flow, "kl"), kl_runs=len(flow),
                    kl_run_se=float(np.mean([r["kl_run_se"] for r in flow])))
         out.pop("kl_within_sd")
         if out["kl_se"] is not None:  # one estimate per group, floored at its own Monte Carlo SE
-            out["kl_se"] = floored_se(out["kl_sd"], out["kl_run_se"], 1, out["kl_runs"])
+            out["kl_se"] = claims.floored_se(out["kl_sd"], out["kl_run_se"], 1, out["kl_runs"])
     return out
 
 
@@ -240,7 +201,7 @@ def evaluate_runs(rng, sde, gmm, score_fns, exp, progress, dim):
     mixture's. Run ``u = i * sample_seeds + r`` (group ``i``, sampling seed ``r``) draws its
     prior sample and noise from ``fold_in(rng, u)``, the same for every sampler and score, and
     has its own set of exact samples; the model's group ``i`` is training seed ``i``, the exact
-    score runs as many groups of as many runs. Each row holds every metric's ``spread``."""
+    score runs as many groups of as many runs. Each row holds every metric's ``claims.spread``."""
     n, bandwidths = exp.num_samples, tuple(h * math.sqrt(dim) for h in exp.mmd_bandwidths)
     num_runs = len(exp.train_seeds) * exp.sample_seeds
     rng_exact, rng_sw, rng_sample = jax.random.split(rng, 3)
@@ -345,7 +306,7 @@ def exact_gaussian_errors(sde, exp) -> list[dict]:
     limits = [gaussian_flow_limit(sde, exp, s) for s in seeds]
 
     def cell(values, name):
-        return spread([{"group": g, name: v} for g, v in enumerate(values)], name)
+        return claims.spread([{"group": g, name: v} for g, v in enumerate(values)], name)
 
     rows = [{"sampler": "flow limit", "nfe_target": 0, "nfe": 0, "seeds": len(limits),
              **cell(limits, "kl_nats")}]
@@ -627,9 +588,7 @@ def sampler_claims(rows, gaussian, exp) -> list[dict]:
 
 
 # results/README.md quotes ``headline`` of the committed claims between these lines
-README_MARKERS = ("<!-- compare_samplers claims: generated by experiments.compare_samplers."
-                  "headline from results/compare_samplers/claims.csv; do not edit -->",
-                  "<!-- end of the generated compare_samplers claims -->")
+README_MARKERS = claims.readme_markers("compare_samplers", "experiments.compare_samplers.headline")
 
 
 def headline(rows_of_claims) -> str:
@@ -637,28 +596,13 @@ def headline(rows_of_claims) -> str:
     strings or numbers): for each pairwise context and metric, the sampler with the lowest
     mean, those not resolved from it and how many are resolved above it; for each "reaching"
     context, the first NFE at which each sampler is not resolved above the target."""
-    lines, pairwise, reach = [], {}, {}
+    pairwise, reach = [], {}
     for c in rows_of_claims:
-        key = (c["context"], c["metric"])
         if ", reaching " in c["context"]:
-            reach.setdefault(key, []).append(c)
+            reach.setdefault((c["context"], c["metric"]), []).append(c)
         elif ", NFE " in c["context"] and c["a"] not in ("model score",):
-            pairwise.setdefault(key, []).append(c)
-    for (context, metric), cs in pairwise.items():
-        means = {}
-        for c in cs:
-            means[c["a"]], means[c["b"]] = float(c["mean_a"]), float(c["mean_b"])
-        best = min(means, key=means.get)
-        tied = sorted(c["b"] if c["a"] == best else c["a"] for c in cs
-                      if best in (c["a"], c["b"]) and c["verdict"] == "not resolved")
-        above = len(means) - 1 - len(tied)
-        if not above:
-            lines.append(f"- {context}, {metric}: none of {len(means)} resolved from the lowest "
-                         f"mean ({best}, {means[best]:.3g}).")
-            continue
-        text = f"- {context}, {metric}: lowest {best} ({means[best]:.3g})"
-        text += f", not resolved from it: {', '.join(tied)}" if tied else ""
-        lines.append(text + f"; {above} of {len(means) - 1} resolved above it.")
+            pairwise.append(c)
+    lines = claims.leaders(pairwise)
     for (context, metric), cs in reach.items():
         first: dict[str, int | None] = {}
         for c in cs:

@@ -52,63 +52,6 @@ def test_mode_weights_and_nll_against_the_oracle():
     np.testing.assert_array_less(np.abs(w - [0.2, 0.8]), Z * se)
 
 
-def test_spread_between_training_seeds_and_within():
-    """A cell's mean is the mean of its groups' means, its standard error the sd of those
-    means over sqrt(groups), and the within-group sd the pooled sd of the runs around their
-    group's mean (computed here by hand); a non-finite run makes the cell inf."""
-    values = {0: [1.0, 1.4], 1: [2.0, 2.2], 2: [0.5, 0.9]}
-    runs = [{"group": g, "m": v} for g, vs in values.items() for v in vs]
-    means = [1.2, 2.1, 0.7]
-    got = compare_samplers.spread(runs, "m")
-    assert got["m"] == pytest.approx(4.0 / 3)
-    sd = math.sqrt(sum((m - 4.0 / 3) ** 2 for m in means) / 2)
-    assert got["m_sd"] == pytest.approx(sd) and got["m_se"] == pytest.approx(sd / math.sqrt(3))
-    within = (0.2**2 * 2 + 0.1**2 * 2 + 0.2**2 * 2) / 3  # each group: 2 runs, 1 dof
-    assert got["m_within_sd"] == pytest.approx(math.sqrt(within))
-    single = compare_samplers.spread([{"group": 0, "m": 1.0}], "m")
-    assert single["m_sd"] is None and single["m_within_sd"] is None
-    bad = compare_samplers.spread(runs + [{"group": 3, "m": math.inf}], "m")
-    assert bad["m"] == math.inf and bad["m_se"] is None
-
-
-def test_spread_floors_the_standard_error_at_the_sampling_share():
-    """Group means closer together than their own sampling noise allows (sd 0.05 between, runs
-    1 apart within): the standard error is the sampling's share, within_sd / sqrt(runs per
-    group) / sqrt(groups), not the between-groups sd's."""
-    values = {0: [0.0, 2.0], 1: [0.05, 2.05], 2: [0.1, 2.1]}
-    runs = [{"group": g, "m": v} for g, vs in values.items() for v in vs]
-    got = compare_samplers.spread(runs, "m")
-    assert got["m_sd"] == pytest.approx(0.05)
-    assert got["m_within_sd"] == pytest.approx(math.sqrt(2.0))  # each pair: var 2
-    assert got["m_se"] == pytest.approx(math.sqrt(2.0 / 2) / math.sqrt(3))
-    assert compare_samplers.floored_se(0.3, 0.1, 2, 4) == pytest.approx(0.15)
-    assert compare_samplers.floored_se(None, 0.1, 2, 1) is None
-
-
-def simulated_coverage_runs(rng, sd_train, sd_within, groups, per_group):
-    """One cell's runs: a training effect per group plus sampling noise per run."""
-    effects = rng.normal(0, sd_train, groups)
-    return [{"group": g, "m": effects[g] + rng.normal(0, sd_within)}
-            for g in range(groups) for _ in range(per_group)]
-
-
-def test_floored_interval_keeps_its_coverage_when_training_adds_little():
-    """With no training variance (the exact score's groups) and with a small one, 4000 pairs of
-    5-group cells: a re-run's mean lands inside the first's rerun interval about 95% of the time
-    (the floor only widens it: at least 0.95 - 4 SE), and the floor never makes it narrower
-    than the plain between-groups one."""
-    rng = np.random.default_rng(0)
-    for sd_train in (0.0, 0.3):
-        inside = 0
-        for _ in range(4000):
-            a = compare_samplers.spread(simulated_coverage_runs(rng, sd_train, 1.0, 5, 2), "m")
-            b = compare_samplers.spread(simulated_coverage_runs(rng, sd_train, 1.0, 5, 2), "m")
-            inside += abs(a["m"] - b["m"]) <= claims.rerun_halfwidth(a["m_se"], 5)
-            assert a["m_se"] >= a["m_sd"] / math.sqrt(5) - 1e-15
-        se = math.sqrt(0.95 * 0.05 / 4000)
-        assert inside / 4000 >= 0.95 - 4 * se
-
-
 def _cell_row(sampler, nfe, mean, se, score="model"):
     return {"dim": 2, "score": score, "sampler": sampler, "nfe_target": nfe, "nfe": nfe,
             "mmd2": mean, "mmd2_se": se}
@@ -309,12 +252,12 @@ def test_committed_standard_errors_follow_the_floor():
     for r in rows:
         for m in compare_samplers.METRICS:
             if f"{m}_sd" in r:
-                want = compare_samplers.floored_se(r[f"{m}_sd"], r.get(f"{m}_within_sd"),
+                want = claims.floored_se(r[f"{m}_sd"], r.get(f"{m}_within_sd"),
                                                    r["runs"] / r["groups"], r["groups"])
                 assert r[f"{m}_se"] == pytest.approx(want, rel=1e-12), (r["sampler"], m)
                 checked += 1
         if "kl_sd" in r:
-            want = compare_samplers.floored_se(r["kl_sd"], r["kl_run_se"], 1, r["kl_runs"])
+            want = claims.floored_se(r["kl_sd"], r["kl_run_se"], 1, r["kl_runs"])
             assert r["kl_se"] == pytest.approx(want, rel=1e-12), (r["sampler"], "kl")
             checked += 1
     assert checked == 904
