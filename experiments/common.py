@@ -81,6 +81,24 @@ def markdown_table(rows: Sequence[Mapping], columns: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _number(value):
+    """A CSV cell back as a number where it is one (``int`` before ``float``), else as is."""
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+
+
+def read_table(path: str) -> list[dict]:
+    """A table ``write_table`` wrote (its ``.csv``) read back: numbers as numbers, empty cells
+    dropped, so a study's reports can be regenerated from its committed tables."""
+    with open(path, newline="") as f:
+        return [{k: _number(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+
+
 def write_table(workdir: str, name: str, rows: Sequence[Mapping],
                 columns: Sequence[str]) -> dict[str, str]:
     """``<name>.csv`` and ``<name>.md`` in ``workdir``; returns their paths by file name."""
@@ -150,6 +168,17 @@ def pm(mean, sd) -> str:
     if mean is None:
         return "n/a"
     return fmt(mean) + ("" if sd is None else f" +- {fmt(sd)}")
+
+
+def rerun_cell(row: Mapping, name: str, n: int) -> str:
+    """``row[name] +- h`` as a table cell, ``h`` the half-width of the 95% interval a re-run
+    over ``n`` other groups lands in (``claims.rerun_halfwidth`` of ``row[name + "_se"]``);
+    ``n/a`` without a mean."""
+    from experiments import claims
+
+    if row.get(name) is None:
+        return "n/a"
+    return pm(row[name], claims.rerun_halfwidth(row.get(f"{name}_se"), n))
 
 
 

@@ -2,7 +2,7 @@ r"""Loss parameterizations: the same network trained with each loss for the same
 
 The residual MLP is trained on the seeds' Gaussian pair (``d = 2`` by default) under the VP SDE
 with each entry of ``LOSSES`` (``experiments/configs/compare_losses.py``: a name and the loss
-fields it sets; each model trained by ``trainer`` in ``<workdir>/model_<i>``): eps /
+fields it sets; each model trained by ``trainer`` in ``<workdir>/model_<i>_s<seed>``): eps /
 x0 / v / score prediction, DSM with sigma^2, g^2 (likelihood) and no weighting, the DDPM simple and
 ELBO-weighted losses, sliced score matching and Hutchinson explicit score matching. Each trained
 score is evaluated on held-out data and against the exact mixture:
@@ -17,15 +17,22 @@ score is evaluated on held-out data and against the exact mixture:
 * ``config``: the ``--config experiments/configs/compare_losses.py:<fields>`` argument with which
   ``python -m trainer.main`` trains the same model.
 
-Every number is the mean over ``experiment.train_seeds`` trained models with its standard
-deviation over them (``*_sd``); the exact score's row has no training noise. Writes
-``losses.csv/md`` and ``losses.png``. Run: ``python -m experiments.compare_losses
---workdir runs/compare_losses``.
+Each model is evaluated ``sample_seeds`` times (run ``u = i * sample_seeds + r`` for training
+seed ``i``: its own DSM noise, ELBO noise, sampler noise and exact samples; the exact score runs
+as many groups of as many runs, on the same keys). Every cell is the mean over the training
+seeds (``claims.spread``: its standard error from the spread between the seeds' means, floored
+at the sampling's share, and the sd within a seed beside it); the markdown table prints
+``mean +- h``, the 95% interval a re-run with as many other seeds lands in
+(``claims.rerun_halfwidth``). Every pair of losses is compared on each metric by the rule of
+``experiments.claims`` (``claims.md/csv``), and the statements the README quotes are generated
+from them (``headline.md``, ``headline``). Writes ``losses.csv/md``, the claims and
+``losses.png``. Run: ``python -m experiments.compare_losses --workdir runs/compare_losses``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 
@@ -35,7 +42,7 @@ import numpy as np
 
 import sde_lib
 import trainer
-from experiments import common
+from experiments import claims, common
 from experiments.configs import base
 from experiments.configs.compare_losses import LOSSES
 from trainer import cli, reporting
@@ -44,23 +51,28 @@ from trainer import cli, reporting
 @dataclasses.dataclass(frozen=True)
 class LossComparisonConfig:
     """The ``experiment`` section: losses: keys of ``LOSSES``; num_heldout, num_nll,
-    num_samples: the evaluation; train_seeds: one model per loss and seed; seed: of the
-    evaluation."""
+    num_samples: the evaluation; train_seeds: one model per loss and seed; sample_seeds:
+    evaluations per model; seed: of the evaluation."""
 
     losses: tuple[str, ...]
     num_heldout: int
     num_nll: int
     num_samples: int
     train_seeds: tuple[int, ...]
+    sample_seeds: int
     seed: int
 
     def __post_init__(self):
         unknown = sorted(set(self.losses) - set(LOSSES))
         if unknown:
             raise ValueError(f"losses {unknown} are unknown; valid: {sorted(LOSSES)}")
+        if not self.losses or len(set(self.losses)) != len(self.losses):
+            raise ValueError(f"losses must be distinct keys of LOSSES, got {self.losses!r}")
         if not self.train_seeds or min(self.train_seeds) < 0:
             raise ValueError(f"train_seeds must be integers >= 0, got {self.train_seeds!r}")
-        for name in ("num_heldout", "num_nll", "num_samples"):
+        if len(set(self.train_seeds)) != len(self.train_seeds):
+            raise ValueError(f"train_seeds must be distinct, got {self.train_seeds!r}")
+        for name in ("num_heldout", "num_nll", "num_samples", "sample_seeds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
 
@@ -74,6 +86,9 @@ def loss_fields(name: str) -> dict:
 
 
 METRICS = ("nll_bpd", "elbo_bpd", "heldout_dsm", "sw2_em", "sw2_heun")
+LABELS = {"nll_bpd": "PF-ODE NLL (bits/dim)", "elbo_bpd": "DDPM ELBO (bits/dim)",
+          "heldout_dsm": "held-out DSM loss (sigma^2)", "sw2_em": "sliced W2, Euler-Maruyama 200",
+          "sw2_heun": "sliced W2, Heun 50"}
 
 
 class Evaluator:
@@ -82,35 +97,104 @@ class Evaluator:
     def __init__(self, rng, sde, gmm, exp, heldout):
         self.gmm, self.exp = gmm, exp
         self.key_dsm, key_nll, self.key_s = jax.random.split(rng, 3)
+        self.key_elbo = jax.random.fold_in(key_nll, 1)
         dsm = sde_lib.get_loss_fn(sde, sde_lib.LossConfig(name="dsm", weighting="sigma2",
                                                           parameterization="score"))
         x = heldout[:exp.num_nll]
-        self.dsm = jax.jit(lambda sf: jnp.mean(dsm(self.key_dsm, sf, heldout)))
+        self.dsm = jax.jit(lambda key, sf: jnp.mean(dsm(key, sf, heldout)))
         # (log_likelihood and ddpm_negative_elbo compile once for every score themselves)
         self.nll = lambda sf: -jnp.mean(sde_lib.log_likelihood(
             key_nll, sde, sf, x, divergence="exact")[0]) / (gmm.dim * math.log(2))
-        self.elbo = lambda sf: jnp.mean(sde_lib.ddpm_negative_elbo(
-            key_nll, sde, sf, x, decoder="gaussian").bpd)
+        self.elbo = lambda key, sf: jnp.mean(sde_lib.ddpm_negative_elbo(
+            key, sde, sf, x, decoder="gaussian").bpd)
         shape = (exp.num_samples, gmm.dim)
         self.samplers = {
-            name: jax.jit(lambda sf, m=method, n=steps: sde_lib.sample(
-                self.key_s, sde, sf, shape, method=m, num_steps=n)[0])
+            name: jax.jit(lambda key, sf, m=method, n=steps: sde_lib.sample(
+                key, sde, sf, shape, method=m, num_steps=n)[0])
             for name, method, steps in (("sw2_em", "euler_maruyama", 200),
                                         ("sw2_heun", "pf_ode_heun", 50))}
-        self.exact = np.asarray(gmm.sample(jax.random.fold_in(self.key_s, 1), exp.num_samples))
 
-    def __call__(self, score_fn) -> dict[str, float]:
-        out = {"heldout_dsm": float(self.dsm(score_fn)), "nll_bpd": float(self.nll(score_fn)),
-               "elbo_bpd": float(self.elbo(score_fn))}
+    def __call__(self, score_fn, run: int = 0, nll: float | None = None) -> dict[str, float]:
+        """Run ``run``'s measures of ``score_fn``: its DSM, ELBO and sampler noise and its set
+        of exact samples are its own; the PF-ODE NLL (exact divergence) has no noise, so a
+        value already computed for this score can be passed as ``nll``."""
+        key = jax.random.fold_in(self.key_s, run)
+        exact = np.asarray(self.gmm.sample(jax.random.fold_in(key, 1), self.exp.num_samples))
+        out = {"heldout_dsm": float(self.dsm(jax.random.fold_in(self.key_dsm, run), score_fn)),
+               "nll_bpd": float(self.nll(score_fn)) if nll is None else nll,
+               "elbo_bpd": float(self.elbo(jax.random.fold_in(self.key_elbo, run), score_fn))}
         for name, draw in self.samplers.items():
-            x = np.asarray(draw(score_fn))
-            out[name] = (common.sliced_wasserstein(x, self.exact, self.key_s)
+            x = np.asarray(draw(key, score_fn))
+            out[name] = (common.sliced_wasserstein(x, exact, key)
                          if np.all(np.isfinite(x)) else math.inf)
         return out
 
+    def runs(self, score_fn, group: int, nll: float | None = None) -> list[dict]:
+        """Group ``group``'s ``sample_seeds`` runs of ``score_fn`` (``u = group * m + r``), its
+        NLL computed once (or given as ``nll``)."""
+        m, out = self.exp.sample_seeds, []
+        for r in range(m):
+            out.append({**self(score_fn, group * m + r, nll), "group": group})
+            nll = out[-1]["nll_bpd"]
+        return out
 
-def _mean_sd(runs: list[dict]) -> dict:
-    return {"seeds": len(runs), **common.summarize(runs, METRICS)}
+
+def summarize(runs: list[dict]) -> dict:
+    """Each metric's ``claims.spread`` over ``runs``, with the counts of groups and runs."""
+    out = {"groups": len({r["group"] for r in runs}), "runs": len(runs)}
+    for name in METRICS:
+        out.update(claims.spread(runs, name))
+    return out
+
+
+COLUMNS = ["loss", "groups", "runs",
+           *[c for m in METRICS for c in (m, f"{m}_se", f"{m}_sd", f"{m}_within_sd")], "config"]
+
+
+def write_tables(workdir: str, rows: list[dict]) -> dict[str, str]:
+    """``losses.csv`` (every column) and ``losses.md`` (``mean +- h`` per metric, ``h`` the 95%
+    re-run half-width over the row's groups); returns the paths by name."""
+    paths = common.write_table(workdir, "losses", rows, COLUMNS)
+    shown = [{"loss": r["loss"], "groups": r["groups"],
+              **{LABELS[m]: common.rerun_cell(r, m, r["groups"]) for m in METRICS},
+              "config": r.get("config") or "n/a"} for r in rows]
+    md = common.markdown_table(shown, ["loss", "groups", *LABELS.values(), "config"])
+    paths["losses.md"] = reporting.write_atomic(os.path.join(workdir, "losses.md"), md)
+    return paths
+
+
+def loss_claims(rows: list[dict]) -> list[dict]:
+    """Every pair of losses (not the exact score) compared on each metric, each cell's standard
+    error over its training seeds (``experiments.claims``' rule); context-free, the metric
+    named by its label."""
+    out = []
+    trained = [r for r in rows if r["loss"] != "exact score"]
+    for name in METRICS:
+        ok = [r for r in trained if r.get(name) is not None and math.isfinite(r[name])
+              and r.get(f"{name}_se") is not None]
+        out += [claims.compare("", LABELS[name], a["loss"], a[name], a[f"{name}_se"], b["loss"],
+                               b[name], b[f"{name}_se"]) for a, b in itertools.combinations(ok, 2)]
+    return out
+
+
+# results/README.md quotes ``headline`` of the committed claims between these lines
+README_MARKERS = claims.readme_markers("compare_losses", "experiments.compare_losses.headline")
+
+
+def headline(rows_of_claims) -> str:
+    """The statements the README quotes, from the claims alone: for each metric, the loss with
+    the lowest mean, those not resolved from it and how many are resolved above it."""
+    return "\n".join(claims.leaders(rows_of_claims)) + "\n"
+
+
+def write_claims(workdir: str, rows: list[dict]) -> dict[str, str]:
+    """``claims.md``/``.csv`` (``loss_claims``) and ``headline.md`` (``headline``)."""
+    made = loss_claims(rows)
+    paths = dict(zip(("claims.md", "claims.csv"), claims.write_claims(workdir, made),
+                     strict=True))
+    paths["headline.md"] = reporting.write_atomic(os.path.join(workdir, "headline.md"),
+                                                  headline(made))
+    return paths
 
 
 def write_figure(workdir: str, rows: list[dict], num_seeds: int,
@@ -127,10 +211,17 @@ def _finite_range(lows, highs, default: tuple[float, float]) -> tuple[float, flo
             float(highs.max()) if highs.size else default[1])
 
 
+def _halfwidths(rows: list[dict], name: str) -> np.ndarray:
+    """Each row's 95% re-run half-width of ``name`` over its groups (0 where it has none)."""
+    out = [claims.rerun_halfwidth(r.get(f"{name}_se"), int(r.get("groups") or 0)) for r in rows]
+    return np.array([0.0 if h is None or not math.isfinite(h) else h for h in out], float)
+
+
 def figure(rows: list[dict], num_seeds: int, cap: float = 4.0):
     """``losses.png`` (a matplotlib ``Figure``): per loss, the held-out PF-ODE NLL and DDPM
     ELBO (bits/dim, axis cut at ``cap``: a row beyond it is marked with its value) and the
-    sliced W2 of two samplers, mean +- sd bars; the limits include every bar."""
+    sliced W2 of two samplers, mean +- the 95% re-run half-width over the training seeds; the
+    limits include every bar."""
     plt = reporting.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.4 * len(rows) + 2.0), sharey=True)
     labels = [r["loss"] for r in rows]
@@ -138,35 +229,36 @@ def figure(rows: list[dict], num_seeds: int, cap: float = 4.0):
     ends = []
     for name in ("nll_bpd", "elbo_bpd"):
         values = np.array([r[name] for r in rows], float)
-        sds = np.where(values < cap, [r.get(f"{name}_sd") or 0.0 for r in rows], 0.0)
+        sds = np.where(values < cap, _halfwidths(rows, name), 0.0)
         ends += [values - sds, np.minimum(values, cap) + sds]
     low, high = _finite_range(ends[::2], ends[1::2], (cap - 1.0, cap))
     left = max(np.floor(10 * low) / 10 - 0.1, 0.0)
     right = max(high, cap) + 0.08 * (max(high, cap) - left)
     for name, dy, label in (("nll_bpd", -0.2, "PF-ODE NLL"), ("elbo_bpd", 0.2, "DDPM ELBO")):
         values = np.array([r[name] for r in rows], float)
-        sds = np.array([r.get(f"{name}_sd") or 0.0 for r in rows], float)
+        sds = _halfwidths(rows, name)
         shown = np.minimum(values, cap)
         axes[0].barh(y + dy, shown - left, 0.4, left=left, label=label,
                      xerr=np.where(values < cap, sds, 0.0), capsize=2)
         for k in np.flatnonzero(values >= cap):
             axes[0].text(cap, y[k] + dy, f" {values[k]:.3g}", va="center", fontsize=7)
     axes[0].set(yticks=y, yticklabels=labels, xlim=(left, right), ylabel="training loss",
-                xlabel=f"held-out bits/dim (mean +- sd over {num_seeds} training seeds)",
+                xlabel=f"held-out bits/dim (mean, 95% re-run interval over {num_seeds} "
+                       f"training seeds)",
                 title="likelihood (lower is better)")
     axes[0].legend(loc="best", fontsize=8)
     spans = []
     for name, dy, label in (("sw2_em", -0.2, "Euler-Maruyama 200"), ("sw2_heun", 0.2,
                                                                      "Heun 50 steps")):
         values = np.array([min(r[name], 10) for r in rows], float)
-        sds = np.array([r.get(f"{name}_sd") or 0.0 for r in rows], float)
+        sds = _halfwidths(rows, name)
         axes[1].barh(y + dy, values, 0.4, xerr=sds, label=label, capsize=2)
         spans += [np.where(values - sds > 0, values - sds, values / 3), values + sds]
     low, high = _finite_range(spans[::2], spans[1::2], (0.01, 10.0))
     low = low if low > 0 else 0.01
     axes[1].set(xscale="log", xlim=(low / 1.5, high * 1.5),
-                xlabel=f"sliced W2 to exact samples (data units; mean +- sd over {num_seeds} "
-                       f"seeds)", title="sample quality (lower is better)")
+                xlabel=f"sliced W2 to exact samples (data units; mean, 95% re-run interval "
+                       f"over {num_seeds} seeds)", title="sample quality (lower is better)")
     axes[1].tick_params(labelleft=False)
     axes[1].set_ylabel("training loss (as left)")
     reporting.plain_log_ticks(axes[1], "x")
@@ -192,22 +284,36 @@ def run(config, workdir: str) -> dict[str, str]:
     for i, name in enumerate(common.progress(exp.losses, "compare_losses: losses",
                                              unit="loss")):
         runs = []
-        for seed in exp.train_seeds:
+        for group, seed in enumerate(exp.train_seeds):
             trained = trainer.train_and_evaluate(configs[(name, seed)],
                                                  os.path.join(workdir, f"model_{i}_s{seed}"))
-            if evaluator is None:  # the exact score's row, on the same held-out data
+            if evaluator is None:  # the exact score's row, on the same held-out data and keys
                 sde, gmm = trained["sde"], trained["dataset"].gmm
                 heldout = gmm.sample(jax.random.fold_in(key_eval, 1),
                                      exp.num_heldout).astype(jnp.float32)
                 evaluator = Evaluator(key_eval, sde, gmm, exp, heldout)
-                rows.append({"loss": "exact score", "config": "",
-                             **_mean_sd([evaluator(jax.tree_util.Partial(gmm.score_fn(sde)))])})
-            runs.append(evaluator(trained["score_fn"]))
+                exact, nll = jax.tree_util.Partial(gmm.score_fn(sde)), None
+                exact_runs = []
+                for g in range(len(exp.train_seeds)):
+                    exact_runs += evaluator.runs(exact, g, nll)
+                    nll = exact_runs[0]["nll_bpd"]
+                rows.append({"loss": "exact score", "config": "", **summarize(exact_runs)})
+            runs += evaluator.runs(trained["score_fn"], group)
         shortcut = ",".join(f"{k}={v}" for k, v in loss_fields(name).items())
-        rows.append({"loss": name, "config": shortcut, **_mean_sd(runs)})
-    columns = ["loss", "seeds", *[c for m in METRICS for c in (m, f"{m}_sd")], "config"]
-    paths = common.write_table(workdir, "losses", rows, columns)
+        rows.append({"loss": name, "config": shortcut, **summarize(runs)})
+    paths = write_tables(workdir, rows)
+    paths.update(write_claims(workdir, rows))
     paths.update(write_figure(workdir, rows, len(exp.train_seeds)))
+    return paths
+
+
+def rewrite_reports(workdir: str, num_seeds: int) -> dict[str, str]:
+    """``losses.md``, the claims and ``losses.png`` of a finished run written again from its
+    ``losses.csv`` by the current code; returns their paths."""
+    rows = common.read_table(os.path.join(workdir, "losses.csv"))
+    paths = write_tables(workdir, rows)
+    paths.update(write_claims(workdir, rows))
+    paths.update(write_figure(workdir, rows, num_seeds))
     return paths
 
 

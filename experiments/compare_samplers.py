@@ -46,7 +46,6 @@ Run: ``python -m experiments.compare_samplers --workdir runs/compare_samplers``.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import itertools
 import math
@@ -372,29 +371,12 @@ def write_results(workdir, rows, likelihood, gaussian):
     return paths
 
 
-def _number(value):
-    """A CSV cell back as a number: ``None`` for an empty cell, ``int`` where it is one."""
-    if value in (None, ""):
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        try:
-            return float(value)
-        except ValueError:
-            return value
-
-
 def load_tables(workdir) -> tuple[list[dict], list[dict]]:
     """``results.csv`` and ``gaussian.csv`` of a finished run read back as the rows the
     reports take (numbers as numbers, empty cells dropped): the claims, summary and figures of
     a committed run can be regenerated from its tables."""
-    out = []
-    for name in ("results.csv", "gaussian.csv"):
-        with open(os.path.join(workdir, name)) as f:
-            out.append([{k: _number(v) for k, v in r.items() if v != ""}
-                        for r in csv.DictReader(f)])
-    return out[0], out[1]
+    return (common.read_table(os.path.join(workdir, "results.csv")),
+            common.read_table(os.path.join(workdir, "gaussian.csv")))
 
 
 def _finite(row, name) -> bool:
@@ -402,11 +384,7 @@ def _finite(row, name) -> bool:
             and row.get(f"{name}_se") is not None)
 
 
-def _cell(row, name, n) -> str:
-    """``mean +- half-width`` of the 95% re-run interval over ``n`` groups."""
-    if row.get(name) is None:
-        return "n/a"
-    return common.pm(row[name], claims.rerun_halfwidth(row.get(f"{name}_se"), n))
+_cell = common.rerun_cell  # mean +- the 95% re-run half-width
 
 
 def reaching(points, target, target_se, nfes) -> str:

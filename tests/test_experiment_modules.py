@@ -251,25 +251,39 @@ def test_mnist_tiny_resumes_and_tunes_on_validation(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_compare_losses(tmp_path):
-    """Two losses, two training seeds each, and the exact score at a tiny budget: one row each
-    with the mean and sd over the seeds; the exact score has the lowest held-out DSM loss (it
-    minimizes it in expectation; 2000 held-out points)."""
+    """Two losses, two training seeds each with two evaluations, and the exact score at a tiny
+    budget: one row each with the mean over the seeds, its standard error and the sd within a
+    seed; the exact score has the lowest held-out DSM loss (it minimizes it in expectation;
+    2000 held-out points) and one NLL (no noise); the claims compare the two losses on every
+    metric and the headline is generated from them."""
     losses = ("eps prediction (eps loss)", "sliced score matching")
     config = tiny(compare_losses_config, dict(losses=losses, num_heldout=2000, num_nll=10,
-                                              num_samples=200, train_seeds=(0, 1)))
+                                              num_samples=200, train_seeds=(0, 1),
+                                              sample_seeds=2))
     paths = compare_losses.run(config, str(tmp_path))
     assert (tmp_path / "losses.png").stat().st_size > 0
     assert (tmp_path / "model_1_s1" / "checkpoints").is_dir()
     rows = _rows(paths["losses.csv"])
     assert [r["loss"] for r in rows] == ["exact score", *losses]
-    assert [r["seeds"] for r in rows] == ["1", "2", "2"]
-    assert rows[0]["nll_bpd_sd"] == "" and float(rows[1]["nll_bpd_sd"]) > 0
+    assert [(r["groups"], r["runs"]) for r in rows] == [("2", "4")] * 3
+    assert float(rows[0]["nll_bpd_sd"]) == 0 and float(rows[1]["nll_bpd_sd"]) > 0
+    assert float(rows[1]["nll_bpd_within_sd"]) == 0  # the NLL has no sampling noise
+    assert float(rows[1]["sw2_em_within_sd"]) > 0
+    for r in rows:  # the floor: never below the sampling's share
+        se, within = float(r["sw2_em_se"]), float(r["sw2_em_within_sd"])
+        assert se >= within / 2 * (1 - 1e-12)  # within / sqrt(2 runs) / sqrt(2 groups)
     assert rows[2]["config"].startswith("loss.weighting=None,loss.divergence=exact,"
                                         "loss.time_sampling=uniform,loss.name=ssm,"
                                         "loss.parameterization=score")
     dsm = [float(r["heldout_dsm"]) for r in rows]
     assert dsm[0] < min(dsm[1:])
     assert all(np.isfinite(float(r["elbo_bpd"])) for r in rows)
+    made = _rows(paths["claims.csv"])
+    assert {c["metric"] for c in made} == set(compare_losses.LABELS.values())
+    assert all({c["a"], c["b"]} == set(losses) for c in made)
+    assert (tmp_path / "headline.md").read_text() == compare_losses.headline(made)
+    table = (tmp_path / "losses.md").read_text()
+    assert "| exact score | 2 |" in table and " +- " in table
 
 
 @pytest.mark.slow

@@ -210,13 +210,13 @@ def test_inverse(tmp_path):
 
 
 def test_compare_losses(tmp_path):
-    rows = [{"loss": name, "nll_bpd": nll, "nll_bpd_sd": 0.3, "elbo_bpd": nll + 0.2,
-             "elbo_bpd_sd": 0.4, "sw2_em": w, "sw2_em_sd": w, "sw2_heun": 2 * w,
-             "sw2_heun_sd": 0.1} for name, nll, w in
+    rows = [{"loss": name, "groups": 3, "nll_bpd": nll, "nll_bpd_se": 0.05, "elbo_bpd": nll + 0.2,
+             "elbo_bpd_se": 0.07, "sw2_em": w, "sw2_em_se": w / 4, "sw2_heun": 2 * w,
+             "sw2_heun_se": 0.02} for name, nll, w in
             [("exact score", 2.0, 0.05), ("dsm", 2.1, 0.1), ("ssm", 9.0, 0.4)]]
-    rows.append({"loss": "esm (diverged)", "nll_bpd": math.inf, "nll_bpd_sd": math.nan,
-                 "elbo_bpd": 3.0, "elbo_bpd_sd": None, "sw2_em": math.inf,
-                 "sw2_em_sd": math.nan, "sw2_heun": 0.3, "sw2_heun_sd": None})
+    rows.append({"loss": "esm (diverged)", "groups": 3, "nll_bpd": math.inf, "nll_bpd_se": None,
+                 "elbo_bpd": 3.0, "elbo_bpd_se": None, "sw2_em": math.inf,
+                 "sw2_em_se": None, "sw2_heun": 0.3, "sw2_heun_se": None})
     fig = compare_losses.figure(rows, 3)
     for ax in fig.axes:  # every error bar lies inside the axis
         for container in ax.containers:

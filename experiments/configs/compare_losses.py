@@ -32,9 +32,6 @@ LOSSES = {
 
 def get_config(arg: str | None = None):
     config = mixture_mlp.get_config()
-    # the plain EMA (no warm-up), as results/compare_losses were trained: pinned so they
-    # reproduce until they are regenerated with the default warm-up
-    config.optim.ema_warmup = None
     config.data.name = "gaussian_pair"
     config.training.num_train_steps = 3_000
     config.experiment = ml_collections.ConfigDict(dict(
@@ -42,7 +39,8 @@ def get_config(arg: str | None = None):
         num_heldout=2000,  # held-out points for the DSM yardstick
         num_nll=200,  # of which this many for the probability-flow NLL
         num_samples=2000,  # samples per sampler, and exact samples to compare with
-        train_seeds=(0, 1, 2),  # one model per loss and training seed
+        train_seeds=(0, 1, 2, 3, 4),  # one model per loss and training seed
+        sample_seeds=2,  # evaluations per model (DSM, ELBO and sampler noise; exact samples)
         seed=0,  # evaluation
     ))
     return base.apply_shortcuts(config, arg)
