@@ -13,9 +13,14 @@ compared with the exact posterior ``p(x_0 | x_t)`` of the Gaussian mixture
 * ``post_sd``: the exact posterior's typical spread ``sqrt(E tr Cov / d)``, the scale to compare
   the errors with; ``naive_mean_rmse``: the error of no denoising, ``x_t / alpha_t``.
 
-The model's errors are the mean and sd over the training seeds (``model_*_sd``, the spread of
-what training gives); ``model_*_se`` is the Monte Carlo standard error over the ``x_t``
-samples (mean over the seeds; delta method for the root mean square).
+The model's errors are the mean over the training seeds with ``model_*_sd``, the sd between
+the seeds (what training gives), ``model_*_mc_se``, the Monte Carlo standard error over the
+``x_t`` samples (mean over the seeds; delta method for the root mean square), and
+``model_*_se``, the cell's standard error ``sqrt(sd^2 / seeds + mc_se^2)``: every seed is
+measured on the same ``x_t``, so their Monte Carlo error is shared and does not average out over
+the seeds, while a re-run with another ``seed`` draws other ``x_t``. The markdown table prints
+``mean +- h``, the 95% interval a re-run with as many other seeds lands in
+(``claims.rerun_halfwidth``); the study states no comparison between models (no claims file).
 
 Writes ``tweedie.csv/md`` and ``tweedie.png``. Run: ``python -m experiments.tweedie --workdir
 runs/tweedie``.
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +38,7 @@ import numpy as np
 
 import sde_lib
 import trainer
-from experiments import common
+from experiments import claims, common
 from trainer import cli, reporting
 
 
@@ -63,6 +69,38 @@ def _errors(score_fn, sde, x_t, t, exact_mean, exact_cov):
     return rmse, rmse_se, float(fro.mean()), float(fro.std(ddof=1) / math.sqrt(len(fro)))
 
 
+def model_cell(runs: list[dict], name: str) -> dict:
+    """``model_<name>`` over the seeds' ``runs`` (each with ``name`` and its Monte Carlo
+    ``<name>_se``): the mean, the sd between seeds, the mean Monte Carlo SE and the cell's
+    standard error ``sqrt(sd^2 / seeds + mc_se^2)`` (module docstring)."""
+    values = np.array([r[name] for r in runs], float)
+    sd = float(values.std(ddof=1)) if len(values) > 1 else None
+    mc = float(np.mean([r[f"{name}_se"] for r in runs]))
+    return {f"model_{name}": float(values.mean()), f"model_{name}_sd": sd,
+            f"model_{name}_mc_se": mc,
+            f"model_{name}_se": None if sd is None else math.sqrt(sd**2 / len(values) + mc**2)}
+
+
+COLUMNS = ["t", "sigma_t", "alpha_t", "post_sd", "model_mean_rmse", "model_mean_rmse_se",
+           "model_mean_rmse_sd", "model_mean_rmse_mc_se", "model_cov_err", "model_cov_err_se",
+           "model_cov_err_sd", "model_cov_err_mc_se", "exact_mean_rmse", "exact_cov_err",
+           "naive_mean_rmse"]
+
+
+def write_tables(workdir: str, rows: list[dict], seeds: int) -> dict[str, str]:
+    """``tweedie.csv`` (every column) and ``tweedie.md`` (the model's errors as ``mean +- h``,
+    the 95% re-run half-width over ``seeds``); returns the paths by name."""
+    paths = common.write_table(workdir, "tweedie", rows, COLUMNS)
+    shown = [{**{c: r[c] for c in ("t", "sigma_t", "alpha_t", "post_sd")},
+              "model mean RMSE": common.rerun_cell(r, "model_mean_rmse", seeds),
+              "model cov error (Frobenius)": common.rerun_cell(r, "model_cov_err", seeds),
+              **{c: r[c] for c in ("exact_mean_rmse", "exact_cov_err", "naive_mean_rmse")}}
+             for r in rows]
+    paths["tweedie.md"] = reporting.write_atomic(
+        os.path.join(workdir, "tweedie.md"), common.markdown_table(shown, list(shown[0])))
+    return paths
+
+
 def run(config, workdir: str) -> dict[str, str]:
     """Trains (or reloads) one model of ``config`` per training seed in ``workdir/model_s<seed>``
     and compares their Tweedie moments with the exact posterior; returns the paths written."""
@@ -85,17 +123,11 @@ def run(config, workdir: str) -> dict[str, str]:
                          _errors(m["score_fn"], sde, x_t, tb, exact_mean, exact_cov),
                          strict=True)) for m in models]
         for name in ("mean_rmse", "cov_err"):
-            values = np.array([r[name] for r in runs])
-            row[f"model_{name}"] = float(values.mean())
-            row[f"model_{name}_sd"] = float(values.std(ddof=1)) if len(runs) > 1 else None
-            row[f"model_{name}_se"] = float(np.mean([r[f"{name}_se"] for r in runs]))
+            row.update(model_cell(runs, name))
         row["naive_mean_rmse"] = float(jnp.sqrt(jnp.mean(jnp.sum(
             (x_t / alpha - exact_mean) ** 2, -1))))
         rows.append(row)
-    columns = ["t", "sigma_t", "alpha_t", "post_sd", "model_mean_rmse", "model_mean_rmse_sd",
-               "model_mean_rmse_se", "model_cov_err", "model_cov_err_sd", "model_cov_err_se",
-               "exact_mean_rmse", "exact_cov_err", "naive_mean_rmse"]
-    paths = common.write_table(workdir, "tweedie", rows, columns)
+    paths = write_tables(workdir, rows, len(models))
     paths.update(reporting.save_figure(figure(rows, len(models)), workdir, "tweedie.png"))
     return paths
 
@@ -104,20 +136,25 @@ def figure(rows: list[dict], num_models: int):
     """``tweedie.png`` (a matplotlib ``Figure``) against sigma_t: left, the RMSE of the Tweedie
     posterior mean (data units) of the trained score and of the naive ``x_t / alpha_t``, with
     the exact posterior sd for scale; right, the Frobenius error of the Tweedie covariance
-    (data units squared). Bars: +-1 sd over the ``num_models`` training seeds."""
+    (data units squared). Bars: the 95% re-run interval over the ``num_models`` training
+    seeds."""
     plt = reporting.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     s = [r["sigma_t"] for r in rows]
-    seeds = f"trained score (+-1 sd over {num_models} seeds)"
+    seeds = f"trained score (95% re-run interval, {num_models} seeds)"
+
+    def bars(name):
+        return [claims.rerun_halfwidth(r.get(f"{name}_se"), num_models) or 0.0 for r in rows]
+
     axes[0].errorbar(s, [r["model_mean_rmse"] for r in rows],
-                     yerr=[r["model_mean_rmse_sd"] or 0.0 for r in rows], fmt="o-", capsize=3,
+                     yerr=bars("model_mean_rmse"), fmt="o-", capsize=3,
                      label=seeds)
     axes[0].plot(s, [r["naive_mean_rmse"] for r in rows], "--", label="naive x_t / alpha_t")
     axes[0].plot(s, [r["post_sd"] for r in rows], "k:", label="exact posterior sd (scale)")
     axes[0].set(xscale="log", yscale="log", xlabel="noise level sigma_t",
                 ylabel="RMSE of E[x_0 | x_t] (data units)", title="posterior mean (Tweedie)")
     axes[1].errorbar(s, [r["model_cov_err"] for r in rows],
-                     yerr=[r["model_cov_err_sd"] or 0.0 for r in rows], fmt="s-", capsize=3,
+                     yerr=bars("model_cov_err"), fmt="s-", capsize=3,
                      color="C3", label=seeds)
     axes[1].set(xscale="log", yscale="log", xlabel="noise level sigma_t",
                 ylabel="||Cov_model - Cov_exact||_F\n(data units squared)",

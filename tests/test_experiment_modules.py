@@ -5,6 +5,7 @@ import csv
 import dataclasses
 import importlib
 import json
+import math
 import os
 import pathlib
 import shutil
@@ -107,7 +108,11 @@ def test_tweedie(tmp_path, mixture_model):
         assert float(r["exact_mean_rmse"]) < 1e-4 * float(r["post_sd"]) + 1e-5
         assert float(r["exact_cov_err"]) < 1e-3
         assert np.isfinite(float(r["model_mean_rmse"])) and float(r["model_mean_rmse_sd"]) > 0
-        assert 0 < float(r["model_mean_rmse_se"]) < float(r["model_mean_rmse"])
+        assert 0 < float(r["model_mean_rmse_mc_se"]) < float(r["model_mean_rmse"])
+        se = math.sqrt(float(r["model_mean_rmse_sd"]) ** 2 / 2
+                       + float(r["model_mean_rmse_mc_se"]) ** 2)
+        assert float(r["model_mean_rmse_se"]) == pytest.approx(se, rel=1e-9)
+    assert " +- " in (tmp_path / "tweedie.md").read_text()
 
 
 @pytest.mark.slow

@@ -140,7 +140,7 @@ def test_sdes(tmp_path):
 
 def test_tweedie(tmp_path):
     rows = [{"sigma_t": s, "post_sd": s / (1 + s), "model_mean_rmse": 0.05 * s,
-             "model_mean_rmse_sd": 0.01 * s, "model_cov_err": 0.1 * s, "model_cov_err_sd": None,
+             "model_mean_rmse_se": 0.01 * s, "model_cov_err": 0.1 * s, "model_cov_err_se": None,
              "naive_mean_rmse": s} for s in (0.05, 0.2, 1.0, 3.0)]
     axes = check_figure(tweedie.figure(rows, 2), tmp_path)
     assert len({ax.get_ylabel() for ax in axes}) == 2  # one axis per quantity
