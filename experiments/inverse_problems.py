@@ -9,18 +9,28 @@ one per training seed in ``<workdir>/model_s<seed>``) is compared with the exact
 coordinate (``mean_err_x2``, with its Monte Carlo standard error ``mean_err_x2_se``), of its
 standard deviation, of the mode weights (components assigned from x_2), and the 2-Wasserstein
 distance of the x_2 samples to as many exact posterior samples (``w2_x2``; ``w2_floor`` between two
-exact sets). Every value is the mean and sd over the runs: ``sample_seeds`` sampling seeds, times
-the training seeds for the model; ``finite`` counts the runs whose samples are finite (the others
-are left out; none finite: n/a). Inpainting of digits is in ``experiments/images.py``.
+exact sets). Run ``u = i * sample_seeds + r`` (training seed ``i``, sampling seed ``r``) has its own
+sampling key and exact set, the same for every guidance; the exact score runs in as many groups.
+Every cell is the mean over the groups (``claims.spread``: its standard error from the spread
+between the groups, floored at the sampling's share; the sd within a group beside it) over the
+runs whose samples are finite (``finite`` counts them; none finite: n/a); the markdown table
+prints ``mean +- h``, the 95% interval a re-run with as many other seeds lands in. Within each
+``(y, sigma_y)`` and score every two guidances are compared on ``w2_x2`` and on the absolute
+mean error ``abs_mean_err_x2``, and the model's score against the exact one for each guidance
+(``claims.md/csv``, the rule of ``experiments.claims``); ``headline.md`` holds the statements
+the README quotes. Inpainting of digits is in ``experiments/images.py``.
 
-Writes ``inverse.csv/md`` and ``inverse.png`` (samples over the posterior density for one ``y``).
+Writes ``inverse.csv/md``, the claims and ``inverse.png`` (samples over the posterior density for
+one ``y``).
 Run: ``python -m experiments.inverse_problems --workdir runs/inverse``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +38,7 @@ import numpy as np
 
 import sde_lib
 import trainer
-from experiments import common
+from experiments import claims, common
 from trainer import cli, reporting
 
 # (name in the tables, guidance, sigma_y, options of conditional_sample): DPS with the
@@ -68,17 +78,23 @@ class InverseConfig:
                              f"{self.sample_seeds}")
         if not self.train_seeds or min(self.train_seeds) < 0:
             raise ValueError(f"train_seeds must be integers >= 0, got {self.train_seeds!r}")
+        if len(set(self.train_seeds)) != len(self.train_seeds):
+            raise ValueError(f"train_seeds must be distinct, got {self.train_seeds!r}")
 
 
-METRICS = ("mean_err_x2", "mean_err_x2_se", "sd_err_x2", "mode_err", "w2_x2")
+METRICS = ("mean_err_x2", "abs_mean_err_x2", "sd_err_x2", "mode_err", "w2_x2")
+LABELS = {"mean_err_x2": "mean error of x_2", "abs_mean_err_x2": "|mean error of x_2|",
+          "sd_err_x2": "sd error of x_2", "mode_err": "mode-weight error",
+          "w2_x2": "sliced W2 of x_2"}
 
 
 def _metrics(x, post, marginal, exact, rng) -> dict | None:
     if not np.all(np.isfinite(x)):
         return None
     mean, cov = np.asarray(post.mean()), np.asarray(post.covariance())
-    return {"mean_err_x2": float(x[:, 1].mean() - mean[1]),
-            "mean_err_x2_se": float(x[:, 1].std(ddof=1) / math.sqrt(len(x))),
+    err = float(x[:, 1].mean() - mean[1])
+    return {"mean_err_x2": err, "abs_mean_err_x2": abs(err),
+            "mean_err_x2_mc_se": float(x[:, 1].std(ddof=1) / math.sqrt(len(x))),
             "sd_err_x2": float(x[:, 1].std() - np.sqrt(cov[1, 1])),
             "mode_err": float(np.max(np.abs(common.mode_weights(marginal, x[:, 1:])
                                             - np.asarray(post.weights)))),
@@ -106,41 +122,125 @@ def run(config, workdir: str) -> dict[str, str]:
             marginal = sde_lib.GaussianMixture(np.asarray(post.weights),
                                                np.asarray(post.means)[:, 1:],
                                                np.asarray(post.covs)[:, 1:, 1:])
-            exacts = [np.asarray(marginal.sample(jax.random.fold_in(key_ref, r), n))
-                      for r in range(exp.sample_seeds + 1)]
+            num_runs = len(exp.train_seeds) * exp.sample_seeds
+            exacts = [np.asarray(marginal.sample(jax.random.fold_in(key_ref, u), n))
+                      for u in range(num_runs + 1)]
             floor = common.sliced_wasserstein(exacts[-1], exacts[0], key_ref)
             sample = jax.jit(lambda k, obs, sf, g=guidance, s=sigma_y, o=options:
                              sde_lib.conditional_sample(k, sde, sf, (n, 2), A, obs, s, guidance=g,
                                                         method=exp.method,
                                                         num_steps=exp.num_steps, **o)[0])
             for score_name, score_fns in scores.items():
-                runs, total = [], 0
-                for score_fn in score_fns:
-                    for r in range(exp.sample_seeds):
-                        x = np.asarray(sample(jax.random.fold_in(key_sample, r),
-                                              jnp.array([y]), score_fn))
-                        total += 1
-                        run_metrics = _metrics(x, post, marginal, exacts[r], key_ref)
-                        if run_metrics is not None:
-                            runs.append(run_metrics)
-                        if (y == exp.ys[len(exp.ys) // 2] and score_name == "exact"
-                                and r == 0):
-                            shown[(label, sigma_y)] = (x, post)
+                runs = []
+                for u in range(num_runs):
+                    i = u // exp.sample_seeds
+                    x = np.asarray(sample(jax.random.fold_in(key_sample, u), jnp.array([y]),
+                                          score_fns[i % len(score_fns)]))
+                    run_metrics = _metrics(x, post, marginal, exacts[u], key_ref)
+                    if run_metrics is not None:
+                        runs.append({**run_metrics, "group": i})
+                    if y == exp.ys[len(exp.ys) // 2] and score_name == "exact" and u == 0:
+                        shown[(label, sigma_y)] = (x, post)
                 row = {"y": y, "sigma_y": sigma_y, "guidance": label, "score": score_name,
                        "exact_mean_x2": float(np.asarray(post.mean())[1]),
-                       "finite": f"{len(runs)}/{total}", "w2_floor": floor}
+                       "finite": f"{len(runs)}/{num_runs}", "w2_floor": floor}
                 if runs:
-                    row.update(common.summarize(runs, METRICS))
-                    row.pop("mean_err_x2_se_sd", None)
+                    row.update(groups=len({r["group"] for r in runs}), runs=len(runs),
+                               mean_err_x2_mc_se=float(np.mean([r["mean_err_x2_mc_se"]
+                                                                for r in runs])))
+                    for name in METRICS:
+                        row.update(claims.spread(runs, name))
                 rows.append(row)
                 bar.update(1)
     bar.close()
-    columns = ["y", "sigma_y", "guidance", "score", "finite", "exact_mean_x2", "mean_err_x2",
-               "mean_err_x2_sd", "mean_err_x2_se", "sd_err_x2", "sd_err_x2_sd", "mode_err",
-               "mode_err_sd", "w2_x2", "w2_x2_sd", "w2_floor"]
-    paths = common.write_table(workdir, "inverse", rows, columns)
+    paths = write_tables(workdir, rows)
+    paths.update(write_claims(workdir, rows))
     paths.update(reporting.save_figure(figure(shown, exp.ys[len(exp.ys) // 2]), workdir,
                                        "inverse.png"))
+    return paths
+
+
+COLUMNS = ["y", "sigma_y", "guidance", "score", "finite", "groups", "runs", "exact_mean_x2",
+           *[c for m in METRICS for c in (m, f"{m}_se", f"{m}_sd", f"{m}_within_sd")],
+           "mean_err_x2_mc_se", "w2_floor"]
+
+
+def write_tables(workdir: str, rows: list[dict]) -> dict[str, str]:
+    """``inverse.csv`` (every column) and ``inverse.md`` (each metric as ``mean +- h``, the 95%
+    re-run half-width over the row's groups); returns the paths by name."""
+    paths = common.write_table(workdir, "inverse", rows, COLUMNS)
+    shown = [{**{c: r.get(c) for c in ("y", "sigma_y", "guidance", "score", "finite",
+                                       "exact_mean_x2")},
+              **{LABELS[m]: common.rerun_cell(r, m, r.get("groups") or 0) for m in METRICS},
+              "W2 floor": r["w2_floor"]} for r in rows]
+    paths["inverse.md"] = reporting.write_atomic(
+        os.path.join(workdir, "inverse.md"), common.markdown_table(shown, list(shown[0])))
+    return paths
+
+
+def _usable(row, name) -> bool:
+    return (row.get(name) is not None and math.isfinite(row[name])
+            and row.get(f"{name}_se") is not None)
+
+
+def inverse_claims(rows: list[dict]) -> list[dict]:
+    """Within each ``(y, sigma_y)`` and score, every two guidances on ``w2_x2`` and
+    ``abs_mean_err_x2`` (context ``y = 0.5, sigma_y = 0.2, exact score``); for each guidance,
+    the model's score against the exact one on ``w2_x2`` (context ``y = 0.5, sigma_y = 0.2,
+    dps``). Each cell's standard error is over its groups (``experiments.claims``' rule)."""
+    out = []
+    cells: dict[tuple, list[dict]] = {}
+    for r in rows:
+        cells.setdefault((r["y"], r["sigma_y"], r["score"]), []).append(r)
+    for (y, sigma_y, score), members in cells.items():
+        where = f"y = {y:g}, sigma_y = {sigma_y:g}, {score} score"
+        for name in ("w2_x2", "abs_mean_err_x2"):
+            ok = [r for r in members if _usable(r, name)]
+            out += [claims.compare(where, LABELS[name], a["guidance"], a[name], a[f"{name}_se"],
+                                   b["guidance"], b[name], b[f"{name}_se"])
+                    for a, b in itertools.combinations(ok, 2)]
+    for r in rows:
+        if r["score"] != "model" or not _usable(r, "w2_x2"):
+            continue
+        q = [e for e in rows if e["score"] == "exact" and (e["y"], e["sigma_y"], e["guidance"])
+             == (r["y"], r["sigma_y"], r["guidance"]) and _usable(e, "w2_x2")]
+        if q:
+            out.append(claims.compare(
+                f"y = {r['y']:g}, sigma_y = {r['sigma_y']:g}, {r['guidance']}", LABELS["w2_x2"],
+                "model score", r["w2_x2"], r["w2_x2_se"], "exact score", q[0]["w2_x2"],
+                q[0]["w2_x2_se"]))
+    return out
+
+
+# results/README.md quotes ``headline`` of the committed claims between these lines
+README_MARKERS = claims.readme_markers("inverse_problems",
+                                       "experiments.inverse_problems.headline")
+
+
+def headline(rows_of_claims) -> str:
+    """The statements the README quotes, from the claims alone: for each ``(y, sigma_y)``,
+    score and metric, the guidance with the lowest mean, those not resolved from it and how
+    many are resolved above it."""
+    pairwise = [c for c in rows_of_claims if c["a"] != "model score"]
+    return "\n".join(claims.leaders(pairwise)) + "\n"
+
+
+def write_claims(workdir: str, rows: list[dict]) -> dict[str, str]:
+    """``claims.md``/``.csv`` (``inverse_claims``) and ``headline.md`` (``headline``)."""
+    made = inverse_claims(rows)
+    paths = dict(zip(("claims.md", "claims.csv"), claims.write_claims(workdir, made),
+                     strict=True))
+    paths["headline.md"] = reporting.write_atomic(os.path.join(workdir, "headline.md"),
+                                                  headline(made))
+    return paths
+
+
+def rewrite_reports(workdir: str) -> dict[str, str]:
+    """``inverse.md`` and the claims of a finished run written again from its ``inverse.csv``
+    by the current code (the figure needs the samples); returns their paths."""
+    rows = common.read_table(os.path.join(workdir, "inverse.csv"))
+    paths = write_tables(workdir, rows)
+    paths.update(write_claims(workdir, rows))
     return paths
 
 

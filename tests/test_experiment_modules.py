@@ -118,8 +118,10 @@ def test_tweedie(tmp_path, mixture_model):
 @pytest.mark.slow
 def test_inverse_problems(tmp_path, mixture_model):
     """With the exact score, DPS at sigma_y = 0.2 lands within 0.25 of the exact posterior mean
-    of the unobserved coordinate (measured 0.03-0.07 at 500 steps), both sampling seeds finite
-    with a spread between them; every row is written, normalised DPS, TMPD and PiGDM finite."""
+    of the unobserved coordinate (measured 0.03-0.07 at 500 steps), both runs finite with a
+    spread between them; every row is written, normalised DPS, TMPD and PiGDM finite; the
+    claims compare the guidances of each (y, sigma_y) and score, and the headline follows from
+    them."""
     shutil.copytree(mixture_model, tmp_path / "model_s0")
     config = tiny(inverse_config, dict(ys=(1.5,), num_samples=400, num_steps=100,
                                        train_seeds=(0,), sample_seeds=2))
@@ -129,10 +131,18 @@ def test_inverse_problems(tmp_path, mixture_model):
     assert len(rows) == 2 * len(inverse_problems.GUIDANCES)
     dps = [r for r in rows if r["guidance"] == "dps" and r["score"] == "exact"][0]
     assert abs(float(dps["mean_err_x2"])) < 0.25 and dps["finite"] == "2/2"
-    assert float(dps["mean_err_x2_sd"]) > 0 and float(dps["w2_floor"]) > 0
+    assert float(dps["mean_err_x2_within_sd"]) > 0 and float(dps["w2_floor"]) > 0
+    assert float(dps["abs_mean_err_x2"]) >= abs(float(dps["mean_err_x2"]))
     assert {r["guidance"] for r in rows} == {g[0] for g in inverse_problems.GUIDANCES}
     assert all(r["finite"] == "2/2" for r in rows if r["score"] == "exact"
                and r["guidance"] in ("dps-norm 0.05", "pigdm", "tmpd"))
+    made = _rows(paths["claims.csv"])
+    assert {c["context"] for c in made if c["a"] != "model score"} <= {
+        "y = 1.5, sigma_y = 0.2, exact score", "y = 1.5, sigma_y = 0, exact score",
+        "y = 1.5, sigma_y = 0.2, model score", "y = 1.5, sigma_y = 0, model score"}
+    assert (tmp_path / "headline.md").read_text() == inverse_problems.headline(made)
+    table = (tmp_path / "inverse.md").read_text()  # one group: no re-run interval
+    assert "| 1.5 | 0.2 | dps | exact | 2/2 |" in table and " +- " not in table
 
 
 def run_as_a_user_does(config, workdir: str) -> dict:
