@@ -9,15 +9,12 @@ from experiments.configs import base, tweedie
 
 def get_config(arg: str | None = None):
     config = tweedie.get_config()
-    # the plain EMA (no warm-up), as results/inverse_problems' models were trained: pinned so
-    # they reproduce until they are regenerated with the default warm-up
-    config.optim.ema_warmup = None
     config.experiment = ml_collections.ConfigDict(dict(
         ys=(-1.5, 0.5, 1.5),  # observed values of x_1
         num_samples=2000,
         num_steps=500,
         method="euler_maruyama",  # the conditional sampler's fixed-step method
-        train_seeds=(0, 1, 2),  # the models (tweedie.py's, one per training seed)
+        train_seeds=(0, 1, 2, 3, 4),  # the models (tweedie.py's, one per training seed)
         sample_seeds=2,  # sampling seeds per score
         seed=0,
     ))
