@@ -66,8 +66,9 @@ def test_ou_process(tmp_path):
 
 @pytest.mark.slow
 def test_ddpm_to_sde(tmp_path, capsys):
-    """The chain's marginal error falls as 1/N (fitted rate -1 +- 0.1) and both samplers' weak
-    errors fall with N; the run shows its progress on stderr."""
+    """The chain's marginal error falls as 1/N (fitted rate -1 +- 0.1); both samplers' exact
+    weak errors fall with N, and the simulated ones agree with them within 4 standard errors;
+    the run shows its progress on stderr."""
     config = tiny(ddpm_to_sde_config, dict(Ns=(50, 100, 200), num_samples=20000, dim=4),
                   mlp=False)
     paths = ddpm_to_sde.run(config, str(tmp_path))
@@ -78,6 +79,9 @@ def test_ddpm_to_sde(tmp_path, capsys):
     for method in ("ddpm_ancestral", "euler_maruyama"):
         errors = [float(r[f"{method}_var_err"]) for r in rows[:-1]]
         assert errors[-1] < errors[0], (method, errors)
+        for r in rows[:-1]:
+            mc, se = float(r[f"{method}_var_err_mc"]), float(r["var_se"])
+            assert abs(mc - float(r[f"{method}_var_err"])) < 4 * se, (method, r)
 
 
 @pytest.fixture(scope="session")
