@@ -165,6 +165,18 @@ def write_claims(workdir: str, claims: Sequence[Mapping], name: str = "claims") 
     return [md, csv_path]
 
 
+def write_with_headline(workdir: str, claims: Sequence[Mapping], headline: str
+                        ) -> dict[str, str]:
+    """``write_claims`` and ``<workdir>/headline.md`` (``headline``, the statements a README
+    quotes, written whole); returns the three paths by file name."""
+    paths = dict(zip(("claims.md", "claims.csv"), write_claims(workdir, claims), strict=True))
+    path = os.path.join(workdir, "headline.md")
+    with open(path + ".tmp", "w") as f:
+        f.write(headline)
+    os.replace(path + ".tmp", path)
+    return {**paths, "headline.md": path}
+
+
 def _line(c: Mapping) -> str:
     """``- context: metric: A below B (A 0.1, B 0.2; difference -0.1 +- 0.02, z = -5.00)``."""
     where = f"{c['context']}: " if c["context"] else ""

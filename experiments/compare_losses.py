@@ -190,11 +190,7 @@ def headline(rows_of_claims) -> str:
 def write_claims(workdir: str, rows: list[dict]) -> dict[str, str]:
     """``claims.md``/``.csv`` (``loss_claims``) and ``headline.md`` (``headline``)."""
     made = loss_claims(rows)
-    paths = dict(zip(("claims.md", "claims.csv"), claims.write_claims(workdir, made),
-                     strict=True))
-    paths["headline.md"] = reporting.write_atomic(os.path.join(workdir, "headline.md"),
-                                                  headline(made))
-    return paths
+    return claims.write_with_headline(workdir, made, headline(made))
 
 
 def write_figure(workdir: str, rows: list[dict], num_seeds: int,

@@ -599,11 +599,7 @@ def headline(rows_of_claims) -> str:
 def write_claims(workdir, rows, gaussian, exp) -> dict[str, str]:
     """``claims.md``/``.csv`` (``sampler_claims``) and ``headline.md`` (``headline``)."""
     made = sampler_claims(rows, gaussian, exp)
-    paths = dict(zip(("claims.md", "claims.csv"), claims.write_claims(workdir, made),
-                     strict=True))
-    paths["headline.md"] = reporting.write_atomic(os.path.join(workdir, "headline.md"),
-                                                  headline(made))
-    return paths
+    return claims.write_with_headline(workdir, made, headline(made))
 
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h", "p", "d")
