@@ -135,3 +135,24 @@ def test_tfds_mnist_through_the_same_loader(tmp_path, monkeypatch):
     np.testing.assert_array_equal(x[order], made["train"])
     np.testing.assert_array_equal(y[order], np.arange(30) % 10)
     assert len(data.tfds_dataset("tfds:mnist", "test", tmp_path)) == 10
+
+
+def test_preparing_a_builder_prints_two_lines_only(tmp_path, capfd):
+    """Preparing an offline builder (the 8x8 digits: quick) prints what it prepares and where,
+    then the split sizes, without tfds' progress bars or absl's warning about the variant
+    folder; a prepared one prints nothing; absl's level and tfds' bars are restored."""
+    from absl import logging
+    from tensorflow_datasets.core.utils import tqdm_utils
+
+    from trainer import digits_builder
+
+    level, bars = logging.get_verbosity(), tqdm_utils._active
+    digits_builder.get_digits_builder(tmp_path)
+    out, err = capfd.readouterr()
+    lines = err.strip().splitlines()
+    assert out == "" and len(lines) == 2, err
+    assert lines[0].startswith("preparing sklearn_digits offline") and str(tmp_path) in lines[0]
+    assert lines[1] == "prepared sklearn_digits (train 1500, test 297 examples)"
+    digits_builder.get_digits_builder(tmp_path)
+    assert capfd.readouterr() == ("", "")
+    assert (logging.get_verbosity(), tqdm_utils._active) == (level, bars)

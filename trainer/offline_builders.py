@@ -78,14 +78,36 @@ def _file_lock(path: pathlib.Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def _quiet_tfds():
+    """tfds' progress bars and absl's warnings (an unprepared builder's "Variant folder ... has
+    no dataset_info.json") off while a builder is made and prepared; both restored after."""
+    from absl import logging
+    from tensorflow_datasets.core.utils import tqdm_utils
+
+    level, bars = logging.get_verbosity(), tqdm_utils._active
+    logging.set_verbosity(logging.ERROR)
+    tfds.display_progress_bar(False)
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
+        tfds.display_progress_bar(bars)
+
+
 def prepared(builder_class, data_dir: str | os.PathLike | None = None):
-    """``builder_class`` in ``data_dir`` (array_record), prepared there if it is not; the
-    preparation holds a file lock, so processes sharing a data directory prepare it once."""
-    builder = builder_class(data_dir=data_dir, file_format="array_record")
-    if not builder.is_prepared():
-        with _file_lock(pathlib.Path(builder.data_dir_root) / f".{builder.name}.lock"):
-            builder = builder_class(data_dir=data_dir, file_format="array_record")
-            if not builder.is_prepared():
-                builder.download_and_prepare()
+    """``builder_class`` in ``data_dir`` (array_record), prepared there if it is not (one line
+    on stderr before and after, nothing else); the preparation holds a file lock, so processes
+    sharing a data directory prepare it once."""
+    with _quiet_tfds():
+        builder = builder_class(data_dir=data_dir, file_format="array_record")
+        if not builder.is_prepared():
+            with _file_lock(pathlib.Path(builder.data_dir_root) / f".{builder.name}.lock"):
                 builder = builder_class(data_dir=data_dir, file_format="array_record")
+                if not builder.is_prepared():
+                    builder.download_and_prepare()
+                    builder = builder_class(data_dir=data_dir, file_format="array_record")
+                    counts = ", ".join(f"{name} {split.num_examples}"
+                                       for name, split in builder.info.splits.items())
+                    print(f"prepared {builder.name} ({counts} examples)", file=sys.stderr)
     return builder
