@@ -239,7 +239,7 @@ def figure(rows: list[dict], num_seeds: int, cap: float = 4.0):
         for k in np.flatnonzero(values >= cap):
             axes[0].text(cap, y[k] + dy, f" {values[k]:.3g}", va="center", fontsize=7)
     axes[0].set(yticks=y, yticklabels=labels, xlim=(left, right), ylabel="training loss",
-                xlabel=f"held-out bits/dim (mean, 95% re-run interval over {num_seeds} "
+                xlabel=f"held-out bits/dim\n(mean, 95% re-run interval over {num_seeds} "
                        f"training seeds)",
                 title="likelihood (lower is better)")
     axes[0].legend(loc="best", fontsize=8)
@@ -253,7 +253,7 @@ def figure(rows: list[dict], num_seeds: int, cap: float = 4.0):
     low, high = _finite_range(spans[::2], spans[1::2], (0.01, 10.0))
     low = low if low > 0 else 0.01
     axes[1].set(xscale="log", xlim=(low / 1.5, high * 1.5),
-                xlabel=f"sliced W2 to exact samples (data units; mean, 95% re-run interval "
+                xlabel=f"sliced W2 to exact samples (data units)\n(mean, 95% re-run interval "
                        f"over {num_seeds} seeds)", title="sample quality (lower is better)")
     axes[1].tick_params(labelleft=False)
     axes[1].set_ylabel("training loss (as left)")
