@@ -31,6 +31,12 @@ RULE = (f"A difference is resolved where |z| >= {Z_RESOLVED:g}, z = (A - B) / sq
 COLUMNS = ("context", "metric", "a", "b", "mean_a", "mean_b", "difference", "se", "z", "verdict")
 
 
+def comparable(row: Mapping, name: str) -> bool:
+    """Whether ``row`` has a finite ``name`` with a standard error ``<name>_se`` to compare."""
+    return (row.get(name) is not None and math.isfinite(row[name])
+            and row.get(f"{name}_se") is not None)
+
+
 def compare(context: str, metric: str, a: str, mean_a: float, se_a: float, b: str,
             mean_b: float, se_b: float) -> dict:
     """One comparison of cell ``a`` with cell ``b`` on ``metric`` in ``context``."""

@@ -170,8 +170,7 @@ def loss_claims(rows: list[dict]) -> list[dict]:
     out = []
     trained = [r for r in rows if r["loss"] != "exact score"]
     for name in METRICS:
-        ok = [r for r in trained if r.get(name) is not None and math.isfinite(r[name])
-              and r.get(f"{name}_se") is not None]
+        ok = [r for r in trained if claims.comparable(r, name)]
         out += [claims.compare("", LABELS[name], a["loss"], a[name], a[f"{name}_se"], b["loss"],
                                b[name], b[f"{name}_se"]) for a, b in itertools.combinations(ok, 2)]
     return out

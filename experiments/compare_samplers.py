@@ -379,9 +379,7 @@ def load_tables(workdir) -> tuple[list[dict], list[dict]]:
             common.read_table(os.path.join(workdir, "gaussian.csv")))
 
 
-def _finite(row, name) -> bool:
-    return (row.get(name) is not None and math.isfinite(row[name])
-            and row.get(f"{name}_se") is not None)
+_finite = claims.comparable  # a finite mean with a standard error
 
 
 _cell = common.rerun_cell  # mean +- the 95% re-run half-width

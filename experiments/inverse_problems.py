@@ -178,11 +178,6 @@ def write_tables(workdir: str, rows: list[dict]) -> dict[str, str]:
     return paths
 
 
-def _usable(row, name) -> bool:
-    return (row.get(name) is not None and math.isfinite(row[name])
-            and row.get(f"{name}_se") is not None)
-
-
 def inverse_claims(rows: list[dict]) -> list[dict]:
     """Within each ``(y, sigma_y)`` and score, every two guidances on ``w2_x2`` and
     ``abs_mean_err_x2`` (context ``y = 0.5, sigma_y = 0.2, exact score``); for each guidance,
@@ -195,15 +190,15 @@ def inverse_claims(rows: list[dict]) -> list[dict]:
     for (y, sigma_y, score), members in cells.items():
         where = f"y = {y:g}, sigma_y = {sigma_y:g}, {score} score"
         for name in ("w2_x2", "abs_mean_err_x2"):
-            ok = [r for r in members if _usable(r, name)]
+            ok = [r for r in members if claims.comparable(r, name)]
             out += [claims.compare(where, LABELS[name], a["guidance"], a[name], a[f"{name}_se"],
                                    b["guidance"], b[name], b[f"{name}_se"])
                     for a, b in itertools.combinations(ok, 2)]
     for r in rows:
-        if r["score"] != "model" or not _usable(r, "w2_x2"):
+        if r["score"] != "model" or not claims.comparable(r, "w2_x2"):
             continue
         q = [e for e in rows if e["score"] == "exact" and (e["y"], e["sigma_y"], e["guidance"])
-             == (r["y"], r["sigma_y"], r["guidance"]) and _usable(e, "w2_x2")]
+             == (r["y"], r["sigma_y"], r["guidance"]) and claims.comparable(e, "w2_x2")]
         if q:
             out.append(claims.compare(
                 f"y = {r['y']:g}, sigma_y = {r['sigma_y']:g}, {r['guidance']}", LABELS["w2_x2"],
