@@ -10,9 +10,10 @@ read with the same rule: a point counts as reached only where it is not resolved
 target. ``write_claims`` writes ``claims.md`` (the rule, the number of comparisons, one line each)
 and ``claims.csv`` beside a study's tables. ``rerun_halfwidth`` is the half-width of the 95%
 interval a re-run with as many other seeds lands in, and ``rerun_coverage`` counts the cells a
-re-run actually lands inside. ``leaders`` turns claims into the statements a README quotes
-(the lowest cell per context and what is not resolved from it), and ``readme_markers``,
-``readme_block`` and ``replace_readme_block`` keep such a block between a study's markers.
+re-run actually lands inside. ``leader`` and ``leaders`` turn claims into the statements a
+README quotes (the lowest cell per context and what is not resolved from it), and
+``readme_markers``, ``readme_block`` and ``replace_readme_block`` keep such a block between a
+study's markers.
 """
 
 from __future__ import annotations
@@ -199,30 +200,39 @@ def _write_csv(f, claims):
     writer.writerows({k: c[k] for k in COLUMNS} for c in claims)
 
 
-def leaders(rows_of_claims: Sequence[Mapping]) -> list[str]:
+def leader(rows_of_claims: Sequence[Mapping]) -> dict[tuple[str, str], tuple]:
     """For each ``(context, metric)`` of pairwise claims (rows of ``claims.csv``, strings or
-    numbers), in the order first seen: the item with the lowest mean, the items not resolved
-    from it, and how many are resolved above it; one markdown list line each."""
+    numbers), in the order first seen: ``(best, mean, tied, above)``, the item with the lowest
+    mean, its mean, the items not resolved from it (sorted) and how many are resolved above
+    it."""
     groups: dict[tuple[str, str], list[Mapping]] = {}
     for c in rows_of_claims:
         groups.setdefault((c["context"], c["metric"]), []).append(c)
-    lines = []
-    for (context, metric), cs in groups.items():
+    out = {}
+    for key, cs in groups.items():
         means: dict[str, float] = {}
         for c in cs:
             means[c["a"]], means[c["b"]] = float(c["mean_a"]), float(c["mean_b"])
         best = min(means, key=means.get)
         tied = sorted(c["b"] if c["a"] == best else c["a"] for c in cs
                       if best in (c["a"], c["b"]) and c["verdict"] == "not resolved")
+        out[key] = (best, means[best], tied, len(means) - 1 - len(tied))
+    return out
+
+
+def leaders(rows_of_claims: Sequence[Mapping]) -> list[str]:
+    """``leader`` as one markdown list line per ``(context, metric)``: the lowest item, those
+    not resolved from it, and how many are resolved above it."""
+    lines = []
+    for (context, metric), (best, mean, tied, above) in leader(rows_of_claims).items():
         where = f"{context}, {metric}" if context else metric
-        above = len(means) - 1 - len(tied)
         if not above:
-            lines.append(f"- {where}: none of {len(means)} resolved from the lowest mean "
-                         f"({best}, {means[best]:.3g}).")
+            lines.append(f"- {where}: none of {len(tied) + 1} resolved from the lowest mean "
+                         f"({best}, {mean:.3g}).")
             continue
-        text = f"- {where}: lowest {best} ({means[best]:.3g})"
+        text = f"- {where}: lowest {best} ({mean:.3g})"
         text += f", not resolved from it: {', '.join(tied)}" if tied else ""
-        lines.append(text + f"; {above} of {len(means) - 1} resolved above it.")
+        lines.append(text + f"; {above} of {above + len(tied)} resolved above it.")
     return lines
 
 

@@ -351,13 +351,14 @@ def test_testbeds_exact(tmp_path):
     """A 2-D testbed with the exact score (nothing trains): every table and figure written; the
     floor row's measures are at their null values; Euler-Maruyama's pathwise error and DDIM's
     flow KL fall from 10 to 50 NFE; the stiff anisotropic data makes Euler-Maruyama at 10 NFE
-    get the mode weights wrong (z > 4), as the committed results say."""
+    get the mode weights wrong (z > 4), as the committed results say; each sampling seed is
+    a group of the exact score's cells, and the claims compare the samplers by the rule."""
     config = tiny(testbeds_config, dict(
         testbeds=("anisotropic",), methods=("euler_maruyama", "ddim"), nfes=(10, 50),
         model_nfes=(10,), model_methods=("ddim",), num_samples=400, sample_seeds=2,
         ref_steps=200, flow_kl_points=100, mmd_points=100), mlp=False)
     paths = testbeds.run(config, str(tmp_path))
-    for name in ("testbeds.png", "samples.png", "summary.md"):
+    for name in ("testbeds.png", "samples.png", "summary.md", "claims.md", "headline.md"):
         assert (tmp_path / name).stat().st_size > 0
     rows = {(r["score"], r["sampler"], r["nfe_target"]): r for r in _rows(paths["results.csv"])}
     floor = rows[("exact samples", "-", "0")]
@@ -367,7 +368,11 @@ def test_testbeds_exact(tmp_path):
     assert float(em[0]["weight_z"]) > 4
     ddim = [rows[("exact", "ddim", n)] for n in ("10", "50")]
     assert float(ddim[0]["kl"]) > 2 * float(ddim[1]["kl"]) > 0 and ddim[0]["path"] == ""
-    assert all(r["runs"] == "2" for r in em + ddim)
+    assert all(r["runs"] == "2" and r["groups"] == "2" for r in em + ddim)
+    made = _rows(paths["claims.csv"])
+    assert {c["context"] for c in made} == {"anisotropic / exact score / NFE 10",
+                                            "anisotropic / exact score / NFE 50"}
+    assert "| anisotropic | exact | sliced W2 |" in (tmp_path / "headline.md").read_text()
 
 
 @pytest.mark.slow
@@ -387,22 +392,24 @@ def test_testbeds_sample_metrics():
 
 @pytest.mark.slow
 def test_testbeds_learned(tmp_path):
-    """The learned testbed with a tiny Transformer: model rows for the model samplers and
-    NFEs only, over 1 training x 2 sampling seeds (the main job's test covers several training
-    seeds), and exact rows beside them."""
+    """The learned testbed with tiny Transformers: model rows for the model samplers and
+    NFEs only, over 2 training x 2 sampling seeds (a group per training seed), and exact rows
+    beside them."""
     config = tiny(testbeds_config, dict(
         testbeds=("pair64",), methods=("euler_maruyama", "ddim"), nfes=(10, 20),
         model_nfes=(10,), model_methods=("ddim",), num_samples=200, sample_seeds=2,
-        train_seeds=(1,), ref_steps=100, flow_kl_points=20, mmd_points=100), mlp=False,
+        model_sample_seeds=2, train_seeds=(1, 2), ref_steps=100, flow_kl_points=20, mmd_points=100), mlp=False,
         **{"model.dim": 8, "model.depth": 1, "data.num_train": 2048,
            "data.num_test": 256, "training.batch_size": 64, "training.num_train_steps": 20,
            "training.steps_per_call": 10, "eval.batch_size": 64, "eval.num_samples": 16})
     paths = testbeds.run(config, str(tmp_path))
     rows = _rows(paths["results.csv"])
     model = [r for r in rows if r["score"] == "model"]
-    assert [(r["sampler"], r["nfe_target"], r["runs"]) for r in model] == [("ddim", "10", "2")]
+    assert [(r["sampler"], r["nfe_target"], r["groups"], r["runs"]) for r in model] == [
+        ("ddim", "10", "2", "4")]
+    assert float(model[0]["sw2_within_sd"]) > 0 and float(model[0]["sw2_se"]) > 0
     assert len([r for r in rows if r["score"] == "exact"]) == 4
-    assert (tmp_path / "model_s1" / "checkpoints").is_dir()
+    assert all((tmp_path / f"model_s{s}" / "checkpoints").is_dir() for s in (1, 2))
 
 
 def test_module_configs_reject_bad_values(tmp_path):

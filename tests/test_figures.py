@@ -194,8 +194,11 @@ def test_testbeds_figure(tmp_path):
         np.sum((np.asarray(z)[:, None] - means[None]) ** 2, -1), 1))
     x = np.random.default_rng(3).normal(size=(200, 2))
     samples = {b: {("exact", m, 10): x for m in methods} for b in beds}
-    check_figure(testbeds.samples_figure(samples, {b: gmm for b in beds}, beds, exp), tmp_path,
-                 "samples.png")
+    del samples["ring"][("exact", "pf_ode_euler", 10)]  # a sampler not defined at this NFE
+    fig = testbeds.samples_figure(samples, {b: gmm for b in beds}, beds, exp)
+    assert [t.get_text() for t in fig.axes[3].texts] == ["not defined at\nNFE 10"]
+    assert not any(ax.texts for ax in fig.axes[:3])
+    check_figure(fig, tmp_path, "samples.png")
 
 
 def test_inverse(tmp_path):
