@@ -398,7 +398,8 @@ def test_testbeds_learned(tmp_path):
     config = tiny(testbeds_config, dict(
         testbeds=("pair64",), methods=("euler_maruyama", "ddim"), nfes=(10, 20),
         model_nfes=(10,), model_methods=("ddim",), num_samples=200, sample_seeds=2,
-        model_sample_seeds=2, train_seeds=(1, 2), ref_steps=100, flow_kl_points=20, mmd_points=100), mlp=False,
+        model_sample_seeds=2, train_seeds=(1, 2), ref_steps=100, flow_kl_points=20,
+        mmd_points=100), mlp=False,
         **{"model.dim": 8, "model.depth": 1, "data.num_train": 2048,
            "data.num_test": 256, "training.batch_size": 64, "training.num_train_steps": 20,
            "training.steps_per_call": 10, "eval.batch_size": 64, "eval.num_samples": 16})
