@@ -3,12 +3,16 @@
 ``test_experiment_modules``)."""
 
 import math
+import os
+import shutil
 
 import numpy as np
 import pytest
 
 from experiments import claims, common, testbeds
 from experiments.configs import testbeds as testbeds_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _row(testbed, score, sampler, nfe, se=0.01, groups=5, **means):
@@ -100,3 +104,18 @@ def test_reports_written_again_from_the_table(tmp_path):
         assert open(first[name]).read() == text, name
     assert claims.readme_markers("testbeds", "experiments.testbeds.headline") == \
         testbeds.README_MARKERS
+
+
+def test_committed_claims_follow_from_the_committed_table(tmp_path):
+    """results/testbeds' summary, claims and headline are what the code makes of its committed
+    results.csv (the default config's settings), and results/README.md quotes the headline
+    between the markers."""
+    committed = os.path.join(ROOT, "results", "testbeds")
+    shutil.copy(os.path.join(committed, "results.csv"), tmp_path / "results.csv")
+    testbeds.rewrite_reports(testbeds_config.get_config(), str(tmp_path))
+    for name in ("claims.csv", "claims.md", "headline.md", "summary.md"):
+        assert (tmp_path / name).read_text() == open(os.path.join(committed, name)).read(), name
+    made = common.read_table(os.path.join(committed, "claims.csv"))
+    readme = open(os.path.join(ROOT, "results", "README.md")).read()
+    assert (claims.readme_block(readme, testbeds.README_MARKERS)
+            == testbeds.headline(made).strip("\n"))
