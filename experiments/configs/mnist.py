@@ -8,12 +8,12 @@ epochs), the EMA with its default warm-up. The budget was chosen by the held-out
 first evaluation at which it fell by less than 2% over the last 1,000 steps. It fell 12.4, 5.6,
 3.5, 2.0 and 1.8% over steps 1k-2k, ..., 5k-6k (0.0310 at 1k, 0.0248 at 4k, 0.0238 at 6k),
 still falling, with no sign of the digits U-Net's overfitting; a longer run would lower it
-further by an amount not measured. Training takes about 2.5 hours on 2 idle cores (1.45-1.5 s
-per step). The held-out loss is measured on 960 of the 1,000 test digits every
-1,000 steps (5 batches of 192: a batch must split into blocks of 8 over up to 8 devices); the
-probability-flow likelihood is left to the study, computed once on the trained model, instead of
-at every evaluation (minutes each on a CPU at 784 dimensions). Checkpoints every 500 steps, so a
-run stopped on a 2-core machine loses little.
+further by an amount not measured. Training takes 1.7-2.5 hours on 2 idle cores (1.0-1.2 s per
+step on one machine, 1.45-1.5 s on another). The held-out loss is measured on 960 of the 1,000
+test digits every 1,000 steps (5 batches of 192: a batch must split into blocks of 8 over up to
+8 devices); the probability-flow likelihood is left to the study, computed once on the trained
+model, instead of at every evaluation (minutes each on a CPU at 784 dimensions). Checkpoints
+every 500 steps, so a run stopped on a 2-core machine loses little.
 
 The study's budget (``experiment``): every sampler at NFE 10, 20, 50 and 100 on 500 samples;
 bits/dim on 200 test digits; the inverse problems on the first 200 test digits, DPS's
