@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
+import trainer
 from experiments import claims, common, testbeds
 from experiments.configs import testbeds as testbeds_config
 
@@ -88,7 +89,7 @@ def test_reports_written_again_from_the_table(tmp_path):
     config.experiment.testbeds = ("pair",)
     config.experiment.nfes = (10, 20)
     config.experiment.model_nfes = (10,)
-    exp = testbeds.trainer.experiment_config(testbeds.TestbedsConfig, config)
+    exp = trainer.experiment_config(testbeds.TestbedsConfig, config)
     rows = [_row("pair", "exact samples", "-", 0, sw2=0.1, weight_err=0.01, weight_z=0.9,
                  mean_err=0.05, mmd_reject=0.0, groups=20)]
     for m in exp.methods:
