@@ -93,6 +93,69 @@ def spread(runs: Sequence[Mapping], name: str) -> dict:
             f"{name}_within_sd": within_sd}
 
 
+def over_seeds(runs: Sequence[Mapping], keys: Sequence[str],
+               metrics: Sequence[tuple[str, str | None, bool]],
+               means: Sequence[str] = ()) -> list[dict]:
+    """Rows of one run each (a training seed: one model, measured once, each value with its own
+    standard error) merged into one row per value of the ``keys`` columns, in first-seen order.
+
+    For each ``(name, within, shared)`` of ``metrics``: ``name``, the mean over the ``n`` runs;
+    ``name_seeds_sd``, the sd between them (``None`` for one); ``name_within``, the rms of the
+    runs' own standard errors (column ``within``; ``None`` without one); and ``name_se``, the
+    cell's standard error. Where ``shared``, the runs' own errors come from data every run
+    shares (the same test digits, dequantization and probes), which do not average out over
+    seeds: ``sqrt(sd^2 / n + within^2)``. Otherwise each run draws its own (samples):
+    ``floored_se(sd, within, 1, n)``, the spread between seeds floored by what the draws alone
+    give. With one run, ``name_se`` is ``within``. A missing or ``None`` value in any run (a
+    non-finite result) makes the cell ``None``; ``finite`` counts the runs with the first
+    metric (``"k/n"``), ``train_seeds`` is ``n``. The columns of ``means`` are averaged (e.g. an
+    adaptive solver's NFE); any other column keeps its value where the runs agree and lists the
+    runs' values (``" / "``) where they differ; ``within`` columns are dropped."""
+    groups: dict[tuple, list[Mapping]] = {}
+    for r in runs:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    dropped = {w for _, w, _ in metrics if w is not None} - {m for m, _, _ in metrics}
+    out = []
+    for rows in groups.values():
+        n = len(rows)
+        merged = {}
+        for column in dict.fromkeys(c for r in rows for c in r):
+            if column in dropped:
+                continue
+            values = [r.get(column) for r in rows]
+            if all(v == values[0] for v in values):
+                merged[column] = values[0]
+            elif column in means and all(v is not None for v in values):
+                merged[column] = float(np.mean(values))
+            else:
+                merged[column] = " / ".join("" if v is None else f"{v:g}"
+                                            if isinstance(v, float) else str(v) for v in values)
+        for name, within, shared in metrics:
+            values = [r.get(name) for r in rows]
+            cell = {name: None, f"{name}_se": None, f"{name}_seeds_sd": None,
+                    f"{name}_within": None}
+            if all(v is not None and math.isfinite(v) for v in values):
+                errors = [r.get(within) for r in rows] if within else []
+                w = (math.sqrt(float(np.mean(np.square(errors)))) if errors
+                     and all(e is not None for e in errors) else None)
+                sd = float(np.std(values, ddof=1)) if n > 1 else None
+                if n == 1:
+                    se = w
+                elif shared:
+                    se = math.sqrt(sd**2 / n + (w or 0.0) ** 2)
+                else:
+                    se = floored_se(sd, w, 1, n)
+                cell = {name: float(np.mean(values)), f"{name}_se": se,
+                        f"{name}_seeds_sd": sd, f"{name}_within": w}
+            merged.update(cell)
+        first = metrics[0][0]
+        merged["finite"] = f"{sum(r.get(first) is not None for r in rows)}/{n}"
+        merged["train_seeds"] = n
+        merged.pop("train_seed", None)
+        out.append(merged)
+    return out
+
+
 def floored_se(sd: float | None, within_sd: float | None, per_group: float,
                groups: int) -> float | None:
     """The standard error of a mean over ``groups`` group means whose sd is ``sd``, each the

@@ -99,15 +99,22 @@ def read_table(path: str) -> list[dict]:
         return [{k: _number(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
 
 
-def write_table(workdir: str, name: str, rows: Sequence[Mapping],
-                columns: Sequence[str]) -> dict[str, str]:
-    """``<name>.csv`` and ``<name>.md`` in ``workdir``; returns their paths by file name."""
+def write_csv(workdir: str, name: str, rows: Sequence[Mapping],
+              columns: Sequence[str]) -> dict[str, str]:
+    """``<name>.csv`` in ``workdir`` (``None`` as an empty cell); returns its path by file
+    name."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows([{c: ("" if r.get(c) is None else r.get(c)) for c in columns}
                       for r in rows])
-    return {f"{name}.csv": write_atomic(os.path.join(workdir, f"{name}.csv"), buf.getvalue()),
+    return {f"{name}.csv": write_atomic(os.path.join(workdir, f"{name}.csv"), buf.getvalue())}
+
+
+def write_table(workdir: str, name: str, rows: Sequence[Mapping],
+                columns: Sequence[str]) -> dict[str, str]:
+    """``<name>.csv`` and ``<name>.md`` in ``workdir``; returns their paths by file name."""
+    return {**write_csv(workdir, name, rows, columns),
             f"{name}.md": write_atomic(os.path.join(workdir, f"{name}.md"),
                                        markdown_table(rows, columns))}
 

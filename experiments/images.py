@@ -7,7 +7,13 @@ Trains the ``experiment.networks`` (the digits: ``unet_digits`` and ``transforme
 MNIST: ``unet_mnist``) with DDPM's eps loss on the DDPM chain (``DiscreteVPSDE``) on the
 training digits (``experiments/configs/digits.py``, ``mnist.py``; trained by ``trainer`` in
 ``<workdir>/model`` and ``<workdir>/model_<network>``, checkpointed and resumable; a second run
-in the same workdir reuses them), then on the test digits, for each network:
+in the same workdir reuses them), once per training seed of ``experiment.train_seeds`` (seed
+``s > 0`` in ``..._s<s>``), then measures each model on the test digits. Every table gives per
+network the mean over the seeds with its standard error (``claims.over_seeds``: the seeds'
+spread, floored by the test digits' or the bootstrap's own error; with one seed that error
+alone), beside the seeds' sd and the within-model error; ``<table>_runs.csv`` keeps one row per
+model. The dequantization, Hutchinson probes and the inverse problems' observations are the
+same for every model; each seed draws its own samples and restorations. Per network:
 
 * **bits/dim** with their standard errors over the test digits: the probability-flow NLL
   (``sde_lib.log_likelihood``, Hutchinson probes, uniform dequantization of the ``L`` grey
@@ -48,9 +54,11 @@ in the same workdir reuses them), then on the test digits, for each network:
   ``inverse.png``). A posterior sample's expected error is twice the posterior mean's (the
   MMSE), so the samplers' rows carry that factor against point estimates.
 
-A run keeps each finished solve, sampler setting and restoration in ``<workdir>/partial`` and,
-started again in the same workdir, resumes after the last one (MNIST's measurements take hours
-on 2 CPU cores).
+A run keeps each finished solve, sampler setting and restoration in
+``<workdir>/partial/<fingerprint>`` (one per model: the config without ``train_seeds``, the
+network, its training seed and step) and, started again in the same workdir, resumes after the
+last one (MNIST's measurements take hours on 2 CPU cores); seeds added later reuse the
+measurements of the models measured before.
 
 Run: ``python -m experiments.digits --workdir runs/digits`` or ``python -m experiments.mnist
 --workdir runs/mnist``.
@@ -76,6 +84,7 @@ import models
 import sde_lib
 import trainer
 from experiments import claims, common, digits_metric
+from experiments.configs import base
 from trainer import cli, data, reporting
 
 # the inverse problems' tasks: (name, noise sd of the observation)
@@ -93,7 +102,11 @@ class DigitsConfig:
     problems; inverse_steps: sampler steps there; zetas: DPS's normalised step sizes; tasks:
     the inverse problems (of ``TASKS``); networks: ``models.MODELS`` names, each trained with the
     config's loss and training (the first in ``<workdir>/model``, the others in
-    ``<workdir>/model_<name>``); seed: of the evaluation; num_validation: the last test digits,
+    ``<workdir>/model_<name>``); train_seeds: each network is trained once per seed (its
+    ``training.seed`` and ``data.seed``: initialization, noise draws and batch order; seed 0 in
+    the directories above, seed ``s`` in ``..._s<s>``) and measured once per model, the tables
+    giving the mean over the seeds with intervals from their spread (``over_seeds``); seed: of
+    the evaluation; num_validation: the last test digits,
     never scored, on which DPS's ``zeta'`` is chosen when ``zetas`` has several;
     likelihood_tol: ``rtol`` and ``atol`` of the adaptive PF-ODE likelihood solve. The digit
     counts are checked against the image set (``check_sizes``)."""
@@ -110,8 +123,13 @@ class DigitsConfig:
     seed: int
     num_validation: int = 64
     likelihood_tol: float = 1e-4
+    train_seeds: tuple[int, ...] = (0,)
 
     def __post_init__(self):
+        if (not self.train_seeds or min(self.train_seeds) < 0
+                or len(set(self.train_seeds)) < len(self.train_seeds)):
+            raise ValueError(f"train_seeds must be distinct integers >= 0, got "
+                             f"{self.train_seeds!r}")
         unknown = sorted(set(self.networks) - set(models.MODELS))
         if unknown or not self.networks or len(set(self.networks)) < len(self.networks):
             raise ValueError(f"networks must be distinct names of models.MODELS, got "
@@ -192,12 +210,12 @@ def baseline_rows(sde, v_test, v_train, levels) -> list[dict]:
     independent-pixel model fitted on the training digits) and the closed-form cost of the
     ``beta`` variance in the DDPM ELBO."""
     pixel = digits_metric.PixelModel(v_train, levels).bits_per_dim(v_test)
-    return [{"network": "-", "model": "uniform code", "bits_per_dim": math.log2(levels),
-             "se": 0.0, "nfe": 0},
-            {"network": "-", "model": "independent pixels (fitted on train)",
-             "bits_per_dim": float(pixel.mean()), "se": _se(pixel), "nfe": 0},
-            {"network": "-", "model": "closed form: what variance beta costs over beta_tilde",
-             "bits_per_dim": beta_variance_cost(sde), "se": 0.0, "nfe": 0}]
+    rows = [("uniform code", math.log2(levels), 0.0),
+            ("independent pixels (fitted on train)", float(pixel.mean()), _se(pixel)),
+            ("closed form: what variance beta costs over beta_tilde", beta_variance_cost(sde),
+             0.0)]
+    return [{"network": "-", "model": model, "bits_per_dim": bpd, "bits_per_dim_se": se,
+             "bits_per_dim_within": se, "nfe": 0, "train_seeds": 0} for model, bpd, se in rows]
 
 
 def image_range(levels: int) -> tuple[float, float]:
@@ -206,7 +224,7 @@ def image_range(levels: int) -> tuple[float, float]:
 
 
 def likelihood_rows(rng, sde, score_fn, v_test, levels, network: str,
-                    nfes: tuple[int, ...], cache, tol: float
+                    nfes: tuple[int, ...], cache, tol: float, seed: int = 0
                     ) -> tuple[list[dict], list[dict]]:
     """Bits/dim of the test digits (mean and standard error over them) under a network: the
     PF-ODE NLL (adaptive Tsit5, ``rtol = atol = tol``) and the DDPM ELBO with both reverse
@@ -215,7 +233,8 @@ def likelihood_rows(rng, sde, score_fn, v_test, levels, network: str,
     adaptive solve; not a bound, it can fall below the converged value at low NFE) and the ELBO
     of the
     ``nfe``-step strided chain that ``ddpm_ancestral`` samples at that NFE (its own bound).
-    Each solve is one unit of ``cache`` (a ``common.ResultCache``)."""
+    Each solve is one unit of ``cache`` (a ``common.ResultCache`` of this model, trained with
+    ``seed``)."""
     k_deq, k_ll, k_elbo = jax.random.split(rng, 3)
     D = math.prod(v_test.shape[1:])
     data_range = image_range(levels)
@@ -238,7 +257,8 @@ def likelihood_rows(rng, sde, score_fn, v_test, levels, network: str,
     def _unit(key, fn):
         return cache.unit(key, lambda: (fn(), None))[0]
 
-    bar = common.progress(desc=f"{network}: bits/dim", total=3 + len(nfes), unit="solve")
+    bar = common.progress(desc=f"{network} seed {seed}: bits/dim", total=3 + len(nfes),
+                          unit="solve")
     rows = [{"network": network, "model": "PF-ODE NLL",
              **_unit(f"ll/{network}/pf_ode", lambda: nll(rtol=tol, atol=tol))}]
     bar.update(1)
@@ -309,7 +329,8 @@ def _memorization_columns(x, x_train, x_test) -> dict:
 def reference_quality_rows(np_rng, exp, clf, x_test, x_train, v_train, levels) -> list[dict]:
     """The reference rows of the quality table: the floor (as many training digits as samples
     against the test digits, mean +- sd over draws; as copies of training images, all of them
-    near-copies), the independent-pixel model's samples and copies of the mean training image."""
+    near-copies), the independent-pixel model's samples and copies of the mean training image
+    (``fd_se``: the sd of one draw, or the bootstrap sd)."""
     ref = clf.features(x_test)
     floor, floor_sd = digits_metric.real_floor(np_rng, ref, clf.features(x_train),
                                                exp.num_samples)
@@ -318,21 +339,24 @@ def reference_quality_rows(np_rng, exp, clf, x_test, x_train, v_train, levels) -
         np_rng, exp.num_samples), levels)
     mean_image = np.broadcast_to(x_train.mean(0), (exp.num_samples, *x_train.shape[1:]))
     rows = [{"network": "-", "sampler": "training digits (floor)", "nfe_target": 0, "nfe": 0,
-             "fd": floor, "fd_sd": floor_sd,
+             "fd": floor, "fd_se": floor_sd, "fd_within": floor_sd, "train_seeds": 0,
              **_class_columns(clf, copies),
              **_memorization_columns(copies, x_train, x_test)}]
     for name, x in (("independent pixels", pixel), ("mean training image", mean_image)):
         fd, fd_sd = digits_metric.frechet_interval(np_rng, clf.features(x), ref)
         rows.append({"network": "-", "sampler": name, "nfe_target": 0, "nfe": 0, "fd": fd,
-                     "fd_sd": fd_sd, **_class_columns(clf, x),
+                     "fd_se": fd_sd, "fd_within": fd_sd, "train_seeds": 0,
+                     **_class_columns(clf, x),
                      **_memorization_columns(x, x_train, x_test)})
     return rows
 
 
-def quality_rows(rng, sde, score_fn, exp, clf, x_test, x_train, network: str, cache):
+def quality_rows(rng, sde, score_fn, exp, clf, x_test, x_train, network: str, cache,
+                 seed: int = 0):
     """FD to the test digits (with bootstrap sd), class-histogram TV and memorization for every
-    sampler and NFE target of a network; and the first 16 samples by (sampler, NFE). Each
-    (sampler, NFE) is one unit of ``cache`` (a ``common.ResultCache``)."""
+    sampler and NFE target of a network trained with ``seed``; and the first 16 samples by
+    (sampler, NFE). Each (sampler, NFE) is one unit of ``cache`` (a ``common.ResultCache`` of
+    this model)."""
     ref = clf.features(x_test)
     shape = (exp.num_samples, *x_test.shape[1:])
 
@@ -361,10 +385,11 @@ def quality_rows(rng, sde, score_fn, exp, clf, x_test, x_train, network: str, ca
         return row, x[:16]
 
     rows, samples = [], {}
-    bar = common.progress(desc=f"{network}: samplers", total=len(exp.methods) * len(exp.nfes))
+    bar = common.progress(desc=f"{network} seed {seed}: samplers",
+                          total=len(exp.methods) * len(exp.nfes))
     for method in exp.methods:
         for column, nfe_target in enumerate(exp.nfes):
-            key = f"quality/{network}/{method}/{nfe_target}"
+            key = f"quality/{network}/{method}/{nfe_target}/s{seed}"
             row, x = cache.unit(key, functools.partial(unit, method, column, nfe_target, key))
             rows.append(row)
             if x is not None:
@@ -397,20 +422,22 @@ def observation(task: str, shape) -> np.ndarray:
     raise ValueError(f"task must be one of {[t for t, _ in TASKS]}, got {task!r}")
 
 
-def inverse_rows(rng, sde, score_fn, exp, x_test, x_train, cache):
+def inverse_rows(rng, sde, score_fn, exp, x_test, x_train, cache, seed: int = 0):
     """Per task and method the mean squared error over the first ``num_inverse`` test digits
     (of the missing half for inpainting, of the whole image otherwise) with its standard error;
     the first 8 restorations; and the validation rows. With several ``zetas``, DPS runs at each
     on the last ``num_validation`` test digits (never scored) and only the ``zeta'`` of the
-    lowest validation error on the scored digits. Each (task, method) is one unit of ``cache``
-    (a ``common.ResultCache``)."""
+    lowest validation error on the scored digits (the row ``dps-norm``, its ``zeta``). The
+    observations come from ``rng`` alone (the same for every model); the restorations' noise
+    also from the training ``seed`` of the model. Each (task, method) is one unit of ``cache``
+    (a ``common.ResultCache`` of this model)."""
     n = exp.num_inverse
     held = x_test[len(x_test) - exp.num_validation:] if len(exp.zetas) > 1 else x_test[:0]
     rows, validation, shown = [], [], {}
     for t, (task, sigma_y) in enumerate(TASKS):
         if task in exp.tasks:
             _task_rows(_Task(task, sigma_y, jax.random.fold_in(rng, t), sde, score_fn, exp,
-                             cache), x_test[:n], held, x_train, rows, validation, shown)
+                             cache, seed), x_test[:n], held, x_train, rows, validation, shown)
     return rows, validation, shown
 
 
@@ -425,6 +452,7 @@ class _Task:
     score_fn: object
     exp: DigitsConfig
     cache: object
+    seed: int = 0
 
     def observe(self, x, A, salt: int) -> np.ndarray:
         """``A x`` per image, plus the observation noise (drawn from ``salt``)."""
@@ -440,7 +468,8 @@ class _Task:
         fn = jax.jit(lambda k, A, y: sde_lib.conditional_sample(
             k, self.sde, self.score_fn, (len(y), *shape), A, y, self.sigma_y, guidance=guidance,
             method="ddpm_ancestral", num_steps=self.exp.inverse_steps, **options)[0])
-        return np.asarray(fn(self.key, jnp.asarray(A), jnp.asarray(y)))
+        key = jax.random.fold_in(jax.random.fold_in(self.key, 3), self.seed)
+        return np.asarray(fn(key, jnp.asarray(A), jnp.asarray(y)))
 
     def unit(self, method: str, fn, truth, split: str = "test"):
         """The error row of one method over ``truth`` (kept in the cache) and the first 8
@@ -490,14 +519,16 @@ def _task_rows(task: _Task, truth, held, x_train, rows, validation, shown) -> No
     candidates.append((f"dps-norm {chosen:g}", lambda: task.restore(
         "dps", {"normalize": True, "scale": chosen}, A, y, shape)))
     candidates.append(("pigdm", lambda: task.restore("pigdm", {}, A, y, shape)))
-    for name, fn in common.progress(candidates, f"inverse problems: {task.name}",
-                                    unit="method"):
+    for name, fn in common.progress(candidates, f"inverse problems: {task.name}, seed "
+                                    f"{task.seed}", unit="method"):
         row, first = task.unit(name, fn, truth)
-        rows.append({"task": task.name, "sigma_y": task.sigma_y, "method": name, **row,
-                     "digits": n, "zeta_chosen_on": (f"{len(held)} validation digits"
-                                                     if len(held) and name.startswith("dps")
-                                                     else "")})
-        shown[(task.name, name)] = first
+        dps = name.startswith("dps-norm")
+        rows.append({"task": task.name, "sigma_y": task.sigma_y,
+                     "method": "dps-norm" if dps else name, **row, "digits": n,
+                     "zeta": chosen if dps else None,
+                     "zeta_chosen_on": (f"{len(held)} validation digits" if len(held) and dps
+                                        else "")})
+        shown[(task.name, f"dps-norm (zeta' = {chosen:g})" if dps else name)] = first
     shown[(task.name, "observed")] = _observed_image(task.name, y[:8], A, shape)
 
 
@@ -514,60 +545,80 @@ def _observed_image(task, y, A, shape):
 # ----- claims ------------------------------------------------------------------------------------
 
 def image_claims(likelihood, quality, inverse) -> list[dict]:
-    """Every comparison the tables support, by ``experiments.claims``' rule (intervals over the
-    test digits or over bootstrap resamples of the samples; one training seed): each network's
-    bits/dim against the independent-pixel model; at each (network, NFE) every pair of samplers
-    on FD, and each sampler against the floor and against the midpoint between the floor and
-    the independent-pixel model (below it: closer to real digits than to the baseline); in
-    each inverse problem every pair of methods on MSE."""
+    """Every comparison the tables support, by ``experiments.claims``' rule on the cells'
+    ``_se`` (``claims.over_seeds``: over the training seeds, floored by the test digits' or the
+    bootstrap's error; with one seed those errors alone): each network's bits/dim against the
+    independent-pixel model; at each (network, NFE) every pair of samplers on FD, and each
+    sampler against the floor and against the midpoint between the floor and the
+    independent-pixel model (below it: closer to real digits than to the baseline); in each
+    inverse problem every pair of methods on MSE."""
     out = []
     pixel = next(r for r in likelihood if r["model"].startswith("independent pixels"))
     for r in likelihood:
-        if r["network"] != "-" and r.get("bits_per_dim") is not None:
+        if r["network"] != "-" and claims.comparable(r, "bits_per_dim"):
             out.append(claims.compare("test digits", "bits/dim", f"{r['network']} {r['model']}",
-                                      r["bits_per_dim"], r["se"], "independent pixels",
-                                      pixel["bits_per_dim"], pixel["se"]))
+                                      r["bits_per_dim"], r["bits_per_dim_se"],
+                                      "independent pixels", pixel["bits_per_dim"],
+                                      pixel["bits_per_dim_se"]))
     floor = next(r for r in quality if r["sampler"] == "training digits (floor)")
-    base = next(r for r in quality if r["sampler"] == "independent pixels")
-    mid, mid_sd = (floor["fd"] + base["fd"]) / 2, math.hypot(floor["fd_sd"], base["fd_sd"]) / 2
-    scored = [r for r in quality if r["network"] != "-" and r.get("fd") is not None]
-    out += claims.pairwise(scored, "sampler", "fd", "fd_sd", ("network", "nfe_target"))
+    base_row = next(r for r in quality if r["sampler"] == "independent pixels")
+    mid = (floor["fd"] + base_row["fd"]) / 2
+    mid_se = math.hypot(floor["fd_se"], base_row["fd_se"]) / 2
+    scored = [r for r in quality if r["network"] != "-" and claims.comparable(r, "fd")]
+    out += claims.pairwise(scored, "sampler", "fd", "fd_se", ("network", "nfe_target"))
     for r in scored:
         where = f"network = {r['network']}, nfe_target = {r['nfe_target']}"
-        out.append(claims.compare(where, "fd", r["sampler"], r["fd"], r["fd_sd"],
-                                  "training digits (floor)", floor["fd"], floor["fd_sd"]))
-        out.append(claims.compare(where, "fd", r["sampler"], r["fd"], r["fd_sd"],
-                                  "midpoint of floor and independent pixels", mid, mid_sd))
-    out += claims.pairwise([r for r in inverse if r.get("mse") is not None], "method", "mse",
+        out.append(claims.compare(where, "fd", r["sampler"], r["fd"], r["fd_se"],
+                                  "training digits (floor)", floor["fd"], floor["fd_se"]))
+        out.append(claims.compare(where, "fd", r["sampler"], r["fd"], r["fd_se"],
+                                  "midpoint of floor and independent pixels", mid, mid_se))
+    out += claims.pairwise([r for r in inverse if claims.comparable(r, "mse")], "method", "mse",
                            "mse_se", ("task",))
     return out
 
 
 # ----- the module --------------------------------------------------------------------------------
 
-def _model_dir(workdir: str, exp: DigitsConfig, network: str) -> str:
-    return os.path.join(workdir, "model" if network == exp.networks[0] else f"model_{network}")
+def _model_dir(workdir: str, exp: DigitsConfig, network: str, seed: int = 0) -> str:
+    name = "model" if network == exp.networks[0] else f"model_{network}"
+    return os.path.join(workdir, name if seed == 0 else f"{name}_s{seed}")
 
 
-def train_networks(config, workdir: str, exp: DigitsConfig) -> dict[str, dict]:
-    """Trains (or reloads) every network of ``exp.networks`` with the config's loss, SDE and
-    training; ``{network: trainer.train_and_evaluate's result}``."""
+def train_networks(config, workdir: str, exp: DigitsConfig) -> dict[tuple[str, int], dict]:
+    """Trains (or reloads) every network of ``exp.networks`` once per seed of
+    ``exp.train_seeds`` (``training.seed`` and ``data.seed`` set to it) with the config's loss,
+    SDE and training; ``{(network, seed): trainer.train_and_evaluate's result}``."""
     trained = {}
-    for network in exp.networks:
-        network_config = config
-        if network != exp.networks[0]:  # the model section replaced (its fields are the first's)
-            network_config = ml_collections.ConfigDict(config.to_dict())
-            network_config.model = ml_collections.ConfigDict({"name": network})
-        trainer.validate_config(network_config)
-        trained[network] = trainer.train_and_evaluate(network_config,
-                                                      _model_dir(workdir, exp, network))
+    for seed in exp.train_seeds:
+        for network in exp.networks:
+            network_config = base.override(config, {"training.seed": seed, "data.seed": seed})
+            if network != exp.networks[0]:  # the model section replaced (its fields the first's)
+                network_config.model = ml_collections.ConfigDict({"name": network})
+            trainer.validate_config(network_config)
+            trained[network, seed] = trainer.train_and_evaluate(
+                network_config, _model_dir(workdir, exp, network, seed))
     return trained
 
 
+# the measures merged over training seeds (claims.over_seeds): (column, its per-run standard
+# error, whether that error comes from data every seed shares)
+_BPD = (("bits_per_dim", "se", True),)
+_QUALITY = (("fd", "fd_sd", False), ("class_tv", None, False), ("confidence", None, False),
+            ("near_copies", "near_copies_se", False), ("median_nn", None, False))
+_MSE = (("mse", "mse_se", True),)
+QUALITY_COLUMNS = ["network", "sampler", "nfe_target", "nfe", "fd", "fd_se", "fd_seeds_sd",
+                   "fd_within", "class_tv", "confidence", "seconds", "finite", "train_seeds",
+                   "classifier_test_accuracy"]
+
+
 def run(config, workdir: str) -> dict[str, str]:
-    """Trains (or reloads) the networks of ``config`` in ``workdir``, then measures them;
-    returns the paths written. Each finished unit of the measurements is kept in
-    ``<workdir>/partial`` (``common.ResultCache``), so a stopped run resumes where it stopped."""
+    """Trains (or reloads) the networks of ``config`` in ``workdir``, once per training seed,
+    then measures each model; returns the paths written. The tables give the mean over the
+    seeds with ``claims.over_seeds``' intervals (``*_runs.csv`` one row per model). Each
+    finished unit of a model's measurements is kept in ``<workdir>/partial``
+    (``common.ResultCache``, one fingerprint per model: the config without ``train_seeds``, the
+    network, its seed and step), so a stopped run resumes where it stopped and adding seeds
+    reuses the models measured before."""
     exp = trainer.experiment_config(DigitsConfig, config)
     data_config = trainer.parse_config(config).data
     if data_config.name not in digits_metric.DATASETS:
@@ -579,83 +630,104 @@ def run(config, workdir: str) -> dict[str, str]:
         raise ValueError(f"experiment.networks[0] must be the config's model.name "
                          f"{config.model.name!r}, got {exp.networks[0]!r}")
     trained = train_networks(config, workdir, exp)
-    main = exp.networks[0]
-    sde = trained[main]["sde"]
+    main, seeds = exp.networks[0], exp.train_seeds
+    sde = trained[main, seeds[0]]["sde"]
     v_test, levels = load_images(data_config, data_config.eval_split)
     v_train, _ = load_images(data_config, "train")
     x_test = data.scale_images(v_test, levels)
     x_train = data.scale_images(v_train, levels)
     clf = digits_metric.load_classifier(os.path.join(workdir, "classifier"), spec.name)
+    # the dequantization, probes and observations are the same for every model (paired); the
+    # samples and restorations are drawn per training seed
     k_ll, k_sample, k_inverse = jax.random.split(jax.random.key(exp.seed + 1), 3)
-    cache = common.ResultCache(workdir, {
-        "config": config.to_dict(),
-        "steps": {n: int(trained[n]["state"].step) for n in exp.networks}}, exp.seed)
-    plt = reporting.pyplot()
+    fingerprint = config.to_dict()
+    fingerprint["experiment"].pop("train_seeds", None)
 
-    likelihood = baseline_rows(sde, v_test[:exp.num_test], v_train, levels)
-    by_nfe, samples = [], {}
-    quality = reference_quality_rows(common.key_rng(exp.seed, "reference"), exp, clf, x_test,
-                                     x_train, v_train, levels)
-    for network in exp.networks:
-        score_fn = trained[network]["score_fn"]
-        rows, nfe_rows = likelihood_rows(k_ll, sde, score_fn, v_test[:exp.num_test], levels,
-                                         network, exp.nfes, cache, exp.likelihood_tol)
-        likelihood += rows
-        by_nfe += nfe_rows
-        rows, drawn = quality_rows(k_sample, sde, score_fn, exp, clf, x_test, x_train, network,
-                                   cache)
-        quality += rows
-        samples.update({(network, *key): x for key, x in drawn.items()})
+    def model_cache(network, seed):
+        return common.ResultCache(workdir, {
+            "config": fingerprint, "network": network, "train_seed": seed,
+            "step": int(trained[network, seed]["state"].step)}, exp.seed)
+
+    plt = reporting.pyplot()
+    runs = {"likelihood": [], "by_nfe": [], "quality": [], "inverse": [], "validation": []}
+    samples, shown = {}, {}
+    for seed in seeds:
+        for network in exp.networks:
+            score_fn, cache = trained[network, seed]["score_fn"], model_cache(network, seed)
+            tag = {"train_seed": seed}
+            rows, nfe_rows = likelihood_rows(k_ll, sde, score_fn, v_test[:exp.num_test], levels,
+                                             network, exp.nfes, cache, exp.likelihood_tol, seed)
+            runs["likelihood"] += [dict(r, **tag) for r in rows]
+            runs["by_nfe"] += [dict(r, **tag) for r in nfe_rows]
+            rows, drawn = quality_rows(jax.random.fold_in(k_sample, seed), sde, score_fn, exp,
+                                       clf, x_test, x_train, network, cache, seed)
+            runs["quality"] += [dict(r, **tag) for r in rows]
+            if seed == seeds[0]:
+                samples.update({(network, *key): x for key, x in drawn.items()})
+            if network == main and exp.tasks:
+                rows, validation, first = inverse_rows(k_inverse, sde, score_fn, exp, x_test,
+                                                       x_train, cache, seed)
+                runs["inverse"] += [dict(r, network=main, **tag) for r in rows]
+                runs["validation"] += [dict(r, network=main, **tag) for r in validation]
+                if seed == seeds[0]:
+                    shown = first
+
+    likelihood = baseline_rows(sde, v_test[:exp.num_test], v_train, levels) + \
+        claims.over_seeds(runs["likelihood"], ("network", "model"), _BPD, means=("nfe",))
+    by_nfe = claims.over_seeds(runs["by_nfe"], ("network", "method", "nfe_target"), _BPD,
+                               means=("nfe",))
     for row in likelihood + by_nfe:
         row["test_digits"] = exp.num_test
-    paths = common.write_table(workdir, "digits", likelihood,
-                               ["network", "model", "bits_per_dim", "se", "nfe",
-                                   "test_digits"])
+    bpd_columns = ["bits_per_dim", "bits_per_dim_se", "bits_per_dim_seeds_sd",
+                   "bits_per_dim_within", "nfe", "train_seeds", "test_digits"]
+    paths = common.write_table(workdir, "digits", likelihood, ["network", "model", *bpd_columns])
     paths.update(common.write_table(workdir, "likelihood_vs_nfe", by_nfe,
-                                    ["network", "method", "nfe_target", "nfe",
-                                        "bits_per_dim", "se", "test_digits"]))
+                                    ["network", "method", "nfe_target", *bpd_columns]))
     paths.update(reporting.save_figure(_likelihood_figure(plt, likelihood, by_nfe, exp),
                                        workdir, "likelihood_vs_nfe.png"))
-    curves = {n: loss_curve(_model_dir(workdir, exp, n)) for n in exp.networks}
-    if any(curves.values()):
-        paths.update(common.write_table(
-            workdir, "loss", [{"network": n, **r} for n, c in curves.items() for r in c],
-            ["network", "step", "test_loss"]))
+    curves = [{"network": n, "train_seed": s, **r} for s in seeds for n in exp.networks
+              for r in loss_curve(_model_dir(workdir, exp, n, s))]
+    if curves:
+        paths.update(common.write_table(workdir, "loss", curves,
+                                        ["network", "train_seed", "step", "test_loss"]))
         paths.update(reporting.save_figure(_loss_figure(plt, curves, spec.name), workdir,
                                            "loss.png"))
 
+    quality = reference_quality_rows(common.key_rng(exp.seed, "reference"), exp, clf, x_test,
+                                     x_train, v_train, levels)
+    quality += claims.over_seeds(runs["quality"], ("network", "sampler", "nfe_target"),
+                                 _QUALITY, means=("nfe", "seconds"))
     accuracy = digits_metric.test_accuracy(clf)
     for row in quality:
         row["classifier_test_accuracy"] = accuracy
-    paths.update(common.write_table(
-        workdir, "quality", quality, ["network", "sampler", "nfe_target", "nfe", "fd", "fd_sd",
-                                      "class_tv", "confidence", "seconds",
-                                      "classifier_test_accuracy"]))
+    paths.update(common.write_table(workdir, "quality", quality, QUALITY_COLUMNS))
     paths.update(common.write_table(
         workdir, "memorization", [dict(r, quantile=MEMORIZATION_QUANTILE) for r in quality],
-        ["network", "sampler", "nfe_target", "near_copies", "near_copies_se", "quantile",
-         "median_nn", "test_median_nn"]))
+        ["network", "sampler", "nfe_target", "near_copies", "near_copies_se",
+         "near_copies_seeds_sd", "quantile", "median_nn", "test_median_nn", "train_seeds"]))
     paths.update(reporting.save_figure(_quality_figure(plt, quality, exp), workdir,
                                        "quality_vs_nfe.png"))
     paths.update(_sample_grids(plt, samples, exp, workdir))
 
-    inverse, validation, shown = [], [], {}
-    if exp.tasks:
-        inverse, validation, shown = inverse_rows(k_inverse, sde, trained[main]["score_fn"],
-                                                  exp, x_test, x_train, cache)
+    inverse = claims.over_seeds(runs["inverse"], ("task", "method"), _MSE)
+    validation = claims.over_seeds(runs["validation"], ("task", "zeta"), _MSE)
+    for name, rows in (("digits", runs["likelihood"]), ("likelihood_vs_nfe", runs["by_nfe"]),
+                       ("quality", runs["quality"]), ("inverse", runs["inverse"]),
+                       ("inverse_validation", runs["validation"])):
+        if rows:  # one row per model: what the tables above merge over the seeds
+            columns = list(dict.fromkeys(c for r in rows for c in r))
+            paths.update(common.write_csv(workdir, f"{name}_runs", rows, columns))
     for path in claims.write_claims(workdir, image_claims(likelihood, quality, inverse)):
         paths[os.path.basename(path)] = path
     if not exp.tasks:  # no inverse problems asked for
         return paths
-    for row in inverse + validation:
-        row["network"] = main
+    mse_columns = ["mse", "mse_se", "mse_seeds_sd", "mse_within", "train_seeds", "digits"]
     paths.update(common.write_table(workdir, "inverse", inverse,
-                                    ["network", "task", "sigma_y", "method", "mse", "mse_se",
-                                        "digits", "zeta_chosen_on"]))
+                                    ["network", "task", "sigma_y", "method", "zeta",
+                                     *mse_columns, "zeta_chosen_on"]))
     if validation:
         paths.update(common.write_table(workdir, "inverse_validation", validation,
-                                        ["network", "task", "sigma_y", "zeta", "mse", "mse_se",
-                                         "digits"]))
+                                        ["network", "task", "sigma_y", "zeta", *mse_columns]))
     grid_rows, titles = [x_test[:8]], ["original"]
     for task in exp.tasks:
         for (t, name), x in shown.items():
@@ -704,17 +776,30 @@ def _sample_grids(plt, samples, exp, workdir) -> dict[str, str]:
 
 
 def _loss_figure(plt, curves, dataset: str = "digits"):
-    """Held-out loss against the training step, one line per network."""
+    """Held-out loss against the training step: one colour per network, one line per training
+    seed (``curves``: rows with ``network``, ``train_seed``, ``step``, ``test_loss``)."""
     fig, ax = plt.subplots(figsize=(5, 3.4))
-    for network, curve in curves.items():
-        ax.plot([r["step"] for r in curve], [r["test_loss"] for r in curve], marker="o",
-                ms=3, label=network)
+    networks = list(dict.fromkeys(r["network"] for r in curves))
+    for color, network in zip(plt.get_cmap("tab10").colors, networks, strict=False):
+        seeds = list(dict.fromkeys(r["train_seed"] for r in curves if r["network"] == network))
+        for i, seed in enumerate(seeds):
+            pts = [r for r in curves if r["network"] == network and r["train_seed"] == seed]
+            ax.plot([r["step"] for r in pts], [r["test_loss"] for r in pts], marker="o", ms=3,
+                    lw=1, color=color, alpha=1.0 if len(seeds) == 1 else 0.6,
+                    label=(f"{network} ({len(seeds)} training seeds)" if len(seeds) > 1
+                           else network) if i == 0 else None)
     ax.set(xlabel="training step", ylabel="held-out loss (eps MSE per pixel)",
            yscale="log", title=f"{dataset}, held-out loss (EMA parameters)")
     reporting.plain_log_ticks(ax)
     ax.legend(loc="best")
     fig.tight_layout()
     return fig
+
+
+def _over(exp) -> str:
+    """What a figure's intervals are over."""
+    n = len(exp.train_seeds)
+    return f"mean of {n} training seeds" if n > 1 else "one training seed"
 
 
 def _likelihood_figure(plt, likelihood, by_nfe, exp):
@@ -727,15 +812,17 @@ def _likelihood_figure(plt, likelihood, by_nfe, exp):
         for method in dict.fromkeys(r["method"] for r in by_nfe):
             pts = [r for r in by_nfe if r["network"] == network and r["method"] == method]
             ax.errorbar([r["nfe"] for r in pts], [r["bits_per_dim"] for r in pts],
-                        yerr=[r["se"] for r in pts], marker="o", ms=3, capsize=2, label=method)
+                        yerr=[r["bits_per_dim_se"] for r in pts], marker="o", ms=3, capsize=2,
+                        label=method)
         adaptive = next(r for r in likelihood
                         if r["network"] == network and r["model"] == "PF-ODE NLL")
         ax.axhline(adaptive["bits_per_dim"], color="k", lw=0.8,
-                   label=f"PF-ODE NLL, adaptive ({adaptive['nfe']} NFE)")
+                   label=f"PF-ODE NLL, adaptive ({adaptive['nfe']:.0f} NFE)")
         ax.axhline(pixel["bits_per_dim"], color="k", ls="--", lw=0.8,
                    label="independent pixels")
         ax.set(xscale="log", yscale="log", xlabel="NFE (score evaluations)",
-               ylabel="bits/dim of the test digits (+-1 SE)", title=network)
+               ylabel="bits/dim of the test digits (+-1 SE)",
+               title=f"{network} ({_over(exp)})")
         reporting.plain_log_ticks(ax)
         ax.legend(fontsize=6, loc="best")
     fig.tight_layout()
@@ -750,20 +837,21 @@ def _quality_figure(plt, quality, exp):
     floor, pixel = quality[0], quality[1]
     cycle = [plt.get_cmap("tab20")(i % 20) for i in range(len(exp.methods))]
     for ax, network in zip(axes[0], exp.networks, strict=True):
-        ax.axhspan(floor["fd"] - floor["fd_sd"], floor["fd"] + floor["fd_sd"], color="k",
+        ax.axhspan(floor["fd"] - floor["fd_se"], floor["fd"] + floor["fd_se"], color="k",
                    alpha=0.15, label="training digits (floor, +-1 sd)")
         ax.axhline(pixel["fd"], color="k", ls="--", lw=0.8, label="independent pixels")
         for color, method in zip(cycle, exp.methods, strict=True):
-            pts = sorted((r["nfe"], r["fd"], r["fd_sd"]) for r in quality
+            pts = sorted((r["nfe"], r["fd"], r["fd_se"]) for r in quality
                          if r["network"] == network and r["sampler"] == method
-                         and r.get("fd") is not None)
+                         and claims.comparable(r, "fd"))
             if pts:
                 nfe, fd, sd = map(np.array, zip(*pts, strict=True))
                 ax.errorbar(nfe, fd, yerr=sd, marker="o", ms=3, capsize=2, label=method,
                             color=color)
         ax.set(xscale="log", yscale="log", xlabel="NFE (score evaluations)",
                ylabel="Frechet distance to test digits",
-               title=f"{network}: classifier FD of {exp.num_samples} samples (+-1 bootstrap sd)")
+               title=f"{network}: classifier FD of {exp.num_samples} samples\n(+-1 SE; "
+                     f"{_over(exp)})")
         reporting.plain_log_ticks(ax)
     # one legend for the figure, below the panels, so that no panel's data are covered
     handles, labels = axes[0, 0].get_legend_handles_labels()

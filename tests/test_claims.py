@@ -172,3 +172,35 @@ def test_floored_interval_keeps_its_coverage_when_training_adds_little():
             assert a["m_se"] >= a["m_sd"] / math.sqrt(5) - 1e-15
         se = math.sqrt(0.95 * 0.05 / 2000)
         assert inside / 2000 >= 0.95 - 4 * se
+
+
+def test_over_seeds_merges_one_run_per_seed():
+    """Per key, the mean over the seeds' runs and the sd between them (by hand); the cell's
+    standard error is sqrt(sd^2 / n + within^2) where the runs' own errors come from shared
+    data, the between-seeds one floored by the runs' own (rms) where they do not; one seed: its
+    own error; a None in any run: no cell, and ``finite`` counts the runs with a value; columns
+    that differ are listed, those of ``means`` averaged, the within column dropped."""
+    runs = [{"k": "a", "m": m, "m_err": e, "nfe": nfe, "zeta": z, "train_seed": s}
+            for s, (m, e, nfe, z) in enumerate([(1.0, 0.3, 10, 1.0), (2.0, 0.4, 12, 3.0),
+                                                (4.0, 0.3, 14, 1.0)])]
+    runs += [{"k": "b", "m": 5.0, "m_err": 0.2, "nfe": 9, "zeta": 1.0, "train_seed": 0},
+             {"k": "c", "m": 1.0, "m_err": 0.1, "train_seed": 0},
+             {"k": "c", "m": None, "m_err": None, "train_seed": 1}]
+    sd = math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2)
+    within = math.sqrt((0.09 + 0.16 + 0.09) / 3)
+    for shared, se in ((True, math.sqrt(sd**2 / 3 + within**2)),
+                       (False, math.sqrt(max(sd**2, within**2) / 3))):
+        a, b, c = claims.over_seeds(runs, ("k",), [("m", "m_err", shared)], means=("nfe",))
+        assert [a["k"], b["k"], c["k"]] == ["a", "b", "c"]
+        assert a["m"] == pytest.approx(7 / 3) and a["m_seeds_sd"] == pytest.approx(sd)
+        assert a["m_within"] == pytest.approx(within) and a["m_se"] == pytest.approx(se)
+        assert a["nfe"] == pytest.approx(12.0) and a["zeta"] == "1 / 3 / 1"
+        assert (a["finite"], a["train_seeds"]) == ("3/3", 3)
+        assert "m_err" not in a and "train_seed" not in a
+        assert (b["m"], b["m_se"], b["m_seeds_sd"], b["nfe"]) == (5.0, 0.2, None, 9)
+        assert c["m"] is None and c["m_se"] is None and c["finite"] == "1/2"
+    # a within error smaller than the seeds' spread: the spread decides, shared or not
+    small = [dict(r, m_err=0.01) for r in runs[:3]]
+    for shared in (True, False):
+        cell = claims.over_seeds(small, ("k",), [("m", "m_err", shared)])[0]
+        assert cell["m_se"] == pytest.approx(math.sqrt(sd**2 / 3 + (0.01**2 if shared else 0)))

@@ -169,7 +169,7 @@ def test_digits(tmp_path):
     config = tiny(digits_config, dict(methods=methods, nfes=(21,), num_samples=20,
                                       num_test=4, num_inverse=3, inverse_steps=5,
                                       zetas=(0.1,), tasks=("inpainting", "denoising"),
-                                      networks=networks),
+                                      networks=networks, train_seeds=(0,)),
                   mlp=False, **{
         "data.data_dir": str(tmp_path / "tfds"), "training.num_train_steps": 4,
         "training.steps_per_call": 1, "training.checkpoint_every": 4,
@@ -199,9 +199,10 @@ def test_digits(tmp_path):
         (n, s) for n in networks for s in (2, 4)]
     assert (tmp_path / "run" / "model_transformer_digits" / "checkpoints").is_dir()
     inverse = _rows(paths["inverse.csv"])
+    assert {r["zeta"] for r in inverse if r["method"] == "dps-norm"} == {"0.1"}
     assert {(r["task"], r["method"]) for r in inverse} == {
         (t, m) for t, s in images.TASKS if t != "super-resolution" for m in
-        ["mean training image", "nearest training digit", "dps-norm 0.1", "pigdm"]
+        ["mean training image", "nearest training digit", "dps-norm", "pigdm"]
         + (["projection"] if not s else []) + (["observation"] if t != "inpainting" else [])}
     for name in ("samples_stochastic.png", "inverse.png", "quality_vs_nfe.png", "loss.png",
                  "likelihood_vs_nfe.png"):
@@ -213,12 +214,14 @@ def test_mnist_tiny_resumes_and_tunes_on_validation(tmp_path, monkeypatch):
     """The image study on MNIST (28x28, 256 levels; the classifier trained for a few steps):
     the baselines are the closed forms (8 bits, the pixel model), the quality table has the
     reference rows, the memorization table copies of training digits at 100% near-copies; DPS's
-    zeta' is the one of the lowest validation error, run on the scored digits only; a second
-    run in the same workdir reuses every kept unit and writes the same tables."""
+    zeta' is the one of the lowest validation error of the model's own seed, run on the scored
+    digits only. A second training seed added later reuses the first model's kept units (each
+    model has its own) and merges both seeds in every table; a third run in the same workdir
+    reuses every kept unit and writes the same tables."""
     spec = digits_metric.image_set("mnist")
     monkeypatch.setitem(digits_metric.DATASETS, "mnist", dataclasses.replace(spec, steps=3))
     config = tiny(mnist_config, dict(methods=("ddim",), nfes=(3,), num_samples=12, num_test=3,
-                                     likelihood_tol=0.1,
+                                     likelihood_tol=0.1, train_seeds=(0,),
                                      num_inverse=3, num_validation=2, inverse_steps=3,
                                      zetas=(0.3, 1.0), tasks=("inpainting", "denoising")),
                   mlp=False, **{
@@ -246,26 +249,48 @@ def test_mnist_tiny_resumes_and_tunes_on_validation(tmp_path, monkeypatch):
     memo = {r["sampler"]: r for r in _rows(paths["memorization.csv"])}
     assert float(memo["training digits (floor)"]["near_copies"]) == 1.0
     assert 0.0 <= float(memo["ddim"]["near_copies"]) <= 1.0
-    validation = _rows(paths["inverse_validation.csv"])
-    assert [(r["task"], float(r["zeta"]), r["digits"]) for r in validation] == [
-        (t, z, "2") for t in ("inpainting", "denoising") for z in (0.3, 1.0)]
-    inverse = _rows(paths["inverse.csv"])
-    for task in ("inpainting", "denoising"):
-        tried = [r for r in validation if r["task"] == task]
-        best = min(tried, key=lambda r: float(r["mse"]))["zeta"]
-        dps = [r for r in inverse if r["task"] == task and r["method"].startswith("dps")]
-        assert [(r["method"], r["zeta_chosen_on"]) for r in dps] == [
-            (f"dps-norm {float(best):g}", "2 validation digits")]
-    tables = {name: (workdir / name).read_bytes() for name in
-              ("digits.csv", "quality.csv", "memorization.csv", "inverse.csv",
-               "inverse_validation.csv", "likelihood_vs_nfe.csv", "claims.csv")}
-    kept = sorted(os.listdir(next((workdir / "partial").iterdir())))
-    assert "quality_unet_mnist_ddim_3.json" in kept and "quality_unet_mnist_ddim_3.npy" in kept
     assert (workdir / "claims.md").read_text().count("\n- ") == len(_rows(paths["claims.csv"]))
     assert "samples_deterministic.png" in paths and "samples_stochastic.png" not in paths
+    first_model = {str(p.relative_to(workdir)): p.stat().st_mtime_ns
+                   for p in (workdir / "partial").glob("*/*")}
+    assert "quality_unet_mnist_ddim_3_s0.json" in {os.path.basename(p) for p in first_model}
+
+    config.experiment.train_seeds = (0, 1)
+    paths = run_as_a_user_does(config, str(workdir))
+    assert (workdir / "model_s1" / "checkpoints").is_dir()
+    kept = {str(p.relative_to(workdir)): p.stat().st_mtime_ns
+            for p in (workdir / "partial").glob("*/*")}
+    assert {k: kept[k] for k in first_model} == first_model  # reused, not recomputed
+    assert len(list((workdir / "partial").iterdir())) == 2  # one directory per model
+    quality = _rows(paths["quality.csv"])
+    ddim = next(r for r in quality if r["sampler"] == "ddim")
+    fds = [float(r["fd"]) for r in _rows(paths["quality_runs.csv"])]
+    assert ddim["train_seeds"] == "2" and float(ddim["fd"]) == pytest.approx(np.mean(fds))
+    assert float(ddim["fd_seeds_sd"]) == pytest.approx(np.std(fds, ddof=1))
+    validation = _rows(paths["inverse_validation_runs.csv"])
+    assert [(r["train_seed"], r["task"], float(r["zeta"]), r["digits"]) for r in validation] \
+        == [(s, t, z, "2") for s in "01" for t in ("inpainting", "denoising") for z in (0.3, 1.0)]
+    inverse = _rows(paths["inverse_runs.csv"])
+    for seed in "01":
+        for task in ("inpainting", "denoising"):
+            tried = [r for r in validation if (r["train_seed"], r["task"]) == (seed, task)]
+            best = min(tried, key=lambda r: float(r["mse"]))["zeta"]
+            dps = [r for r in inverse if (r["train_seed"], r["task"]) == (seed, task)
+                   and r["method"].startswith("dps")]
+            assert [(r["method"], float(r["zeta"]), r["zeta_chosen_on"]) for r in dps] == [
+                ("dps-norm", float(best), "2 validation digits")]
+    merged = _rows(paths["inverse.csv"])
+    assert all(r["train_seeds"] == "2" for r in merged) and len(merged) == len(inverse) // 2
+    tables = {name: (workdir / name).read_bytes() for name in
+              ("digits.csv", "quality.csv", "memorization.csv", "inverse.csv",
+               "inverse_validation.csv", "likelihood_vs_nfe.csv", "claims.csv",
+               "quality_runs.csv", "loss.csv")}
+    assert [(r["train_seed"], r["step"]) for r in _rows(paths["loss.csv"])] == [
+        ("0", "2"), ("1", "2")]
     run_as_a_user_does(config, str(workdir))
     assert {name: (workdir / name).read_bytes() for name in tables} == tables
-    assert sorted(os.listdir(next((workdir / "partial").iterdir()))) == kept
+    assert {str(p.relative_to(workdir)): p.stat().st_mtime_ns
+            for p in (workdir / "partial").glob("*/*")} == kept
 
 
 @pytest.mark.slow
@@ -489,18 +514,19 @@ def test_image_claims_by_the_rule():
     the midpoint of the floor and the pixel model, every pair of methods per task; a difference
     of 3.1 combined SE is resolved, 2.9 is not."""
     likelihood = [
-        {"network": "-", "model": "uniform code", "bits_per_dim": 8.0, "se": 0.0},
+        {"network": "-", "model": "uniform code", "bits_per_dim": 8.0, "bits_per_dim_se": 0.0},
         {"network": "-", "model": "independent pixels (fitted on train)", "bits_per_dim": 2.0,
-         "se": 0.03},
-        {"network": "u", "model": "PF-ODE NLL", "bits_per_dim": 2.0 - 3.1 * 0.05, "se": 0.04}]
+         "bits_per_dim_se": 0.03},
+        {"network": "u", "model": "PF-ODE NLL", "bits_per_dim": 2.0 - 3.1 * 0.05,
+         "bits_per_dim_se": 0.04}]
     quality = [
         {"network": "-", "sampler": "training digits (floor)", "nfe_target": 0, "fd": 10.0,
-         "fd_sd": 3.0},
+         "fd_se": 3.0},
         {"network": "-", "sampler": "independent pixels", "nfe_target": 0, "fd": 90.0,
-         "fd_sd": 4.0},
+         "fd_se": 4.0},
         {"network": "-", "sampler": "mean training image", "nfe_target": 0, "fd": 200.0,
-         "fd_sd": 1.0}] + [
-        {"network": "u", "sampler": m, "nfe_target": k, "fd": fd, "fd_sd": 1.0}
+         "fd_se": 1.0}] + [
+        {"network": "u", "sampler": m, "nfe_target": k, "fd": fd, "fd_se": 1.0}
         for k in (10, 20) for m, fd in (("ddim", 20.0), ("pc", 20.0 + 2.9 * 2 ** 0.5),
                                         ("heun", None))]
     inverse = [{"task": "inpainting", "method": m, "mse": v, "mse_se": 0.01}

@@ -150,20 +150,23 @@ def test_image_study_figures(tmp_path):
     """The image study's held-out loss, bits/dim against NFE and classifier FD against NFE
     (one legend below the panels)."""
     nets, methods = ("unet_digits", "transformer_digits"), ("ddpm_ancestral", "ddim", "pc")
-    exp = types.SimpleNamespace(networks=nets, methods=methods, num_samples=64)
-    curves = {n: [{"step": s, "test_loss": 0.1 + 1.0 / s} for s in (100, 200, 400)]
-              for n in nets}
-    check_figure(images._loss_figure(plt, curves), tmp_path, "loss.png")
+    exp = types.SimpleNamespace(networks=nets, methods=methods, num_samples=64,
+                                train_seeds=(0, 1, 2))
+    curves = [{"network": n, "train_seed": seed, "step": s, "test_loss": 0.1 + (1 + seed) / s}
+              for n in nets for seed in (0, 1, 2) for s in (100, 200, 400)]
+    axes = check_figure(images._loss_figure(plt, curves), tmp_path, "loss.png")
+    assert len(axes[0].get_legend().get_texts()) == 2  # one entry per network, not per seed
     likelihood = [{"network": "-", "model": "independent pixels (fitted on train)",
                    "bits_per_dim": 2.4}] + [
-        {"network": n, "model": "PF-ODE NLL", "bits_per_dim": 2.3, "nfe": 400} for n in nets]
+        {"network": n, "model": "PF-ODE NLL", "bits_per_dim": 2.3, "nfe": 400.4} for n in nets]
     by_nfe = [{"network": n, "method": m, "nfe": k, "bits_per_dim": b / k ** 0.5 + 2.0,
-               "se": 0.02} for n in nets for m, b in (("heun", -2.0), ("elbo", 20.0))
+               "bits_per_dim_se": 0.02} for n in nets for m, b in (("heun", -2.0),
+                                                                   ("elbo", 20.0))
               for k in (20, 50, 100)]
     check_figure(images._likelihood_figure(plt, likelihood, by_nfe, exp), tmp_path)
-    quality = [{"network": "-", "fd": 9.0, "fd_sd": 2.0},
-               {"network": "-", "fd": 86.0, "fd_sd": 7.0}] + [
-        {"network": n, "sampler": m, "nfe": k, "fd": 10.0 + 100.0 / k + i, "fd_sd": 2.0}
+    quality = [{"network": "-", "fd": 9.0, "fd_se": 2.0},
+               {"network": "-", "fd": 86.0, "fd_se": 7.0}] + [
+        {"network": n, "sampler": m, "nfe": k, "fd": 10.0 + 100.0 / k + i, "fd_se": 2.0}
         for n in nets for i, m in enumerate(methods) for k in (20, 50, 100)]
     fig = images._quality_figure(plt, quality, exp)
     assert len(fig.legends) == 1 and not any(ax.get_legend() for ax in fig.axes)
