@@ -577,6 +577,85 @@ def image_claims(likelihood, quality, inverse) -> list[dict]:
     return out
 
 
+def headline(likelihood, quality, inverse, made) -> str:
+    """The statements a README quotes, from the tables and their claims (``image_claims``):
+    each network's bits/dim with its standard error and its verdict against the
+    independent-pixel model; per network and NFE target the sampler of the lowest FD and those
+    not resolved from it, the samplers not resolved from the floor of real digits, and those
+    resolved above the midpoint of the floor and the pixel model; per inverse problem the method
+    of the lowest MSE and those not resolved from it (``claims.leader``)."""
+    def verdict(c):
+        return ("below" if " below " in c["verdict"] else "above" if " above " in c["verdict"]
+                else "not resolved")
+
+    seeds = max((int(r["train_seeds"]) for r in likelihood if r["network"] != "-"), default=1)
+    over = (f"mean over {seeds} training seeds +- its standard error" if seeds > 1 else
+            "one training seed, +- the standard error over the test digits")
+    pixel = next(r for r in likelihood if r["model"].startswith("independent pixels"))
+    uniform = next(r for r in likelihood if r["model"] == "uniform code")
+    against = {c["a"]: verdict(c) for c in made if c["metric"] == "bits/dim"}
+    rows = [{"network": r["network"], "model": r["model"],
+             "bits/dim": common.pm(r["bits_per_dim"], r.get("bits_per_dim_se")),
+             "against independent pixels": against.get(f"{r['network']} {r['model']}", "n/a")}
+            for r in likelihood if r["network"] != "-"]
+    out = [f"Bits/dim of {likelihood[0].get('test_digits', 'the')} test digits ({over}); "
+           f"independent pixels {common.pm(pixel['bits_per_dim'], pixel['bits_per_dim_se'])},"
+           f" the uniform code {common.fmt(uniform['bits_per_dim'])}:", "",
+           common.markdown_table(rows, ["network", "model", "bits/dim",
+                                        "against independent pixels"]).rstrip("\n")]
+    floor = next(r for r in quality if r["sampler"] == "training digits (floor)")
+    fd = [c for c in made if c["metric"] == "fd"]
+    special = ("training digits (floor)", "midpoint of floor and independent pixels")
+    lowest = claims.leader([c for c in fd if c["b"] not in special])
+    rows = []
+    for context in dict.fromkeys(c["context"] for c in fd):
+        network, nfe = (part.split(" = ")[1] for part in context.split(", "))
+        best = lowest.get((context, "fd"))
+        at_floor = [c["a"] for c in fd if c["context"] == context and c["b"] == special[0]
+                    and verdict(c) != "above"]
+        failed = [c["a"] for c in fd if c["context"] == context and c["b"] == special[1]
+                  and verdict(c) == "above"]
+        scored = sorted({c["a"] for c in fd if c["context"] == context})
+        rows.append({"network": network, "NFE": nfe,
+                     "lowest FD ~ not resolved from it": (
+                         best[0] + (f" ~ {', '.join(best[2])}" if best[2] else "")
+                         if best else f"{scored[0]} (the only sampler)"),
+                     "not resolved from the floor": ", ".join(at_floor) or "none",
+                     "nearer the pixel model than the floor": ", ".join(failed) or "none"})
+    out += ["", f"Classifier FD to the test digits (floor of real digits "
+            f"{common.pm(floor['fd'], floor['fd_se'])}); every cell by the |z| >= 3 rule:", "",
+            common.markdown_table(rows, ["network", "NFE", "lowest FD ~ not resolved from it",
+                                         "not resolved from the floor",
+                                         "nearer the pixel model than the floor"]
+                                  ).rstrip("\n")]
+    if inverse:
+        rows = [{"task": context.split(" = ")[1],
+                 "lowest MSE ~ not resolved from it": best + (f" ~ {', '.join(tied)}"
+                                                              if tied else "")}
+                for (context, _), (best, _, tied, _) in claims.leader(
+                    [c for c in made if c["metric"] == "mse"]).items()]
+        out += ["", "Inverse problems, mean squared error over the test digits:", "",
+                common.markdown_table(rows, ["task", "lowest MSE ~ not resolved from it"])]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def write_reports(workdir: str, likelihood, quality, inverse) -> dict[str, str]:
+    """``claims.md``/``.csv`` (``image_claims``) and ``headline.md`` (``headline``)."""
+    made = image_claims(likelihood, quality, inverse)
+    return claims.write_with_headline(workdir, made,
+                                      headline(likelihood, quality, inverse, made))
+
+
+def rewrite_reports(workdir: str) -> dict[str, str]:
+    """The claims and headline of a finished run written again from its tables
+    (``digits.csv``, ``quality.csv``, ``inverse.csv``) by the current code."""
+    def table(name):
+        path = os.path.join(workdir, f"{name}.csv")
+        return common.read_table(path) if os.path.exists(path) else []
+
+    return write_reports(workdir, table("digits"), table("quality"), table("inverse"))
+
+
 # ----- the module --------------------------------------------------------------------------------
 
 def _model_dir(workdir: str, exp: DigitsConfig, network: str, seed: int = 0) -> str:
@@ -717,9 +796,8 @@ def run(config, workdir: str) -> dict[str, str]:
         if rows:  # one row per model: what the tables above merge over the seeds
             columns = list(dict.fromkeys(c for r in rows for c in r))
             paths.update(common.write_csv(workdir, f"{name}_runs", rows, columns))
-    for path in claims.write_claims(workdir, image_claims(likelihood, quality, inverse)):
-        paths[os.path.basename(path)] = path
     if not exp.tasks:  # no inverse problems asked for
+        paths.update(write_reports(workdir, likelihood, quality, []))
         return paths
     mse_columns = ["mse", "mse_se", "mse_seeds_sd", "mse_within", "train_seeds", "digits"]
     paths.update(common.write_table(workdir, "inverse", inverse,
@@ -736,6 +814,7 @@ def run(config, workdir: str) -> dict[str, str]:
                 grid_rows.append(x)
                 titles.append(f"{task}: {name}")
     paths.update(reporting.save_figure(_grid(grid_rows, titles, plt), workdir, "inverse.png"))
+    paths.update(write_reports(workdir, likelihood, quality, inverse))
     return paths
 
 

@@ -287,6 +287,10 @@ def test_mnist_tiny_resumes_and_tunes_on_validation(tmp_path, monkeypatch):
                "quality_runs.csv", "loss.csv")}
     assert [(r["train_seed"], r["step"]) for r in _rows(paths["loss.csv"])] == [
         ("0", "2"), ("1", "2")]
+    reports = {name: (workdir / name).read_bytes() for name in ("claims.csv", "claims.md",
+                                                                 "headline.md")}
+    images.rewrite_reports(str(workdir))  # the same from the tables alone
+    assert {name: (workdir / name).read_bytes() for name in reports} == reports
     run_as_a_user_does(config, str(workdir))
     assert {name: (workdir / name).read_bytes() for name in tables} == tables
     assert {str(p.relative_to(workdir)): p.stat().st_mtime_ns
@@ -540,6 +544,14 @@ def test_image_claims_by_the_rule():
     assert [c["verdict"] for c in mid] == ["ddim below midpoint of floor and independent "
                                            "pixels"] * 2
     assert out[-1]["verdict"] == "dps below pigdm"
+    likelihood[2]["train_seeds"] = 5
+    text = images.headline(likelihood, quality, inverse, out)
+    assert "mean over 5 training seeds" in text
+    assert "| u | PF-ODE NLL | 1.845 +- 0.04 | below |" in text
+    # at each NFE: ddim lowest, pc not resolved from it; both resolved above the floor (ddim:
+    # z = 10 / hypot(1, 3) = 3.2) and below the midpoint (50 +- 2.5)
+    assert text.count("| u | 10 | ddim ~ pc | none | none |") == 1
+    assert "| inpainting | dps |" in text
 
 
 def test_result_cache_keeps_units_per_fingerprint(tmp_path):
