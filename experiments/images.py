@@ -55,10 +55,10 @@ same for every model; each seed draws its own samples and restorations. Per netw
   MMSE), so the samplers' rows carry that factor against point estimates.
 
 A run keeps each finished solve, sampler setting and restoration in
-``<workdir>/partial/<fingerprint>`` (one per model: the config without ``train_seeds``, the
-network, its training seed and step) and, started again in the same workdir, resumes after the
-last one (MNIST's measurements take hours on 2 CPU cores); seeds added later reuse the
-measurements of the models measured before.
+``<workdir>/partial/<fingerprint>`` (one per model: the config without the fields that only
+choose which units run, the network, its training seed and step) and, started again in the same
+workdir, resumes after the last one (MNIST's measurements take hours on 2 CPU cores); seeds,
+samplers or tasks added later reuse what was measured.
 
 Run: ``python -m experiments.digits --workdir runs/digits`` or ``python -m experiments.mnist
 --workdir runs/mnist``.
@@ -679,6 +679,10 @@ def train_networks(config, workdir: str, exp: DigitsConfig) -> dict[tuple[str, i
     return trained
 
 
+# the experiment fields that only choose which units run (each unit's key names what it is):
+# left out of a model's ResultCache fingerprint, so that adding a seed, a sampler or a task
+# reuses what was measured
+_CHOOSERS = ("train_seeds", "networks", "methods", "tasks", "zetas")
 # the measures merged over training seeds (claims.over_seeds): (column, its per-run standard
 # error, whether that error comes from data every seed shares)
 _BPD = (("bits_per_dim", "se", True),)
@@ -695,9 +699,9 @@ def run(config, workdir: str) -> dict[str, str]:
     then measures each model; returns the paths written. The tables give the mean over the
     seeds with ``claims.over_seeds``' intervals (``*_runs.csv`` one row per model). Each
     finished unit of a model's measurements is kept in ``<workdir>/partial``
-    (``common.ResultCache``, one fingerprint per model: the config without ``train_seeds``, the
-    network, its seed and step), so a stopped run resumes where it stopped and adding seeds
-    reuses the models measured before."""
+    (``common.ResultCache``, one fingerprint per model: the config without the fields that only
+    choose which units run, ``_CHOOSERS``; the network, its seed and step), so a stopped run
+    resumes where it stopped and adding seeds, samplers or tasks reuses what was measured."""
     exp = trainer.experiment_config(DigitsConfig, config)
     data_config = trainer.parse_config(config).data
     if data_config.name not in digits_metric.DATASETS:
@@ -719,8 +723,9 @@ def run(config, workdir: str) -> dict[str, str]:
     # the dequantization, probes and observations are the same for every model (paired); the
     # samples and restorations are drawn per training seed
     k_ll, k_sample, k_inverse = jax.random.split(jax.random.key(exp.seed + 1), 3)
-    fingerprint = config.to_dict()
-    fingerprint["experiment"].pop("train_seeds", None)
+    fingerprint = config.to_dict()  # without the fields that only choose which units run
+    for name in _CHOOSERS:
+        fingerprint["experiment"].pop(name, None)
 
     def model_cache(network, seed):
         return common.ResultCache(workdir, {
