@@ -351,6 +351,25 @@ def reference_quality_rows(np_rng, exp, clf, x_test, x_train, v_train, levels) -
     return rows
 
 
+@functools.lru_cache(maxsize=64)
+def _compiled_sampler(sde, shape, method, num_steps, options):
+    """``fn(key, score_fn) -> (x, nfe)`` (``common.sampler_fn``): the score, a pytree
+    (``models.get_score_fn``), is an argument, not a constant, so every model of a network
+    shares one compilation per setting (and XLA folds no parameters into it)."""
+    return common.sampler_fn(sde, shape, method, num_steps, dict(options))
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_restore(sde, shape, sigma_y, guidance, options, num_steps):
+    """``fn(key, A, y, score_fn) -> x``: ``sde_lib.conditional_sample`` by DDPM ancestral steps,
+    compiled once per setting for every model (the score an argument, as ``_compiled_sampler``);
+    ``A`` and ``y`` are arguments too: XLA would fold products of a 784 x 784 ``A`` at compile
+    time (seconds each)."""
+    return jax.jit(lambda k, A, y, score_fn: sde_lib.conditional_sample(
+        k, sde, score_fn, shape, A, y, sigma_y, guidance=guidance, method="ddpm_ancestral",
+        num_steps=num_steps, **dict(options))[0])
+
+
 def quality_rows(rng, sde, score_fn, exp, clf, x_test, x_train, network: str, cache,
                  seed: int = 0):
     """FD to the test digits (with bootstrap sd), class-histogram TV and memorization for every
@@ -369,10 +388,9 @@ def quality_rows(rng, sde, score_fn, exp, clf, x_test, x_train, network: str, ca
             options, num_steps = {}, sampler.num_steps_for(nfe_target)
         row = {"network": network, "sampler": method, "nfe_target": nfe_target}
         try:
-            fn = jax.jit(lambda k: sde_lib.sample(k, sde, score_fn, shape, method=method,
-                                                  num_steps=num_steps, **options))
+            fn = _compiled_sampler(sde, shape, method, num_steps, tuple(options.items()))
             start = time.perf_counter()
-            x, nfe = jax.block_until_ready(fn(rng))
+            x, nfe = jax.block_until_ready(fn(rng, score_fn))
         except ValueError:  # the method rejects this setting (reverse diffusion, beta >= 1)
             return row, None
         x = np.asarray(x)
@@ -463,13 +481,10 @@ class _Task:
         return y
 
     def restore(self, guidance, options, A, y, shape) -> np.ndarray:
-        # A and y are arguments, not constants: XLA would fold products of a 784 x 784 A at
-        # compile time (seconds each)
-        fn = jax.jit(lambda k, A, y: sde_lib.conditional_sample(
-            k, self.sde, self.score_fn, (len(y), *shape), A, y, self.sigma_y, guidance=guidance,
-            method="ddpm_ancestral", num_steps=self.exp.inverse_steps, **options)[0])
+        fn = _compiled_restore(self.sde, (len(y), *shape), self.sigma_y, guidance,
+                               tuple(options.items()), self.exp.inverse_steps)
         key = jax.random.fold_in(jax.random.fold_in(self.key, 3), self.seed)
-        return np.asarray(fn(key, jnp.asarray(A), jnp.asarray(y)))
+        return np.asarray(fn(key, jnp.asarray(A), jnp.asarray(y), self.score_fn))
 
     def unit(self, method: str, fn, truth, split: str = "test"):
         """The error row of one method over ``truth`` (kept in the cache) and the first 8
