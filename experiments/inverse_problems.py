@@ -235,6 +235,16 @@ def rewrite_reports(workdir: str) -> dict[str, str]:
     return paths
 
 
+def rerun_check(committed: str, rerun: str) -> dict[str, tuple[int, int]]:
+    """How many cells of ``committed``'s ``inverse.csv`` (a workdir or
+    ``results/inverse_problems``) a re-run in ``rerun`` (other training and sampling seeds, the
+    same settings) lands inside, per metric: ``{metric: (inside, cells)}``
+    (``claims.rerun_coverage``; rows of one group have no interval and are not counted)."""
+    rows, rows2 = (common.read_table(os.path.join(d, "inverse.csv")) for d in (committed, rerun))
+    return {m: claims.rerun_coverage(rows, rows2, ("y", "sigma_y", "guidance", "score"), (m,),
+                                     "groups") for m in METRICS}
+
+
 def figure(shown: dict, y: float, cols: int = 4):
     """``inverse.png`` (a matplotlib ``Figure``): for each ``(guidance, sigma_y)`` of ``shown``
     (its samples ``x`` ``(n, 2)`` and the exact posterior ``post``), the histogram of the

@@ -101,6 +101,17 @@ def write_tables(workdir: str, rows: list[dict], seeds: int) -> dict[str, str]:
     return paths
 
 
+def rerun_check(committed: str, rerun: str, seeds: int) -> dict[str, tuple[int, int]]:
+    """How many of the trained score's cells in ``committed``'s ``tweedie.csv`` (a workdir or
+    ``results/tweedie``, a mean over ``seeds`` training seeds) a re-run in ``rerun`` (as many
+    other training seeds and another sampling seed) lands inside, per metric:
+    ``{metric: (inside, cells)}`` (``claims.rerun_coverage``)."""
+    rows, rows2 = (common.read_table(os.path.join(d, "tweedie.csv")) for d in (committed, rerun))
+    rows = [dict(r, groups=seeds) for r in rows]
+    return {m: claims.rerun_coverage(rows, rows2, ("t",), (m,), "groups")
+            for m in ("model_mean_rmse", "model_cov_err")}
+
+
 def run(config, workdir: str) -> dict[str, str]:
     """Trains (or reloads) one model of ``config`` per training seed in ``workdir/model_s<seed>``
     and compares their Tweedie moments with the exact posterior; returns the paths written."""
