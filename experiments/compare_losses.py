@@ -302,6 +302,14 @@ def run(config, workdir: str) -> dict[str, str]:
     return paths
 
 
+def rerun_check(committed: str, rerun: str) -> dict[str, tuple[int, int]]:
+    """How many cells of ``committed``'s ``losses.csv`` (a workdir or
+    ``results/compare_losses``) a re-run in ``rerun`` (other training and sampling seeds) lands
+    inside, per metric: ``{metric: (inside, cells)}`` (``claims.rerun_coverage``)."""
+    rows, rows2 = (common.read_table(os.path.join(d, "losses.csv")) for d in (committed, rerun))
+    return {m: claims.rerun_coverage(rows, rows2, ("loss",), (m,), "groups") for m in METRICS}
+
+
 def rewrite_reports(workdir: str, num_seeds: int) -> dict[str, str]:
     """``losses.md``, the claims and ``losses.png`` of a finished run written again from its
     ``losses.csv`` by the current code; returns their paths."""

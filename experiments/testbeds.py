@@ -491,6 +491,15 @@ def testbeds(config, workdir: str) -> dict[str, str]:
     return paths
 
 
+def rerun_check(committed: str, rerun: str) -> dict[str, tuple[int, int]]:
+    """How many cells of ``committed``'s ``results.csv`` (a workdir or ``results/testbeds``) a
+    re-run in ``rerun`` (other training and sampling seeds, the same settings) lands inside, per
+    compared measure: ``{measure: (inside, cells)}`` (``claims.rerun_coverage``)."""
+    rows, rows2 = (common.read_table(os.path.join(d, "results.csv")) for d in (committed, rerun))
+    return {m: claims.rerun_coverage(rows, rows2, ("testbed", "score", "sampler", "nfe_target"),
+                                     (m,), "groups") for m in LABELS}
+
+
 def rewrite_reports(config, workdir: str) -> dict[str, str]:
     """``summary.md``, the claims and ``testbeds.png`` of a finished run (of ``config``)
     written again from its ``results.csv`` by the current code; returns their paths."""

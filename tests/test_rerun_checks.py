@@ -1,0 +1,70 @@
+"""The re-run checks of the studies over training seeds (``rerun_check``): each counts the
+committed cells a re-run with other seeds lands inside (``claims.rerun_coverage``), checked on
+the committed tables against themselves and against a copy with one cell moved."""
+
+import csv
+import importlib
+import os
+
+import pytest
+
+from experiments import claims
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _moved_copy(source, tmp_path, name, key, metric, groups=None):
+    """A copy of ``source``'s ``name`` table in ``tmp_path`` with the first row that has a
+    standard error on ``metric`` (and ``key(row)``) moved by 10 of its re-run half-widths."""
+    with open(os.path.join(source, name)) as f:
+        rows = list(csv.DictReader(f))
+    row = next(r for r in rows if key(r) and r[f"{metric}_se"])
+    n = groups or int(row["groups"])
+    row[metric] = str(float(row[metric]) + 10 * claims.rerun_halfwidth(float(row[f"{metric}_se"]),
+                                                                       n))
+    with open(tmp_path / name, "w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_rerun_check_counts_a_moved_cell(tmp_path):
+    """The committed run against itself: every cell with an interval inside; against a copy with
+    one model W2 cell moved by 10 of its re-run half-widths: that one outside."""
+    from experiments import inverse_problems
+
+    committed = os.path.join(ROOT, "results", "inverse_problems")
+    same = inverse_problems.rerun_check(committed, committed)
+    assert all(inside == cells > 0 for inside, cells in same.values()), same
+    _moved_copy(committed, tmp_path, "inverse.csv", lambda r: r["score"] == "model", "w2_x2")
+    moved = inverse_problems.rerun_check(committed, str(tmp_path))
+    assert moved["w2_x2"] == (same["w2_x2"][0] - 1, same["w2_x2"][1])
+    assert {k: v for k, v in moved.items() if k != "w2_x2"} == {
+        k: v for k, v in same.items() if k != "w2_x2"}
+
+
+def test_tweedie_rerun_check_counts_a_moved_cell(tmp_path):
+    """``tweedie.rerun_check`` likewise, over the 5 training seeds of results/tweedie."""
+    from experiments import tweedie
+
+    committed = os.path.join(ROOT, "results", "tweedie")
+    same = tweedie.rerun_check(committed, committed, 5)
+    assert all(inside == cells > 0 for inside, cells in same.values()), same
+    _moved_copy(committed, tmp_path, "tweedie.csv", lambda r: True, "model_cov_err", groups=5)
+    moved = tweedie.rerun_check(committed, str(tmp_path), 5)
+    assert moved == {**same, "model_cov_err": (same["model_cov_err"][0] - 1,
+                                               same["model_cov_err"][1])}
+
+
+@pytest.mark.parametrize("module, table, key, metric", [
+    ("testbeds", "results.csv", lambda r: r["score"] == "model", "sw2"),
+    ("compare_losses", "losses.csv", lambda r: r["loss"] != "exact score", "nll_bpd")])
+def test_other_modules_rerun_checks_count_a_moved_cell(tmp_path, module, table, key, metric):
+    """``testbeds.rerun_check`` and ``compare_losses.rerun_check`` likewise."""
+    mod = importlib.import_module(f"experiments.{module}")
+    committed = os.path.join(ROOT, "results", module)
+    same = mod.rerun_check(committed, committed)
+    assert all(inside == cells > 0 for inside, cells in same.values()), same
+    _moved_copy(committed, tmp_path, table, key, metric)
+    moved = mod.rerun_check(committed, str(tmp_path))
+    assert moved == {**same, metric: (same[metric][0] - 1, same[metric][1])}
