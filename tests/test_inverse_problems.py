@@ -56,4 +56,3 @@ def test_committed_claims_follow_from_the_committed_table(tmp_path):
     assert (claims.readme_block(readme, inverse_problems.README_MARKERS)
             == inverse_problems.headline(made).strip("\n"))
     assert common.read_table(os.path.join(COMMITTED, "inverse.csv"))[0]["groups"] == 5
-
