@@ -39,14 +39,42 @@ def comparable(row: Mapping, name: str) -> bool:
 
 
 def compare(context: str, metric: str, a: str, mean_a: float, se_a: float, b: str,
-            mean_b: float, se_b: float) -> dict:
-    """One comparison of cell ``a`` with cell ``b`` on ``metric`` in ``context``."""
-    diff, se = mean_a - mean_b, math.hypot(se_a, se_b)
+            mean_b: float, se_b: float, se: float | None = None) -> dict:
+    """One comparison of cell ``a`` with cell ``b`` on ``metric`` in ``context``; ``se``, where
+    given, is the difference's own standard error (``paired``), else ``hypot(se_a, se_b)``."""
+    diff = mean_a - mean_b
+    se = math.hypot(se_a, se_b) if se is None else se
     z = diff / se if se > 0 else math.copysign(math.inf, diff) if diff else 0.0
     verdict = (f"{a} below {b}" if z <= -Z_RESOLVED else f"{a} above {b}" if z >= Z_RESOLVED
                else "not resolved")
     return {"context": context, "metric": metric, "a": a, "b": b, "mean_a": mean_a,
             "mean_b": mean_b, "difference": diff, "se": se, "z": z, "verdict": verdict}
+
+
+PAIRED_RULE = ("Cells measured on the same seeds are compared by their paired differences: z = "
+               "mean(A - B) / se(A - B), the difference's standard error from the spread of the "
+               "per-run differences over the training seeds (``spread``), so the noise the two "
+               "share cancels.")
+
+
+def paired(context: str, metric: str, a: str, runs_a: Sequence[Mapping], b: str,
+           runs_b: Sequence[Mapping], name: str) -> dict | None:
+    """``a`` against ``b`` on ``name`` from their runs paired by ``(group, run)`` (the same
+    training seed and the same sampling noise): the means are ``spread``'s of each, the
+    difference's standard error ``spread``'s of the per-run differences. ``None`` where the
+    runs do not pair up, a value is missing or not finite, or there is one group."""
+    def values(runs):
+        return {(r["group"], r["run"]): r.get(name) for r in runs}
+
+    va, vb = values(runs_a), values(runs_b)
+    if not va or set(va) != set(vb) or not all(
+            v is not None and math.isfinite(v) for v in [*va.values(), *vb.values()]):
+        return None
+    diffs = spread([{"group": g, "d": va[g, u] - vb[g, u]} for g, u in va], "d")
+    if diffs["d_se"] is None:
+        return None
+    mean_a, mean_b = spread(runs_a, name)[name], spread(runs_b, name)[name]
+    return compare(context, metric, a, mean_a, 0.0, b, mean_b, 0.0, se=diffs["d_se"])
 
 
 def pairwise(rows: Sequence[Mapping], item: str, metric: str, se: str,
@@ -218,12 +246,13 @@ def first_reaching(points: Sequence[tuple[float, float, float]], target: float,
     return None
 
 
-def write_claims(workdir: str, claims: Sequence[Mapping], name: str = "claims") -> list[str]:
+def write_claims(workdir: str, claims: Sequence[Mapping], name: str = "claims",
+                 rule: str = RULE) -> list[str]:
     """``<workdir>/<name>.md`` and ``.csv`` (written whole): the rule, how many comparisons were
     made and how many resolved, then one line per comparison; returns both paths."""
     os.makedirs(workdir, exist_ok=True)
     resolved = sum(c["verdict"] != "not resolved" for c in claims)
-    lines = [f"# Claims ({len(claims)} comparisons, {resolved} resolved)", "", RULE, ""]
+    lines = [f"# Claims ({len(claims)} comparisons, {resolved} resolved)", "", rule, ""]
     lines += [_line(c) for c in claims]
     md, csv_path = (os.path.join(workdir, f"{name}.{ext}") for ext in ("md", "csv"))
     for path, write in ((md, lambda f: f.write("\n".join(lines) + "\n")),
@@ -235,11 +264,12 @@ def write_claims(workdir: str, claims: Sequence[Mapping], name: str = "claims") 
     return [md, csv_path]
 
 
-def write_with_headline(workdir: str, claims: Sequence[Mapping], headline: str
-                        ) -> dict[str, str]:
+def write_with_headline(workdir: str, claims: Sequence[Mapping], headline: str,
+                        rule: str = RULE) -> dict[str, str]:
     """``write_claims`` and ``<workdir>/headline.md`` (``headline``, the statements a README
     quotes, written whole); returns the three paths by file name."""
-    paths = dict(zip(("claims.md", "claims.csv"), write_claims(workdir, claims), strict=True))
+    paths = dict(zip(("claims.md", "claims.csv"), write_claims(workdir, claims, rule=rule),
+                     strict=True))
     path = os.path.join(workdir, "headline.md")
     with open(path + ".tmp", "w") as f:
         f.write(headline)

@@ -25,8 +25,11 @@ at the sampling's share, and the sd within a seed beside it); the markdown table
 ``mean +- h``, the 95% interval a re-run with as many other seeds lands in
 (``claims.rerun_halfwidth``). Every pair of losses is compared on each metric by the rule of
 ``experiments.claims`` (``claims.md/csv``), and the statements the README quotes are generated
-from them (``headline.md``, ``headline``). Writes ``losses.csv/md``, the claims and
-``losses.png``. Run: ``python -m experiments.compare_losses --workdir runs/compare_losses``.
+from them (``headline.md``, ``headline``). Every loss is trained on the same training seeds
+and measured with the same sampling noise, so two losses are compared by their paired
+differences (``claims.paired``), from the per-run values in ``runs.csv``. Writes
+``losses.csv/md``, ``runs.csv``, the claims and ``losses.png``. Run: ``python -m
+experiments.compare_losses --workdir runs/compare_losses``.
 """
 
 from __future__ import annotations
@@ -134,7 +137,8 @@ class Evaluator:
         NLL computed once (or given as ``nll``)."""
         m, out = self.exp.sample_seeds, []
         for r in range(m):
-            out.append({**self(score_fn, group * m + r, nll), "group": group})
+            out.append({**self(score_fn, group * m + r, nll), "group": group,
+                        "run": group * m + r})
             nll = out[-1]["nll_bpd"]
         return out
 
@@ -163,16 +167,26 @@ def write_tables(workdir: str, rows: list[dict]) -> dict[str, str]:
     return paths
 
 
-def loss_claims(rows: list[dict]) -> list[dict]:
-    """Every pair of losses (not the exact score) compared on each metric, each cell's standard
-    error over its training seeds (``experiments.claims``' rule); context-free, the metric
-    named by its label."""
+def loss_claims(rows: list[dict], runs: list[dict] | None = None) -> list[dict]:
+    """Every pair of losses (not the exact score) compared on each metric by
+    ``experiments.claims``' rule; context-free, the metric named by its label. With the
+    per-run values ``runs`` (``runs.csv``: every loss measured on the same training seeds and
+    sampling noise), by their paired differences (``claims.paired``); else from each cell's
+    standard error over its training seeds."""
     out = []
     trained = [r for r in rows if r["loss"] != "exact score"]
     for name in METRICS:
         ok = [r for r in trained if claims.comparable(r, name)]
-        out += [claims.compare("", LABELS[name], a["loss"], a[name], a[f"{name}_se"], b["loss"],
-                               b[name], b[f"{name}_se"]) for a, b in itertools.combinations(ok, 2)]
+        for a, b in itertools.combinations(ok, 2):
+            if runs is None:
+                out.append(claims.compare("", LABELS[name], a["loss"], a[name],
+                                          a[f"{name}_se"], b["loss"], b[name], b[f"{name}_se"]))
+                continue
+            made = claims.paired("", LABELS[name], a["loss"],
+                                 [r for r in runs if r["loss"] == a["loss"]], b["loss"],
+                                 [r for r in runs if r["loss"] == b["loss"]], name)
+            if made is not None:
+                out.append(made)
     return out
 
 
@@ -186,10 +200,13 @@ def headline(rows_of_claims) -> str:
     return "\n".join(claims.leaders(rows_of_claims)) + "\n"
 
 
-def write_claims(workdir: str, rows: list[dict]) -> dict[str, str]:
-    """``claims.md``/``.csv`` (``loss_claims``) and ``headline.md`` (``headline``)."""
-    made = loss_claims(rows)
-    return claims.write_with_headline(workdir, made, headline(made))
+def write_claims(workdir: str, rows: list[dict], runs: list[dict] | None = None
+                 ) -> dict[str, str]:
+    """``claims.md``/``.csv`` (``loss_claims``, paired where ``runs`` are given) and
+    ``headline.md`` (``headline``)."""
+    made = loss_claims(rows, runs)
+    rule = claims.RULE if runs is None else f"{claims.RULE} {claims.PAIRED_RULE}"
+    return claims.write_with_headline(workdir, made, headline(made), rule=rule)
 
 
 def write_figure(workdir: str, rows: list[dict], num_seeds: int,
@@ -275,7 +292,7 @@ def run(config, workdir: str) -> dict[str, str]:
     for c in configs.values():  # every loss checked before anything trains
         trainer.validate_config(c)
     key_eval = jax.random.key(exp.seed)
-    rows, evaluator = [], None
+    rows, evaluator, all_runs = [], None, []
     for i, name in enumerate(common.progress(exp.losses, "compare_losses: losses",
                                              unit="loss")):
         runs = []
@@ -296,8 +313,10 @@ def run(config, workdir: str) -> dict[str, str]:
             runs += evaluator.runs(trained["score_fn"], group)
         shortcut = ",".join(f"{k}={v}" for k, v in loss_fields(name).items())
         rows.append({"loss": name, "config": shortcut, **summarize(runs)})
+        all_runs += [{"loss": name, **r} for r in runs]
     paths = write_tables(workdir, rows)
-    paths.update(write_claims(workdir, rows))
+    paths.update(common.write_csv(workdir, "runs", all_runs, ["loss", "group", "run", *METRICS]))
+    paths.update(write_claims(workdir, rows, all_runs))
     paths.update(write_figure(workdir, rows, len(exp.train_seeds)))
     return paths
 
@@ -312,10 +331,13 @@ def rerun_check(committed: str, rerun: str) -> dict[str, tuple[int, int]]:
 
 def rewrite_reports(workdir: str, num_seeds: int) -> dict[str, str]:
     """``losses.md``, the claims and ``losses.png`` of a finished run written again from its
-    ``losses.csv`` by the current code; returns their paths."""
+    ``losses.csv`` (and ``runs.csv``, where there is one: paired claims) by the current code;
+    returns their paths."""
     rows = common.read_table(os.path.join(workdir, "losses.csv"))
+    path = os.path.join(workdir, "runs.csv")
+    runs = common.read_table(path) if os.path.exists(path) else None
     paths = write_tables(workdir, rows)
-    paths.update(write_claims(workdir, rows))
+    paths.update(write_claims(workdir, rows, runs))
     paths.update(write_figure(workdir, rows, num_seeds))
     return paths
 

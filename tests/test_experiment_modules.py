@@ -22,6 +22,7 @@ import pytest
 import sde_lib
 import trainer
 from experiments import (
+    claims,
     common,
     compare_losses,
     ddpm_to_sde,
@@ -325,6 +326,18 @@ def test_compare_losses(tmp_path):
     assert {c["metric"] for c in made} == set(compare_losses.LABELS.values())
     assert all({c["a"], c["b"]} == set(losses) for c in made)
     assert (tmp_path / "headline.md").read_text() == compare_losses.headline(made)
+    # paired: the difference's standard error from the per-run differences (by hand here)
+    runs = _rows(paths["runs.csv"])
+    assert sorted((r["loss"], r["group"], r["run"]) for r in runs) == sorted(
+        (loss, str(g), str(u)) for loss in losses for g in (0, 1) for u in (2 * g, 2 * g + 1))
+    value = {(r["loss"], r["run"]): float(r["sw2_em"]) for r in runs}
+    d = np.array([[value[losses[0], str(u)] - value[losses[1], str(u)] for u in (2 * g, 2 * g + 1)]
+                  for g in (0, 1)])
+    between, within = d.mean(1).std(ddof=1), np.sqrt(d.var(1, ddof=1).mean())
+    se = np.sqrt(max(between**2, within**2 / 2) / 2)
+    claim = next(c for c in made if c["metric"] == compare_losses.LABELS["sw2_em"])
+    assert float(claim["se"]) == pytest.approx(se, rel=1e-9)
+    assert claims.PAIRED_RULE in (tmp_path / "claims.md").read_text()
     table = (tmp_path / "losses.md").read_text()
     assert "| exact score | 2 |" in table and " +- " in table
 
