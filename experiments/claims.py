@@ -235,6 +235,20 @@ def rerun_coverage(committed: Sequence[Mapping], rerun: Sequence[Mapping], keys:
     return inside, cells
 
 
+def rerun_check(committed: str, rerun: str, table: str, keys: Sequence[str],
+                metrics: Sequence[str], groups: str | int = "groups"
+                ) -> dict[str, tuple[int, int]]:
+    """``rerun_coverage`` of the ``table`` (a ``common.write_table`` CSV) of a committed run's
+    directory against a re-run's, per metric: ``{metric: (inside, cells)}``; ``groups`` is the
+    column holding each row's number of groups, or that number for every row."""
+    from experiments import common
+
+    rows, rows2 = (common.read_table(os.path.join(d, table)) for d in (committed, rerun))
+    if isinstance(groups, int):
+        rows, groups = [dict(r, groups=groups) for r in rows], "groups"
+    return {m: rerun_coverage(rows, rows2, keys, (m,), groups) for m in metrics}
+
+
 def first_reaching(points: Sequence[tuple[float, float, float]], target: float,
                    target_se: float) -> float | None:
     """The first ``x`` of ``points`` ``(x, mean, se)`` (in the order given) whose mean is not

@@ -325,8 +325,7 @@ def rerun_check(committed: str, rerun: str) -> dict[str, tuple[int, int]]:
     """How many cells of ``committed``'s ``losses.csv`` (a workdir or
     ``results/compare_losses``) a re-run in ``rerun`` (other training and sampling seeds) lands
     inside, per metric: ``{metric: (inside, cells)}`` (``claims.rerun_coverage``)."""
-    rows, rows2 = (common.read_table(os.path.join(d, "losses.csv")) for d in (committed, rerun))
-    return {m: claims.rerun_coverage(rows, rows2, ("loss",), (m,), "groups") for m in METRICS}
+    return claims.rerun_check(committed, rerun, "losses.csv", ("loss",), METRICS)
 
 
 def rewrite_reports(workdir: str, num_seeds: int) -> dict[str, str]:

@@ -240,9 +240,8 @@ def rerun_check(committed: str, rerun: str) -> dict[str, tuple[int, int]]:
     ``results/inverse_problems``) a re-run in ``rerun`` (other training and sampling seeds, the
     same settings) lands inside, per metric: ``{metric: (inside, cells)}``
     (``claims.rerun_coverage``; rows of one group have no interval and are not counted)."""
-    rows, rows2 = (common.read_table(os.path.join(d, "inverse.csv")) for d in (committed, rerun))
-    return {m: claims.rerun_coverage(rows, rows2, ("y", "sigma_y", "guidance", "score"), (m,),
-                                     "groups") for m in METRICS}
+    return claims.rerun_check(committed, rerun, "inverse.csv",
+                              ("y", "sigma_y", "guidance", "score"), METRICS)
 
 
 def figure(shown: dict, y: float, cols: int = 4):

@@ -495,9 +495,8 @@ def rerun_check(committed: str, rerun: str) -> dict[str, tuple[int, int]]:
     """How many cells of ``committed``'s ``results.csv`` (a workdir or ``results/testbeds``) a
     re-run in ``rerun`` (other training and sampling seeds, the same settings) lands inside, per
     compared measure: ``{measure: (inside, cells)}`` (``claims.rerun_coverage``)."""
-    rows, rows2 = (common.read_table(os.path.join(d, "results.csv")) for d in (committed, rerun))
-    return {m: claims.rerun_coverage(rows, rows2, ("testbed", "score", "sampler", "nfe_target"),
-                                     (m,), "groups") for m in LABELS}
+    return claims.rerun_check(committed, rerun, "results.csv",
+                              ("testbed", "score", "sampler", "nfe_target"), tuple(LABELS))
 
 
 def rewrite_reports(config, workdir: str) -> dict[str, str]:

@@ -106,10 +106,8 @@ def rerun_check(committed: str, rerun: str, seeds: int) -> dict[str, tuple[int, 
     ``results/tweedie``, a mean over ``seeds`` training seeds) a re-run in ``rerun`` (as many
     other training seeds and another sampling seed) lands inside, per metric:
     ``{metric: (inside, cells)}`` (``claims.rerun_coverage``)."""
-    rows, rows2 = (common.read_table(os.path.join(d, "tweedie.csv")) for d in (committed, rerun))
-    rows = [dict(r, groups=seeds) for r in rows]
-    return {m: claims.rerun_coverage(rows, rows2, ("t",), (m,), "groups")
-            for m in ("model_mean_rmse", "model_cov_err")}
+    return claims.rerun_check(committed, rerun, "tweedie.csv", ("t",),
+                              ("model_mean_rmse", "model_cov_err"), seeds)
 
 
 def run(config, workdir: str) -> dict[str, str]:
