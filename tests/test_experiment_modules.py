@@ -344,10 +344,12 @@ def test_compare_losses(tmp_path):
 
 @pytest.mark.slow
 def test_diagnostics(tmp_path):
-    """A tiny model: every table and figure written; the score-swap rows cover all t, each
-    window and none; the relative score error is finite and positive; pc runs at every snr; the
-    VP / sub-VP / VE table holds every affine sampler; with the model's score nowhere (the exact
-    score) Euler-Maruyama is at least as good as with the model's score everywhere."""
+    """A tiny model (two training seeds): every table and figure written; the score-swap rows
+    cover all t, each window and none; the relative score error is finite and positive; pc runs
+    at every snr; the VP / sub-VP / VE table holds every affine sampler over the data means; with
+    the model's score nowhere (the exact score) Euler-Maruyama is at least as good as with the
+    model's score everywhere; the claims and headline are written, and made again alike from
+    runs.csv."""
     # run in a fresh interpreter: in a test-all worker that had run this file's earlier tests,
     # XLA's compile of gaussian_sampler_law aborted here (twice, not alone; cause not found)
     code = (
@@ -355,11 +357,11 @@ def test_diagnostics(tmp_path):
         "from experiments import diagnostics\n"
         "from experiments.configs import diagnostics as diagnostics_config\n"
         "from tests._configs import tiny\n"
-        "config = tiny(diagnostics_config, dict(dims=(2,), train_seeds=(0,), "
+        "config = tiny(diagnostics_config, dict(dims=(2,), train_seeds=(0, 1), "
         "times=(0.1, 0.5, 1.0), windows=((0.0, 0.5), (0.5, 1.0)), swap_nfe=20, "
         "snrs=(0.05, 0.16), pc_nfes=(50,), sde_nfes=(10, 50), num_samples=300, "
-        "sample_seeds=2), **{'training.num_train_steps': 100, "
-        "'training.checkpoint_every': 100})\n"
+        "sample_seeds=2, pc_seeds=3, gaussian_seeds=2), "
+        "**{'training.num_train_steps': 100, 'training.checkpoint_every': 100})\n"
         "print(json.dumps(diagnostics.run(config, sys.argv[1])))\n")
     root = pathlib.Path(__file__).parents[1]
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=root,
@@ -381,6 +383,17 @@ def test_diagnostics(tmp_path):
     assert {r["sde"] for r in sdes} == {"vp", "subvp", "ve"}
     assert {r["sampler"] for r in sdes} == {m for m, s in sde_lib.SAMPLERS.items()
                                             if s.affine and not s.adaptive}
+    assert {r["data_means"] for r in sdes} == {"2"}
+    runs = _rows(paths["runs.csv"])
+    assert sum(r["table"] == "swap" and r["group"] == "" for r in runs) == 2 * 2  # exact score
+    assert sum(r["table"] == "floor" for r in runs) == 3
+    made = _rows(paths["claims.csv"])
+    contexts = {r["context"] for r in made}
+    assert {"d = 2", "d = 2, euler_maruyama, NFE 20", "d = 2, pc, NFE 50",
+            "vp, NFE 10"} <= contexts
+    before = {n: (tmp_path / n).read_text() for n in ("claims.csv", "headline.md", "swap.md")}
+    diagnostics.rewrite_reports(str(tmp_path))
+    assert {n: (tmp_path / n).read_text() for n in before} == before
 
 
 @pytest.mark.slow

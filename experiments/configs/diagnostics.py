@@ -20,7 +20,10 @@ def get_config(arg: str | None = None):
         pc_nfes=(50, 200),
         sde_nfes=(10, 20, 50, 100, 250),
         gaussian_dim=main.gaussian_dim, gaussian_var=main.gaussian_var,
-        num_samples=main.num_samples, sample_seeds=2,
+        # sampling runs per model in the score swap (training seeds x runs: the claims pair
+        # them), per cell of the exact-score pc sweep, and data means of the exact SDE table
+        num_samples=main.num_samples, sample_seeds=2, pc_seeds=5,
+        gaussian_seeds=main.gaussian_seeds,
         seed=main.seed,
     ))
     return base.apply_shortcuts(config, arg)
