@@ -519,8 +519,8 @@ def sampler_claims(rows, gaussian, exp) -> list[dict]:
       each dimension, score and NFE target (context ``d = 2, model score, NFE 10``);
     * each sampler at each NFE against Euler-Maruyama at ``reference_steps`` on ``MMD^2``
       (context ``d = 2, model score, reaching EM-1000``);
-    * the model score against the exact one for each sampler and NFE on ``MMD^2`` (context
-      ``d = 2, ddim at NFE 10``);
+    * the model score against the exact one for each sampler and NFE on ``MMD^2`` and, for the
+      deterministic samplers, ``flow KL`` (context ``d = 2, ddim at NFE 10``);
     * on the exact Gaussian, ``KL`` between every two samplers at each NFE target, and each
       deterministic sampler's ``KL / flow limit`` against ``LIMIT_FACTOR``."""
     out = []
@@ -542,14 +542,16 @@ def sampler_claims(rows, gaussian, exp) -> list[dict]:
                             f"{r['sampler']} at NFE {r['nfe_target']}", r["mmd2"], r["mmd2_se"],
                             ref_name, target["mmd2"], target["mmd2_se"]))
         for r in rows:
-            if r["dim"] == dim and r["score"] == "model" and _finite(r, "mmd2"):
-                q = [e for e in rows if e["dim"] == dim and e["score"] == "exact" and e[
-                    "sampler"] == r["sampler"] and e["nfe_target"] == r["nfe_target"]]
-                if q and _finite(q[0], "mmd2"):
+            if r["dim"] != dim or r["score"] != "model":
+                continue
+            q = [e for e in rows if e["dim"] == dim and e["score"] == "exact" and e[
+                "sampler"] == r["sampler"] and e["nfe_target"] == r["nfe_target"]]
+            for name, metric in (("mmd2", "MMD^2"), ("kl", "flow KL")):
+                if q and _finite(r, name) and _finite(q[0], name):
                     out.append(claims.compare(
-                        f"d = {dim}, {r['sampler']} at NFE {r['nfe_target']}", "MMD^2",
-                        "model score", r["mmd2"], r["mmd2_se"], "exact score", q[0]["mmd2"],
-                        q[0]["mmd2_se"]))
+                        f"d = {dim}, {r['sampler']} at NFE {r['nfe_target']}", metric,
+                        "model score", r[name], r[f"{name}_se"], "exact score", q[0][name],
+                        q[0][f"{name}_se"]))
     where = f"Gaussian d = {exp.gaussian_dim}, exact score"
     for n in exp.nfes:
         _pairs(out, [(r["sampler"], r) for r in gaussian[1:] if r["nfe_target"] == n
@@ -571,12 +573,17 @@ def headline(rows_of_claims) -> str:
     """The statements the README quotes, generated from the claims alone (``claims.csv``'s rows,
     strings or numbers): for each pairwise context and metric, the sampler with the lowest
     mean, those not resolved from it and how many are resolved above it; for each "reaching"
-    context, the first NFE at which each sampler is not resolved above the target."""
-    pairwise, reach = [], {}
+    context, the first NFE at which each sampler is not resolved above the target; per
+    dimension and metric, in how many (sampler, NFE) cells the model score is resolved above
+    the exact one, the range of the two scores' means there, and the fewer of the cells
+    resolved and not resolved."""
+    pairwise, reach, scores = [], {}, {}
     for c in rows_of_claims:
         if ", reaching " in c["context"]:
             reach.setdefault((c["context"], c["metric"]), []).append(c)
-        elif ", NFE " in c["context"] and c["a"] not in ("model score",):
+        elif c["a"] == "model score":
+            scores.setdefault((c["context"].split(", ")[0], c["metric"]), []).append(c)
+        elif ", NFE " in c["context"]:
             pairwise.append(c)
     lines = claims.leaders(pairwise)
     for (context, metric), cs in reach.items():
@@ -591,6 +598,23 @@ def headline(rows_of_claims) -> str:
         cells = ", ".join(f"{m} {f'not by {last}' if n is None else n}"
                           for m, n in first.items())
         lines.append(f"- {context}, {metric}: first NFE not resolved above {target}: {cells}.")
+    for (dim, metric), cs in scores.items():
+        above = [c for c in cs if c["verdict"] == "model score above exact score"]
+        cells = {id(c): c["context"].split(", ", 1)[1] for c in cs}
+
+        def span(key):
+            lo, hi = (f(float(c[key]) for c in above) for f in (min, max))
+            return f"{lo:.2g}" if f"{lo:.2g}" == f"{hi:.2g}" else f"{lo:.2g}-{hi:.2g}"
+        text = (f"- {dim}, {metric}, model score against exact score: model above in "
+                f"{len(above)} of {len(cs)} (sampler, NFE) cells")
+        if above:
+            text += f" (there model {span('mean_a')}, exact {span('mean_b')})"
+        rest = [cells[id(c)] for c in cs if c not in above]
+        if above and len(above) <= len(rest):
+            text += f": {', '.join(cells[id(c)] for c in above)}"
+        elif above and rest:
+            text += f"; not resolved: {', '.join(rest)}"
+        lines.append(text + ".")
     return "\n".join(lines) + "\n"
 
 

@@ -82,6 +82,32 @@ def test_headline_from_the_claims_alone():
     assert compare_samplers.headline(as_csv) == text
 
 
+def test_headline_counts_the_cells_where_the_model_score_is_resolved_above_the_exact_one():
+    """Model against exact score per sampler and NFE, on MMD^2 and (where the rows have it) the
+    flow KL: resolved at 3.1 SE, not at 2.9; the headline counts them per dimension and
+    metric, with the means where resolved and the fewer of the cells resolved or not."""
+    d = 0.01 * math.sqrt(2)
+
+    def row(sampler, nfe, mean, score, kl=None):
+        return {**_cell_row(sampler, nfe, mean, 0.01, score),
+                **({"kl": kl, "kl_se": 0.01} if kl is not None else {})}
+    rows = [row("a", 10, 0.10 + 3.1 * d, "model", kl=0.5), row("a", 10, 0.10, "exact", kl=0.1),
+            row("b", 10, 0.10 + 2.9 * d, "model"), row("b", 10, 0.10, "exact")]
+    exp = types.SimpleNamespace(dims=(2,), nfes=(10,), reference_steps=100, gaussian_dim=16)
+    made = compare_samplers.sampler_claims(rows, [{"sampler": "flow limit"}], exp)
+    scores = {(c["context"], c["metric"]): c["verdict"] for c in made
+              if c["a"] == "model score"}
+    assert scores == {("d = 2, a at NFE 10", "MMD^2"): "model score above exact score",
+                      ("d = 2, a at NFE 10", "flow KL"): "model score above exact score",
+                      ("d = 2, b at NFE 10", "MMD^2"): "not resolved"}
+    text = compare_samplers.headline(made)
+    assert ("- d = 2, MMD^2, model score against exact score: model above in 1 of 2 (sampler, "
+            "NFE) cells (there model 0.14, exact 0.1): a at NFE 10."
+            ) in text
+    assert ("- d = 2, flow KL, model score against exact score: model above in 1 of 1 "
+            "(sampler, NFE) cells (there model 0.5, exact 0.1).") in text
+
+
 def test_committed_claims_and_summary_follow_from_the_committed_tables(tmp_path):
     """results/compare_samplers' claims.csv and summary.md are what ``sampler_claims`` and
     ``write_summary`` make of its results.csv and gaussian.csv under the config it was run
