@@ -4,11 +4,13 @@ score's runs (no model) paired with every training seed's, the pc snrs against t
 the exact SDE table's lowest sampler against the rest."""
 
 import math
+import pathlib
+import shutil
 
 import numpy as np
 import pytest
 
-from experiments import diagnostics
+from experiments import claims, diagnostics
 
 
 def _swap(window, group, run, value, dim=2, method="euler_maruyama"):
@@ -88,3 +90,19 @@ def test_score_error_pc_floor_and_sde_claims_and_their_headline():
     # the headline reads claims.csv's strings as it reads the numbers
     strings = [{k: str(v) for k, v in c.items()} for c in made]
     assert diagnostics.headline(strings) == text
+
+
+def test_committed_diagnostics_follow_from_their_runs_and_the_readme_quotes_them(tmp_path):
+    """results/diagnostics' tables, claims and headline are what ``rewrite_reports`` makes of
+    its committed runs.csv, and results/README.md quotes the headline between its markers."""
+    root = pathlib.Path(__file__).parents[1]
+    committed = root / "results" / "diagnostics"
+    shutil.copy(committed / "runs.csv", tmp_path / "runs.csv")
+    paths = diagnostics.rewrite_reports(str(tmp_path))
+    assert {"claims.csv", "headline.md", "swap.csv", "pc_snr.csv", "sdes.csv",
+            "score_error.csv"} <= set(paths)
+    for name in paths:
+        assert (tmp_path / name).read_text() == (committed / name).read_text(), name
+    readme = (root / "results" / "README.md").read_text()
+    assert (claims.readme_block(readme, diagnostics.README_MARKERS)
+            == (committed / "headline.md").read_text().strip("\n"))

@@ -359,7 +359,7 @@ def test_diagnostics(tmp_path):
         "from tests._configs import tiny\n"
         "config = tiny(diagnostics_config, dict(dims=(2,), train_seeds=(0, 1), "
         "times=(0.1, 0.5, 1.0), windows=((0.0, 0.5), (0.5, 1.0)), swap_nfe=20, "
-        "snrs=(0.05, 0.16), pc_nfes=(50,), sde_nfes=(10, 50), num_samples=300, "
+        "snrs=(0.05, 0.16), pc_nfes=(50,), sde_nfes=(50,), num_samples=300, "
         "sample_seeds=2, pc_seeds=3, gaussian_seeds=2), "
         "**{'training.num_train_steps': 100, 'training.checkpoint_every': 100})\n"
         "print(json.dumps(diagnostics.run(config, sys.argv[1])))\n")
@@ -390,7 +390,7 @@ def test_diagnostics(tmp_path):
     made = _rows(paths["claims.csv"])
     contexts = {r["context"] for r in made}
     assert {"d = 2", "d = 2, euler_maruyama, NFE 20", "d = 2, pc, NFE 50",
-            "vp, NFE 10"} <= contexts
+            "vp, NFE 50"} <= contexts
     before = {n: (tmp_path / n).read_text() for n in ("claims.csv", "headline.md", "swap.md")}
     diagnostics.rewrite_reports(str(tmp_path))
     assert {n: (tmp_path / n).read_text() for n in before} == before
