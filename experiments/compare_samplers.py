@@ -602,8 +602,8 @@ def headline(rows_of_claims) -> str:
         above = [c for c in cs if c["verdict"] == "model score above exact score"]
         cells = {id(c): c["context"].split(", ", 1)[1] for c in cs}
 
-        def span(key):
-            lo, hi = (f(float(c[key]) for c in above) for f in (min, max))
+        def span(key, cells=above):
+            lo, hi = (f(float(c[key]) for c in cells) for f in (min, max))
             return f"{lo:.2g}" if f"{lo:.2g}" == f"{hi:.2g}" else f"{lo:.2g}-{hi:.2g}"
         text = (f"- {dim}, {metric}, model score against exact score: model above in "
                 f"{len(above)} of {len(cs)} (sampler, NFE) cells")

@@ -230,11 +230,12 @@ def likelihood_rows(rng, sde, score_fn, v_test, levels, network: str,
     PF-ODE NLL (adaptive Tsit5, ``rtol = atol = tol``) and the DDPM ELBO with both reverse
     variances over the whole chain; and at each NFE target the PF-ODE NLL of ``nfe / 2`` fixed
     Heun steps (uniform in log-SNR; the same dequantization and Hutchinson probes as the
-    adaptive solve; not a bound, it can fall below the converged value at low NFE) and the ELBO
-    of the
-    ``nfe``-step strided chain that ``ddpm_ancestral`` samples at that NFE (its own bound).
-    Each solve is one unit of ``cache`` (a ``common.ResultCache`` of this model, trained with
-    ``seed``)."""
+    adaptive solve) with its truncation error ``gap_to_adaptive`` (its minus the adaptive
+    NLL, mean and ``gap_se`` over the digits, paired: a fixed-step NLL is not a bound and is
+    neither the model's likelihood nor any sampler's, it can fall below the converged value at
+    low NFE), and the ELBO of the ``nfe``-step strided chain that ``ddpm_ancestral`` samples at
+    that NFE (its own bound). Each solve is one unit of ``cache`` (a ``common.ResultCache`` of
+    this model, trained with ``seed``; the PF-ODE units keep their per-digit values)."""
     k_deq, k_ll, k_elbo = jax.random.split(rng, 3)
     D = math.prod(v_test.shape[1:])
     data_range = image_range(levels)
@@ -245,7 +246,12 @@ def likelihood_rows(rng, sde, score_fn, v_test, levels, network: str,
         logp, nfe = sde_lib.log_likelihood(k_ll, sde, score_fn, x_deq, divergence="rademacher",
                                            **options)
         bpd = np.asarray(sde_lib.bits_per_dim(logp, D, data_range, num_bins=levels))
-        return {"bits_per_dim": float(bpd.mean()), "se": _se(bpd), "nfe": int(nfe)}
+        return {"bits_per_dim": float(bpd.mean()), "se": _se(bpd), "nfe": int(nfe)}, bpd
+
+    def per_digit_unit(key, fn):
+        """A unit kept with its per-digit bits/dim (computed again where it was kept without)."""
+        kept = cache.get(key)
+        return kept if kept is not None and kept[1] is not None else cache.put(key, *fn())
 
     def elbo(variance, num_steps=None):
         b = np.asarray(sde_lib.ddpm_negative_elbo(k_elbo, sde, score_fn, x_test,
@@ -259,8 +265,9 @@ def likelihood_rows(rng, sde, score_fn, v_test, levels, network: str,
 
     bar = common.progress(desc=f"{network} seed {seed}: bits/dim", total=3 + len(nfes),
                           unit="solve")
-    rows = [{"network": network, "model": "PF-ODE NLL",
-             **_unit(f"ll/{network}/pf_ode", lambda: nll(rtol=tol, atol=tol))}]
+    adaptive_row, adaptive = per_digit_unit(f"ll/{network}/pf_ode",
+                                            lambda: nll(rtol=tol, atol=tol))
+    rows = [{"network": network, "model": "PF-ODE NLL", **adaptive_row}]
     bar.update(1)
     for variance in ("beta", "beta_tilde"):
         rows.append({"network": network, "model": f"DDPM negative ELBO, variance {variance}",
@@ -269,11 +276,12 @@ def likelihood_rows(rng, sde, score_fn, v_test, levels, network: str,
         bar.update(1)
     by_nfe = []
     for target in nfes:
-        by_nfe.append({"network": network, "method": "PF-ODE NLL, Heun steps (log-SNR grid)",
-                       "nfe_target": target,
-                       **_unit(f"ll/{network}/heun_{target}",
-                               lambda t=target: nll(solver="heun", num_steps=max(t // 2, 1),
-                                                    time_grid="logsnr"))})
+        row, bpd = per_digit_unit(f"ll/{network}/heun_{target}",
+                                  lambda t=target: nll(solver="heun", num_steps=max(t // 2, 1),
+                                                       time_grid="logsnr"))
+        gap = np.asarray(bpd, np.float64) - np.asarray(adaptive, np.float64)
+        by_nfe.append({"network": network, "method": FIXED_STEP_NLL, "nfe_target": target,
+                       **row, "gap_to_adaptive": float(gap.mean()), "gap_se": _se(gap)})
         for variance in ("beta", "beta_tilde"):
             by_nfe.append({"network": network,
                            "method": f"ddpm_ancestral ELBO, variance {variance}",
@@ -559,15 +567,24 @@ def _observed_image(task, y, A, shape):
 
 # ----- claims ------------------------------------------------------------------------------------
 
-def image_claims(likelihood, quality, inverse) -> list[dict]:
+GAP_CONTEXT = "test digits, fixed-step PF-ODE NLL minus the adaptive one"
+
+
+def image_claims(likelihood, quality, inverse, by_nfe=()) -> list[dict]:
     """Every comparison the tables support, by ``experiments.claims``' rule on the cells'
     ``_se`` (``claims.over_seeds``: over the training seeds, floored by the test digits' or the
     bootstrap's error; with one seed those errors alone): each network's bits/dim against the
-    independent-pixel model; at each (network, NFE) every pair of samplers on FD, and each
-    sampler against the floor and against the midpoint between the floor and the
-    independent-pixel model (below it: closer to real digits than to the baseline); in each
-    inverse problem every pair of methods on MSE."""
+    independent-pixel model; each fixed-step PF-ODE NLL of ``by_nfe`` against the adaptive one
+    (its paired ``gap_to_adaptive`` against 0); at each (network, NFE) every pair of samplers
+    on FD, and each sampler against the floor and against the midpoint between the floor and
+    the independent-pixel model (below it: closer to real digits than to the baseline); in
+    each inverse problem every pair of methods on MSE."""
     out = []
+    for r in by_nfe:
+        if claims.comparable(r, "gap_to_adaptive"):
+            out.append(claims.compare(GAP_CONTEXT, "bits/dim", f"{r['network']} NFE "
+                                      f"{r['nfe_target']}", r["gap_to_adaptive"],
+                                      r["gap_to_adaptive_se"], "adaptive", 0.0, 0.0))
     pixel = next(r for r in likelihood if r["model"].startswith("independent pixels"))
     for r in likelihood:
         if r["network"] != "-" and claims.comparable(r, "bits_per_dim"):
@@ -595,10 +612,11 @@ def image_claims(likelihood, quality, inverse) -> list[dict]:
 def headline(likelihood, quality, inverse, made) -> str:
     """The statements a README quotes, from the tables and their claims (``image_claims``):
     each network's bits/dim with its standard error and its verdict against the
-    independent-pixel model; per network and NFE target the sampler of the lowest FD and those
-    not resolved from it, the samplers not resolved from the floor of real digits, and those
-    resolved above the midpoint of the floor and the pixel model; per inverse problem the method
-    of the lowest MSE and those not resolved from it (``claims.leader``)."""
+    independent-pixel model; each fixed-step PF-ODE NLL's gap to the adaptive one with its
+    verdict; per network and NFE target the sampler of the lowest FD and those not resolved
+    from it, the samplers not resolved from the floor of real digits, and those resolved above
+    the midpoint of the floor and the pixel model; per inverse problem the method of the lowest
+    MSE and those not resolved from it (``claims.leader``)."""
     def verdict(c):
         return ("below" if " below " in c["verdict"] else "above" if " above " in c["verdict"]
                 else "not resolved")
@@ -608,7 +626,7 @@ def headline(likelihood, quality, inverse, made) -> str:
             "one training seed, +- the standard error over the test digits")
     pixel = next(r for r in likelihood if r["model"].startswith("independent pixels"))
     uniform = next(r for r in likelihood if r["model"] == "uniform code")
-    against = {c["a"]: verdict(c) for c in made if c["metric"] == "bits/dim"}
+    against = {c["a"]: verdict(c) for c in made if c["context"] == "test digits"}
     rows = [{"network": r["network"], "model": r["model"],
              "bits/dim": common.pm(r["bits_per_dim"], r.get("bits_per_dim_se")),
              "against independent pixels": against.get(f"{r['network']} {r['model']}", "n/a")}
@@ -618,6 +636,13 @@ def headline(likelihood, quality, inverse, made) -> str:
            f" the uniform code {common.fmt(uniform['bits_per_dim'])}:", "",
            common.markdown_table(rows, ["network", "model", "bits/dim",
                                         "against independent pixels"]).rstrip("\n")]
+    gaps = [c for c in made if c["context"] == GAP_CONTEXT]
+    if gaps:
+        cells = "; ".join(f"{c['a']} {common.pm(c['mean_a'], c['se'])} ({verdict(c)})"
+                          for c in gaps)
+        out += ["", f"The fixed-step PF-ODE NLL (Heun, log-SNR grid) minus the adaptive one, "
+                f"paired over the same digits and probes (a truncation error, not a "
+                f"likelihood): {cells}."]
     floor = next(r for r in quality if r["sampler"] == "training digits (floor)")
     fd = [c for c in made if c["metric"] == "fd"]
     special = ("training digits (floor)", "midpoint of floor and independent pixels")
@@ -654,21 +679,23 @@ def headline(likelihood, quality, inverse, made) -> str:
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-def write_reports(workdir: str, likelihood, quality, inverse) -> dict[str, str]:
+def write_reports(workdir: str, likelihood, quality, inverse, by_nfe=()) -> dict[str, str]:
     """``claims.md``/``.csv`` (``image_claims``) and ``headline.md`` (``headline``)."""
-    made = image_claims(likelihood, quality, inverse)
+    made = image_claims(likelihood, quality, inverse, by_nfe)
     return claims.write_with_headline(workdir, made,
                                       headline(likelihood, quality, inverse, made))
 
 
 def rewrite_reports(workdir: str) -> dict[str, str]:
     """The claims and headline of a finished run written again from its tables
-    (``digits.csv``, ``quality.csv``, ``inverse.csv``) by the current code."""
+    (``digits.csv``, ``quality.csv``, ``inverse.csv``, ``likelihood_vs_nfe.csv``) by the
+    current code."""
     def table(name):
         path = os.path.join(workdir, f"{name}.csv")
         return common.read_table(path) if os.path.exists(path) else []
 
-    return write_reports(workdir, table("digits"), table("quality"), table("inverse"))
+    return write_reports(workdir, table("digits"), table("quality"), table("inverse"),
+                         table("likelihood_vs_nfe"))
 
 
 # ----- the module --------------------------------------------------------------------------------
@@ -701,6 +728,8 @@ _CHOOSERS = ("train_seeds", "networks", "methods", "tasks", "zetas")
 # the measures merged over training seeds (claims.over_seeds): (column, its per-run standard
 # error, whether that error comes from data every seed shares)
 _BPD = (("bits_per_dim", "se", True),)
+_BY_NFE = (*_BPD, ("gap_to_adaptive", "gap_se", True))
+FIXED_STEP_NLL = "PF-ODE NLL, Heun steps (log-SNR grid)"
 _QUALITY = (("fd", "fd_sd", False), ("class_tv", None, False), ("confidence", None, False),
             ("near_copies", "near_copies_se", False), ("median_nn", None, False))
 _MSE = (("mse", "mse_se", True),)
@@ -773,7 +802,7 @@ def run(config, workdir: str) -> dict[str, str]:
 
     likelihood = baseline_rows(sde, v_test[:exp.num_test], v_train, levels) + \
         claims.over_seeds(runs["likelihood"], ("network", "model"), _BPD, means=("nfe",))
-    by_nfe = claims.over_seeds(runs["by_nfe"], ("network", "method", "nfe_target"), _BPD,
+    by_nfe = claims.over_seeds(runs["by_nfe"], ("network", "method", "nfe_target"), _BY_NFE,
                                means=("nfe",))
     for row in likelihood + by_nfe:
         row["test_digits"] = exp.num_test
@@ -781,7 +810,8 @@ def run(config, workdir: str) -> dict[str, str]:
                    "bits_per_dim_within", "nfe", "train_seeds", "test_digits"]
     paths = common.write_table(workdir, "digits", likelihood, ["network", "model", *bpd_columns])
     paths.update(common.write_table(workdir, "likelihood_vs_nfe", by_nfe,
-                                    ["network", "method", "nfe_target", *bpd_columns]))
+                                    ["network", "method", "nfe_target", *bpd_columns,
+                                     "gap_to_adaptive", "gap_to_adaptive_se"]))
     paths.update(reporting.save_figure(_likelihood_figure(plt, likelihood, by_nfe, exp),
                                        workdir, "likelihood_vs_nfe.png"))
     curves = [{"network": n, "train_seed": s, **r} for s in seeds for n in exp.networks
@@ -817,7 +847,7 @@ def run(config, workdir: str) -> dict[str, str]:
             columns = list(dict.fromkeys(c for r in rows for c in r))
             paths.update(common.write_csv(workdir, f"{name}_runs", rows, columns))
     if not exp.tasks:  # no inverse problems asked for
-        paths.update(write_reports(workdir, likelihood, quality, []))
+        paths.update(write_reports(workdir, likelihood, quality, [], by_nfe))
         return paths
     mse_columns = ["mse", "mse_se", "mse_seeds_sd", "mse_within", "train_seeds", "digits"]
     paths.update(common.write_table(workdir, "inverse", inverse,
@@ -834,7 +864,7 @@ def run(config, workdir: str) -> dict[str, str]:
                 grid_rows.append(x)
                 titles.append(f"{task}: {name}")
     paths.update(reporting.save_figure(_grid(grid_rows, titles, plt), workdir, "inverse.png"))
-    paths.update(write_reports(workdir, likelihood, quality, inverse))
+    paths.update(write_reports(workdir, likelihood, quality, inverse, by_nfe))
     return paths
 
 

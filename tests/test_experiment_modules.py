@@ -190,6 +190,15 @@ def test_digits(tmp_path):
     assert [(r["network"], r["nfe_target"], r["nfe"]) for r in by_nfe] == [
         (n, "21", k) for n in networks for k in ("20", "21", "21")]
     assert all(np.isfinite(float(r["bits_per_dim"])) for r in by_nfe), by_nfe
+    adaptive = {r["network"]: float(r["bits_per_dim"]) for r in _rows(paths["digits.csv"])
+                if r["model"] == "PF-ODE NLL"}
+    for r in by_nfe:  # the fixed-step NLL's gap to the adaptive one: the difference of means
+        if r["method"] == images.FIXED_STEP_NLL:
+            assert float(r["gap_to_adaptive"]) == pytest.approx(
+                float(r["bits_per_dim"]) - adaptive[r["network"]], abs=1e-5)
+            assert float(r["gap_to_adaptive_se"]) > 0
+        else:
+            assert r["gap_to_adaptive"] == ""
     quality = _rows(paths["quality.csv"])
     assert [r["sampler"] for r in quality[:3]] == ["training digits (floor)",
                                                    "independent pixels", "mean training image"]
@@ -573,6 +582,20 @@ def test_image_claims_by_the_rule():
     # z = 10 / hypot(1, 3) = 3.2) and below the midpoint (50 +- 2.5)
     assert text.count("| u | 10 | ddim ~ pc | none | none |") == 1
     assert "| inpainting | dps |" in text
+    # the fixed-step NLLs against the adaptive one: their paired gaps against 0
+    by_nfe = [{"network": "u", "method": images.FIXED_STEP_NLL, "nfe_target": k,
+               "gap_to_adaptive": g, "gap_to_adaptive_se": 0.01}
+              for k, g in ((10, -0.031), (20, 0.029))] + [
+        {"network": "u", "method": "ddpm_ancestral ELBO, variance beta", "nfe_target": 10,
+         "bits_per_dim": 4.0, "bits_per_dim_se": 0.01}]
+    gaps = images.image_claims(likelihood, quality, inverse, by_nfe)[:2]
+    assert [(c["a"], c["verdict"]) for c in gaps] == [("u NFE 10", "u NFE 10 below adaptive"),
+                                                      ("u NFE 20", "not resolved")]
+    text = images.headline(likelihood, quality, inverse, gaps + out)
+    assert ("minus the adaptive one, paired over the same digits and probes (a truncation "
+            "error, not a likelihood): u NFE 10 -0.031 +- 0.01 (below); u NFE 20 0.029 +- 0.01 "
+            "(not resolved).") in text
+    assert "| u | PF-ODE NLL | 1.845 +- 0.04 | below |" in text
 
 
 def test_result_cache_keeps_units_per_fingerprint(tmp_path):
