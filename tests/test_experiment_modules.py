@@ -176,6 +176,7 @@ def test_digits(tmp_path):
         "training.steps_per_call": 1, "training.checkpoint_every": 4,
         "training.eval_every": 2, "eval.num_samples": 8, "sampling.num_steps": 5,
         "training.num_devices": 1, "training.batch_size": 16, "eval.batch_size": 16})
+    config.sde.kwargs = {"N": 100}  # a 100-step chain: its ELBO costs a tenth of the 1000's
     paths = run_as_a_user_does(config, str(tmp_path / "run"))
     bpd = {(r["network"], r["model"]): float(r["bits_per_dim"])
            for r in _rows(paths["digits.csv"])}
@@ -242,6 +243,7 @@ def test_mnist_tiny_resumes_and_tunes_on_validation(tmp_path, monkeypatch):
         "eval.batch_size": 8, "eval.num_batches": 1})
     # a narrower U-Net of the same kind (28 -> 14, attention at 14) compiles in far less time
     config.model.update(ch=8, ch_mult=(1, 2), attn_resolutions=(14,))
+    config.sde.kwargs = {"N": 100}  # a 100-step chain: its ELBO costs a tenth of the 1000's
     workdir = tmp_path / "run"
     paths = run_as_a_user_does(config, str(workdir))
     bpd = {r["model"]: float(r["bits_per_dim"]) for r in _rows(paths["digits.csv"])}
