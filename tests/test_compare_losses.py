@@ -49,10 +49,12 @@ def test_claims_compare_every_pair_of_losses_on_every_metric(tmp_path):
 
 
 def test_committed_claims_follow_from_the_committed_table(tmp_path):
-    """results/compare_losses' claims, headline and markdown are what the code makes of its
-    committed losses.csv, and results/README.md quotes the headline between the markers."""
+    """results/compare_losses' claims (paired, from its runs.csv), headline and markdown are
+    what the code makes of its committed losses.csv and runs.csv, and results/README.md quotes
+    the headline between the markers."""
     rows = common.read_table(os.path.join(COMMITTED, "losses.csv"))
-    (tmp_path / "losses.csv").write_bytes(open(os.path.join(COMMITTED, "losses.csv"), "rb").read())
+    for name in ("losses.csv", "runs.csv"):
+        (tmp_path / name).write_bytes(open(os.path.join(COMMITTED, name), "rb").read())
     compare_losses.rewrite_reports(str(tmp_path), rows[-1]["groups"])
     for name in ("claims.csv", "claims.md", "headline.md", "losses.md"):
         assert (tmp_path / name).read_text() == open(os.path.join(COMMITTED, name)).read(), name
