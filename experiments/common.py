@@ -155,11 +155,14 @@ class ResultCache:
         write_atomic(self._path(key, ".json"), json.dumps(value))
         return value, array
 
-    def unit(self, key: str, fn):
+    def unit(self, key: str, fn, with_array: bool = False):
         """``fn()`` (a pair: a JSON value and an array or ``None``), computed once: what was
-        kept under ``key`` if the unit finished before, else ``fn``'s result, which is kept."""
+        kept under ``key`` if the unit finished before, else ``fn``'s result, which is kept.
+        ``with_array``: a unit kept without its array is computed again."""
         kept = self.get(key)
-        return kept if kept is not None else self.put(key, *fn())
+        if kept is not None and not (with_array and kept[1] is None):
+            return kept
+        return self.put(key, *fn())
 
     def rng(self, key: str) -> np.random.Generator:
         return key_rng(self.seed, key)

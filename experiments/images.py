@@ -248,10 +248,6 @@ def likelihood_rows(rng, sde, score_fn, v_test, levels, network: str,
         bpd = np.asarray(sde_lib.bits_per_dim(logp, D, data_range, num_bins=levels))
         return {"bits_per_dim": float(bpd.mean()), "se": _se(bpd), "nfe": int(nfe)}, bpd
 
-    def per_digit_unit(key, fn):
-        """A unit kept with its per-digit bits/dim (computed again where it was kept without)."""
-        kept = cache.get(key)
-        return kept if kept is not None and kept[1] is not None else cache.put(key, *fn())
 
     def elbo(variance, num_steps=None):
         b = np.asarray(sde_lib.ddpm_negative_elbo(k_elbo, sde, score_fn, x_test,
@@ -265,8 +261,8 @@ def likelihood_rows(rng, sde, score_fn, v_test, levels, network: str,
 
     bar = common.progress(desc=f"{network} seed {seed}: bits/dim", total=3 + len(nfes),
                           unit="solve")
-    adaptive_row, adaptive = per_digit_unit(f"ll/{network}/pf_ode",
-                                            lambda: nll(rtol=tol, atol=tol))
+    adaptive_row, adaptive = cache.unit(f"ll/{network}/pf_ode",
+                                        lambda: nll(rtol=tol, atol=tol), with_array=True)
     rows = [{"network": network, "model": "PF-ODE NLL", **adaptive_row}]
     bar.update(1)
     for variance in ("beta", "beta_tilde"):
@@ -276,9 +272,9 @@ def likelihood_rows(rng, sde, score_fn, v_test, levels, network: str,
         bar.update(1)
     by_nfe = []
     for target in nfes:
-        row, bpd = per_digit_unit(f"ll/{network}/heun_{target}",
-                                  lambda t=target: nll(solver="heun", num_steps=max(t // 2, 1),
-                                                       time_grid="logsnr"))
+        row, bpd = cache.unit(f"ll/{network}/heun_{target}",
+                              lambda t=target: nll(solver="heun", num_steps=max(t // 2, 1),
+                                                   time_grid="logsnr"), with_array=True)
         gap = np.asarray(bpd, np.float64) - np.asarray(adaptive, np.float64)
         by_nfe.append({"network": network, "method": FIXED_STEP_NLL, "nfe_target": target,
                        **row, "gap_to_adaptive": float(gap.mean()), "gap_se": _se(gap)})
