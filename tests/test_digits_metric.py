@@ -163,6 +163,7 @@ def test_image_sets_and_their_splits():
 
 
 @pytest.mark.slow
+@pytest.mark.optimized  # 300 steps of a CNN: XLA's optimisations pay for themselves
 def test_mnist_classifier_is_accurate_and_deterministic(tmp_path):
     """The MNIST CNN: over 95% of the 1,000 test digits right and cached; its training is
     deterministic (20 steps twice give the same bytes); its features separate real digits from
