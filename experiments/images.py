@@ -605,14 +605,16 @@ def image_claims(likelihood, quality, inverse, by_nfe=()) -> list[dict]:
     return out
 
 
-def headline(likelihood, quality, inverse, made) -> str:
+def headline(likelihood, quality, inverse, made, memorization=()) -> str:
     """The statements a README quotes, from the tables and their claims (``image_claims``):
     each network's bits/dim with its standard error and its verdict against the
     independent-pixel model; each fixed-step PF-ODE NLL's gap to the adaptive one with its
     verdict; per network and NFE target the sampler of the lowest FD and those not resolved
     from it, the samplers not resolved from the floor of real digits, and those resolved above
-    the midpoint of the floor and the pixel model; per inverse problem the method of the lowest
-    MSE and those not resolved from it (``claims.leader``)."""
+    the midpoint of the floor and the pixel model; the near-copy fractions of the reference rows
+    and of every sampler at the largest NFE (``memorization``'s rows: no comparison drawn); per
+    inverse problem the method of the lowest MSE and those not resolved from it
+    (``claims.leader``)."""
     def verdict(c):
         return ("below" if " below " in c["verdict"] else "above" if " above " in c["verdict"]
                 else "not resolved")
@@ -664,6 +666,16 @@ def headline(likelihood, quality, inverse, made) -> str:
                                          "not resolved from the floor",
                                          "nearer the pixel model than the floor"]
                                   ).rstrip("\n")]
+    copies = [r for r in memorization if r.get("near_copies") is not None]
+    if any(r["network"] != "-" for r in copies):
+        nfe = max(int(r["nfe_target"]) for r in copies if r["network"] != "-")
+        rows = [{"network": r["network"], "sampler": r["sampler"],
+                 "near-copies": common.pm(r["near_copies"], r.get("near_copies_se"))}
+                for r in copies if r["network"] == "-" or int(r["nfe_target"]) == nfe]
+        out += ["", f"Near-copies: the fraction of images nearer their nearest training digit "
+                f"than {1 - MEMORIZATION_QUANTILE:.0%} of the test digits are (test digits: "
+                f"{MEMORIZATION_QUANTILE:.0%} by construction), the samplers at NFE {nfe}:", "",
+                common.markdown_table(rows, ["network", "sampler", "near-copies"]).rstrip("\n")]
     if inverse:
         rows = [{"task": context.split(" = ")[1],
                  "lowest MSE ~ not resolved from it": best + (f" ~ {', '.join(tied)}"
@@ -675,23 +687,24 @@ def headline(likelihood, quality, inverse, made) -> str:
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-def write_reports(workdir: str, likelihood, quality, inverse, by_nfe=()) -> dict[str, str]:
+def write_reports(workdir: str, likelihood, quality, inverse, by_nfe=(),
+                  memorization=()) -> dict[str, str]:
     """``claims.md``/``.csv`` (``image_claims``) and ``headline.md`` (``headline``)."""
     made = image_claims(likelihood, quality, inverse, by_nfe)
     return claims.write_with_headline(workdir, made,
-                                      headline(likelihood, quality, inverse, made))
+                                      headline(likelihood, quality, inverse, made, memorization))
 
 
 def rewrite_reports(workdir: str) -> dict[str, str]:
     """The claims and headline of a finished run written again from its tables
-    (``digits.csv``, ``quality.csv``, ``inverse.csv``, ``likelihood_vs_nfe.csv``) by the
-    current code."""
+    (``digits.csv``, ``quality.csv``, ``inverse.csv``, ``likelihood_vs_nfe.csv``,
+    ``memorization.csv``) by the current code."""
     def table(name):
         path = os.path.join(workdir, f"{name}.csv")
         return common.read_table(path) if os.path.exists(path) else []
 
     return write_reports(workdir, table("digits"), table("quality"), table("inverse"),
-                         table("likelihood_vs_nfe"))
+                         table("likelihood_vs_nfe"), table("memorization"))
 
 
 # ----- the module --------------------------------------------------------------------------------
@@ -826,8 +839,9 @@ def run(config, workdir: str) -> dict[str, str]:
     for row in quality:
         row["classifier_test_accuracy"] = accuracy
     paths.update(common.write_table(workdir, "quality", quality, QUALITY_COLUMNS))
+    memorization = [dict(r, quantile=MEMORIZATION_QUANTILE) for r in quality]
     paths.update(common.write_table(
-        workdir, "memorization", [dict(r, quantile=MEMORIZATION_QUANTILE) for r in quality],
+        workdir, "memorization", memorization,
         ["network", "sampler", "nfe_target", "near_copies", "near_copies_se",
          "near_copies_seeds_sd", "quantile", "median_nn", "test_median_nn", "train_seeds"]))
     paths.update(reporting.save_figure(_quality_figure(plt, quality, exp), workdir,
@@ -843,7 +857,7 @@ def run(config, workdir: str) -> dict[str, str]:
             columns = list(dict.fromkeys(c for r in rows for c in r))
             paths.update(common.write_csv(workdir, f"{name}_runs", rows, columns))
     if not exp.tasks:  # no inverse problems asked for
-        paths.update(write_reports(workdir, likelihood, quality, [], by_nfe))
+        paths.update(write_reports(workdir, likelihood, quality, [], by_nfe, memorization))
         return paths
     mse_columns = ["mse", "mse_se", "mse_seeds_sd", "mse_within", "train_seeds", "digits"]
     paths.update(common.write_table(workdir, "inverse", inverse,
@@ -860,7 +874,7 @@ def run(config, workdir: str) -> dict[str, str]:
                 grid_rows.append(x)
                 titles.append(f"{task}: {name}")
     paths.update(reporting.save_figure(_grid(grid_rows, titles, plt), workdir, "inverse.png"))
-    paths.update(write_reports(workdir, likelihood, quality, inverse, by_nfe))
+    paths.update(write_reports(workdir, likelihood, quality, inverse, by_nfe, memorization))
     return paths
 
 

@@ -598,6 +598,17 @@ def test_image_claims_by_the_rule():
             "error, not a likelihood): u NFE 10 -0.031 +- 0.01 (below); u NFE 20 0.029 +- 0.01 "
             "(not resolved).") in text
     assert "| u | PF-ODE NLL | 1.845 +- 0.04 | below |" in text
+    assert "Near-copies" not in text  # no memorization table given
+    # the near-copy fractions: the reference rows and the samplers at the largest NFE only
+    memorization = [dict(r, near_copies=c, near_copies_se=e) for r, c, e in zip(
+        quality, (1.0, 0.0, 1.0, 0.01, 0.02, None, 0.004, 0.005, None),
+        (0.0, 0.0, 0.0, 0.003, 0.004, None, 0.002, 0.0022, None))]
+    text = images.headline(likelihood, quality, inverse, out, memorization)
+    assert "than 99% of the test digits are (test digits: 1% by construction), the samplers " \
+           "at NFE 20:" in text
+    assert ("| - | training digits (floor) | 1 +- 0 |\n| - | independent pixels | 0 +- 0 |\n"
+            "| - | mean training image | 1 +- 0 |\n| u | ddim | 0.004 +- 0.002 |\n"
+            "| u | pc | 0.005 +- 0.0022 |\n\n") in text
 
 
 def test_result_cache_keeps_units_per_fingerprint(tmp_path):
