@@ -602,7 +602,7 @@ def test_image_claims_by_the_rule():
     # the near-copy fractions: the reference rows and the samplers at the largest NFE only
     memorization = [dict(r, near_copies=c, near_copies_se=e) for r, c, e in zip(
         quality, (1.0, 0.0, 1.0, 0.01, 0.02, None, 0.004, 0.005, None),
-        (0.0, 0.0, 0.0, 0.003, 0.004, None, 0.002, 0.0022, None))]
+        (0.0, 0.0, 0.0, 0.003, 0.004, None, 0.002, 0.0022, None), strict=True)]
     text = images.headline(likelihood, quality, inverse, out, memorization)
     assert "than 99% of the test digits are (test digits: 1% by construction), the samplers " \
            "at NFE 20:" in text
