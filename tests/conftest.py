@@ -99,13 +99,25 @@ def _release_compiled_programs():
 
 
 @pytest.fixture(autouse=True)
-def _optimized_compiles(request):
-    """A test marked ``optimized`` compiles with XLA's default optimisations (see the module
-    docstring); the flag is read at each compile, and its value is part of the persistent
-    cache's key."""
+def _optimized_compiles(request, monkeypatch):
+    """A test marked ``optimized`` compiles as a real run does (see the module docstring): XLA's
+    default optimisations (``jax_disable_most_optimizations`` is read at each compile) and its
+    default loop emitters (an override of the process's XLA_FLAGS in each compile's options, as
+    ``jax.jit(compiler_options=...)`` passes them); both are part of the persistent cache's key.
+    The programs compiled before are dropped first, so none compiled for the tests is reused."""
     if OPTIMIZE or request.node.get_closest_marker("optimized") is None:
         yield
         return
+    from jax._src import compiler
+
+    get_compile_options = compiler.get_compile_options
+
+    def real_run_options(*args, env_options_overrides=None, **kwargs):
+        overrides = {"xla_cpu_use_fusion_emitters": True, **(env_options_overrides or {})}
+        return get_compile_options(*args, env_options_overrides=overrides, **kwargs)
+
+    jax.clear_caches()
+    monkeypatch.setattr(compiler, "get_compile_options", real_run_options)
     jax.config.update("jax_disable_most_optimizations", False)
     try:
         yield

@@ -33,6 +33,7 @@ CASES = [
 
 
 @pytest.mark.slow
+@pytest.mark.optimized  # a million samples of each sampler: XLA's optimisations pay
 @pytest.mark.parametrize("sde,method,options", CASES,
                          ids=[f"{type(s).__name__}-{m}-{o}" for s, m, o in CASES])
 def test_law_is_the_samplers_law(sde, method, options):

@@ -126,6 +126,7 @@ def test_exact_divergence_in_chunks_is_the_jacobian_trace(chunk_elements, monkey
 
 
 @pytest.mark.slow
+@pytest.mark.optimized  # float32 rounding as a real run compiles it
 def test_float32_likelihood_at_image_size_with_the_oracle_score():
     """d = 784 in float32 with the mixture's exact score (the case that took 2,161 NFE when the
     summed quadratic forms' rounding made the float32 divergence noise): the adaptive solve
