@@ -7,9 +7,10 @@ passes off) the CPU backend compiles them faster; the fast tier took 2 min 29 s 
 2 min 58 s on 2 cores, every fast test passing at both levels. XLA:CPU's older loop emitters
 (``--xla_cpu_use_fusion_emitters=false``) compile them faster again: the main job's tiny run
 took 106 s instead of 141 s, the Tweedie study's 23 s instead of 33 s (side by side, 2 cores).
-A test that runs more than it compiles (training a CNN for 300 steps) carries the
-``optimized`` marker and compiles as a real run does: the MNIST classifier's test took 40 s
-instead of 66 s (the image studies' tiny runs compile more than they run: 20% slower so).
+A test that runs more than it compiles (training a CNN for 300 steps), or whose subject is a
+real run's float32 rounding, carries the ``optimized`` marker and compiles as a real run does:
+the MNIST classifier's test took 40 s instead of 66 s (the image studies' tiny runs compile
+more than they run: 20% slower so).
 Set ``DDPM_SDE_TEST_OPTIMIZE=1`` to test everything with XLA's defaults; the subprocesses of
 the kill, resume and multi-process tests always use them.
 
