@@ -73,7 +73,6 @@ import json
 import math
 import os
 import re
-import time
 
 import jax
 import jax.numpy as jnp
@@ -316,12 +315,18 @@ def loss_curve(model_dir: str) -> list[dict]:
 
 # ----- sample quality ----------------------------------------------------------------------------
 
-def _class_columns(clf, x) -> dict:
-    """The class histogram's TV to uniform and the classifier's mean confidence (its largest
-    class probability, averaged over the images)."""
+def _class_columns(clf, x, rng: np.random.Generator, num_bootstrap: int = 200) -> dict:
+    """The class histogram's TV to uniform with its sd over bootstrap resamples of the images
+    (``class_tv_sd``: the draw's own noise, which also biases a finite set's TV above the law's),
+    and the classifier's mean confidence (its largest class probability, averaged over the
+    images) with its standard error over them."""
     probs = clf.probs(x)
+    top = probs.max(1)
+    boot = [digits_metric.class_histogram_tv(probs[rng.integers(0, len(probs), len(probs))])
+            for _ in range(num_bootstrap)]
     return {"class_tv": digits_metric.class_histogram_tv(probs),
-            "confidence": float(probs.max(1).mean())}
+            "class_tv_sd": float(np.std(boot, ddof=1)), "confidence": float(top.mean()),
+            "confidence_se": float(top.std(ddof=1) / math.sqrt(len(top)))}
 
 
 def _memorization_columns(x, x_train, x_test) -> dict:
@@ -334,8 +339,10 @@ def reference_quality_rows(np_rng, exp, clf, x_test, x_train, v_train, levels) -
     """The reference rows of the quality table: the floor (as many training digits as samples
     against the test digits, mean +- sd over draws; as copies of training images, all of them
     near-copies), the independent-pixel model's samples and copies of the mean training image
-    (``fd_se``: the sd of one draw, or the bootstrap sd)."""
+    (``fd_se``: the sd of one draw, or the bootstrap sd; the class columns' errors as
+    ``_class_columns``')."""
     ref = clf.features(x_test)
+    class_rng = common.key_rng(exp.seed, "reference/classes")
     floor, floor_sd = digits_metric.real_floor(np_rng, ref, clf.features(x_train),
                                                exp.num_samples)
     copies = x_train[np_rng.permutation(len(x_train))[:exp.num_samples]]
@@ -344,14 +351,16 @@ def reference_quality_rows(np_rng, exp, clf, x_test, x_train, v_train, levels) -
     mean_image = np.broadcast_to(x_train.mean(0), (exp.num_samples, *x_train.shape[1:]))
     rows = [{"network": "-", "sampler": "training digits (floor)", "nfe_target": 0, "nfe": 0,
              "fd": floor, "fd_se": floor_sd, "fd_within": floor_sd, "train_seeds": 0,
-             **_class_columns(clf, copies),
+             **_class_columns(clf, copies, class_rng),
              **_memorization_columns(copies, x_train, x_test)}]
     for name, x in (("independent pixels", pixel), ("mean training image", mean_image)):
         fd, fd_sd = digits_metric.frechet_interval(np_rng, clf.features(x), ref)
         rows.append({"network": "-", "sampler": name, "nfe_target": 0, "nfe": 0, "fd": fd,
                      "fd_se": fd_sd, "fd_within": fd_sd, "train_seeds": 0,
-                     **_class_columns(clf, x),
+                     **_class_columns(clf, x, class_rng),
                      **_memorization_columns(x, x_train, x_test)})
+    for row in rows:  # one draw each: its bootstrap sd is the cell's error
+        row["class_tv_se"] = row.pop("class_tv_sd")
     return rows
 
 
@@ -379,7 +388,8 @@ def quality_rows(rng, sde, score_fn, exp, clf, x_test, x_train, network: str, ca
     """FD to the test digits (with bootstrap sd), class-histogram TV and memorization for every
     sampler and NFE target of a network trained with ``seed``; and the first 16 samples by
     (sampler, NFE). Each (sampler, NFE) is one unit of ``cache`` (a ``common.ResultCache`` of
-    this model)."""
+    this model). No time is recorded: a unit's wall time would count any pause of a run resumed
+    across sessions; sampling speed is ``benchmarks.samplers``' subject."""
     ref = clf.features(x_test)
     shape = (exp.num_samples, *x_test.shape[1:])
 
@@ -393,16 +403,16 @@ def quality_rows(rng, sde, score_fn, exp, clf, x_test, x_train, network: str, ca
         row = {"network": network, "sampler": method, "nfe_target": nfe_target}
         try:
             fn = _compiled_sampler(sde, shape, method, num_steps, tuple(options.items()))
-            start = time.perf_counter()
             x, nfe = jax.block_until_ready(fn(rng, score_fn))
         except ValueError:  # the method rejects this setting (reverse diffusion, beta >= 1)
             return row, None
         x = np.asarray(x)
-        row.update(nfe=int(nfe), seconds=time.perf_counter() - start)
+        row.update(nfe=int(nfe))
         if np.all(np.isfinite(x)):
             fd, fd_sd = digits_metric.frechet_interval(common.key_rng(exp.seed, key),
                                                        clf.features(x), ref)
-            row.update(fd=fd, fd_sd=fd_sd, **_class_columns(clf, x),
+            row.update(fd=fd, fd_sd=fd_sd,
+                       **_class_columns(clf, x, common.key_rng(exp.seed, f"{key}/classes")),
                        **_memorization_columns(x, x_train, x_test))
         return row, x[:16]
 
@@ -413,6 +423,7 @@ def quality_rows(rng, sde, score_fn, exp, clf, x_test, x_train, network: str, ca
         for column, nfe_target in enumerate(exp.nfes):
             key = f"quality/{network}/{method}/{nfe_target}/s{seed}"
             row, x = cache.unit(key, functools.partial(unit, method, column, nfe_target, key))
+            row.pop("seconds", None)  # kept by older units: wall time, pauses included
             rows.append(row)
             if x is not None:
                 samples[(method, nfe_target)] = x
@@ -739,11 +750,13 @@ _CHOOSERS = ("train_seeds", "networks", "methods", "tasks", "zetas")
 _BPD = (("bits_per_dim", "se", True),)
 _BY_NFE = (*_BPD, ("gap_to_adaptive", "gap_se", True))
 FIXED_STEP_NLL = "PF-ODE NLL, Heun steps (log-SNR grid)"
-_QUALITY = (("fd", "fd_sd", False), ("class_tv", None, False), ("confidence", None, False),
+_QUALITY = (("fd", "fd_sd", False), ("class_tv", "class_tv_sd", False),
+            ("confidence", "confidence_se", False),
             ("near_copies", "near_copies_se", False), ("median_nn", None, False))
 _MSE = (("mse", "mse_se", True),)
 QUALITY_COLUMNS = ["network", "sampler", "nfe_target", "nfe", "fd", "fd_se", "fd_seeds_sd",
-                   "fd_within", "class_tv", "confidence", "seconds", "finite", "train_seeds",
+                   "fd_within", "class_tv", "class_tv_se", "confidence", "confidence_se",
+                   "finite", "train_seeds",
                    "classifier_test_accuracy"]
 
 
@@ -834,7 +847,7 @@ def run(config, workdir: str) -> dict[str, str]:
     quality = reference_quality_rows(common.key_rng(exp.seed, "reference"), exp, clf, x_test,
                                      x_train, v_train, levels)
     quality += claims.over_seeds(runs["quality"], ("network", "sampler", "nfe_target"),
-                                 _QUALITY, means=("nfe", "seconds"))
+                                 _QUALITY, means=("nfe",))
     accuracy = digits_metric.test_accuracy(clf)
     for row in quality:
         row["classifier_test_accuracy"] = accuracy

@@ -6,7 +6,10 @@ sampler, inverse problems).
 Run: ``python -m experiments.mnist --workdir runs/mnist``.
 """
 
-from experiments import images
+from experiments import claims, images
+
+# results/README.md quotes results/mnist/headline.md between these lines
+README_MARKERS = claims.readme_markers("mnist", "experiments.images.headline")
 
 
 def main(argv=None):

@@ -544,6 +544,31 @@ def test_ddpm_to_sde_marginal_error():
         np.testing.assert_allclose(ddpm_to_sde.marginal_error(N), want, rtol=1e-9)
 
 
+def test_class_columns_errors_against_independent_references():
+    """``images._class_columns`` on a classifier whose predicted classes are exactly balanced
+    (TV 0): the bootstrap sd of the class TV is the sd of the TV of multinomial(n, 1/10) draws
+    (simulated separately; within 4 of the bootstrap's relative standard errors), and the
+    confidence's standard error is the sd of the largest probabilities over sqrt(n)."""
+    n, rng = 1000, np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), n // 10)
+    top = rng.uniform(0.5, 1.0, n)
+    probs = np.full((n, 10), 0.0)
+    probs[np.arange(n), labels] = top
+    probs[np.arange(n), (labels + 1) % 10] = 1.0 - top
+
+    class Fixed:
+        def probs(self, x):
+            return probs
+
+    cols = images._class_columns(Fixed(), None, np.random.default_rng(1), num_bootstrap=2000)
+    assert cols["class_tv"] == 0.0
+    assert cols["confidence"] == pytest.approx(top.mean(), rel=1e-12)
+    assert cols["confidence_se"] == pytest.approx(np.std(top, ddof=1) / np.sqrt(n), rel=1e-12)
+    counts = rng.multinomial(n, np.full(10, 0.1), size=20000)
+    reference = np.std(0.5 * np.abs(counts / n - 0.1).sum(1), ddof=1)
+    assert cols["class_tv_sd"] == pytest.approx(reference, rel=4 / np.sqrt(2 * 1999))
+
+
 def test_image_claims_by_the_rule():
     """The image study's comparisons on synthetic tables: the bits/dim against the pixel model,
     every pair of samplers at each (network, NFE), each sampler against the floor and against
