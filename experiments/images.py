@@ -31,8 +31,8 @@ same for every model; each seed draws its own samples and restorations. Per netw
   classifier's features (``experiments.digits_metric``, trained on the training digits on first
   use and cached in ``<workdir>/classifier``; its test accuracy is reported) between
   ``num_samples`` samples and the test digits, with its bootstrap sd; the class histogram's
-  total-variation distance to uniform and the classifier's mean confidence (largest class
-  probability); the floor (as many training digits against the same test
+  total-variation distance to uniform (with its bootstrap sd over the samples) and the
+  classifier's mean confidence (largest class probability, with its standard error); the floor (as many training digits against the same test
   digits, mean +- sd over draws), the independent-pixel model's samples and copies of the mean
   training image as reference rows (``quality.csv/md``, ``quality_vs_nfe.png``), and grids of
   samples per sampler at NFE 20 and 100 (else the smallest and largest), one figure per family
