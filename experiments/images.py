@@ -32,11 +32,12 @@ same for every model; each seed draws its own samples and restorations. Per netw
   use and cached in ``<workdir>/classifier``; its test accuracy is reported) between
   ``num_samples`` samples and the test digits, with its bootstrap sd; the class histogram's
   total-variation distance to uniform (with its bootstrap sd over the samples) and the
-  classifier's mean confidence (largest class probability, with its standard error); the floor (as many training digits against the same test
-  digits, mean +- sd over draws), the independent-pixel model's samples and copies of the mean
-  training image as reference rows (``quality.csv/md``, ``quality_vs_nfe.png``), and grids of
-  samples per sampler at NFE 20 and 100 (else the smallest and largest), one figure per family
-  (``samples_stochastic.png``, ``samples_deterministic.png``);
+  classifier's mean confidence (largest class probability, with its standard error); the
+  floor (as many training digits against the same test digits, mean +- sd over draws), the
+  independent-pixel model's samples and copies of the mean training image as reference rows
+  (``quality.csv/md``, ``quality_vs_nfe.png``), and grids of samples per sampler at NFE 20 and
+  100 (else the smallest and largest), one figure per family (``samples_stochastic.png``,
+  ``samples_deterministic.png``);
 * **memorization**: per sampler and NFE the fraction of samples nearer their nearest training
   digit than 99% of the test digits are (``digits_metric.memorization``; real held-out digits
   score 1% by construction, copies of training digits 100%), with its binomial standard error,
@@ -621,8 +622,9 @@ def headline(likelihood, quality, inverse, made, memorization=()) -> str:
     each network's bits/dim with its standard error and its verdict against the
     independent-pixel model; each fixed-step PF-ODE NLL's gap to the adaptive one with its
     verdict; per network and NFE target the sampler of the lowest FD and those not resolved
-    from it, the samplers not resolved from the floor of real digits, and those resolved above
-    the midpoint of the floor and the pixel model; the near-copy fractions of the reference rows
+    from it, the samplers not resolved from the floor of real digits, and those resolved below
+    and above the midpoint of the floor and the pixel model ("all below" where every sampler
+    is); the near-copy fractions of the reference rows
     and of every sampler at the largest NFE (``memorization``'s rows: no comparison drawn); per
     inverse problem the method of the lowest MSE and those not resolved from it
     (``claims.leader``)."""
@@ -662,20 +664,27 @@ def headline(likelihood, quality, inverse, made, memorization=()) -> str:
         best = lowest.get((context, "fd"))
         at_floor = [c["a"] for c in fd if c["context"] == context and c["b"] == special[0]
                     and verdict(c) != "above"]
-        failed = [c["a"] for c in fd if c["context"] == context and c["b"] == special[1]
-                  and verdict(c) == "above"]
+        side = {}
+        for c in fd:
+            if c["context"] == context and c["b"] == special[1]:
+                side.setdefault(verdict(c), []).append(c["a"])
         scored = sorted({c["a"] for c in fd if c["context"] == context})
         rows.append({"network": network, "NFE": nfe,
                      "lowest FD ~ not resolved from it": (
                          best[0] + (f" ~ {', '.join(best[2])}" if best[2] else "")
                          if best else f"{scored[0]} (the only sampler)"),
                      "not resolved from the floor": ", ".join(at_floor) or "none",
-                     "nearer the pixel model than the floor": ", ".join(failed) or "none"})
+                     "against the midpoint": "all below" if len(side.get("below", ())) == len(
+                         scored) else "; ".join(f"{v}: {', '.join(side[v])}" for v in
+                                                ("below", "above", "not resolved") if v in side)})
+    pixel_fd = next(r for r in quality if r["sampler"] == "independent pixels")
     out += ["", f"Classifier FD to the test digits (floor of real digits "
-            f"{common.pm(floor['fd'], floor['fd_se'])}); every cell by the |z| >= 3 rule:", "",
+            f"{common.pm(floor['fd'], floor['fd_se'])}, independent pixels "
+            f"{common.pm(pixel_fd['fd'], pixel_fd['fd_se'])}; below their midpoint a sampler is "
+            f"resolved nearer real digits than the pixel model); every cell by the |z| >= 3 "
+            f"rule:", "",
             common.markdown_table(rows, ["network", "NFE", "lowest FD ~ not resolved from it",
-                                         "not resolved from the floor",
-                                         "nearer the pixel model than the floor"]
+                                         "not resolved from the floor", "against the midpoint"]
                                   ).rstrip("\n")]
     copies = [r for r in memorization if r.get("near_copies") is not None]
     if any(r["network"] != "-" for r in copies):

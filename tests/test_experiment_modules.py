@@ -607,8 +607,12 @@ def test_image_claims_by_the_rule():
     assert "| u | PF-ODE NLL | 1.845 +- 0.04 | below |" in text
     # at each NFE: ddim lowest, pc not resolved from it; both resolved above the floor (ddim:
     # z = 10 / hypot(1, 3) = 3.2) and below the midpoint (50 +- 2.5)
-    assert text.count("| u | 10 | ddim ~ pc | none | none |") == 1
+    assert text.count("| u | 10 | ddim ~ pc | none | all below |") == 1
     assert "| inpainting | dps |" in text
+    # a sampler above the midpoint and one not resolved from it are named as such
+    far = quality[:3] + [dict(quality[3], fd=60.0), dict(quality[4], fd=49.0)]
+    text = images.headline(likelihood, far, inverse, images.image_claims(likelihood, far, []))
+    assert "| u | 10 | pc | none | above: ddim; not resolved: pc |" in text
     # the fixed-step NLLs against the adaptive one: their paired gaps against 0
     by_nfe = [{"network": "u", "method": images.FIXED_STEP_NLL, "nfe_target": k,
                "gap_to_adaptive": g, "gap_to_adaptive_se": 0.01}
