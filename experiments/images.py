@@ -969,6 +969,9 @@ def _likelihood_figure(plt, likelihood, by_nfe, exp):
     fig, axes = plt.subplots(1, len(exp.networks), figsize=(5.2 * len(exp.networks), 3.8),
                              squeeze=False, sharey=True)
     pixel = next(r for r in likelihood if r["model"].startswith("independent pixels"))
+    # a fixed-step NLL can be negative (a truncation error, not a density): a log scale would
+    # drop it, a symmetric one (linear within +-1) shows it; one scale for the shared y axis
+    signed = any(r.get("bits_per_dim") is not None and r["bits_per_dim"] <= 0 for r in by_nfe)
     for ax, network in zip(axes[0], exp.networks, strict=True):
         for method in dict.fromkeys(r["method"] for r in by_nfe):
             pts = [r for r in by_nfe if r["network"] == network and r["method"] == method]
@@ -981,9 +984,18 @@ def _likelihood_figure(plt, likelihood, by_nfe, exp):
                    label=f"PF-ODE NLL, adaptive ({adaptive['nfe']:.0f} NFE)")
         ax.axhline(pixel["bits_per_dim"], color="k", ls="--", lw=0.8,
                    label="independent pixels")
-        ax.set(xscale="log", yscale="log", xlabel="NFE (score evaluations)",
-               ylabel="bits/dim of the test digits (+-1 SE)",
+        ax.set(xscale="log", xlabel="NFE (score evaluations)",
+               ylabel="bits/dim of the test digits (+-1 SE)" + (
+                   "\n(symlog: linear within +-1)" if signed else ""),
                title=f"{network} ({_over(exp)})")
+        if signed:
+            from matplotlib import ticker
+            ax.set_yscale("symlog", linthresh=1.0, linscale=1.0)
+            ax.yaxis.set_major_locator(ticker.SymmetricalLogLocator(
+                base=10.0, linthresh=1.0, subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        else:
+            ax.set_yscale("log")
         reporting.plain_log_ticks(ax)
         ax.legend(fontsize=6, loc="best")
     fig.tight_layout()

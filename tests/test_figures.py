@@ -164,6 +164,9 @@ def test_image_study_figures(tmp_path):
                                                                    ("elbo", 20.0))
               for k in (20, 50, 100)]
     check_figure(images._likelihood_figure(plt, likelihood, by_nfe, exp), tmp_path)
+    by_nfe[0]["bits_per_dim"] = -7.5  # a fixed-step NLL below 0: on a symlog axis, drawn
+    axes = check_figure(images._likelihood_figure(plt, likelihood, by_nfe, exp), tmp_path)
+    assert axes[0].get_yscale() == "symlog" and axes[0].get_ylim()[0] < -7.5
     quality = [{"network": "-", "fd": 9.0, "fd_se": 2.0},
                {"network": "-", "fd": 86.0, "fd_se": 7.0}] + [
         {"network": n, "sampler": m, "nfe": k, "fd": 10.0 + 100.0 / k + i, "fd_se": 2.0}
