@@ -609,6 +609,11 @@ def test_image_claims_by_the_rule():
     # z = 10 / hypot(1, 3) = 3.2) and below the midpoint (50 +- 2.5)
     assert text.count("| u | 10 | ddim ~ pc | none | all below |") == 1
     assert "| inpainting | dps |" in text
+    # an adaptive sampler is named with the NFE it measured in its tolerance's column
+    adaptive = dict(quality[3], sampler="pf_ode_adaptive", nfe=74.0)
+    made = images.image_claims(likelihood, quality[:3] + [adaptive, quality[4]], [])
+    assert {c["a"] for c in made if c["b"] == "training digits (floor)"} == {
+        "pf_ode_adaptive (74 NFE)", "pc"}
     # a sampler above the midpoint and one not resolved from it are named as such
     far = quality[:3] + [dict(quality[3], fd=60.0), dict(quality[4], fd=49.0)]
     text = images.headline(likelihood, far, inverse, images.image_claims(likelihood, far, []))
