@@ -879,7 +879,9 @@ def run(config, workdir: str) -> dict[str, str]:
          "near_copies_seeds_sd", "quantile", "median_nn", "test_median_nn", "train_seeds"]))
     paths.update(reporting.save_figure(_quality_figure(plt, quality, exp), workdir,
                                        "quality_vs_nfe.png"))
-    paths.update(_sample_grids(plt, samples, exp, workdir))
+    paths.update(_sample_grids(plt, samples, exp, workdir, {
+        (r["network"], r["sampler"], r["nfe_target"]): r["nfe"] for r in runs["quality"]
+        if r["train_seed"] == seeds[0] and r.get("nfe") is not None}))
 
     inverse = claims.over_seeds(runs["inverse"], ("task", "method"), _MSE)
     validation = claims.over_seeds(runs["validation"], ("task", "zeta"), _MSE)
@@ -926,10 +928,13 @@ def _deterministic(method: str) -> bool:
         {name: default for name, (default, _) in sampler.options.items()})
 
 
-def _sample_grids(plt, samples, exp, workdir) -> dict[str, str]:
+def _sample_grids(plt, samples, exp, workdir, measured=None) -> dict[str, str]:
     """One figure per sampler family (``samples_stochastic.png``, ``samples_deterministic.png``):
     16 samples of each sampler at the ``grid_nfes``, a row each labelled network: sampler @
-    NFE (the other networks with the first sampler of the family only)."""
+    NFE (the other networks with the first sampler of the family only). The NFE is the one the
+    sampler measured where ``measured`` (``{(network, method, nfe_target): nfe}``) has it (an
+    adaptive sampler's column is a tolerance), else the target."""
+    measured = measured or {}
     paths = {}
     for family, deterministic in (("stochastic", False), ("deterministic", True)):
         methods = [m for m in exp.methods if _deterministic(m) == deterministic]
@@ -940,7 +945,8 @@ def _sample_grids(plt, samples, exp, workdir) -> dict[str, str]:
                     x = samples.get((network, method, nfe_target))
                     if x is not None and (network == exp.networks[0] or method == methods[0]):
                         rows.append(x[:16])
-                        titles.append(f"{network}: {method} @ NFE {nfe_target}")
+                        nfe = measured.get((network, method, nfe_target), nfe_target)
+                        titles.append(f"{network}: {method} @ NFE {nfe:.0f}")
         if rows:
             paths.update(reporting.save_figure(_grid(rows, titles, plt), workdir,
                                                f"samples_{family}.png"))

@@ -146,9 +146,10 @@ def test_tweedie(tmp_path):
     assert len({ax.get_ylabel() for ax in axes}) == 2  # one axis per quantity
 
 
-def test_image_study_figures(tmp_path):
-    """The image study's held-out loss, bits/dim against NFE and classifier FD against NFE
-    (one legend below the panels)."""
+def test_image_study_figures(tmp_path, monkeypatch):
+    """The image study's held-out loss, bits/dim against NFE (a symlog axis where a value is
+    negative), classifier FD against NFE (one legend below the panels), the image grids (one
+    colour bar, the rows' titles) and the sample grids' rows named with the measured NFE."""
     nets, methods = ("unet_digits", "transformer_digits"), ("ddpm_ancestral", "ddim", "pc")
     exp = types.SimpleNamespace(networks=nets, methods=methods, num_samples=64,
                                 train_seeds=(0, 1, 2))
@@ -183,6 +184,20 @@ def test_image_study_figures(tmp_path):
             and ax.get_subplotspec().colspan.start == 0] == ["original", "observed",
                                                              "dps-norm 3"]
     reporting.save_figure(fig, str(tmp_path), "grid.png")
+
+    # the sample grids name each row's measured NFE (an adaptive sampler's column is a
+    # tolerance), the target where none was measured
+    exp = types.SimpleNamespace(networks=("u",), methods=("pf_ode_adaptive", "ddim"),
+                                nfes=(20, 100))
+    samples = {("u", m, k): grid[0] for m in exp.methods for k in exp.nfes}
+    titles, real_grid = [], images._grid
+    monkeypatch.setattr(images, "_grid",
+                        lambda rows, t, plt: titles.extend(t) or real_grid(rows, t, plt))
+    paths = images._sample_grids(plt, samples, exp, str(tmp_path),
+                                 {("u", "pf_ode_adaptive", 20): 116.0})
+    assert set(paths) == {"samples_deterministic.png"}
+    assert titles == ["u: pf_ode_adaptive @ NFE 116", "u: ddim @ NFE 20",
+                      "u: pf_ode_adaptive @ NFE 100", "u: ddim @ NFE 100"]
 
 
 def test_testbeds_figure(tmp_path):
