@@ -173,6 +173,15 @@ def key_rng(seed: int, key: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(key.encode())])
 
 
+def sampler_label(row: Mapping) -> str:
+    """``row["sampler"]``, for an adaptive sampler with the NFE it measured (its NFE-target
+    column is a tolerance: e.g. ``"pf_ode_adaptive (26 NFE)"`` in the column of NFE 10)."""
+    sampler = sde_lib.SAMPLERS.get(row["sampler"])
+    if sampler is None or not sampler.adaptive or row.get("nfe") is None:
+        return row["sampler"]
+    return f"{row['sampler']} ({float(row['nfe']):.0f} NFE)"
+
+
 def pm(mean, sd) -> str:
     """``mean +- sd`` as table cells (``fmt``); ``n/a`` without a mean."""
     if mean is None:

@@ -50,6 +50,7 @@ import dataclasses
 import itertools
 import math
 import os
+import re
 import time
 
 import jax
@@ -511,6 +512,22 @@ def _pairs(out, items, context, metric, name):
                                   q[f"{name}_se"]))
 
 
+def _at_nfe(*rows) -> str:
+    """``"<sampler> at NFE <target>"``; an adaptive sampler's target is a tolerance, so the NFE
+    it measured follows (``"pf_ode_adaptive at NFE 10 (26 measured)"``, or ``(32 / 20
+    measured)`` for two rows, model and exact score)."""
+    r = rows[0]
+    text = f"{r['sampler']} at NFE {r['nfe_target']}"
+    if common.sampler_label(r) == r["sampler"]:
+        return text
+    measured = " / ".join(f"{float(q['nfe']):.0f}" for q in rows)
+    return f"{text} ({measured} measured)"
+
+
+_AT_NFE = re.compile(r"^(?P<method>.+) at NFE (?P<nfe>\d+)"
+                     r"(?: \((?P<measured>[\d / ]+) measured\))?$")
+
+
 def sampler_claims(rows, gaussian, exp) -> list[dict]:
     """Every comparison the tables support, by ``experiments.claims``' rule, each cell's
     standard error over its groups (training seeds; data means on the Gaussian):
@@ -529,7 +546,7 @@ def sampler_claims(rows, gaussian, exp) -> list[dict]:
         for score in ("model", "exact"):
             mine = [r for r in rows if r["dim"] == dim and r["score"] == score]
             for n in exp.nfes:
-                at = [(r["sampler"], r) for r in mine if r["nfe_target"] == n]
+                at = [(common.sampler_label(r), r) for r in mine if r["nfe_target"] == n]
                 where = f"d = {dim}, {score} score, NFE {n}"
                 _pairs(out, [(m, r) for m, r in at if _finite(r, "mmd2")], where, "MMD^2", "mmd2")
                 _pairs(out, [(m, r) for m, r in at if _finite(r, "kl")], where, "flow KL", "kl")
@@ -539,7 +556,7 @@ def sampler_claims(rows, gaussian, exp) -> list[dict]:
                     if r["nfe_target"] in exp.nfes and _finite(r, "mmd2"):
                         out.append(claims.compare(
                             f"d = {dim}, {score} score, reaching {ref_name}", "MMD^2",
-                            f"{r['sampler']} at NFE {r['nfe_target']}", r["mmd2"], r["mmd2_se"],
+                            _at_nfe(r), r["mmd2"], r["mmd2_se"],
                             ref_name, target["mmd2"], target["mmd2_se"]))
         for r in rows:
             if r["dim"] != dim or r["score"] != "model":
@@ -549,7 +566,7 @@ def sampler_claims(rows, gaussian, exp) -> list[dict]:
             for name, metric in (("mmd2", "MMD^2"), ("kl", "flow KL")):
                 if q and _finite(r, name) and _finite(q[0], name):
                     out.append(claims.compare(
-                        f"d = {dim}, {r['sampler']} at NFE {r['nfe_target']}", metric,
+                        f"d = {dim}, {_at_nfe(r, q[0])}", metric,
                         "model score", r[name], r[f"{name}_se"], "exact score", q[0][name],
                         q[0][f"{name}_se"]))
     where = f"Gaussian d = {exp.gaussian_dim}, exact score"
@@ -567,6 +584,15 @@ def sampler_claims(rows, gaussian, exp) -> list[dict]:
 
 # results/README.md quotes ``headline`` of the committed claims between these lines
 README_MARKERS = claims.readme_markers("compare_samplers", "experiments.compare_samplers.headline")
+
+
+def _reach_cell(method: str, found: tuple | None, last: int) -> str:
+    """``"ddim 50"``, ``"pf_ode_adaptive 26 (the NFE-10 tolerance)"`` or ``"pc not by 100"``."""
+    if found is None:
+        return f"{method} not by {last}"
+    nfe, measured = found
+    return f"{method} {nfe}" if measured is None else (
+        f"{method} {measured} (the NFE-{nfe} tolerance)")
 
 
 def headline(rows_of_claims) -> str:
@@ -589,14 +615,14 @@ def headline(rows_of_claims) -> str:
     for (context, metric), cs in reach.items():
         first: dict[str, int | None] = {}
         for c in cs:
-            method, nfe = c["a"].rsplit(" at NFE ", 1)
+            at = _AT_NFE.match(c["a"])
+            method, nfe = at["method"], int(at["nfe"])
             first.setdefault(method, None)
             above = c["verdict"] == f"{c['a']} above {c['b']}"
-            if not above and (first[method] is None or int(nfe) < first[method]):
-                first[method] = int(nfe)
-        target, last = cs[0]["b"], max(int(c["a"].rsplit(" at NFE ", 1)[1]) for c in cs)
-        cells = ", ".join(f"{m} {f'not by {last}' if n is None else n}"
-                          for m, n in first.items())
+            if not above and (first[method] is None or nfe < first[method][0]):
+                first[method] = (nfe, at["measured"])
+        target, last = cs[0]["b"], max(int(_AT_NFE.match(c["a"])["nfe"]) for c in cs)
+        cells = ", ".join(_reach_cell(m, f, last) for m, f in first.items())
         lines.append(f"- {context}, {metric}: first NFE not resolved above {target}: {cells}.")
     for (dim, metric), cs in scores.items():
         above = [c for c in cs if c["verdict"] == "model score above exact score"]

@@ -578,25 +578,16 @@ def _observed_image(task, y, A, shape):
 GAP_CONTEXT = "test digits, fixed-step PF-ODE NLL minus the adaptive one"
 
 
-def _with_nfe(row: dict) -> dict:
-    """An adaptive sampler's row named with the NFE it measured (its NFE-target column is a
-    tolerance: e.g. 74 score evaluations in the column of NFE 10)."""
-    sampler = sde_lib.SAMPLERS.get(row["sampler"])
-    if sampler is None or not sampler.adaptive:
-        return row
-    return dict(row, sampler=f"{row['sampler']} ({row['nfe']:.0f} NFE)")
-
-
 def image_claims(likelihood, quality, inverse, by_nfe=()) -> list[dict]:
     """Every comparison the tables support, by ``experiments.claims``' rule on the cells'
     ``_se`` (``claims.over_seeds``: over the training seeds, floored by the test digits' or the
     bootstrap's error; with one seed those errors alone): each network's bits/dim against the
     independent-pixel model; each fixed-step PF-ODE NLL of ``by_nfe`` against the adaptive one
     (its paired ``gap_to_adaptive`` against 0); at each (network, NFE target) every pair of
-    samplers on FD (an adaptive sampler named with the NFE it measured, ``_with_nfe``), and
-    each sampler against the floor and against the midpoint between the floor and
-    the independent-pixel model (below it: closer to real digits than to the baseline); in
-    each inverse problem every pair of methods on MSE."""
+    samplers on FD (an adaptive sampler named with the NFE it measured,
+    ``common.sampler_label``), and each sampler against the floor and against the midpoint
+    between the floor and the independent-pixel model (below it: closer to real digits than
+    to the baseline); in each inverse problem every pair of methods on MSE."""
     out = []
     for r in by_nfe:
         if claims.comparable(r, "gap_to_adaptive"):
@@ -614,7 +605,7 @@ def image_claims(likelihood, quality, inverse, by_nfe=()) -> list[dict]:
     base_row = next(r for r in quality if r["sampler"] == "independent pixels")
     mid = (floor["fd"] + base_row["fd"]) / 2
     mid_se = math.hypot(floor["fd_se"], base_row["fd_se"]) / 2
-    scored = [_with_nfe(r) for r in quality
+    scored = [dict(r, sampler=common.sampler_label(r)) for r in quality
               if r["network"] != "-" and claims.comparable(r, "fd")]
     out += claims.pairwise(scored, "sampler", "fd", "fd_se", ("network", "nfe_target"))
     for r in scored:

@@ -287,3 +287,28 @@ def test_committed_standard_errors_follow_the_floor():
             assert r["kl_se"] == pytest.approx(want, rel=1e-12), (r["sampler"], "kl")
             checked += 1
     assert checked == 904
+
+
+def test_an_adaptive_sampler_is_named_with_the_nfe_it_measured():
+    """``pf_ode_adaptive``'s NFE columns are tolerances: the pairwise statements name it with
+    the NFE it measured, "reaching" gives that NFE (and the column), and the model-against-exact
+    cells carry both scores' measured NFE."""
+    def row(sampler, nfe_target, nfe, mean, score="model"):
+        return {**_cell_row(sampler, nfe_target, mean, 0.01, score), "nfe": nfe}
+    rows = [row("pf_ode_adaptive", 10, 26, 0.30), row("pf_ode_adaptive", 20, 32, 0.05),
+            row("pf_ode_adaptive", 20, 20, 0.01, "exact"), row("ddim", 10, 10, 0.20),
+            row("ddim", 20, 20, 0.06), row("euler_maruyama", 100, 100, 0.06)]
+    exp = types.SimpleNamespace(dims=(2,), nfes=(10, 20), reference_steps=100,
+                                gaussian_dim=16)
+    made = compare_samplers.sampler_claims(rows, [{"sampler": "flow limit"}], exp)
+    text = compare_samplers.headline(made)
+    assert ("- d = 2, model score, NFE 20, MMD^2: none of 2 resolved from the lowest mean "
+            "(pf_ode_adaptive (32 NFE), 0.05).") in text
+    pair = [c for c in made if c["context"] == "d = 2, model score, NFE 10"]
+    assert [(c["a"], c["b"]) for c in pair] == [("pf_ode_adaptive (26 NFE)", "ddim")]
+    assert ("- d = 2, model score, reaching EM-100, MMD^2: first NFE not resolved above "
+            "EM-100: pf_ode_adaptive 32 (the NFE-20 tolerance), ddim 20.") in text
+    scores = [c["context"] for c in made if c["a"] == "model score"]
+    assert scores == ["d = 2, pf_ode_adaptive at NFE 20 (32 / 20 measured)"]
+    as_csv = [{k: str(v) for k, v in c.items()} for c in made]
+    assert compare_samplers.headline(as_csv) == text
