@@ -464,7 +464,10 @@ def inverse_rows(rng, sde, score_fn, exp, x_test, x_train, cache, seed: int = 0)
     lowest validation error on the scored digits (the row ``dps-norm``, its ``zeta``). The
     observations come from ``rng`` alone (the same for every model); the restorations' noise
     also from the training ``seed`` of the model. Each (task, method) is one unit of ``cache``
-    (a ``common.ResultCache`` of this model)."""
+    (a ``common.ResultCache`` of this model). DPS and PiGDM differentiate the network's score
+    at every sampler step: they run it with the VJP XLA:CPU computes fast inside loops
+    (``models.with_loop_vjp``)."""
+    score_fn = models.with_loop_vjp(score_fn)
     n = exp.num_inverse
     held = x_test[len(x_test) - exp.num_validation:] if len(exp.zetas) > 1 else x_test[:0]
     rows, validation, shown = [], [], {}

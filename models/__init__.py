@@ -10,7 +10,7 @@ from models.embeddings import (
 )
 from models.mlp import MLPConfig, ResidualMLP
 from models.registry import MODELS, ModelConfig, get_model, get_model_config
-from models.score_fn import get_model_fn, get_score_fn
+from models.score_fn import get_model_fn, get_score_fn, with_loop_vjp
 from models.transformer import TransformerConfig, TransformerDenoiser
 from models.unet import UNet, UNetConfig
 
@@ -18,5 +18,5 @@ __all__ = [
     "EMBEDDINGS", "MLPConfig", "MODELS", "ModelConfig", "ResidualMLP", "TimeEmbeddingConfig",
     "TimeMLP", "TransformerConfig", "TransformerDenoiser", "UNet", "UNetConfig",
     "fourier_embedding", "fourier_frequencies", "get_model", "get_model_config", "get_model_fn",
-    "get_score_fn", "sinusoidal_embedding",
+    "get_score_fn", "sinusoidal_embedding", "with_loop_vjp",
 ]

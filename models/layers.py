@@ -10,6 +10,15 @@ benchmarks/README.md, "U-Net layers"):
   same ``conv_general_dilated``. Other kernels go through ``lax.conv_general_dilated`` exactly as
   ``nn.Conv`` does ('SAME' padding, NHWC / HWIO): im2col (9 shifted slices and one product) and
   9 accumulated shifted products measured 1.1-4x slower there.
+* Inside ``loop_vjp()`` a ``Conv`` with a larger kernel has a custom VJP: its input gradient
+  is the forward convolution of the cotangent (dilated by the strides) with the spatially
+  flipped, in/out-swapped kernel, in the forward's NHWC / HWIO layout. JAX's own transpose rule
+  emits that convolution with the kernel's in/out labels swapped (``01oi``), which XLA:CPU
+  canonicalizes only in the entry computation: inside a ``lax.scan`` or ``while`` body it runs
+  a generic convolution 4-5x slower (jax issue 12868) -- the gradients of DPS and PiGDM
+  through a U-Net, taken at every sampler step, are that case. The kernel gradient stays
+  JAX's. A network applied inside ``loop_vjp()`` cannot be differentiated in forward mode
+  (``jax.jvp`` of a custom VJP raises), so the likelihood's divergence uses the plain form.
 * ``GroupNorm`` takes the group statistics on ``(B, H W, G, C / G)`` and folds them with the
   affine parameters into one scale and shift per example and channel,
 
@@ -25,6 +34,9 @@ benchmarks/README.md, "U-Net layers"):
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -33,6 +45,65 @@ import jax.numpy as jnp
 from jax import lax
 
 default_kernel_init = nn.initializers.lecun_normal()
+_NHWC = ("NHWC", "HWIO", "NHWC")
+_LOOP_VJP: contextvars.ContextVar = contextvars.ContextVar("loop_vjp", default=False)
+
+
+@contextlib.contextmanager
+def loop_vjp(enabled: bool = True):
+    """Within this context (while a network is traced) ``Conv`` layers with a kernel larger
+    than 1x1 use ``conv_loop_vjp`` (module docstring). JAX's trace and compilation caches do
+    not see the context: a function traced outside it is not traced again inside it, so jit
+    only functions that are themselves made inside it, or use ``models.with_loop_vjp``, whose
+    score carries the setting in its static part."""
+    token = _LOOP_VJP.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _LOOP_VJP.reset(token)
+
+
+def _conv(x, kernel, strides):
+    return lax.conv_general_dilated(x, kernel, strides, "SAME", dimension_numbers=_NHWC)
+
+
+def conv_input_gradient(g: jax.Array, kernel: jax.Array, x_shape: Sequence[int],
+                        strides: Sequence[int]) -> jax.Array:
+    """The gradient with respect to ``x`` (of shape ``x_shape``) of ``<g, conv(x, kernel)>``,
+    for the 'SAME'-padded NHWC / HWIO convolution with ``strides``: ``g`` dilated by the
+    strides and convolved with the flipped, in/out-swapped kernel, padded so that the result
+    has ``x``'s size (JAX's transpose rule's padding)."""
+    window = kernel.shape[:-2]
+    spatial = tuple(x_shape[1:-1])
+    pads = []
+    for n, k, s, (lo, _), o in zip(spatial, window, strides,
+                                   lax.padtype_to_pads(spatial, window, strides, "SAME"),
+                                   g.shape[1:-1], strict=True):
+        before = k - 1 - lo
+        pads.append((before, n + k - 1 - ((o - 1) * s + 1) - before))
+    flipped = jnp.flip(kernel, axis=tuple(range(len(window)))).swapaxes(-1, -2)
+    return lax.conv_general_dilated(g, flipped, (1,) * len(window), pads, lhs_dilation=strides,
+                                    dimension_numbers=_NHWC)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_loop_vjp(x: jax.Array, kernel: jax.Array, strides: tuple[int, ...]) -> jax.Array:
+    """The 'SAME'-padded NHWC / HWIO convolution, its input gradient by
+    ``conv_input_gradient`` (module docstring)."""
+    return _conv(x, kernel, strides)
+
+
+def _conv_loop_vjp_fwd(x, kernel, strides):
+    return _conv(x, kernel, strides), (x, kernel)
+
+
+def _conv_loop_vjp_bwd(strides, residuals, g):
+    x, kernel = residuals
+    _, kernel_vjp = jax.vjp(lambda k: _conv(x, k, strides), kernel)
+    return conv_input_gradient(g, kernel, x.shape, strides), kernel_vjp(g)[0]
+
+
+conv_loop_vjp.defvjp(_conv_loop_vjp_fwd, _conv_loop_vjp_bwd)
 
 
 class Conv(nn.Module):
@@ -58,9 +129,10 @@ class Conv(nn.Module):
         x, kernel, bias = (jnp.asarray(a, dtype) for a in (x, kernel, bias))
         if all(k == 1 for k in kernel_size) and all(s == 1 for s in strides):
             y = jnp.dot(x, kernel.reshape(kernel.shape[-2:]))
+        elif _LOOP_VJP.get():
+            y = conv_loop_vjp(x, kernel, strides)
         else:
-            y = lax.conv_general_dilated(x, kernel, strides, "SAME",
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            y = _conv(x, kernel, strides)
         return y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 
-from models import dropout
+from models import dropout, layers
 from models._checks import check_params
 from sde_lib._validation import check_rng, check_sde
 from sde_lib.losses import get_model_score_fn
@@ -63,16 +63,36 @@ def get_model_fn(model: nn.Module, params, train: bool = False,
 @dataclasses.dataclass(frozen=True)
 class _NetworkScore:
     """``score(params, rng, x, t)`` of a network: hashable by value (model, SDE object,
-    parameterization, train), so equal networks share a compilation whatever their params."""
+    parameterization, train, loop_vjp), so equal networks share a compilation whatever their
+    params."""
 
     model: nn.Module
     sde: object
     parameterization: Parameterization
     train: bool
+    loop_vjp: bool = False
 
     def __call__(self, params, rng, x, t):
         model_fn = get_model_fn(self.model, params, self.train, rng)
-        return get_model_score_fn(model_fn, self.sde, self.parameterization)(x, t)
+        with layers.loop_vjp(self.loop_vjp):
+            return get_model_score_fn(model_fn, self.sde, self.parameterization)(x, t)
+
+
+def with_loop_vjp(score_fn: ModelFn) -> ModelFn:
+    """A network's ``score_fn`` (of ``get_score_fn``, same parameters) whose convolutions have
+    the VJP that XLA:CPU runs fast inside loops (``models.layers``: ``loop_vjp``), for
+    gradients of the score at every step of a sampler (DPS, PiGDM); it cannot be
+    differentiated in forward mode (``jax.jvp``, the likelihood's divergence).
+
+    Raises:
+      TypeError: ``score_fn`` that ``get_score_fn`` did not make.
+    """
+    if not (isinstance(score_fn, jax.tree_util.Partial)
+            and isinstance(score_fn.func, _NetworkScore)):
+        raise TypeError(f"score_fn must be a network's score of models.get_score_fn, got "
+                        f"{score_fn!r}")
+    return jax.tree_util.Partial(dataclasses.replace(score_fn.func, loop_vjp=True),
+                                 *score_fn.args)
 
 
 def get_score_fn(sde, model: nn.Module, params, parameterization: str | Parameterization = "eps",

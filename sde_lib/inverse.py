@@ -38,6 +38,7 @@ shared by the batch) or ``(B, m)``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Callable, Sequence
@@ -208,12 +209,13 @@ def conditional_sample(rng: jax.Array, sde, score_fn: ScoreFn, shape: Sequence[i
     if get_sampler(method).adaptive:
         raise ValueError(f"guidance='{name}' needs a fixed-step method; {method!r} is "
                          f"adaptive")
-    step, coeffs, nfe = build_sampler(sde, score_fn, method, num_steps, eps, **options)
+    prior = _ScoreAt(score_fn) if normalize else score_fn
+    step, coeffs, nfe = build_sampler(sde, prior, method, num_steps, eps, **options)
     if isinstance(step, Multistep):
         raise ValueError(f"guidance='{name}' needs a one-state method (it acts on x); "
                          f"{method!r} carries earlier model outputs")
     if normalize:
-        step = functools.partial(_dps_step, step=step, sde=sde, score_fn=score_fn, A=A, y=y,
+        step = functools.partial(_dps_step, step=step, prior=prior, sde=sde, A=A, y=y,
                                  zeta=float(scale))
     else:
         A_pinv = jnp.linalg.pinv(A)  # (d, m)
@@ -222,20 +224,48 @@ def conditional_sample(rng: jax.Array, sde, score_fn: ScoreFn, shape: Sequence[i
     return scan_steps(step, rng_steps, sde.prior_sampling(rng_prior, shape), coeffs), nfe
 
 
-def _dps_step(key, x, c, *, step, sde, score_fn, A, y, zeta):
+class _ScoreAt:
+    """``score_fn`` that, within ``at(x, s)``, returns the score ``s`` already computed at the
+    traced array ``x`` itself when called on it (any other array is evaluated): the normalised
+    DPS step's vector-Jacobian product evaluates the score at ``x``, and the sampler's step
+    takes it from there instead of running the network again."""
+
+    def __init__(self, score_fn: ScoreFn):
+        self.score_fn, self._known = score_fn, None
+
+    @contextlib.contextmanager
+    def at(self, x: jax.Array, s: jax.Array):
+        self._known = (x, s)
+        try:
+            yield
+        finally:
+            self._known = None
+
+    def __call__(self, x, t):
+        if self._known is not None and x is self._known[0]:
+            return self._known[1]
+        return self.score_fn(x, t)
+
+
+def _dps_step(key, x, c, *, step, prior: _ScoreAt, sde, A, y, zeta):
     """``step`` from ``x`` at ``c.t``, then ``- zeta grad_x ||y - A x0_hat(x)||`` per example
-    (Chung et al.'s normalised DPS step), on the sample and on its mean."""
-    x_next, x_mean = step(key, x, c)
+    (Chung et al.'s normalised DPS step), on the sample and on its mean. The score at ``x`` is
+    evaluated once, in the Tweedie mean's vector-Jacobian product, and reused by ``step``."""
     B = x.shape[0]
     t = jnp.full((B,), c.t, x.dtype)
     alpha, sigma = sde.marginal_coeffs(t)
 
-    def residual_norms(x):  # sum over the batch of ||y - A x0_hat(x)||: per-example gradients
-        x0, _ = _tweedie_mean(score_fn, x, t, alpha, sigma)
-        r = jnp.broadcast_to(y, (B, A.shape[0])) - x0.reshape(B, -1) @ A.T
-        return jnp.sum(jnp.sqrt(jnp.sum(r**2, axis=1) + jnp.finfo(x.dtype).tiny))
+    def x0_flat(x):  # Tweedie mean, and the prior score as auxiliary output
+        x0, s = _tweedie_mean(prior.score_fn, x, t, alpha, sigma)
+        return x0.reshape(B, -1), s
 
-    move = zeta * jax.grad(residual_norms)(x)
+    x0, pullback, s = jax.vjp(x0_flat, x, has_aux=True)
+    r = jnp.broadcast_to(y, (B, A.shape[0])) - x0 @ A.T  # (B, m)
+    norms = jnp.sqrt(jnp.sum(r**2, axis=1, keepdims=True) + jnp.finfo(x.dtype).tiny)
+    (grad,) = pullback(-(r / norms) @ A)  # grad_x ||r|| = -J^T A^T r / ||r||, per example
+    with prior.at(x, s):
+        x_next, x_mean = step(key, x, c)
+    move = zeta * grad.reshape(x.shape)
     return x_next - move, x_mean - move
 
 

@@ -192,7 +192,8 @@ def test_normalized_dps_step_against_finite_differences():
     t = 0.4
     c = GridCoeffs(t=jnp.asarray(t))
     out, _ = inverse._dps_step(jax.random.key(0), x, c, step=lambda k, x, c: (x, x), sde=sde,
-                               score_fn=score_fn, A=jnp.asarray(A2), y=jnp.asarray(y), zeta=0.3)
+                               prior=inverse._ScoreAt(score_fn), A=jnp.asarray(A2),
+                               y=jnp.asarray(y), zeta=0.3)
     alpha, sigma = (float(v) for v in sde.marginal_coeffs(jnp.asarray(t)))
 
     def norm(b, z):
@@ -206,6 +207,61 @@ def test_normalized_dps_step_against_finite_differences():
                 for e in np.eye(3)]
         np.testing.assert_allclose(np.asarray(out[b]), np.asarray(x[b]) - 0.3 * np.array(grad),
                                    rtol=0, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_normalized_dps_evaluates_the_score_once_per_step_and_matches_two_evaluations():
+    """The normalised DPS step reuses the score of its vector-Jacobian product in the sampler's
+    step: for every one-state fixed-step method its samples equal those of a reference that
+    evaluates the score separately for the step and for the gradient (float64), and a traced
+    step calls the network once per evaluation the method makes (ancestral 1, Heun 2) instead
+    of once more."""
+    from sde_lib.sampling import driver
+    from sde_lib.sampling.multistep import Multistep
+
+    sde = sde_lib.VPSDE()
+    exact = GAUSS.score_fn(sde)
+    calls = []
+
+    def score_fn(x, t):
+        calls.append(1)
+        return exact(x, t)
+
+    A = jnp.asarray(A2)
+    y = jnp.array([[1.0, -0.5], [0.2, 0.4], [-1.0, 2.0], [0.0, 0.3]])
+    shape, key, zeta, steps = (4, 3), jax.random.key(5), 0.2, 25
+
+    def reference(method):
+        step, coeffs, _ = driver.build_sampler(sde, exact, method, steps)
+
+        def dps(key, x, c):
+            x_next, x_mean = step(key, x, c)
+            t = jnp.full((x.shape[0],), c.t, x.dtype)
+            alpha, sigma = sde.marginal_coeffs(t)
+
+            def norms(x):
+                x0 = (x + (sigma**2)[:, None] * exact(x, t)) / alpha[:, None]
+                return jnp.sum(jnp.linalg.norm(y - x0 @ A.T, axis=1))
+            move = zeta * jax.grad(norms)(x)
+            return x_next - move, x_mean - move
+        rng_prior, rng_steps = jax.random.split(key)
+        return driver.scan_steps(dps, rng_steps, sde.prior_sampling(rng_prior, shape), coeffs)
+
+    for name, sampler in sde_lib.SAMPLERS.items():
+        if sampler.adaptive or isinstance(driver.build_sampler(sde, exact, name, steps)[0],
+                                          Multistep):
+            continue
+        got, _ = sde_lib.conditional_sample(key, sde, exact, shape, A, y, guidance="dps",
+                                            normalize=True, scale=zeta, method=name,
+                                            num_steps=steps)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(reference(name)), rtol=1e-10,
+                                   atol=1e-10, err_msg=name)
+    for method, per_step in (("ddpm_ancestral", 1), ("pf_ode_heun", 2)):
+        calls.clear()
+        jax.jit(lambda k, m=method: sde_lib.conditional_sample(
+            k, sde, score_fn, shape, A, y, guidance="dps", normalize=True, scale=zeta,
+            method=m, num_steps=steps)[0]).lower(key)
+        assert len(calls) == per_step, (method, len(calls))
 
 
 @pytest.mark.slow

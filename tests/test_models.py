@@ -3,6 +3,7 @@ formulas written here, the registry's errors, and get_score_fn against the param
 conversions and the Gaussian-mixture oracle."""
 
 import math
+import re
 from unittest import mock
 
 import chex
@@ -455,6 +456,66 @@ def test_layers_groupnorm_matches_flax_groupnorm(shape, groups, offset, dtype):
     x = offset + jax.random.normal(jax.random.PRNGKey(1), shape, dtype)
     assert_layer_matches(layers.GroupNorm(num_groups=groups), nn.GroupNorm(num_groups=groups),
                          x, LAYER_TOL[dtype])
+
+
+@pytest.mark.parametrize("strides, shape", [
+    (1, (2, 7, 7, 4)), ((2, 2), (2, 7, 7, 4)), ((2, 2), (2, 8, 8, 3)), ((2, 2), (1, 14, 14, 2)),
+    _slow(1, (1, 28, 28, 2)), _slow((2, 2), (1, 28, 28, 2))])
+def test_layers_conv_loop_vjp_matches_flax_conv(strides, shape):
+    """Inside ``layers.loop_vjp()`` the convolution goes through its custom VJP (the jaxpr says
+    so) and has nn.Conv's output and gradients in params and input (float64), odd and even
+    sizes, strides 1 and 2."""
+    x = jax.random.normal(jax.random.PRNGKey(1), shape, jnp.float64)
+    conv = layers.Conv(7, (3, 3), strides=strides)
+    params = conv.init(jax.random.PRNGKey(0), x)["params"]
+    def jaxpr():  # a new function each time: JAX's trace caches do not see the context
+        return str(jax.make_jaxpr(lambda x: conv.apply({"params": params}, x))(x))
+    assert "custom_vjp_call" not in jaxpr()
+    with layers.loop_vjp():
+        assert "custom_vjp_call" in jaxpr()
+        assert_layer_matches(conv, nn.Conv(7, (3, 3), strides=strides), x, LAYER_TOL[jnp.float64])
+
+
+def test_loop_vjp_keeps_a_scanned_input_gradient_on_canonical_convolutions():
+    """Inside ``lax.scan``, XLA:CPU leaves the transpose rule's convolution with in/out-swapped
+    kernel labels (``01oi``, its generic, slow path; outside loops it canonicalizes them); the
+    loop-VJP convolution's input gradient compiles to canonical ``01io`` convolutions only."""
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 4), jnp.float32)
+    conv = layers.Conv(4, (3, 3))
+    params = conv.init(jax.random.PRNGKey(0), x)["params"]
+
+    def labels():
+        def body(x, _):
+            g = jax.vjp(lambda x: conv.apply({"params": params}, x), x)[1](x)[0]
+            return x + 0.1 * g, None
+        text = jax.jit(lambda x: jax.lax.scan(body, x, None, 3)[0]).lower(x).compile().as_text()
+        return set(re.findall(r"dim_labels=\w+_(\w+)->", text))
+    assert "01oi" in labels()
+    with layers.loop_vjp():
+        assert labels() == {"01io"}
+
+
+@pytest.mark.slow
+def test_with_loop_vjp_is_the_same_score_with_the_same_gradient():
+    """``models.with_loop_vjp`` of a U-Net's score: the same score and input gradient (float64),
+    a separate compilation (another static function), a clear error under ``jax.jvp`` (forward
+    mode of a custom VJP) and for a score that no network makes."""
+    sde = sde_lib.VPSDE()
+    model = models.get_model("unet_digits", ch=8)
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 1), jnp.float64)
+    t = jnp.array([0.3, 0.7])
+    score = models.get_score_fn(sde, model, model.init(jax.random.PRNGKey(0), x, t)["params"])
+    fast = models.with_loop_vjp(score)
+    assert jax.tree.structure(fast) != jax.tree.structure(score)
+    ct = jax.random.normal(jax.random.PRNGKey(2), x.shape, jnp.float64)
+    (s0, g0), (s1, g1) = ((f(x, t), jax.vjp(lambda x, f=f: f(x, t), x)[1](ct)[0])
+                          for f in (score, fast))
+    np.testing.assert_allclose(s1, s0, rtol=1e-12, atol=1e-12 * float(jnp.max(jnp.abs(s0))))
+    np.testing.assert_allclose(g1, g0, rtol=1e-10, atol=1e-10 * float(jnp.max(jnp.abs(g0))))
+    with pytest.raises(TypeError, match="custom_vjp"):
+        jax.jvp(lambda x: fast(x, t), (x,), (ct,))
+    with pytest.raises(TypeError, match="network's score of models.get_score_fn"):
+        models.with_loop_vjp(lambda x, t: x)
 
 
 def test_layers_groupnorm_rejects_indivisible_channels():
