@@ -34,6 +34,10 @@ second term is intractable and each method approximates it, all through the samp
 
 ``A`` is ``(m, d)`` acting on flattened data ``d = prod(D)``; ``y`` is ``(m,)`` (one observation,
 shared by the batch) or ``(B, m)``.
+
+``dps`` and ``pigdm`` differentiate the score at every sampler step; with a convolutional
+network on CPU, give them ``models.with_loop_vjp(score_fn)`` (docs/known_issues.md: XLA:CPU runs
+a convolution's input gradient inside a loop 4-6x slower otherwise).
 """
 
 from __future__ import annotations
