@@ -1,7 +1,7 @@
 """The committed MNIST study (``results/mnist``): its claims and headline are what the image
 study's code makes of the committed tables, the README quotes the headline between its markers,
 and the tables hold what the study measures (every sampler at every NFE target, the reference
-rows, the likelihoods). The study end to end at a tiny config is in
+rows, the likelihoods, the inverse problems). The study end to end at a tiny config is in
 ``test_experiment_modules``."""
 
 import pathlib
@@ -14,7 +14,7 @@ from sde_lib import SAMPLERS
 
 ROOT = pathlib.Path(__file__).parents[1]
 COMMITTED = ROOT / "results" / "mnist"
-TABLES = ("digits", "quality", "likelihood_vs_nfe", "memorization")
+TABLES = ("digits", "quality", "likelihood_vs_nfe", "memorization", "inverse")
 
 
 def test_committed_mnist_reports_follow_from_the_tables_and_the_readme_quotes_them(tmp_path):
@@ -51,7 +51,7 @@ def test_committed_mnist_tables_cover_the_study():
 def test_the_readme_quotes_the_committed_mnist_numbers():
     """The root README's MNIST paragraph states the committed tables' values (rounded): the
     PF-ODE NLL, the pixel model and the ELBOs with their errors, the FD range at NFE 100 with
-    the floor and the pixel model."""
+    the floor and the pixel model, and the inverse problems' MSEs."""
     readme = (ROOT / "README.md").read_text()
     text = readme[readme.index("### MNIST at 28x28"):readme.index("## Layout")]
     text = " ".join(text.split())
@@ -67,3 +67,32 @@ def test_the_readme_quotes_the_committed_mnist_numbers():
     floor, pixel = quality[0], quality[1]
     assert f"floor of real digits ({floor['fd']:.1f} +- {floor['fd_se']:.1f})" in text
     assert f"pixel model ({pixel['fd']:.0f} +- {pixel['fd_se']:.0f})" in text
+    inverse = {(r["task"], r["method"]): r for r in common.read_table(
+        str(COMMITTED / "inverse.csv"))}
+    for (task, method), digits in ((("super-resolution", "dps-norm"), 4),
+                                   (("super-resolution", "projection"), 4),
+                                   (("super-resolution", "nearest training digit"), 3),
+                                   (("denoising", "dps-norm"), 4), (("inpainting", "dps-norm"), 3),
+                                   (("inpainting", "nearest training digit"), 3)):
+        r = inverse[task, method]
+        assert f"{r['mse']:.{digits}f} +- {r['mse_se']:.{digits}f}" in text, (task, method)
+    assert f"(the noisy image {inverse['denoising', 'observation']['mse']:.4f})" in text
+
+
+def test_committed_mnist_inverse_problems_cover_every_task_and_tune_dps_on_validation():
+    """Each task of ``images.TASKS`` on at least 200 test digits with the projection (noiseless
+    tasks), normalised DPS, PiGDM, the nearest-neighbour and mean-image baselines (a finite MSE
+    with its error wherever one is reported); DPS's zeta' chosen on validation digits, as the
+    lowest validation MSE of ``inverse_validation.csv``, which never scores a test digit."""
+    inverse = common.read_table(str(COMMITTED / "inverse.csv"))
+    validation = common.read_table(str(COMMITTED / "inverse_validation.csv"))
+    for task, sigma_y in images.TASKS:
+        rows = {r["method"]: r for r in inverse if r["task"] == task}
+        expected = {"dps-norm", "pigdm", "nearest training digit", "mean training image"}
+        assert expected | ({"projection"} if sigma_y == 0 else set()) <= set(rows), task
+        assert all(r["digits"] >= 200 for r in rows.values())
+        assert all(np.isfinite(r["mse"]) and r["mse_se"] > 0 for r in rows.values() if "mse" in r)
+        dps = rows["dps-norm"]
+        assert "validation digits" in dps["zeta_chosen_on"]
+        held = [r for r in validation if r["task"] == task and "mse" in r]
+        assert len(held) >= 2 and dps["zeta"] == min(held, key=lambda r: r["mse"])["zeta"]
