@@ -458,22 +458,24 @@ def test_layers_groupnorm_matches_flax_groupnorm(shape, groups, offset, dtype):
                          x, LAYER_TOL[dtype])
 
 
-@pytest.mark.parametrize("strides, shape", [
-    (1, (2, 7, 7, 4)), ((2, 2), (2, 7, 7, 4)), ((2, 2), (2, 8, 8, 3)), ((2, 2), (1, 14, 14, 2)),
-    _slow(1, (1, 28, 28, 2)), _slow((2, 2), (1, 28, 28, 2))])
-def test_layers_conv_loop_vjp_matches_flax_conv(strides, shape):
+@pytest.mark.parametrize("kernel, strides, shape", [
+    ((3, 3), 1, (2, 7, 7, 4)), ((3, 3), (2, 2), (2, 7, 7, 4)), ((3, 3), (2, 2), (2, 8, 8, 3)),
+    ((3, 3), (2, 2), (1, 14, 14, 2)), ((2, 2), 1, (2, 7, 6, 3)), ((4, 5), (2, 3), (2, 9, 11, 2)),
+    _slow((3, 3), 1, (1, 28, 28, 2)), _slow((3, 3), (2, 2), (1, 28, 28, 2))])
+def test_layers_conv_loop_vjp_matches_flax_conv(kernel, strides, shape):
     """Inside ``layers.loop_vjp()`` the convolution goes through its custom VJP (the jaxpr says
-    so) and has nn.Conv's output and gradients in params and input (float64), odd and even
-    sizes, strides 1 and 2."""
+    so) and has nn.Conv's output and gradients in params and input (float64): odd and even
+    sizes and kernels, strides 1, 2 and 3 (the 'SAME' padding's uneven splits)."""
     x = jax.random.normal(jax.random.PRNGKey(1), shape, jnp.float64)
-    conv = layers.Conv(7, (3, 3), strides=strides)
+    conv = layers.Conv(7, kernel, strides=strides)
     params = conv.init(jax.random.PRNGKey(0), x)["params"]
     def jaxpr():  # a new function each time: JAX's trace caches do not see the context
         return str(jax.make_jaxpr(lambda x: conv.apply({"params": params}, x))(x))
     assert "custom_vjp_call" not in jaxpr()
     with layers.loop_vjp():
         assert "custom_vjp_call" in jaxpr()
-        assert_layer_matches(conv, nn.Conv(7, (3, 3), strides=strides), x, LAYER_TOL[jnp.float64])
+        assert_layer_matches(conv, nn.Conv(7, kernel, strides=strides), x,
+                             LAYER_TOL[jnp.float64])
 
 
 def test_loop_vjp_keeps_a_scanned_input_gradient_on_canonical_convolutions():
