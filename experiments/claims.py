@@ -195,17 +195,20 @@ def floored_se(sd: float | None, within_sd: float | None, per_group: float,
     return math.sqrt(var / groups)
 
 
-def rerun_halfwidth(se: float | None, n: int) -> float | None:
+def rerun_halfwidth(se: float | None, n: int, n_rerun: int | None = None) -> float | None:
     """The half-width of the 95% interval in which a re-run's mean lands: a cell's mean ``m``
-    over ``n`` independent runs (training seeds) with standard error ``se``, and another ``n``
-    runs with other seeds giving ``m'``: ``(m' - m) / (sqrt(2) se)`` is Student-t with ``n - 1``
-    degrees of freedom, so ``m'`` falls in ``m +- t_{0.975, n-1} sqrt(2) se`` 95% of the time.
-    ``None`` without a standard error or with ``n < 2``."""
+    over ``n`` independent runs (training seeds) with standard error ``se = s / sqrt(n)``, and
+    ``n_rerun`` (default ``n``) runs with other seeds giving ``m'``: ``m' - m`` has variance
+    ``sigma^2 (1 / n + 1 / n_rerun)``, so ``(m' - m) / (se sqrt(1 + n / n_rerun))`` is
+    Student-t with ``n - 1`` degrees of freedom (``s`` from the committed runs alone), and ``m'``
+    falls in ``m +- t_{0.975, n-1} sqrt(1 + n / n_rerun) se`` 95% of the time (``sqrt(2) se``
+    for a re-run as large). ``None`` without a standard error or with ``n < 2``."""
     if se is None or n < 2 or not math.isfinite(se):
         return None
     from scipy import stats
 
-    return float(stats.t.ppf(0.975, n - 1) * math.sqrt(2.0) * se)
+    ratio = 1.0 if n_rerun is None else n / n_rerun
+    return float(stats.t.ppf(0.975, n - 1) * math.sqrt(1.0 + ratio) * se)
 
 
 def rerun_coverage(committed: Sequence[Mapping], rerun: Sequence[Mapping], keys: Sequence[str],
@@ -213,8 +216,9 @@ def rerun_coverage(committed: Sequence[Mapping], rerun: Sequence[Mapping], keys:
     """How many of ``committed``'s cells a re-run lands inside: for each row of ``committed``
     and each of ``metrics`` with a finite mean and standard error (``<metric>_se``), the row of
     ``rerun`` with the same ``keys`` is inside where ``|mean' - mean| <=
-    rerun_halfwidth(se, n)``, ``n`` the row's ``groups`` column. Rows are dicts of numbers or
-    of CSV strings. Returns ``(inside, cells)``."""
+    rerun_halfwidth(se, n, n')``, ``n`` and ``n'`` the two rows' ``groups`` columns (``n' =
+    n`` where the re-run's row has none). Rows are dicts of numbers or of CSV strings. Returns
+    ``(inside, cells)``."""
     def number(value):
         return None if value in (None, "") else float(value)
 
@@ -226,7 +230,9 @@ def rerun_coverage(committed: Sequence[Mapping], rerun: Sequence[Mapping], keys:
             mean, se = number(row.get(m)), number(row.get(f"{m}_se"))
             if other is None or mean is None or se is None or not math.isfinite(mean):
                 continue
-            half = rerun_halfwidth(se, int(number(row[groups])))
+            n_rerun = number(other.get(groups))
+            half = rerun_halfwidth(se, int(number(row[groups])),
+                                   None if n_rerun is None else int(n_rerun))
             value = number(other.get(m))
             if half is None or value is None:
                 continue

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from experiments import claims
 
@@ -69,6 +70,26 @@ def test_rerun_interval_holds_a_rerun_95_percent_of_the_time():
     assert claims.rerun_halfwidth(None, 5) is None and claims.rerun_halfwidth(0.1, 1) is None
 
 
+def test_rerun_interval_for_a_rerun_of_another_size():
+    """10 committed seeds against a 5-seed re-run: the re-run's mean lands in ``mean +-
+    rerun_halfwidth(se, 10, 5)`` with probability 0.95 (20,000 simulated pairs, tolerance 4
+    standard errors of the coverage), where the equal-size interval ``(se, 10)`` holds it with
+    probability ``P(|t_9| <= t_{0.975, 9} sqrt(2 / 3)) = 0.902``; ``n_rerun = n`` is the
+    default."""
+    rng = np.random.default_rng(1)
+    reps = 20_000
+    first, second = rng.normal(size=(reps, 10)), rng.normal(size=(reps, 5))
+    se = first.std(axis=1, ddof=1) / np.sqrt(10)
+    gap = np.abs(second.mean(1) - first.mean(1))
+    inside = gap <= claims.rerun_halfwidth(1.0, 10, 5) * se
+    assert abs(inside.mean() - 0.95) < 4 * np.sqrt(0.95 * 0.05 / reps)
+    t = stats.t.ppf(0.975, 9)
+    narrow = 2 * stats.t.cdf(t * np.sqrt(2 / 3), 9) - 1
+    assert abs(np.mean(gap <= claims.rerun_halfwidth(1.0, 10) * se) - narrow) < 4 * np.sqrt(
+        narrow * (1 - narrow) / reps)
+    assert claims.rerun_halfwidth(0.3, 5, 5) == claims.rerun_halfwidth(0.3, 5)
+
+
 def test_rerun_coverage_counts_the_cells_inside():
     """Cells with a mean and standard error are counted (CSV strings as well as numbers), a
     cell without a standard error or a re-run row is not; inside means within the re-run
@@ -79,6 +100,9 @@ def test_rerun_coverage_counts_the_cells_inside():
                  {"k": 4, "m": 1.0, "m_se": 0.1, "groups": 5}]
     rerun = [{"k": "1", "m": "1.39"}, {"k": "2", "m": "0.60"}, {"k": "3", "m": "1.0"}]
     assert claims.rerun_coverage(committed, rerun, ["k"], ["m"], "groups") == (1, 2)
+    # a re-run of 2 groups is noisier: t_{0.975, 4} sqrt(1 + 5 / 2) = 5.20 standard errors
+    rerun[1]["groups"] = "2"
+    assert claims.rerun_coverage(committed, rerun, ["k"], ["m"], "groups") == (2, 2)
 
 
 def test_leaders_names_the_lowest_and_what_is_not_resolved_from_it():
