@@ -112,11 +112,7 @@ def guided_score_fn(score_fn: ScoreFn, sde, A: ArrayLike, y: ArrayLike, sigma_y:
     def guided(x, t):
         B = x.shape[0]
         alpha, sigma = sde.marginal_coeffs(t)
-
-        def x0_flat(x):  # Tweedie mean, and the prior score as auxiliary output
-            x0, s = _tweedie_mean(score_fn, x, t, alpha, sigma)
-            return x0.reshape(B, -1), s
-
+        x0_flat = _tweedie_flat(score_fn, t, alpha, sigma)
         if guidance == "tmpd":
             x0, jvp, s = jax.linearize(x0_flat, x, has_aux=True)
             pullback = jax.linear_transpose(jvp, x)
@@ -146,6 +142,15 @@ def _tweedie_mean(score_fn, x, t, alpha, sigma):
     """``(x0_hat, score)``: ``x0_hat = (x + sigma_t^2 score(x, t)) / alpha_t``."""
     s = score_fn(x, t)
     return (x + batch_coeff(sigma**2, x) * s) / batch_coeff(alpha, x), s
+
+
+def _tweedie_flat(score_fn, t, alpha, sigma):
+    """``x -> (x0_hat(x) (B, d), score(x, t))``: the Tweedie mean flattened per example, with the
+    prior score as auxiliary output (for ``jax.vjp`` / ``jax.linearize`` with ``has_aux``)."""
+    def x0_flat(x):
+        x0, s = _tweedie_mean(score_fn, x, t, alpha, sigma)
+        return x0.reshape(x.shape[0], -1), s
+    return x0_flat
 
 
 def _psd_solve(M: jax.Array, noise_var: float, r: jax.Array) -> jax.Array:
@@ -258,12 +263,7 @@ def _dps_step(key, x, c, *, step, prior: _ScoreAt, sde, A, y, zeta):
     B = x.shape[0]
     t = jnp.full((B,), c.t, x.dtype)
     alpha, sigma = sde.marginal_coeffs(t)
-
-    def x0_flat(x):  # Tweedie mean, and the prior score as auxiliary output
-        x0, s = _tweedie_mean(prior.score_fn, x, t, alpha, sigma)
-        return x0.reshape(B, -1), s
-
-    x0, pullback, s = jax.vjp(x0_flat, x, has_aux=True)
+    x0, pullback, s = jax.vjp(_tweedie_flat(prior.score_fn, t, alpha, sigma), x, has_aux=True)
     r = jnp.broadcast_to(y, (B, A.shape[0])) - x0 @ A.T  # (B, m)
     norms = jnp.sqrt(jnp.sum(r**2, axis=1, keepdims=True) + jnp.finfo(x.dtype).tiny)
     (grad,) = pullback(-(r / norms) @ A)  # grad_x ||r|| = -J^T A^T r / ||r||, per example
