@@ -70,6 +70,26 @@ def test_missing_tfds_dataset_says_how_to_prepare(tmp_path):
                                           data_dir=str(tmp_path)), "train")
 
 
+def test_an_unprepared_builder_leaves_no_tfds_scratch_directory(tmp_path, monkeypatch):
+    import tempfile
+
+    import tensorflow_datasets as tfds
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    # tfds itself leaves one empty tmp*tfds directory per construction on an unprepared dir...
+    tfds.builder("mnist", data_dir=tmp_path / "bare")
+    assert [p.name.endswith("tfds") for p in scratch.iterdir()] == [True]
+    for p in scratch.iterdir():
+        p.rmdir()
+    # ... the loader and the offline builders remove theirs.
+    with pytest.raises(data.DatasetNotPreparedError):
+        data.tfds_dataset("tfds:mnist", "train", tmp_path / "loader")
+    data.tfds_dataset("digits", "test", tmp_path / "packaged")
+    assert list(scratch.iterdir()) == []
+
+
 def test_split_name_is_checked(digits_train, data_dir):
     with pytest.raises(ValueError, match=r"split must be one of \['test', 'train'\]"):
         data.tfds_dataset("digits", "validation", data_dir)

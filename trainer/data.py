@@ -201,6 +201,8 @@ def tfds_dataset(name: str, split: str, data_dir: str | os.PathLike | None = Non
 
     import tensorflow_datasets as tfds
 
+    from trainer.offline_builders import no_tfds_scratch_dirs
+
     if name in PACKAGED:
         module = importlib.import_module(PACKAGED[name][0])
         builder = getattr(module, PACKAGED[name][1])(data_dir)
@@ -208,7 +210,8 @@ def tfds_dataset(name: str, split: str, data_dir: str | os.PathLike | None = Non
     else:
         name = name.removeprefix(TFDS_PREFIX)
         try:
-            builder = tfds.builder(name, data_dir=data_dir)
+            with no_tfds_scratch_dirs():
+                builder = tfds.builder(name, data_dir=data_dir)
         except tfds.core.registered.DatasetNotFoundError:
             raise ValueError(f"dataset name must be one of {sorted(PACKAGED)}, one of "
                              f"{sorted(SYNTHETIC)} or a tfds dataset name, got {name!r} "

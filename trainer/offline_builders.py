@@ -11,6 +11,7 @@ import importlib.util
 import os
 import pathlib
 import sys
+import tempfile
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -79,6 +80,25 @@ def _file_lock(path: pathlib.Path):
 
 
 @contextlib.contextmanager
+def no_tfds_scratch_dirs():
+    """Removes the empty ``tmp*tfds`` directories tfds makes while a builder is constructed.
+
+    On a data directory without a prepared dataset, ``DatasetInfo.initialize_from_bucket``
+    calls ``tempfile.mkdtemp("tfds")`` before it finds GCS disabled (nothing is fetched), and
+    the directory is never removed: one per construction, hundreds over a test run. Only new,
+    empty directories of that pattern go (``os.rmdir``), so another process's files are safe.
+    """
+    root = pathlib.Path(tempfile.gettempdir())
+    before = set(root.glob("tmp*tfds"))
+    try:
+        yield
+    finally:
+        for path in set(root.glob("tmp*tfds")) - before:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+
+@contextlib.contextmanager
 def _quiet_tfds():
     """tfds' progress bars and absl's warnings (an unprepared builder's "Variant folder ... has
     no dataset_info.json") off while a builder is made and prepared; both restored after."""
@@ -99,7 +119,7 @@ def prepared(builder_class, data_dir: str | os.PathLike | None = None):
     """``builder_class`` in ``data_dir`` (array_record), prepared there if it is not (one line
     on stderr before and after, nothing else); the preparation holds a file lock, so processes
     sharing a data directory prepare it once."""
-    with _quiet_tfds():
+    with _quiet_tfds(), no_tfds_scratch_dirs():
         builder = builder_class(data_dir=data_dir, file_format="array_record")
         if not builder.is_prepared():
             with _file_lock(pathlib.Path(builder.data_dir_root) / f".{builder.name}.lock"):
