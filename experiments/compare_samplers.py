@@ -4,7 +4,8 @@ For each dimension ``d`` (default 2; 2 and 16 in the config's ``FULL_GRID``), th
 of two identical Gaussians with random shifts is the data. One score model per training seed
 ``s`` is trained on it (``trainer.train_and_evaluate``, the config
 ``experiments/configs/compare_samplers.py`` with ``data.dim = d`` and ``training.seed = s``, in
-``<workdir>/model_d<d>_s<s>``; a second run in the same workdir reuses them), then every
+``<workdir>/model_d<d>_s<s>``; a second run in the same workdir reuses them, and every sampler
+run already made, kept in ``<workdir>/partial``), then every
 sampler runs at every NFE target with each model and with the oracle's exact score,
 ``sample_seeds`` runs per training seed (each its own prior draw, noise and set of exact samples
 to compare with, the same for every sampler and score; the exact score runs in as many groups),
@@ -47,7 +48,9 @@ Run: ``python -m experiments.compare_samplers --workdir runs/compare_samplers``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
+import json
 import math
 import os
 import re
@@ -194,14 +197,38 @@ def _summarize(runs: list[dict]) -> dict:
     return out
 
 
-def evaluate_runs(rng, sde, gmm, score_fns, exp, progress, dim):
+def _sampler_run(compiled: list, fn, key, score_fn, metrics, kl_fn, keep: bool):
+    """One sampler run: ``(row, samples if keep else None)``, the row the ``metrics`` of its
+    samples, its wall time, NFE and (with ``kl_fn``: one run per group) its flow KL with its own
+    standard error. ``compiled`` holds ``fn``'s compiled program once made (then its compile
+    time is in this row)."""
+    run = {}
+    if not compiled:
+        start = time.perf_counter()
+        compiled.append(fn.lower(key, score_fn).compile())
+        run["compile_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    x, nfe = jax.block_until_ready(compiled[0](key, score_fn))
+    run["wall_s"] = time.perf_counter() - start
+    x = np.asarray(x)
+    run.update(metrics(x), nfe=int(nfe))
+    if kl_fn is not None:
+        kl, kl_se = kl_fn(key, score_fn)
+        run.update(kl=float(kl), kl_run_se=float(kl_se))
+    return run, x if keep else None
+
+
+def evaluate_runs(rng, sde, gmm, score_fns, exp, progress, dim, caches=None):
     """One row per (score, method, NFE target) for data ``gmm`` in dimension ``dim``.
 
     ``score_fns["model"]`` holds one score per training seed, ``score_fns["exact"]`` the
     mixture's. Run ``u = i * sample_seeds + r`` (group ``i``, sampling seed ``r``) draws its
     prior sample and noise from ``fold_in(rng, u)``, the same for every sampler and score, and
     has its own set of exact samples; the model's group ``i`` is training seed ``i``, the exact
-    score runs as many groups of as many runs. Each row holds every metric's ``claims.spread``."""
+    score runs as many groups of as many runs. Each row holds every metric's ``claims.spread``.
+    ``caches`` (``{kind: [common.ResultCache per score of score_fns[kind]]}``, or None) keeps
+    each finished run, keyed by its sampler, steps, options and ``u``; a run kept there is read,
+    not run again (a stopped study resumes where it stopped)."""
     n, bandwidths = exp.num_samples, tuple(h * math.sqrt(dim) for h in exp.mmd_bandwidths)
     num_runs = len(exp.train_seeds) * exp.sample_seeds
     rng_exact, rng_sw, rng_sample = jax.random.split(rng, 3)
@@ -219,34 +246,33 @@ def evaluate_runs(rng, sde, gmm, score_fns, exp, progress, dim):
                     and sampler.deterministic(sampler.check_options(options)))
             kl_fn = (common.flow_kl_fn(sde, gmm, exp.flow_kl_points, dim, method, num_steps)
                      if flow else None)
+            setting = f"{method}_{num_steps}_{json.dumps(options, sort_keys=True)}"
             for kind, fns in score_fns.items():
                 row = {"dim": dim, "score": kind, "sampler": method, "nfe_target": nfe_target}
-                runs, compile_s = [], 0.0
+                runs, compiled = [], []
                 try:
                     for u in range(num_runs):
                         i, r = divmod(u, exp.sample_seeds)
                         score_fn, key = fns[i % len(fns)], jax.random.fold_in(rng_sample, u)
-                        if not runs:  # compiled once per score kind
-                            start = time.perf_counter()
-                            compiled = fn.lower(key, score_fn).compile()
-                            compile_s = time.perf_counter() - start
-                        start = time.perf_counter()
-                        x, nfe = jax.block_until_ready(compiled(key, score_fn))
-                        wall_s = time.perf_counter() - start
-                        x = np.asarray(x)
-                        run = {**_metrics(gmm, x, exacts[u], rng_sw, bandwidths),
-                               "wall_s": wall_s, "group": i}
-                        if kl_fn is not None and r == 0:  # one per group: its own SE
-                            kl, kl_se = kl_fn(key, score_fn)
-                            run.update(kl=float(kl), kl_run_se=float(kl_se))
-                        runs.append(run)
-                        if u == 0:
-                            samples[(kind, method, nfe_target)] = x
+                        one_run = functools.partial(
+                            _sampler_run, compiled, fn, key, score_fn,
+                            functools.partial(_metrics, gmm, exact=exacts[u], rng_sw=rng_sw,
+                                              bandwidths=bandwidths),
+                            kl_fn if r == 0 else None, u == 0 and dim == 2)
+                        if caches is None:
+                            run, x = one_run()
+                        else:
+                            run, x = caches[kind][i % len(fns)].unit(
+                                f"{setting}_u{u}", one_run, with_array=u == 0 and dim == 2)
+                        runs.append(dict(run, group=i))
+                        if x is not None:
+                            samples[(kind, method, nfe_target)] = np.asarray(x)
                 except ValueError:
                     runs = []  # the method rejects this setting: n/a
                 progress.update(1)
                 if runs:
-                    row.update(nfe=int(nfe), compile_s=compile_s, **_summarize(runs))
+                    compile_s = next((r["compile_s"] for r in runs if "compile_s" in r), 0.0)
+                    row.update(nfe=runs[-1]["nfe"], compile_s=compile_s, **_summarize(runs))
                 rows.append(row)
     # the Monte Carlo floor: sW2 between independent exact sets of the same size, 8 pairs (and
     # the MMD^2 of exact samples: zero in expectation)
@@ -774,15 +800,30 @@ def write_figures(workdir, rows, gaussian, samples, gmm_2d, exp):
 
 # ----- the job ----------------------------------------------------------------------------------
 
+# left out of the fingerprint of the kept runs: they choose which runs are made, not what one
+# gives (a run's settings and its index u are in its key)
+_CHOOSERS = ("dims", "methods", "nfes", "train_seeds", "num_heldout", "gaussian_dim",
+             "gaussian_var", "gaussian_seeds", "reference_steps")
+
+
 def compare_samplers(config, workdir: str) -> dict[str, str]:
     """Trains (or reloads) one model per dimension and training seed, runs the comparison;
-    returns the paths of the files written."""
+    returns the paths of the files written. Each finished sampler run is kept in
+    ``<workdir>/partial`` (``common.ResultCache``), so a stopped study resumes where it stopped
+    and adding training seeds, samplers or NFEs reuses the runs already made."""
     exp = trainer.experiment_config(ComparisonConfig, config)
     configs = {(dim, seed): base.override(config, {"data.dim": dim, "training.seed": seed})
                for dim in exp.dims for seed in exp.train_seeds}
     for c in configs.values():  # every model checked before anything trains
         trainer.validate_config(c)
     rng = jax.random.key(exp.seed)
+    # each finished sampler run is kept in <workdir>/partial, one directory per model (and one
+    # for the exact score) and per setting of what a run depends on: the config without the
+    # fields that only choose which runs are made, _CHOOSERS
+    fingerprint = config.to_dict()
+    for name in _CHOOSERS:
+        fingerprint["experiment"].pop(name, None)
+    fingerprint = {"config": fingerprint}
     rows, likelihood, samples_2d, gmm_2d = [], [], {}, None
     for dim in exp.dims:
         models = [trainer.train_and_evaluate(configs[(dim, seed)],
@@ -791,12 +832,19 @@ def compare_samplers(config, workdir: str) -> dict[str, str]:
         sde, gmm = models[0]["sde"], models[0]["dataset"].gmm
         score_fns = {"model": [m["score_fn"] for m in models],
                      "exact": [jax.tree_util.Partial(gmm.score_fn(sde))]}
+        caches = {"model": [common.ResultCache(workdir, {**fingerprint, "dim": dim,
+                                                         "train_seed": seed,
+                                                         "step": int(m["state"].step)})
+                            for seed, m in zip(exp.train_seeds, models, strict=True)],
+                  "exact": [common.ResultCache(workdir, {**fingerprint, "dim": dim,
+                                                         "score": "exact"})]}
         key_eval = jax.random.fold_in(rng, dim)
         with tqdm(total=2 * (len(exp.methods) * len(exp.nfes)
                              + (REFERENCE in exp.methods and exp.reference_steps > 0)),
                   desc=f"sampler runs d={dim}",
                   unit="setting") as progress:
-            dim_rows, samples = evaluate_runs(key_eval, sde, gmm, score_fns, exp, progress, dim)
+            dim_rows, samples = evaluate_runs(key_eval, sde, gmm, score_fns, exp, progress, dim,
+                                              caches)
         rows += dim_rows
         likelihood.append({"dim": dim, **heldout_nll(key_eval, sde, gmm, score_fns,
                                                      exp.num_heldout, dim)})

@@ -247,6 +247,22 @@ def test_main_job_tiny(tmp_path):
     heun_kl = float(evaluation.gaussian_kl(heun, evaluation.GaussianLaw(mean, var)))
     assert abs(heun_kl - limit) < 0.01 * limit, (heun_kl, limit)  # Heun converges to it
     assert "NFE to 1.5 x flow limit" in summary
+    # every run was kept (one directory per model and one for the exact score); a second run
+    # in the workdir, with DDIM's runs deleted, makes only those again and writes the same table
+    kept = sorted(tmp_path.glob("partial/*/*.json"))
+    assert len({p.parent for p in kept}) == 3
+    ddim = [p for p in kept if p.name.startswith("ddim_")]
+    assert len(ddim) == 2 * 2 * 4  # (10, 100) x (model, exact) x 4 runs
+    for p in ddim:
+        p.unlink()
+    stamps = {p: p.stat().st_mtime_ns for p in kept if p not in ddim}
+    compare_samplers.compare_samplers(config, str(tmp_path))
+    assert sorted(tmp_path.glob("partial/*/*.json")) == kept
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    again = list(csv.DictReader(open(paths["results.csv"])))
+    timing = ("wall_s", "compile_s")
+    strip = lambda table: [{k: v for k, v in r.items() if k not in timing} for r in table]
+    assert strip(again) == strip(rows)
 
 
 def test_bad_config(tmp_path):
