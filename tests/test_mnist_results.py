@@ -31,8 +31,9 @@ def test_committed_mnist_reports_follow_from_the_tables_and_the_readme_quotes_th
 
 def test_committed_mnist_tables_cover_the_study():
     """Every registered sampler at NFE 10/20/50/100 (a finite FD with its bootstrap sd, the class
-    TV and the confidence with their errors, where the sampler is defined), the floor and the baselines; the test digits' bits/dim for the PF-ODE
-    and the DDPM ELBO against the independent-pixel model."""
+    TV and the confidence with their errors, where the sampler is defined), the floor and the
+    baselines; the test digits' bits/dim for the PF-ODE and the DDPM ELBO against the
+    independent-pixel model."""
     quality = common.read_table(str(COMMITTED / "quality.csv"))
     cells = {(r["sampler"], r["nfe_target"]) for r in quality if r["network"] == "unet_mnist"}
     assert cells == {(m, n) for m in SAMPLERS for n in (10, 20, 50, 100)}
