@@ -283,15 +283,31 @@ def figure(rows: list[dict], num_seeds: int, cap: float = 4.0):
     return fig
 
 
+# left out of the fingerprint of the kept evaluations: they choose which models are made
+_CHOOSERS = ("losses", "train_seeds")
+
+
 def run(config, workdir: str) -> dict[str, str]:
     """Trains (or reloads) one model per loss of ``config.experiment.losses`` and training seed
-    and evaluates each; returns the paths written."""
+    and evaluates each; returns the paths written. Each model's evaluation (and each group of
+    the exact score's) is kept in ``<workdir>/partial`` (``common.ResultCache``: the config
+    without ``_CHOOSERS``, the loss, the seed and the step), so a stopped run resumes where it
+    stopped and added losses or seeds reuse what was measured."""
     exp = trainer.experiment_config(LossComparisonConfig, config)
     configs = {(name, seed): base.override(config, {**loss_fields(name), "training.seed": seed})
                for name in exp.losses for seed in exp.train_seeds}
     for c in configs.values():  # every loss checked before anything trains
         trainer.validate_config(c)
     key_eval = jax.random.key(exp.seed)
+    fingerprint = config.to_dict()
+    for field in _CHOOSERS:
+        fingerprint["experiment"].pop(field, None)
+
+    def kept(cache, group, score_fn, nll=None):
+        """``evaluator.runs(score_fn, group, nll)``, or what ``cache`` kept of it."""
+        return cache.unit(f"runs_g{group}",
+                          lambda: (evaluator.runs(score_fn, group, nll), None))[0]
+
     rows, evaluator, all_runs = [], None, []
     for i, name in enumerate(common.progress(exp.losses, "compare_losses: losses",
                                              unit="loss")):
@@ -305,12 +321,16 @@ def run(config, workdir: str) -> dict[str, str]:
                                      exp.num_heldout).astype(jnp.float32)
                 evaluator = Evaluator(key_eval, sde, gmm, exp, heldout)
                 exact, nll = jax.tree_util.Partial(gmm.score_fn(sde)), None
+                cache = common.ResultCache(workdir, {"config": fingerprint, "score": "exact"})
                 exact_runs = []
                 for g in range(len(exp.train_seeds)):
-                    exact_runs += evaluator.runs(exact, g, nll)
+                    exact_runs += kept(cache, g, exact, nll)
                     nll = exact_runs[0]["nll_bpd"]
                 rows.append({"loss": "exact score", "config": "", **summarize(exact_runs)})
-            runs += evaluator.runs(trained["score_fn"], group)
+            cache = common.ResultCache(workdir, {"config": fingerprint, "loss": name,
+                                                 "train_seed": seed,
+                                                 "step": int(trained["state"].step)})
+            runs += kept(cache, group, trained["score_fn"])
         shortcut = ",".join(f"{k}={v}" for k, v in loss_fields(name).items())
         rows.append({"loss": name, "config": shortcut, **summarize(runs)})
         all_runs += [{"loss": name, **r} for r in runs]

@@ -351,6 +351,16 @@ def test_compare_losses(tmp_path):
     assert claims.PAIRED_RULE in (tmp_path / "claims.md").read_text()
     table = (tmp_path / "losses.md").read_text()
     assert "| exact score | 2 |" in table and " +- " in table
+    # each model's evaluation (and each exact group's) kept: run again with one deleted, only
+    # that one is made again, and the runs are the same
+    kept = sorted(tmp_path.glob("partial/*/runs_g*.json"))
+    assert len(kept) == 2 * 2 + 2  # (loss, seed) and the exact score's groups
+    kept[0].unlink()
+    stamps = {p: p.stat().st_mtime_ns for p in kept[1:]}
+    compare_losses.run(config, str(tmp_path))
+    assert sorted(tmp_path.glob("partial/*/runs_g*.json")) == kept
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    assert _rows(paths["runs.csv"]) == runs
 
 
 @pytest.mark.slow
