@@ -49,6 +49,7 @@ Run: ``python -m experiments.testbeds --workdir runs/testbeds``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import os
@@ -174,8 +175,26 @@ def _summarize(runs) -> dict:
     return out
 
 
-def evaluate_testbed(rng, name, sde, gmm, score_fns, exp, progress):
-    """Rows for one testbed: the floor, then one per (score, method, NFE target)."""
+def _testbed_run(fn, key, score_fn, rng_metric, gmm, exact, exp, kl_fn, path_of, keep):
+    """One sampler run's measures (``sample_metrics``; the flow KL with ``kl_fn``; the pathwise
+    error with ``path_of``, a function of the key) and its samples if ``keep``."""
+    x, nfe = fn(key, score_fn)
+    x = np.asarray(x)
+    run = sample_metrics(rng_metric, gmm, x, exact, exp.mmd_points) | {"nfe": int(nfe)}
+    if kl_fn is not None:
+        kl, kl_se = kl_fn(key, score_fn)
+        run.update(kl=float(kl), kl_mc_se=float(kl_se))
+    if path_of is not None:
+        path, path_se, _ = path_of(key)
+        run.update(path=float(path[0]), path_mc_se=float(path_se[0]))
+    return run, x if keep else None
+
+
+def evaluate_testbed(rng, name, sde, gmm, score_fns, exp, progress, caches=None):
+    """Rows for one testbed: the floor, then one per (score, method, NFE target). ``caches``
+    (``{kind: [common.ResultCache per score of score_fns[kind]]}``, or None) keeps each
+    finished run, keyed by its sampler, steps and run index; a kept run is read, not made
+    again."""
     n, dim = exp.num_samples, gmm.dim
     rng_exact, rng_metric, rng_sample = jax.random.split(rng, 3)
 
@@ -213,22 +232,24 @@ def evaluate_testbed(rng, name, sde, gmm, score_fns, exp, progress):
                     for r in range(seeds):
                         u = i * seeds + r  # the run's own sampling and metric keys
                         key = jax.random.fold_in(rng_sample, u)
-                        x, nfe = fn(key, score_fn)
-                        x = np.asarray(x)
-                        run = sample_metrics(jax.random.fold_in(rng_metric, 1000 + u), gmm, x,
-                                             exact(u), exp.mmd_points)
-                        run["group"] = r if kind == "exact" else i
-                        if kl_fn is not None:
-                            kl, kl_se = kl_fn(key, score_fn)
-                            run.update(kl=float(kl), kl_mc_se=float(kl_se))
-                        if not deterministic and kind == "exact":
-                            path, path_se, _ = evaluation.coupled_error(
-                                key, sde, score_fn, (n, dim), method, (num_steps,),
-                                exp.ref_steps)
-                            run.update(path=float(path[0]), path_mc_se=float(path_se[0]))
-                        runs.append(run)
-                        if i == 0 and r == 0:
-                            samples[(kind, method, nfe_target)] = x
+                        path_of = (functools.partial(
+                            evaluation.coupled_error, sde=sde, score_fn=score_fn,
+                            shape=(n, dim), method=method, nums_steps=(num_steps,),
+                            ref_steps=exp.ref_steps)
+                            if not deterministic and kind == "exact" else None)
+                        one_run = functools.partial(
+                            _testbed_run, fn, key, score_fn,
+                            jax.random.fold_in(rng_metric, 1000 + u), gmm, exact(u), exp,
+                            kl_fn, path_of, i == 0 and r == 0)
+                        if caches is None:
+                            run, x = one_run()
+                        else:
+                            run, x = caches[kind][i].unit(f"{method}_{num_steps}_u{u}", one_run,
+                                                          with_array=i == 0 and r == 0)
+                        runs.append(dict(run, group=r if kind == "exact" else i))
+                        if x is not None:
+                            samples[(kind, method, nfe_target)] = np.asarray(x)
+                nfe = runs[-1]["nfe"]
                 rows.append({**row, "nfe": int(nfe), **_summarize(runs)})
     return rows, samples
 
@@ -456,8 +477,16 @@ def write_figures(workdir, rows, samples, gmms, exp) -> dict[str, str]:
 
 # ----- the job ----------------------------------------------------------------------------------
 
+# left out of the fingerprint of the kept runs: they choose which runs are made (a run's
+# testbed and its position in ``testbeds``, which seeds its keys, are in the fingerprint)
+_CHOOSERS = ("testbeds", "methods", "nfes", "model_nfes", "model_methods", "train_seeds")
+
+
 def testbeds(config, workdir: str) -> dict[str, str]:
-    """Trains (or reloads) the Transformers, runs every testbed; returns the paths written."""
+    """Trains (or reloads) the Transformers, runs every testbed; returns the paths written.
+    Each finished sampler run is kept in ``<workdir>/partial`` (``common.ResultCache``), so a
+    stopped run resumes where it stopped and added samplers, NFEs or seeds reuse the runs
+    made."""
     exp = trainer.experiment_config(TestbedsConfig, config)
     learned = [t for t in exp.testbeds if t in LEARNED_TESTBEDS]
     configs = {seed: base.override(config, {"training.seed": seed})
@@ -466,14 +495,22 @@ def testbeds(config, workdir: str) -> dict[str, str]:
         trainer.validate_config(c)
     sde = sde_lib.VPSDE()
     rng = jax.random.key(exp.seed)
+    fingerprint = config.to_dict()
+    for field in _CHOOSERS:
+        fingerprint["experiment"].pop(field, None)
     rows, samples, gmms = [], {}, {}
     for index, testbed in enumerate(exp.testbeds):
+        where = {"config": fingerprint, "testbed": testbed, "index": index}
+        caches = {"exact": [common.ResultCache(workdir, {**where, "score": "exact"})]}
         if testbed in LEARNED_TESTBEDS:
             models = [trainer.train_and_evaluate(c, os.path.join(workdir, f"model_s{seed}"))
                       for seed, c in configs.items()]
             sde, gmm = models[0]["sde"], models[0]["dataset"].gmm
             score_fns = {"exact": [jax.tree_util.Partial(gmm.score_fn(sde))],
                          "model": [m["score_fn"] for m in models]}
+            caches["model"] = [common.ResultCache(workdir, {**where, "train_seed": seed,
+                                                            "step": int(m["state"].step)})
+                               for seed, m in zip(configs, models, strict=True)]
         else:
             gmm = EXACT_TESTBEDS[testbed]()
             score_fns = {"exact": [jax.tree_util.Partial(gmm.score_fn(sde))]}
@@ -481,7 +518,8 @@ def testbeds(config, workdir: str) -> dict[str, str]:
             len(exp.model_methods) * len(exp.model_nfes) if "model" in score_fns else 0)
         with tqdm(total=total, desc=f"{testbed}", unit="setting") as progress:
             tb_rows, samples[testbed] = evaluate_testbed(jax.random.fold_in(rng, index), testbed,
-                                                         sde, gmm, score_fns, exp, progress)
+                                                         sde, gmm, score_fns, exp, progress,
+                                                         caches)
         rows += tb_rows
         gmms[testbed] = gmm
     paths = common.write_table(workdir, "results", rows, COLUMNS)

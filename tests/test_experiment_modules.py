@@ -444,6 +444,18 @@ def test_testbeds_exact(tmp_path):
     assert {c["context"] for c in made} == {"anisotropic / exact score / NFE 10",
                                             "anisotropic / exact score / NFE 50"}
     assert "| anisotropic | exact | sliced W2 |" in (tmp_path / "headline.md").read_text()
+    # every run kept: DDIM's deleted, a second run makes only those and the same table
+    kept = sorted(tmp_path.glob("partial/*/*.json"))
+    ddim = [p for p in kept if p.name.startswith("ddim_")]
+    assert len(kept) == 2 * 2 * 2 and len(ddim) == 2 * 2  # (EM, DDIM) x (10, 50) x 2 runs
+    for p in ddim:
+        p.unlink()
+    stamps = {p: p.stat().st_mtime_ns for p in kept if p not in ddim}
+    table = (tmp_path / "results.csv").read_text()
+    testbeds.run(config, str(tmp_path))
+    assert sorted(tmp_path.glob("partial/*/*.json")) == kept
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    assert (tmp_path / "results.csv").read_text() == table
 
 
 @pytest.mark.slow
