@@ -68,3 +68,24 @@ def test_other_modules_rerun_checks_count_a_moved_cell(tmp_path, module, table, 
     _moved_copy(committed, tmp_path, table, key, metric)
     moved = mod.rerun_check(committed, str(tmp_path))
     assert moved == {**same, metric: (same[metric][0] - 1, same[metric][1])}
+
+
+def test_the_readme_counts_follow_from_the_committed_reruns():
+    """The re-runs' tables (training seeds 5-9, sampling seed 7) are committed beside the
+    studies (``results/<study>/rerun``); the README's re-run counts are what ``rerun_check``
+    makes of them."""
+    from experiments import inverse_problems, tweedie
+
+    readme = open(os.path.join(ROOT, "results", "README.md")).read()
+    results = os.path.join(ROOT, "results")
+    counts = inverse_problems.rerun_check(os.path.join(results, "inverse_problems"),
+                                          os.path.join(results, "inverse_problems", "rerun"))
+    inside, cells = (sum(c[i] for c in counts.values()) for i in (0, 1))
+    assert (f"land inside {inside} of the {cells} committed 95% intervals\n"
+            f"({round(100 * inside / cells)}%; `experiments.inverse_problems.rerun_check`"
+            ) in readme
+    counts = tweedie.rerun_check(os.path.join(results, "tweedie"),
+                                 os.path.join(results, "tweedie", "rerun"), 5)
+    inside, cells = (sum(c[i] for c in counts.values()) for i in (0, 1))
+    assert inside == cells
+    assert f"land inside all {cells} of the committed 95% intervals" in readme
