@@ -774,6 +774,42 @@ QUALITY_COLUMNS = ["network", "sampler", "nfe_target", "nfe", "fd", "fd_se", "fd
                    "classifier_test_accuracy"]
 
 
+# the tables a re-run is checked against: (file, the columns naming a cell, its measures)
+_RERUN_TABLES = (("digits.csv", ("network", "model"), _BPD),
+                 ("likelihood_vs_nfe.csv", ("network", "method", "nfe_target"), _BY_NFE),
+                 ("quality.csv", ("network", "sampler", "nfe_target"), _QUALITY[:3]),
+                 ("memorization.csv", ("network", "sampler", "nfe_target"), _QUALITY[3:4]),
+                 ("inverse.csv", ("task", "method"), _MSE))
+
+
+def rerun_check(committed: str, rerun: str) -> dict[str, tuple[int, int]]:
+    """How many cells of the study in ``committed`` (a workdir or ``results/digits``) a re-run in
+    ``rerun`` (other training and sampling seeds, the same config) lands inside, per table and
+    measure: ``{"<table>:<measure>": (inside, cells)}`` (``claims.rerun_coverage``; cells over
+    one training seed, and the baselines, have no interval over seeds and are not counted).
+    A re-run scores the same test digits (and dequantization, probes and observations), so the
+    two means of a measure whose per-model error comes from that shared data (``shared`` in
+    ``_BPD``, ``_BY_NFE``, ``_MSE``) differ by the seeds' spread alone: those cells are checked
+    with ``seeds_sd / sqrt(n)`` as their standard error; the samples' measures, which each
+    model draws anew, with the table's own."""
+    out = {}
+    for name, keys, measures in _RERUN_TABLES:
+        if not os.path.exists(os.path.join(committed, name)):
+            continue
+        rows, rows2 = (common.read_table(os.path.join(d, name)) for d in (committed, rerun))
+        for measure, _, shared in measures:
+            checked = rows
+            if shared:
+                checked = [dict(r, **{f"{measure}_se": r[f"{measure}_seeds_sd"]
+                                      / math.sqrt(r["train_seeds"])})
+                           if r.get(f"{measure}_seeds_sd") is not None
+                           else {k: v for k, v in r.items() if k != f"{measure}_se"}
+                           for r in rows]
+            out[f"{name.removesuffix('.csv')}:{measure}"] = claims.rerun_coverage(
+                checked, rows2, keys, (measure,), "train_seeds")
+    return out
+
+
 def run(config, workdir: str) -> dict[str, str]:
     """Trains (or reloads) the networks of ``config`` in ``workdir``, once per training seed,
     then measures each model; returns the paths written. The tables give the mean over the

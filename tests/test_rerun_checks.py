@@ -89,3 +89,38 @@ def test_the_readme_counts_follow_from_the_committed_reruns():
     inside, cells = (sum(c[i] for c in counts.values()) for i in (0, 1))
     assert inside == cells
     assert f"land inside all {cells} of the committed 95% intervals" in readme
+
+
+def test_image_study_rerun_check_reads_shared_errors_by_the_seeds_spread(tmp_path):
+    """``images.rerun_check`` on two 5-seed studies: the same values land inside; bits/dim
+    (whose per-model error, from the test digits every seed shares, cancels between the runs)
+    moved by 0.05 is outside, though the table's own standard error (0.5, mostly that shared
+    error) would hold it, while FD (each model's own samples) is read with the table's error."""
+    from experiments import common, images
+
+    def study(path, bpd_shift=0.0, fd_shift=0.0):
+        path.mkdir()
+        values = (0.0, 0.01, -0.01, 0.02, -0.02)
+        bpd = [{"network": "unet", "model": "PF-ODE NLL", "bits_per_dim": 2.0 + v + bpd_shift,
+                "se": 0.5, "nfe": 100} for v in values]
+        common.write_table(str(path), "digits",
+                           claims.over_seeds(bpd, ("network", "model"), images._BPD),
+                           ["network", "model", "bits_per_dim", "bits_per_dim_se",
+                            "bits_per_dim_seeds_sd", "bits_per_dim_within", "train_seeds"])
+        fd = [{"network": "unet", "sampler": "ddim", "nfe_target": 20, "fd": 10 + 10 * v
+               + fd_shift, "fd_sd": 2.0, "class_tv": 0.1, "class_tv_sd": 0.01,
+               "confidence": 0.9, "confidence_se": 0.01} for v in values]
+        common.write_table(str(path), "quality",
+                           claims.over_seeds(fd, ("network", "sampler", "nfe_target"),
+                                             images._QUALITY[:3]), images.QUALITY_COLUMNS)
+        return str(path)
+
+    committed = study(tmp_path / "committed")
+    same = images.rerun_check(committed, study(tmp_path / "same"))
+    assert same == {"digits:bits_per_dim": (1, 1), "quality:fd": (1, 1),
+                    "quality:class_tv": (1, 1), "quality:confidence": (1, 1)}
+    se = common.read_table(os.path.join(committed, "digits.csv"))[0]["bits_per_dim_se"]
+    assert se > 0.45  # the shared error dominates the table's standard error
+    moved = images.rerun_check(committed, study(tmp_path / "moved", bpd_shift=0.05,
+                                                fd_shift=2.0))
+    assert moved == {**same, "digits:bits_per_dim": (0, 1)}  # FD: +2 inside its +- 3.5
