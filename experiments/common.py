@@ -168,6 +168,16 @@ class ResultCache:
         return key_rng(self.seed, key)
 
 
+def config_fingerprint(config, choosers) -> dict:
+    """``config`` as a dict without the ``experiment`` fields ``choosers`` (those that only
+    choose which units of a study run, not what a unit gives): the part of a
+    ``ResultCache`` fingerprint that the config makes."""
+    fingerprint = config.to_dict()
+    for name in choosers:
+        fingerprint["experiment"].pop(name, None)
+    return fingerprint
+
+
 def key_rng(seed: int, key: str) -> np.random.Generator:
     """A numpy generator seeded by ``seed`` and a string ``key`` (the same in every process)."""
     return np.random.default_rng([seed, zlib.crc32(key.encode())])

@@ -299,9 +299,7 @@ def run(config, workdir: str) -> dict[str, str]:
     for c in configs.values():  # every loss checked before anything trains
         trainer.validate_config(c)
     key_eval = jax.random.key(exp.seed)
-    fingerprint = config.to_dict()
-    for field in _CHOOSERS:
-        fingerprint["experiment"].pop(field, None)
+    fingerprint = common.config_fingerprint(config, _CHOOSERS)
 
     def kept(cache, group, score_fn, nll=None):
         """``evaluator.runs(score_fn, group, nll)``, or what ``cache`` kept of it."""

@@ -218,7 +218,7 @@ def _sampler_run(compiled: list, fn, key, score_fn, metrics, kl_fn, keep: bool):
     return run, x if keep else None
 
 
-def evaluate_runs(rng, sde, gmm, score_fns, exp, progress, dim, caches=None):
+def evaluate_runs(rng, sde, gmm, score_fns, exp, progress, dim, caches):
     """One row per (score, method, NFE target) for data ``gmm`` in dimension ``dim``.
 
     ``score_fns["model"]`` holds one score per training seed, ``score_fns["exact"]`` the
@@ -226,8 +226,8 @@ def evaluate_runs(rng, sde, gmm, score_fns, exp, progress, dim, caches=None):
     prior sample and noise from ``fold_in(rng, u)``, the same for every sampler and score, and
     has its own set of exact samples; the model's group ``i`` is training seed ``i``, the exact
     score runs as many groups of as many runs. Each row holds every metric's ``claims.spread``.
-    ``caches`` (``{kind: [common.ResultCache per score of score_fns[kind]]}``, or None) keeps
-    each finished run, keyed by its sampler, steps, options and ``u``; a run kept there is read,
+    ``caches`` (``{kind: [common.ResultCache per score of score_fns[kind]]}``) keeps each
+    finished run, keyed by its sampler, steps, options and ``u``; a run kept there is read,
     not run again (a stopped study resumes where it stopped)."""
     n, bandwidths = exp.num_samples, tuple(h * math.sqrt(dim) for h in exp.mmd_bandwidths)
     num_runs = len(exp.train_seeds) * exp.sample_seeds
@@ -259,11 +259,8 @@ def evaluate_runs(rng, sde, gmm, score_fns, exp, progress, dim, caches=None):
                             functools.partial(_metrics, gmm, exact=exacts[u], rng_sw=rng_sw,
                                               bandwidths=bandwidths),
                             kl_fn if r == 0 else None, u == 0 and dim == 2)
-                        if caches is None:
-                            run, x = one_run()
-                        else:
-                            run, x = caches[kind][i % len(fns)].unit(
-                                f"{setting}_u{u}", one_run, with_array=u == 0 and dim == 2)
+                        run, x = caches[kind][i % len(fns)].unit(
+                            f"{setting}_u{u}", one_run, with_array=u == 0 and dim == 2)
                         runs.append(dict(run, group=i))
                         if x is not None:
                             samples[(kind, method, nfe_target)] = np.asarray(x)
@@ -818,12 +815,8 @@ def compare_samplers(config, workdir: str) -> dict[str, str]:
         trainer.validate_config(c)
     rng = jax.random.key(exp.seed)
     # each finished sampler run is kept in <workdir>/partial, one directory per model (and one
-    # for the exact score) and per setting of what a run depends on: the config without the
-    # fields that only choose which runs are made, _CHOOSERS
-    fingerprint = config.to_dict()
-    for name in _CHOOSERS:
-        fingerprint["experiment"].pop(name, None)
-    fingerprint = {"config": fingerprint}
+    # for the exact score) and per setting of what a run depends on
+    fingerprint = {"config": common.config_fingerprint(config, _CHOOSERS)}
     rows, likelihood, samples_2d, gmm_2d = [], [], {}, None
     for dim in exp.dims:
         models = [trainer.train_and_evaluate(configs[(dim, seed)],

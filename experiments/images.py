@@ -799,12 +799,10 @@ def rerun_check(committed: str, rerun: str) -> dict[str, tuple[int, int]]:
         rows, rows2 = (common.read_table(os.path.join(d, name)) for d in (committed, rerun))
         for measure, _, shared in measures:
             checked = rows
-            if shared:
+            if shared:  # (one seed has no seeds_sd, and no interval over seeds to check)
                 checked = [dict(r, **{f"{measure}_se": r[f"{measure}_seeds_sd"]
                                       / math.sqrt(r["train_seeds"])})
-                           if r.get(f"{measure}_seeds_sd") is not None
-                           else {k: v for k, v in r.items() if k != f"{measure}_se"}
-                           for r in rows]
+                           if r.get(f"{measure}_seeds_sd") is not None else r for r in rows]
             out[f"{name.removesuffix('.csv')}:{measure}"] = claims.rerun_coverage(
                 checked, rows2, keys, (measure,), "train_seeds")
     return out
@@ -839,9 +837,7 @@ def run(config, workdir: str) -> dict[str, str]:
     # the dequantization, probes and observations are the same for every model (paired); the
     # samples and restorations are drawn per training seed
     k_ll, k_sample, k_inverse = jax.random.split(jax.random.key(exp.seed + 1), 3)
-    fingerprint = config.to_dict()  # without the fields that only choose which units run
-    for name in _CHOOSERS:
-        fingerprint["experiment"].pop(name, None)
+    fingerprint = common.config_fingerprint(config, _CHOOSERS)
 
     def model_cache(network, seed):
         return common.ResultCache(workdir, {

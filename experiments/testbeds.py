@@ -190,11 +190,10 @@ def _testbed_run(fn, key, score_fn, rng_metric, gmm, exact, exp, kl_fn, path_of,
     return run, x if keep else None
 
 
-def evaluate_testbed(rng, name, sde, gmm, score_fns, exp, progress, caches=None):
+def evaluate_testbed(rng, name, sde, gmm, score_fns, exp, progress, caches):
     """Rows for one testbed: the floor, then one per (score, method, NFE target). ``caches``
-    (``{kind: [common.ResultCache per score of score_fns[kind]]}``, or None) keeps each
-    finished run, keyed by its sampler, steps and run index; a kept run is read, not made
-    again."""
+    (``{kind: [common.ResultCache per score of score_fns[kind]]}``) keeps each finished run,
+    keyed by its sampler, steps and run index; a kept run is read, not made again."""
     n, dim = exp.num_samples, gmm.dim
     rng_exact, rng_metric, rng_sample = jax.random.split(rng, 3)
 
@@ -241,11 +240,8 @@ def evaluate_testbed(rng, name, sde, gmm, score_fns, exp, progress, caches=None)
                             _testbed_run, fn, key, score_fn,
                             jax.random.fold_in(rng_metric, 1000 + u), gmm, exact(u), exp,
                             kl_fn, path_of, i == 0 and r == 0)
-                        if caches is None:
-                            run, x = one_run()
-                        else:
-                            run, x = caches[kind][i].unit(f"{method}_{num_steps}_u{u}", one_run,
-                                                          with_array=i == 0 and r == 0)
+                        run, x = caches[kind][i].unit(f"{method}_{num_steps}_u{u}", one_run,
+                                                      with_array=i == 0 and r == 0)
                         runs.append(dict(run, group=r if kind == "exact" else i))
                         if x is not None:
                             samples[(kind, method, nfe_target)] = np.asarray(x)
@@ -495,9 +491,7 @@ def testbeds(config, workdir: str) -> dict[str, str]:
         trainer.validate_config(c)
     sde = sde_lib.VPSDE()
     rng = jax.random.key(exp.seed)
-    fingerprint = config.to_dict()
-    for field in _CHOOSERS:
-        fingerprint["experiment"].pop(field, None)
+    fingerprint = common.config_fingerprint(config, _CHOOSERS)
     rows, samples, gmms = [], {}, {}
     for index, testbed in enumerate(exp.testbeds):
         where = {"config": fingerprint, "testbed": testbed, "index": index}
