@@ -17,6 +17,7 @@ workdir, resumes after the last one.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -40,12 +41,26 @@ from trainer.reporting import write_atomic
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 
+_SHOW_PROGRESS = [True]
+
+
 def progress(items=None, desc: str = "", total: int | None = None, unit: str = "setting"):
     """A progress bar on stderr (tqdm) over ``items``, or one to ``update`` by hand up to
-    ``total``: every study phase that can take more than a few seconds shows one."""
+    ``total``: every study phase that can take more than a few seconds shows one (none inside
+    ``no_progress``)."""
     from tqdm import tqdm
 
-    return tqdm(items, desc=desc, total=total, unit=unit)
+    return tqdm(items, desc=desc, total=total, unit=unit, disable=not _SHOW_PROGRESS[-1])
+
+
+@contextlib.contextmanager
+def no_progress():
+    """No progress bars inside: for a pass that only reads what was kept."""
+    _SHOW_PROGRESS.append(False)
+    try:
+        yield
+    finally:
+        _SHOW_PROGRESS.pop()
 
 
 def config_file(name: str) -> str:
@@ -155,14 +170,17 @@ class ResultCache:
         write_atomic(self._path(key, ".json"), json.dumps(value))
         return value, array
 
+    def kept(self, key: str, with_array: bool = False):
+        """``get(key)``, or ``None`` where ``with_array`` asks for an array the unit lacks."""
+        kept = self.get(key)
+        return None if kept is None or (with_array and kept[1] is None) else kept
+
     def unit(self, key: str, fn, with_array: bool = False):
         """``fn()`` (a pair: a JSON value and an array or ``None``), computed once: what was
         kept under ``key`` if the unit finished before, else ``fn``'s result, which is kept.
         ``with_array``: a unit kept without its array is computed again."""
-        kept = self.get(key)
-        if kept is not None and not (with_array and kept[1] is None):
-            return kept
-        return self.put(key, *fn())
+        kept = self.kept(key, with_array)
+        return kept if kept is not None else self.put(key, *fn())
 
     def rng(self, key: str) -> np.random.Generator:
         return key_rng(self.seed, key)

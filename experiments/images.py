@@ -467,7 +467,6 @@ def inverse_rows(rng, sde, score_fn, exp, x_test, x_train, cache, seed: int = 0)
     (a ``common.ResultCache`` of this model). DPS and PiGDM differentiate the network's score
     at every sampler step: they run it with the VJP XLA:CPU computes fast inside loops
     (``models.with_loop_vjp``)."""
-    score_fn = models.with_loop_vjp(score_fn)
     n = exp.num_inverse
     held = x_test[len(x_test) - exp.num_validation:] if len(exp.zetas) > 1 else x_test[:0]
     rows, validation, shown = [], [], {}
@@ -503,7 +502,8 @@ class _Task:
         fn = _compiled_restore(self.sde, (len(y), *shape), self.sigma_y, guidance,
                                tuple(options.items()), self.exp.inverse_steps)
         key = jax.random.fold_in(jax.random.fold_in(self.key, 3), self.seed)
-        return np.asarray(fn(key, jnp.asarray(A), jnp.asarray(y), self.score_fn))
+        return np.asarray(fn(key, jnp.asarray(A), jnp.asarray(y),
+                             models.with_loop_vjp(self.score_fn)))
 
     def unit(self, method: str, fn, truth, split: str = "test"):
         """The error row of one method over ``truth`` (kept in the cache) and the first 8
@@ -739,20 +739,48 @@ def _model_dir(workdir: str, exp: DigitsConfig, network: str, seed: int = 0) -> 
     return os.path.join(workdir, name if seed == 0 else f"{name}_s{seed}")
 
 
-def train_networks(config, workdir: str, exp: DigitsConfig) -> dict[tuple[str, int], dict]:
-    """Trains (or reloads) every network of ``exp.networks`` once per seed of
-    ``exp.train_seeds`` (``training.seed`` and ``data.seed`` set to it) with the config's loss,
-    SDE and training; ``{(network, seed): trainer.train_and_evaluate's result}``."""
-    trained = {}
-    for seed in exp.train_seeds:
-        for network in exp.networks:
-            network_config = base.override(config, {"training.seed": seed, "data.seed": seed})
-            if network != exp.networks[0]:  # the model section replaced (its fields the first's)
-                network_config.model = ml_collections.ConfigDict({"name": network})
-            trainer.validate_config(network_config)
-            trained[network, seed] = trainer.train_and_evaluate(
-                network_config, _model_dir(workdir, exp, network, seed))
-    return trained
+def _network_config(config, exp: DigitsConfig, network: str, seed: int):
+    network_config = base.override(config, {"training.seed": seed, "data.seed": seed})
+    if network != exp.networks[0]:  # the model section replaced (its fields the first's)
+        network_config.model = ml_collections.ConfigDict({"name": network})
+    trainer.validate_config(network_config)
+    return network_config
+
+
+def train_network(config, workdir: str, exp: DigitsConfig, network: str, seed: int):
+    """Trains (or reloads) ``network`` with ``training.seed`` and ``data.seed`` set to ``seed``
+    and the config's loss, SDE and training; its EMA score (``trainer.train_and_evaluate``).
+
+    Raises:
+      ValueError: the model's directory holds a model at another step than the config's
+        ``training.num_train_steps`` (its kept units are named by that step).
+    """
+    model_dir = _model_dir(workdir, exp, network, seed)
+    result = trainer.train_and_evaluate(_network_config(config, exp, network, seed), model_dir)
+    step, steps = int(result["state"].step), int(config.training.num_train_steps)
+    if step != steps:
+        raise ValueError(f"{model_dir} holds a model at step {step}, but "
+                         f"training.num_train_steps is {steps}: remove it or train to {step}")
+    return result["score_fn"]
+
+
+class _NotKept(Exception):
+    """A unit of a model's measurements was not kept: the model is needed."""
+
+
+class _KeptUnits:
+    """A model's ``common.ResultCache`` that only reads: a unit it did not keep raises
+    ``_NotKept``, so a pass through the measurements with it tells whether the model (its
+    checkpoint, its training) is needed at all."""
+
+    def __init__(self, cache):
+        self.cache = cache
+
+    def unit(self, key: str, fn, with_array: bool = False):
+        kept = self.cache.kept(key, with_array)
+        if kept is None:
+            raise _NotKept(key)
+        return kept
 
 
 # the experiment fields that only choose which units run (each unit's key names what it is):
@@ -809,13 +837,15 @@ def rerun_check(committed: str, rerun: str) -> dict[str, tuple[int, int]]:
 
 
 def run(config, workdir: str) -> dict[str, str]:
-    """Trains (or reloads) the networks of ``config`` in ``workdir``, once per training seed,
-    then measures each model; returns the paths written. The tables give the mean over the
-    seeds with ``claims.over_seeds``' intervals (``*_runs.csv`` one row per model). Each
-    finished unit of a model's measurements is kept in ``<workdir>/partial``
+    """Measures each network of ``config`` once per training seed, training (or reloading) it
+    in ``workdir`` first; returns the paths written. The tables give the mean over the seeds
+    with ``claims.over_seeds``' intervals (``*_runs.csv`` one row per model). Each finished
+    unit of a model's measurements (its loss curve too) is kept in ``<workdir>/partial``
     (``common.ResultCache``, one fingerprint per model: the config without the fields that only
-    choose which units run, ``_CHOOSERS``; the network, its seed and step), so a stopped run
-    resumes where it stopped and adding seeds, samplers or tasks reuses what was measured."""
+    choose which units run, ``_CHOOSERS``; the network, its seed and ``num_train_steps``), so a
+    stopped run resumes where it stopped, adding seeds, samplers or tasks reuses what was
+    measured, and a model whose every unit is kept is neither trained nor restored: its
+    checkpoint can go (the study moves between machines as its ``partial`` directory)."""
     exp = trainer.experiment_config(DigitsConfig, config)
     data_config = trainer.parse_config(config).data
     if data_config.name not in digits_metric.DATASETS:
@@ -826,9 +856,11 @@ def run(config, workdir: str) -> dict[str, str]:
     if config.model.name != exp.networks[0]:
         raise ValueError(f"experiment.networks[0] must be the config's model.name "
                          f"{config.model.name!r}, got {exp.networks[0]!r}")
-    trained = train_networks(config, workdir, exp)
     main, seeds = exp.networks[0], exp.train_seeds
-    sde = trained[main, seeds[0]]["sde"]
+    for seed in seeds:  # every model's config checked before any work
+        for network in exp.networks:
+            _network_config(config, exp, network, seed)
+    sde = trainer.parse_config(config).sde.build()
     v_test, levels = load_images(data_config, data_config.eval_split)
     v_train, _ = load_images(data_config, "train")
     x_test = data.scale_images(v_test, levels)
@@ -838,35 +870,50 @@ def run(config, workdir: str) -> dict[str, str]:
     # samples and restorations are drawn per training seed
     k_ll, k_sample, k_inverse = jax.random.split(jax.random.key(exp.seed + 1), 3)
     fingerprint = common.config_fingerprint(config, _CHOOSERS)
-
-    def model_cache(network, seed):
-        return common.ResultCache(workdir, {
-            "config": fingerprint, "network": network, "train_seed": seed,
-            "step": int(trained[network, seed]["state"].step)}, exp.seed)
-
+    steps = int(config.training.num_train_steps)
     plt = reporting.pyplot()
-    runs = {"likelihood": [], "by_nfe": [], "quality": [], "inverse": [], "validation": []}
+    runs = {"likelihood": [], "by_nfe": [], "quality": [], "inverse": [], "validation": [],
+            "loss": []}
     samples, shown = {}, {}
+
+    def measure(network, seed, score_fn, cache):
+        """The rows of one model (``score_fn``, ``None`` where every unit is kept)."""
+        tag = {"train_seed": seed}
+        got = {name: [] for name in runs}
+        rows, nfe_rows = likelihood_rows(k_ll, sde, score_fn, v_test[:exp.num_test], levels,
+                                         network, exp.nfes, cache, exp.likelihood_tol, seed)
+        got["likelihood"] = [dict(r, **tag) for r in rows]
+        got["by_nfe"] = [dict(r, **tag) for r in nfe_rows]
+        rows, drawn = quality_rows(jax.random.fold_in(k_sample, seed), sde, score_fn, exp,
+                                   clf, x_test, x_train, network, cache, seed)
+        got["quality"] = [dict(r, **tag) for r in rows]
+        first = {}
+        if network == main and exp.tasks:
+            rows, validation, first = inverse_rows(k_inverse, sde, score_fn, exp, x_test,
+                                                   x_train, cache, seed)
+            got["inverse"] = [dict(r, network=main, **tag) for r in rows]
+            got["validation"] = [dict(r, network=main, **tag) for r in validation]
+        curve, _ = cache.unit(f"loss/{network}", lambda: (
+            loss_curve(_model_dir(workdir, exp, network, seed)), None))
+        got["loss"] = [{"network": network, "train_seed": seed, **r} for r in curve]
+        return got, drawn, first
+
     for seed in seeds:
         for network in exp.networks:
-            score_fn, cache = trained[network, seed]["score_fn"], model_cache(network, seed)
-            tag = {"train_seed": seed}
-            rows, nfe_rows = likelihood_rows(k_ll, sde, score_fn, v_test[:exp.num_test], levels,
-                                             network, exp.nfes, cache, exp.likelihood_tol, seed)
-            runs["likelihood"] += [dict(r, **tag) for r in rows]
-            runs["by_nfe"] += [dict(r, **tag) for r in nfe_rows]
-            rows, drawn = quality_rows(jax.random.fold_in(k_sample, seed), sde, score_fn, exp,
-                                       clf, x_test, x_train, network, cache, seed)
-            runs["quality"] += [dict(r, **tag) for r in rows]
+            cache = common.ResultCache(workdir, {
+                "config": fingerprint, "network": network, "train_seed": seed,
+                "step": steps}, exp.seed)
+            try:  # every unit kept: the model is not needed (a measured model's checkpoint
+                with common.no_progress():  # can go; its units are its results)
+                    got, drawn, first = measure(network, seed, None, _KeptUnits(cache))
+            except _NotKept:
+                score_fn = train_network(config, workdir, exp, network, seed)
+                got, drawn, first = measure(network, seed, score_fn, cache)
+            for name, rows in got.items():
+                runs[name] += rows
             if seed == seeds[0]:
                 samples.update({(network, *key): x for key, x in drawn.items()})
-            if network == main and exp.tasks:
-                rows, validation, first = inverse_rows(k_inverse, sde, score_fn, exp, x_test,
-                                                       x_train, cache, seed)
-                runs["inverse"] += [dict(r, network=main, **tag) for r in rows]
-                runs["validation"] += [dict(r, network=main, **tag) for r in validation]
-                if seed == seeds[0]:
-                    shown = first
+                shown = shown or first
 
     likelihood = baseline_rows(sde, v_test[:exp.num_test], v_train, levels) + \
         claims.over_seeds(runs["likelihood"], ("network", "model"), _BPD, means=("nfe",))
@@ -882,8 +929,8 @@ def run(config, workdir: str) -> dict[str, str]:
                                      "gap_to_adaptive", "gap_to_adaptive_se"]))
     paths.update(reporting.save_figure(_likelihood_figure(plt, likelihood, by_nfe, exp),
                                        workdir, "likelihood_vs_nfe.png"))
-    curves = [{"network": n, "train_seed": s, **r} for s in seeds for n in exp.networks
-              for r in loss_curve(_model_dir(workdir, exp, n, s))]
+    curves = sorted(runs["loss"], key=lambda r: (r["train_seed"],
+                                                 exp.networks.index(r["network"])))
     if curves:
         paths.update(common.write_table(workdir, "loss", curves,
                                         ["network", "train_seed", "step", "test_loss"]))

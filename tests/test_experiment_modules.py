@@ -298,6 +298,15 @@ def test_mnist_tiny_resumes_and_tunes_on_validation(tmp_path, monkeypatch):
         assert [r for r in _rows(paths[f"{name}_runs.csv"]) if r["train_seed"] == "0"] == rows
     assert [(r["train_seed"], r["step"]) for r in _rows(paths["loss.csv"])] == [
         ("0", "2"), ("1", "2")]
+
+    # a measured model is its kept units: without its checkpoint it is neither trained nor
+    # restored, and the tables are the same
+    tables = {name: _rows(paths[name]) for name in paths if name.endswith(".csv")}
+    for model in ("model", "model_s1"):
+        shutil.rmtree(workdir / model)
+    paths = run_as_a_user_does(config, str(workdir))
+    assert not (workdir / "model").exists() and not (workdir / "model_s1").exists()
+    assert {name: _rows(paths[name]) for name in tables} == tables
     reports = {name: (workdir / name).read_bytes() for name in ("claims.csv", "claims.md",
                                                                  "headline.md")}
     images.rewrite_reports(str(workdir))  # the same from the tables alone
