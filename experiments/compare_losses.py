@@ -291,8 +291,9 @@ def run(config, workdir: str) -> dict[str, str]:
     """Trains (or reloads) one model per loss of ``config.experiment.losses`` and training seed
     and evaluates each; returns the paths written. Each model's evaluation (and each group of
     the exact score's) is kept in ``<workdir>/partial`` (``common.ResultCache``: the config
-    without ``_CHOOSERS``, the loss, the seed and the step), so a stopped run resumes where it
-    stopped and added losses or seeds reuse what was measured."""
+    without ``_CHOOSERS``, the loss, the seed and ``num_train_steps``), so a stopped run resumes
+    where it stopped, added losses or seeds reuse what was measured, and a model whose
+    evaluation is kept is neither trained nor restored (its checkpoint can go)."""
     exp = trainer.experiment_config(LossComparisonConfig, config)
     configs = {(name, seed): base.override(config, {**loss_fields(name), "training.seed": seed})
                for name in exp.losses for seed in exp.train_seeds}
@@ -300,35 +301,35 @@ def run(config, workdir: str) -> dict[str, str]:
         trainer.validate_config(c)
     key_eval = jax.random.key(exp.seed)
     fingerprint = common.config_fingerprint(config, _CHOOSERS)
+    steps = int(config.training.num_train_steps)
+    # the exact score's row, the held-out data and the sampling SDE: the first model's
+    first = trainer.parse_config(configs[exp.losses[0], exp.train_seeds[0]])
+    sde, gmm = first.sde.build(), trainer.data.load_dataset(first.data, first.data.train_split).gmm
+    evaluator = Evaluator(key_eval, sde, gmm, exp,
+                          gmm.sample(jax.random.fold_in(key_eval, 1),
+                                     exp.num_heldout).astype(jnp.float32))
 
     def kept(cache, group, score_fn, nll=None):
-        """``evaluator.runs(score_fn, group, nll)``, or what ``cache`` kept of it."""
+        """``evaluator.runs(score_fn(), group, nll)``, or what ``cache`` kept of it (then
+        ``score_fn`` is not called)."""
         return cache.unit(f"runs_g{group}",
-                          lambda: (evaluator.runs(score_fn, group, nll), None))[0]
+                          lambda: (evaluator.runs(score_fn(), group, nll), None))[0]
 
-    rows, evaluator, all_runs = [], None, []
+    cache = common.ResultCache(workdir, {"config": fingerprint, "score": "exact"})
+    exact, exact_runs, nll = jax.tree_util.Partial(gmm.score_fn(sde)), [], None
+    for g in range(len(exp.train_seeds)):
+        exact_runs += kept(cache, g, lambda: exact, nll)
+        nll = exact_runs[0]["nll_bpd"]
+    rows, all_runs = [{"loss": "exact score", "config": "", **summarize(exact_runs)}], []
     for i, name in enumerate(common.progress(exp.losses, "compare_losses: losses",
                                              unit="loss")):
         runs = []
         for group, seed in enumerate(exp.train_seeds):
-            trained = trainer.train_and_evaluate(configs[(name, seed)],
-                                                 os.path.join(workdir, f"model_{i}_s{seed}"))
-            if evaluator is None:  # the exact score's row, on the same held-out data and keys
-                sde, gmm = trained["sde"], trained["dataset"].gmm
-                heldout = gmm.sample(jax.random.fold_in(key_eval, 1),
-                                     exp.num_heldout).astype(jnp.float32)
-                evaluator = Evaluator(key_eval, sde, gmm, exp, heldout)
-                exact, nll = jax.tree_util.Partial(gmm.score_fn(sde)), None
-                cache = common.ResultCache(workdir, {"config": fingerprint, "score": "exact"})
-                exact_runs = []
-                for g in range(len(exp.train_seeds)):
-                    exact_runs += kept(cache, g, exact, nll)
-                    nll = exact_runs[0]["nll_bpd"]
-                rows.append({"loss": "exact score", "config": "", **summarize(exact_runs)})
             cache = common.ResultCache(workdir, {"config": fingerprint, "loss": name,
-                                                 "train_seed": seed,
-                                                 "step": int(trained["state"].step)})
-            runs += kept(cache, group, trained["score_fn"])
+                                                 "train_seed": seed, "step": steps})
+            model_dir = os.path.join(workdir, f"model_{i}_s{seed}")
+            runs += kept(cache, group, lambda c=configs[name, seed], d=model_dir: _trained(
+                c, d, steps))
         shortcut = ",".join(f"{k}={v}" for k, v in loss_fields(name).items())
         rows.append({"loss": name, "config": shortcut, **summarize(runs)})
         all_runs += [{"loss": name, **r} for r in runs]
@@ -337,6 +338,20 @@ def run(config, workdir: str) -> dict[str, str]:
     paths.update(write_claims(workdir, rows, all_runs))
     paths.update(write_figure(workdir, rows, len(exp.train_seeds)))
     return paths
+
+
+def _trained(config, model_dir: str, steps: int):
+    """The EMA score of the model of ``config`` trained (or reloaded) in ``model_dir``.
+
+    Raises:
+      ValueError: ``model_dir`` holds a model at another step than ``steps`` (the step its
+        kept evaluation is named by).
+    """
+    trained = trainer.train_and_evaluate(config, model_dir)
+    if int(trained["state"].step) != steps:
+        raise ValueError(f"{model_dir} holds a model at step {int(trained['state'].step)}, "
+                         f"but training.num_train_steps is {steps}: remove it")
+    return trained["score_fn"]
 
 
 def rerun_check(committed: str, rerun: str) -> dict[str, tuple[int, int]]:

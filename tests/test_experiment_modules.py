@@ -370,6 +370,14 @@ def test_compare_losses(tmp_path):
     assert sorted(tmp_path.glob("partial/*/runs_g*.json")) == kept
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     assert _rows(paths["runs.csv"]) == runs
+    # every evaluation kept: the models' checkpoints can go, nothing trains or is restored
+    models = sorted(tmp_path.glob("model_*"))
+    assert len(models) == 2 * 2
+    for model in models:
+        shutil.rmtree(model)
+    compare_losses.run(config, str(tmp_path))
+    assert not list(tmp_path.glob("model_*"))
+    assert _rows(paths["runs.csv"]) == runs and (tmp_path / "losses.md").read_text() == table
 
 
 @pytest.mark.slow
