@@ -91,6 +91,23 @@ def test_the_readme_counts_follow_from_the_committed_reruns():
     assert f"land inside all {cells} of the committed 95% intervals" in readme
 
 
+def test_the_main_jobs_readme_counts_follow_from_its_committed_rerun():
+    """The main job's re-run paragraph: the total and every metric's count are what
+    ``compare_samplers.rerun_check`` makes of ``results/compare_samplers/rerun``."""
+    from experiments import compare_samplers
+
+    readme = " ".join(open(os.path.join(ROOT, "results", "README.md")).read().split())
+    results = os.path.join(ROOT, "results", "compare_samplers")
+    counts = compare_samplers.rerun_check(results, os.path.join(results, "rerun"))
+    inside, cells = (sum(c[i] for c in counts.values()) for i in (0, 1))
+    exact = [sum(v[i] for k, v in counts.items() if k.startswith("gaussian:")) for i in (0, 1)]
+    said = {"MMD^2": counts["mmd2"], "sliced W2": counts["sw2"], "NLL": counts["nll"],
+            "the mode-weight error": counts["mode_err"], "the flow KL": counts["kl"],
+            "the exact table": tuple(exact)}
+    assert (f"for {inside} of {cells} cells ({round(100 * inside / cells)}%): "
+            + ", ".join(f"{name} {a} of {b}" for name, (a, b) in said.items())) in readme
+
+
 def test_image_study_rerun_check_reads_shared_errors_by_the_seeds_spread(tmp_path):
     """``images.rerun_check`` on two 5-seed studies: the same values land inside; bits/dim
     (whose per-model error, from the test digits every seed shares, cancels between the runs)
