@@ -141,3 +141,20 @@ def test_image_study_rerun_check_reads_shared_errors_by_the_seeds_spread(tmp_pat
     moved = images.rerun_check(committed, study(tmp_path / "moved", bpd_shift=0.05,
                                                 fd_shift=2.0))
     assert moved == {**same, "digits:bits_per_dim": (0, 1)}  # FD: +2 inside its +- 3.5
+
+
+def test_the_loss_comparisons_readme_counts_follow_from_its_committed_rerun():
+    """The compare_losses re-run paragraph's counts are what ``compare_losses.rerun_check``
+    makes of ``results/compare_losses/rerun``."""
+    from experiments import compare_losses
+
+    readme = " ".join(open(os.path.join(ROOT, "results", "README.md")).read().split())
+    results = os.path.join(ROOT, "results", "compare_losses")
+    counts = compare_losses.rerun_check(results, os.path.join(results, "rerun"))
+    inside, cells = (sum(c[i] for c in counts.values()) for i in (0, 1))
+    c = {m: f"{a} of {b}" for m, (a, b) in counts.items()}
+    assert (f"for {inside} of {cells} cells ({round(100 * inside / cells)}%; "
+            f"`experiments.compare_losses.rerun_check`): the held-out DSM loss "
+            f"{c['heldout_dsm']}, the sliced W2 of Euler-Maruyama {c['sw2_em']} and of Heun "
+            f"{c['sw2_heun']}, but the PF-ODE NLL {c['nll_bpd']} and the DDPM ELBO "
+            f"{c['elbo_bpd']}") in readme
