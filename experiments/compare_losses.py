@@ -21,7 +21,9 @@ Each model is evaluated ``sample_seeds`` times (run ``u = i * sample_seeds + r``
 seed ``i``: its own DSM noise, ELBO noise, sampler noise and exact samples; the exact score runs
 as many groups of as many runs, on the same keys). Every cell is the mean over the training
 seeds (``claims.spread``: its standard error from the spread between the seeds' means, floored
-at the sampling's share, and the sd within a seed beside it); the markdown table prints
+at the sampling's share, and the sd within a seed beside it; the NLL's and ELBO's add the
+held-out points' own standard error, ``HELDOUT``: every run scores the same points, so their
+draw is not in the spread between seeds); the markdown table prints
 ``mean +- h``, the 95% interval a re-run with as many other seeds lands in
 (``claims.rerun_halfwidth``). Every pair of losses is compared on each metric by the rule of
 ``experiments.claims`` (``claims.md/csv``), and the statements the README quotes are generated
@@ -106,10 +108,11 @@ class Evaluator:
         x = heldout[:exp.num_nll]
         self.dsm = jax.jit(lambda key, sf: jnp.mean(dsm(key, sf, heldout)))
         # (log_likelihood and ddpm_negative_elbo compile once for every score themselves)
-        self.nll = lambda sf: -jnp.mean(sde_lib.log_likelihood(
-            key_nll, sde, sf, x, divergence="exact")[0]) / (gmm.dim * math.log(2))
-        self.elbo = lambda key, sf: jnp.mean(sde_lib.ddpm_negative_elbo(
-            key, sde, sf, x, decoder="gaussian").bpd)
+        # per point (bits/dim): the runs keep the mean and its standard error over the points
+        self.nll = lambda sf: -sde_lib.log_likelihood(
+            key_nll, sde, sf, x, divergence="exact")[0] / (gmm.dim * math.log(2))
+        self.elbo = lambda key, sf: sde_lib.ddpm_negative_elbo(
+            key, sde, sf, x, decoder="gaussian").bpd
         shape = (exp.num_samples, gmm.dim)
         self.samplers = {
             name: jax.jit(lambda key, sf, m=method, n=steps: sde_lib.sample(
@@ -117,42 +120,79 @@ class Evaluator:
             for name, method, steps in (("sw2_em", "euler_maruyama", 200),
                                         ("sw2_heun", "pf_ode_heun", 50))}
 
-    def __call__(self, score_fn, run: int = 0, nll: float | None = None) -> dict[str, float]:
-        """Run ``run``'s measures of ``score_fn``: its DSM, ELBO and sampler noise and its set
-        of exact samples are its own; the PF-ODE NLL (exact divergence) has no noise, so a
-        value already computed for this score can be passed as ``nll``."""
+    def __call__(self, score_fn, run: int = 0, nll=None) -> tuple[dict[str, float], dict]:
+        """Run ``run``'s measures of ``score_fn`` and the per-point values of the held-out
+        points' measures (``HELDOUT``): its DSM, ELBO and sampler noise and its set of exact
+        samples are its own; the PF-ODE NLL (exact divergence) has no noise, so its per-point
+        values already computed for this score can be passed as ``nll``."""
         key = jax.random.fold_in(self.key_s, run)
         exact = np.asarray(self.gmm.sample(jax.random.fold_in(key, 1), self.exp.num_samples))
+        points = {"nll_bpd": np.asarray(self.nll(score_fn) if nll is None else nll, np.float64),
+                  "elbo_bpd": np.asarray(self.elbo(jax.random.fold_in(self.key_elbo, run),
+                                                   score_fn), np.float64)}
         out = {"heldout_dsm": float(self.dsm(jax.random.fold_in(self.key_dsm, run), score_fn)),
-               "nll_bpd": float(self.nll(score_fn)) if nll is None else nll,
-               "elbo_bpd": float(self.elbo(jax.random.fold_in(self.key_elbo, run), score_fn))}
+               **{name: float(v.mean()) for name, v in points.items()}}
         for name, draw in self.samplers.items():
             x = np.asarray(draw(key, score_fn))
             out[name] = (common.sliced_wasserstein(x, exact, key)
                          if np.all(np.isfinite(x)) else math.inf)
+        return out, points
+
+    def runs(self, score_fn, group: int, nll=None) -> list[dict]:
+        """Group ``group``'s ``sample_seeds`` runs of ``score_fn`` (``u = group * m + r``), its
+        NLL computed once (or its per-point values given as ``nll``), each run with the
+        group's ``points_se`` of the held-out points' measures."""
+        m, out, values = self.exp.sample_seeds, [], []
+        for r in range(m):
+            row, points = self(score_fn, group * m + r, nll)
+            out.append({**row, "group": group, "run": group * m + r})
+            values.append(points)
+            nll = points["nll_bpd"]
+        for name, column in HELDOUT.items():
+            se = points_se([v[name] for v in values])
+            for row in out:
+                row[column] = se
         return out
 
-    def runs(self, score_fn, group: int, nll: float | None = None) -> list[dict]:
-        """Group ``group``'s ``sample_seeds`` runs of ``score_fn`` (``u = group * m + r``), its
-        NLL computed once (or given as ``nll``)."""
-        m, out = self.exp.sample_seeds, []
-        for r in range(m):
-            out.append({**self(score_fn, group * m + r, nll), "group": group,
-                        "run": group * m + r})
-            nll = out[-1]["nll_bpd"]
-        return out
+
+def points_se(runs) -> float:
+    """The standard error, over ``n`` held-out points, of a mean over them from the per-point
+    values of runs on the same points with independent noise: ``sqrt(c / n)``, ``c`` the
+    points' own variance, the mean covariance between two runs' per-point values over the
+    points (the noise, independent between runs, drops out of it; with one run, or the same
+    values in every run, their variance)."""
+    v = np.asarray(runs, np.float64)
+    if len(v) == 1:
+        return float(v[0].std(ddof=1) / math.sqrt(v.shape[1]))
+    c = np.mean([np.cov(v[a], v[b])[0, 1] for a, b in itertools.combinations(range(len(v)), 2)])
+    return float(math.sqrt(max(c, 0.0) / v.shape[1]))
+
+
+# the measures of the study's one set of held-out points, which every run scores: their draw is
+# an error every cell shares and the spread between seeds does not hold (a re-run with another
+# seed draws other points), so each of these cells' standard errors adds the rms over its runs
+# of the points' standard error (column ``<name>_points_se``)
+HELDOUT = {"nll_bpd": "nll_points_se", "elbo_bpd": "elbo_points_se"}
 
 
 def summarize(runs: list[dict]) -> dict:
-    """Each metric's ``claims.spread`` over ``runs``, with the counts of groups and runs."""
+    """Each metric's ``claims.spread`` over ``runs``, with the counts of groups and runs; the
+    held-out points' measures (``HELDOUT``) with their points' standard error added to the
+    cell's: ``sqrt(se^2 + points_se^2)``, ``points_se`` in ``<name>_points_se``."""
     out = {"groups": len({r["group"] for r in runs}), "runs": len(runs)}
     for name in METRICS:
         out.update(claims.spread(runs, name))
+        points = HELDOUT.get(name)
+        if points is not None and out[f"{name}_se"] is not None:
+            h = math.sqrt(np.mean([r[points] ** 2 for r in runs]))
+            out[points] = h
+            out[f"{name}_se"] = math.sqrt(out[f"{name}_se"] ** 2 + h**2)
     return out
 
 
 COLUMNS = ["loss", "groups", "runs",
-           *[c for m in METRICS for c in (m, f"{m}_se", f"{m}_sd", f"{m}_within_sd")], "config"]
+           *[c for m in METRICS for c in (m, f"{m}_se", f"{m}_sd", f"{m}_within_sd")],
+           *HELDOUT.values(), "config"]
 
 
 def write_tables(workdir: str, rows: list[dict]) -> dict[str, str]:
@@ -287,6 +327,11 @@ def figure(rows: list[dict], num_seeds: int, cap: float = 4.0):
 _CHOOSERS = ("losses", "train_seeds")
 
 
+# a kept evaluation's name: ``runs2`` since the runs keep the held-out points' standard errors
+# (the ``runs`` units before lack them and are not read)
+_UNIT = "runs2"
+
+
 def run(config, workdir: str) -> dict[str, str]:
     """Trains (or reloads) one model per loss of ``config.experiment.losses`` and training seed
     and evaluates each; returns the paths written. Each model's evaluation (and each group of
@@ -309,17 +354,16 @@ def run(config, workdir: str) -> dict[str, str]:
                           gmm.sample(jax.random.fold_in(key_eval, 1),
                                      exp.num_heldout).astype(jnp.float32))
 
-    def kept(cache, group, score_fn, nll=None):
-        """``evaluator.runs(score_fn(), group, nll)``, or what ``cache`` kept of it (then
+    def kept(cache, group, score_fn):
+        """``evaluator.runs(score_fn(), group)``, or what ``cache`` kept of it (then
         ``score_fn`` is not called)."""
-        return cache.unit(f"runs_g{group}",
-                          lambda: (evaluator.runs(score_fn(), group, nll), None))[0]
+        return cache.unit(f"{_UNIT}_g{group}",
+                          lambda: (evaluator.runs(score_fn(), group), None))[0]
 
     cache = common.ResultCache(workdir, {"config": fingerprint, "score": "exact"})
-    exact, exact_runs, nll = jax.tree_util.Partial(gmm.score_fn(sde)), [], None
+    exact, exact_runs = jax.tree_util.Partial(gmm.score_fn(sde)), []
     for g in range(len(exp.train_seeds)):
-        exact_runs += kept(cache, g, lambda: exact, nll)
-        nll = exact_runs[0]["nll_bpd"]
+        exact_runs += kept(cache, g, lambda: exact)
     rows, all_runs = [{"loss": "exact score", "config": "", **summarize(exact_runs)}], []
     for i, name in enumerate(common.progress(exp.losses, "compare_losses: losses",
                                              unit="loss")):
@@ -334,7 +378,8 @@ def run(config, workdir: str) -> dict[str, str]:
         rows.append({"loss": name, "config": shortcut, **summarize(runs)})
         all_runs += [{"loss": name, **r} for r in runs]
     paths = write_tables(workdir, rows)
-    paths.update(common.write_csv(workdir, "runs", all_runs, ["loss", "group", "run", *METRICS]))
+    paths.update(common.write_csv(workdir, "runs", all_runs,
+                                     ["loss", "group", "run", *METRICS, *HELDOUT.values()]))
     paths.update(write_claims(workdir, rows, all_runs))
     paths.update(write_figure(workdir, rows, len(exp.train_seeds)))
     return paths

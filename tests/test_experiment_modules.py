@@ -313,13 +313,30 @@ def test_mnist_tiny_resumes_and_tunes_on_validation(tmp_path, monkeypatch):
     assert {name: (workdir / name).read_bytes() for name in reports} == reports
 
 
+def test_points_se_leaves_out_the_runs_own_noise():
+    """``compare_losses.points_se``: per-point values ``p_i + e_ri`` (points' variance 1, each
+    run's noise variance 4, independent) give the points' standard error ``1 / sqrt(n)`` within
+    4 standard errors of the covariance estimate; one run, its variance; the same values in
+    every run, their variance."""
+    rng = np.random.default_rng(0)
+    n = 40_000
+    p = rng.normal(size=n)
+    runs = [p + 2.0 * rng.normal(size=n) for _ in range(2)]
+    c = compare_losses.points_se(runs) ** 2 * n
+    assert abs(c - 1.0) < 4 * np.sqrt((1.0 + 5.0**2) / n)
+    assert compare_losses.points_se(runs[:1]) == pytest.approx(runs[0].std(ddof=1) / np.sqrt(n))
+    assert compare_losses.points_se([p, p, p]) == pytest.approx(p.std(ddof=1) / np.sqrt(n))
+
+
 @pytest.mark.slow
 def test_compare_losses(tmp_path):
     """Two losses, two training seeds each with two evaluations, and the exact score at a tiny
     budget: one row each with the mean over the seeds, its standard error and the sd within a
     seed; the exact score has the lowest held-out DSM loss (it minimizes it in expectation;
-    2000 held-out points) and one NLL (no noise); the claims compare the two losses on every
-    metric and the headline is generated from them."""
+    2000 held-out points) and one NLL (no noise), whose standard error is then the held-out
+    points' alone (the exact log-density's over them); the NLL's and ELBO's standard errors
+    add the points' to the seeds'; the claims compare the two losses on every metric and the
+    headline is generated from them."""
     losses = ("eps prediction (eps loss)", "sliced score matching")
     config = tiny(compare_losses_config, dict(losses=losses, num_heldout=2000, num_nll=10,
                                               num_samples=200, train_seeds=(0, 1),
@@ -332,6 +349,26 @@ def test_compare_losses(tmp_path):
     assert [(r["groups"], r["runs"]) for r in rows] == [("2", "4")] * 3
     assert float(rows[0]["nll_bpd_sd"]) == 0 and float(rows[1]["nll_bpd_sd"]) > 0
     assert float(rows[1]["nll_bpd_within_sd"]) == 0  # the NLL has no sampling noise
+    # the held-out points' error: the exact score's NLL has no other, and it is the spread of
+    # the exact log-density over the same points (the PF-ODE's error is far smaller)
+    exp = config.experiment
+    data_config = parse_config(config).data
+    gmm = trainer.data.load_dataset(data_config, data_config.train_split).gmm
+    x = gmm.sample(jax.random.fold_in(jax.random.key(exp.seed), 1),
+                   exp.num_heldout).astype(jnp.float32)[:exp.num_nll]
+    per_point = -np.asarray(gmm.log_prob(x), np.float64) / (x.shape[1] * np.log(2))
+    expected = per_point.std(ddof=1) / np.sqrt(exp.num_nll)
+    assert float(rows[0]["nll_points_se"]) == pytest.approx(expected, rel=0.02)
+    assert float(rows[0]["nll_bpd_se"]) == float(rows[0]["nll_points_se"])
+    per_run = _rows(str(tmp_path / "runs.csv"))
+    for row in rows[1:]:
+        for name, points in compare_losses.HELDOUT.items():
+            mine = [{"group": int(r["group"]), name: float(r[name])} for r in per_run
+                    if r["loss"] == row["loss"]]
+            seeds = claims.spread(mine, name)[f"{name}_se"]
+            assert float(row[f"{name}_se"]) == pytest.approx(
+                np.hypot(seeds, float(row[points])), rel=1e-9)
+            assert float(row[points]) > 0
     assert float(rows[1]["sw2_em_within_sd"]) > 0
     for r in rows:  # the floor: never below the sampling's share
         se, within = float(r["sw2_em_se"]), float(r["sw2_em_within_sd"])
@@ -362,12 +399,12 @@ def test_compare_losses(tmp_path):
     assert "| exact score | 2 |" in table and " +- " in table
     # each model's evaluation (and each exact group's) kept: run again with one deleted, only
     # that one is made again, and the runs are the same
-    kept = sorted(tmp_path.glob("partial/*/runs_g*.json"))
+    kept = sorted(tmp_path.glob("partial/*/runs2_g*.json"))
     assert len(kept) == 2 * 2 + 2  # (loss, seed) and the exact score's groups
     kept[0].unlink()
     stamps = {p: p.stat().st_mtime_ns for p in kept[1:]}
     compare_losses.run(config, str(tmp_path))
-    assert sorted(tmp_path.glob("partial/*/runs_g*.json")) == kept
+    assert sorted(tmp_path.glob("partial/*/runs2_g*.json")) == kept
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     assert _rows(paths["runs.csv"]) == runs
     # every evaluation kept: the models' checkpoints can go, nothing trains or is restored
