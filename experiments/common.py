@@ -186,6 +186,22 @@ class ResultCache:
         return key_rng(self.seed, key)
 
 
+def trained_score(config, model_dir: str):
+    """The EMA score of the model of ``config`` trained (or reloaded) in ``model_dir`` by
+    ``trainer.train_and_evaluate``, at exactly ``training.num_train_steps`` (the step a study's
+    kept units are named by).
+
+    Raises:
+      ValueError: ``model_dir`` holds a model at another step.
+    """
+    result = trainer.train_and_evaluate(config, model_dir)
+    step, steps = int(result["state"].step), int(config.training.num_train_steps)
+    if step != steps:
+        raise ValueError(f"{model_dir} holds a model at step {step}, but "
+                         f"training.num_train_steps is {steps}: remove it or train to {step}")
+    return result["score_fn"]
+
+
 def config_fingerprint(config, choosers) -> dict:
     """``config`` as a dict without the ``experiment`` fields ``choosers`` (those that only
     choose which units of a study run, not what a unit gives): the part of a

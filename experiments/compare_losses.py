@@ -372,8 +372,8 @@ def run(config, workdir: str) -> dict[str, str]:
             cache = common.ResultCache(workdir, {"config": fingerprint, "loss": name,
                                                  "train_seed": seed, "step": steps})
             model_dir = os.path.join(workdir, f"model_{i}_s{seed}")
-            runs += kept(cache, group, lambda c=configs[name, seed], d=model_dir: _trained(
-                c, d, steps))
+            runs += kept(cache, group, lambda c=configs[name, seed], d=model_dir:
+                         common.trained_score(c, d))
         shortcut = ",".join(f"{k}={v}" for k, v in loss_fields(name).items())
         rows.append({"loss": name, "config": shortcut, **summarize(runs)})
         all_runs += [{"loss": name, **r} for r in runs]
@@ -383,20 +383,6 @@ def run(config, workdir: str) -> dict[str, str]:
     paths.update(write_claims(workdir, rows, all_runs))
     paths.update(write_figure(workdir, rows, len(exp.train_seeds)))
     return paths
-
-
-def _trained(config, model_dir: str, steps: int):
-    """The EMA score of the model of ``config`` trained (or reloaded) in ``model_dir``.
-
-    Raises:
-      ValueError: ``model_dir`` holds a model at another step than ``steps`` (the step its
-        kept evaluation is named by).
-    """
-    trained = trainer.train_and_evaluate(config, model_dir)
-    if int(trained["state"].step) != steps:
-        raise ValueError(f"{model_dir} holds a model at step {int(trained['state'].step)}, "
-                         f"but training.num_train_steps is {steps}: remove it")
-    return trained["score_fn"]
 
 
 def rerun_check(committed: str, rerun: str) -> dict[str, tuple[int, int]]:

@@ -755,13 +755,8 @@ def train_network(config, workdir: str, exp: DigitsConfig, network: str, seed: i
       ValueError: the model's directory holds a model at another step than the config's
         ``training.num_train_steps`` (its kept units are named by that step).
     """
-    model_dir = _model_dir(workdir, exp, network, seed)
-    result = trainer.train_and_evaluate(_network_config(config, exp, network, seed), model_dir)
-    step, steps = int(result["state"].step), int(config.training.num_train_steps)
-    if step != steps:
-        raise ValueError(f"{model_dir} holds a model at step {step}, but "
-                         f"training.num_train_steps is {steps}: remove it or train to {step}")
-    return result["score_fn"]
+    return common.trained_score(_network_config(config, exp, network, seed),
+                                _model_dir(workdir, exp, network, seed))
 
 
 class _NotKept(Exception):
