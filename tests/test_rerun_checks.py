@@ -158,3 +158,26 @@ def test_the_loss_comparisons_readme_counts_follow_from_its_committed_rerun():
             f"{c['heldout_dsm']}, the sliced W2 of Euler-Maruyama {c['sw2_em']} and of Heun "
             f"{c['sw2_heun']}, but the PF-ODE NLL {c['nll_bpd']} and the DDPM ELBO "
             f"{c['elbo_bpd']}") in readme
+
+
+def test_the_testbeds_readme_counts_follow_from_its_committed_rerun():
+    """The testbeds re-run paragraph's counts are what ``testbeds.rerun_check`` makes of
+    ``results/testbeds/rerun``, the Transformer's cells among them."""
+    from experiments import common, testbeds
+
+    readme = " ".join(open(os.path.join(ROOT, "results", "README.md")).read().split())
+    results = os.path.join(ROOT, "results", "testbeds")
+    counts = testbeds.rerun_check(results, os.path.join(results, "rerun"))
+    inside, cells = (sum(c[i] for c in counts.values()) for i in (0, 1))
+    assert (f"for {inside} of {cells} cells ({round(100 * inside / cells)}%; "
+            "`experiments.testbeds.rerun_check`): "
+            + ", ".join(f"{testbeds.LABELS[m]} {a} of {b}" for m, (a, b) in counts.items())
+            ) in readme
+    committed, rerun = (common.read_table(os.path.join(d, "results.csv"))
+                        for d in (results, os.path.join(results, "rerun")))
+    model = [r for r in committed if r["score"] == "model"]
+    assert claims.rerun_coverage(model, rerun,
+                                 ("testbed", "score", "sampler", "nfe_target"),
+                                 tuple(testbeds.LABELS), "groups") == (16, 16)
+    assert "The Transformer's 16 cells are all inside" in readme
+
