@@ -156,8 +156,8 @@ def test_the_loss_comparisons_readme_counts_follow_from_its_committed_rerun():
     assert (f"for {inside} of {cells} cells ({round(100 * inside / cells)}%; "
             f"`experiments.compare_losses.rerun_check`): the held-out DSM loss "
             f"{c['heldout_dsm']}, the sliced W2 of Euler-Maruyama {c['sw2_em']} and of Heun "
-            f"{c['sw2_heun']}, but the PF-ODE NLL {c['nll_bpd']} and the DDPM ELBO "
-            f"{c['elbo_bpd']}") in readme
+            f"{c['sw2_heun']}, the PF-ODE NLL {c['nll_bpd']} and the DDPM ELBO "
+            f"{c['elbo_bpd']}.") in readme
 
 
 def test_the_testbeds_readme_counts_follow_from_its_committed_rerun():
