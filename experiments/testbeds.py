@@ -175,9 +175,11 @@ def _summarize(runs) -> dict:
     return out
 
 
-def _testbed_run(fn, key, score_fn, rng_metric, gmm, exact, exp, kl_fn, path_of, keep):
+def _testbed_run(fn, key, score_of, rng_metric, gmm, exact, exp, kl_fn, path_of, keep):
     """One sampler run's measures (``sample_metrics``; the flow KL with ``kl_fn``; the pathwise
-    error with ``path_of``, a function of the key) and its samples if ``keep``."""
+    error with ``path_of``, a function of the key) and its samples if ``keep``; ``score_of()``
+    gives the score function (a model is trained or restored only for a run not kept)."""
+    score_fn = score_of()
     x, nfe = fn(key, score_fn)
     x = np.asarray(x)
     run = sample_metrics(rng_metric, gmm, x, exact, exp.mmd_points) | {"nfe": int(nfe)}
@@ -191,9 +193,10 @@ def _testbed_run(fn, key, score_fn, rng_metric, gmm, exact, exp, kl_fn, path_of,
 
 
 def evaluate_testbed(rng, name, sde, gmm, score_fns, exp, progress, caches):
-    """Rows for one testbed: the floor, then one per (score, method, NFE target). ``caches``
-    (``{kind: [common.ResultCache per score of score_fns[kind]]}``) keeps each finished run,
-    keyed by its sampler, steps and run index; a kept run is read, not made again."""
+    """Rows for one testbed: the floor, then one per (score, method, NFE target).
+    ``score_fns`` is ``{kind: [callable giving a score function]}``; ``caches`` (``{kind:
+    [common.ResultCache per score of score_fns[kind]]}``) keeps each finished run, keyed by its
+    sampler, steps and run index; a kept run is read, not made again (nor its score made)."""
     n, dim = exp.num_samples, gmm.dim
     rng_exact, rng_metric, rng_sample = jax.random.split(rng, 3)
 
@@ -227,17 +230,17 @@ def evaluate_testbed(rng, name, sde, gmm, score_fns, exp, progress, caches):
                          if deterministic and kind == "exact" else None)
                 runs = []
                 seeds = exp.sample_seeds if kind == "exact" else exp.model_sample_seeds
-                for i, score_fn in enumerate(fns):
+                for i, score_of in enumerate(fns):
                     for r in range(seeds):
                         u = i * seeds + r  # the run's own sampling and metric keys
                         key = jax.random.fold_in(rng_sample, u)
                         path_of = (functools.partial(
-                            evaluation.coupled_error, sde=sde, score_fn=score_fn,
+                            evaluation.coupled_error, sde=sde, score_fn=score_of(),
                             shape=(n, dim), method=method, nums_steps=(num_steps,),
                             ref_steps=exp.ref_steps)
                             if not deterministic and kind == "exact" else None)
                         one_run = functools.partial(
-                            _testbed_run, fn, key, score_fn,
+                            _testbed_run, fn, key, score_of,
                             jax.random.fold_in(rng_metric, 1000 + u), gmm, exact(u), exp,
                             kl_fn, path_of, i == 0 and r == 0)
                         run, x = caches[kind][i].unit(f"{method}_{num_steps}_u{u}", one_run,
@@ -479,10 +482,11 @@ _CHOOSERS = ("testbeds", "methods", "nfes", "model_nfes", "model_methods", "trai
 
 
 def testbeds(config, workdir: str) -> dict[str, str]:
-    """Trains (or reloads) the Transformers, runs every testbed; returns the paths written.
-    Each finished sampler run is kept in ``<workdir>/partial`` (``common.ResultCache``), so a
-    stopped run resumes where it stopped and added samplers, NFEs or seeds reuse the runs
-    made."""
+    """Runs every testbed, training (or reloading) each Transformer where one of its runs is
+    not kept; returns the paths written. Each finished sampler run is kept in
+    ``<workdir>/partial`` (``common.ResultCache``), so a stopped run resumes where it stopped,
+    added samplers, NFEs or seeds reuse the runs made, and a Transformer whose runs are all kept
+    is neither trained nor restored (its checkpoint can go)."""
     exp = trainer.experiment_config(TestbedsConfig, config)
     learned = [t for t in exp.testbeds if t in LEARNED_TESTBEDS]
     configs = {seed: base.override(config, {"training.seed": seed})
@@ -496,18 +500,23 @@ def testbeds(config, workdir: str) -> dict[str, str]:
     for index, testbed in enumerate(exp.testbeds):
         where = {"config": fingerprint, "testbed": testbed, "index": index}
         caches = {"exact": [common.ResultCache(workdir, {**where, "score": "exact"})]}
-        if testbed in LEARNED_TESTBEDS:
-            models = [trainer.train_and_evaluate(c, os.path.join(workdir, f"model_s{seed}"))
-                      for seed, c in configs.items()]
-            sde, gmm = models[0]["sde"], models[0]["dataset"].gmm
-            score_fns = {"exact": [jax.tree_util.Partial(gmm.score_fn(sde))],
-                         "model": [m["score_fn"] for m in models]}
+        if testbed in LEARNED_TESTBEDS:  # the SDE and data the models are trained on
+            first = trainer.parse_config(next(iter(configs.values())))
+            sde = first.sde.build()
+            gmm = trainer.data.load_dataset(first.data, first.data.train_split).gmm
+            steps = int(config.training.num_train_steps)
+            model_fns = [functools.cache(functools.partial(
+                common.trained_score, c, os.path.join(workdir, f"model_s{seed}")))
+                for seed, c in configs.items()]
             caches["model"] = [common.ResultCache(workdir, {**where, "train_seed": seed,
-                                                            "step": int(m["state"].step)})
-                               for seed, m in zip(configs, models, strict=True)]
+                                                            "step": steps})
+                               for seed in configs]
         else:
-            gmm = EXACT_TESTBEDS[testbed]()
-            score_fns = {"exact": [jax.tree_util.Partial(gmm.score_fn(sde))]}
+            gmm, model_fns = EXACT_TESTBEDS[testbed](), None
+        exact_fn = jax.tree_util.Partial(gmm.score_fn(sde))
+        score_fns = {"exact": [lambda f=exact_fn: f]}
+        if model_fns is not None:
+            score_fns["model"] = model_fns
         total = len(exp.methods) * len(exp.nfes) + (
             len(exp.model_methods) * len(exp.model_nfes) if "model" in score_fns else 0)
         with tqdm(total=total, desc=f"{testbed}", unit="setting") as progress:

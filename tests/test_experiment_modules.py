@@ -548,6 +548,13 @@ def test_testbeds_learned(tmp_path):
     assert float(model[0]["sw2_within_sd"]) > 0 and float(model[0]["sw2_se"]) > 0
     assert len([r for r in rows if r["score"] == "exact"]) == 4
     assert all((tmp_path / f"model_s{s}" / "checkpoints").is_dir() for s in (1, 2))
+    # every run kept: the study runs again without its models (none trained nor restored)
+    first = (tmp_path / "results.csv").read_text()
+    for s in (1, 2):
+        shutil.rmtree(tmp_path / f"model_s{s}")
+    testbeds.run(config, str(tmp_path))
+    assert (tmp_path / "results.csv").read_text() == first
+    assert not any((tmp_path / f"model_s{s}").exists() for s in (1, 2))
 
 
 def test_module_configs_reject_bad_values(tmp_path):
