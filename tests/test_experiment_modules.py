@@ -531,7 +531,7 @@ def test_testbeds_sample_metrics():
 def test_testbeds_learned(tmp_path):
     """The learned testbed with tiny Transformers: model rows for the model samplers and
     NFEs only, over 2 training x 2 sampling seeds (a group per training seed), and exact rows
-    beside them."""
+    beside them; run again with its models deleted, it reads every kept run and trains none."""
     config = tiny(testbeds_config, dict(
         testbeds=("pair64",), methods=("euler_maruyama", "ddim"), nfes=(10, 20),
         model_nfes=(10,), model_methods=("ddim",), num_samples=200, sample_seeds=2,
