@@ -202,6 +202,14 @@ def trained_score(config, model_dir: str):
     return result["score_fn"]
 
 
+def sde_and_mixture(config) -> tuple[sde_lib.AbstractSDE, GaussianMixture]:
+    """The SDE and the training data's Gaussian mixture of the model of ``config`` (mixture
+    data), as ``trainer.train_and_evaluate`` builds them, without training or restoring it."""
+    parsed = trainer.parse_config(config)
+    return parsed.sde.build(), trainer.data.load_dataset(parsed.data,
+                                                         parsed.data.train_split).gmm
+
+
 def config_fingerprint(config, choosers) -> dict:
     """``config`` as a dict without the ``experiment`` fields ``choosers`` (those that only
     choose which units of a study run, not what a unit gives): the part of a

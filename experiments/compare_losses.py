@@ -348,8 +348,7 @@ def run(config, workdir: str) -> dict[str, str]:
     fingerprint = common.config_fingerprint(config, _CHOOSERS)
     steps = int(config.training.num_train_steps)
     # the exact score's row, the held-out data and the sampling SDE: the first model's
-    first = trainer.parse_config(configs[exp.losses[0], exp.train_seeds[0]])
-    sde, gmm = first.sde.build(), trainer.data.load_dataset(first.data, first.data.train_split).gmm
+    sde, gmm = common.sde_and_mixture(configs[exp.losses[0], exp.train_seeds[0]])
     evaluator = Evaluator(key_eval, sde, gmm, exp,
                           gmm.sample(jax.random.fold_in(key_eval, 1),
                                      exp.num_heldout).astype(jnp.float32))

@@ -501,9 +501,7 @@ def testbeds(config, workdir: str) -> dict[str, str]:
         where = {"config": fingerprint, "testbed": testbed, "index": index}
         caches = {"exact": [common.ResultCache(workdir, {**where, "score": "exact"})]}
         if testbed in LEARNED_TESTBEDS:  # the SDE and data the models are trained on
-            first = trainer.parse_config(next(iter(configs.values())))
-            sde = first.sde.build()
-            gmm = trainer.data.load_dataset(first.data, first.data.train_split).gmm
+            sde, gmm = common.sde_and_mixture(next(iter(configs.values())))
             steps = int(config.training.num_train_steps)
             model_fns = [functools.cache(functools.partial(
                 common.trained_score, c, os.path.join(workdir, f"model_s{seed}")))
