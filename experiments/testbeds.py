@@ -9,8 +9,8 @@ section says which). This module runs every sampler at every NFE target on four 
 * ``small_ring``: eight equal modes of sd 0.05 on a circle of radius 2;
 * ``pair64``: the seeds' Gaussian pair in d = 64, learned by the seeds' Transformer denoiser
   (``experiments/configs/testbeds.py``, one model per training seed in
-  ``<workdir>/model_s<seed>``; a second run in the same workdir reloads them), sampled with the
-  models and with the exact score.
+  ``<workdir>/model_s<seed>``; a second run in the same workdir reloads them, and one whose
+  runs are all kept needs none), sampled with the models and with the exact score.
 
 Every run is measured against the exact mixture. A cell is the mean over its groups of runs
 (``claims.spread``): for the exact score each of the ``sample_seeds`` sampling seeds is a group,
